@@ -1,0 +1,20 @@
+"""CA-MTL as a Hugging Face model. This ``__init__`` only imports and registers; it never travels with checkpoints
+(the config and modeling files do, and load with ``trust_remote_code=True``)."""
+
+from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
+
+from .configuration_camtl import CaMtlConfig, normalize_task_spec
+from .modeling_camtl import CaMtlForMultiTask, CaMtlModel, CaMtlMultiTaskOutput, CaMtlPreTrainedModel
+
+AutoConfig.register("camtl", CaMtlConfig, exist_ok=True)
+AutoModel.register(CaMtlConfig, CaMtlModel, exist_ok=True)
+AutoModelForSequenceClassification.register(CaMtlConfig, CaMtlForMultiTask, exist_ok=True)
+
+__all__ = [
+    "CaMtlConfig",
+    "CaMtlForMultiTask",
+    "CaMtlModel",
+    "CaMtlMultiTaskOutput",
+    "CaMtlPreTrainedModel",
+    "normalize_task_spec",
+]

@@ -1,0 +1,223 @@
+"""CA-MTL model configuration.
+
+This file travels with every checkpoint (``trust_remote_code``): it may import only the standard library,
+torch and transformers, and other files of this folder only as ``from .x import y``.
+"""
+
+import math
+import re
+
+from transformers import PreTrainedConfig
+
+TASK_KINDS = ("classification", "regression")
+POOLING_CHOICES = ("pooler", "mean")
+_TASK_NAME = re.compile(r"^[A-Za-z0-9_\-]+$")
+
+
+def normalize_task_spec(spec, index: int = 0) -> dict:
+    """Return one task spec as a plain, JSON-safe dict, or raise ``ValueError`` naming the bad field.
+
+    A spec is a dict (or an object with ``to_spec()``) with:
+      - ``name``: unique id, letters, digits, ``_`` or ``-`` (it names the task's head module);
+      - ``kind``: ``"classification"`` or ``"regression"``;
+      - ``labels``: label names, at least two, for classification; empty for regression;
+      - ``text_fields``: the names of the one or two input texts (e.g. ``["premise", "hypothesis"]``);
+      - ``label_range``: ``[lo, hi]`` of a regression target (used to score its uncertainty), default ``[0, 1]``.
+    """
+    if hasattr(spec, "to_spec"):
+        spec = spec.to_spec()
+    if not isinstance(spec, dict):
+        raise ValueError(f"tasks[{index}] must be a dict with name/kind/labels/text_fields, got {type(spec).__name__}")
+    unknown = set(spec) - {"name", "kind", "labels", "text_fields", "label_range"}
+    if unknown:
+        raise ValueError(
+            f"tasks[{index}] has unknown field(s) {sorted(unknown)}; valid fields: name, kind, labels, text_fields, "
+            "label_range"
+        )
+    name = spec.get("name")
+    if not isinstance(name, str) or not _TASK_NAME.match(name):
+        raise ValueError(f"tasks[{index}].name must be a non-empty string of letters, digits, '_' or '-', got {name!r}")
+    kind = spec.get("kind", "classification")
+    if kind not in TASK_KINDS:
+        raise ValueError(f"tasks[{index}] ({name}).kind must be one of {list(TASK_KINDS)}, got {kind!r}")
+    labels = [str(label) for label in (spec.get("labels") or [])]
+    if kind == "classification" and len(labels) < 2:
+        raise ValueError(f"tasks[{index}] ({name}).labels must list at least two label names, got {labels}")
+    if kind == "classification" and len(set(labels)) != len(labels):
+        raise ValueError(f"tasks[{index}] ({name}).labels has duplicates: {labels}")
+    if kind == "regression" and labels:
+        raise ValueError(f"tasks[{index}] ({name}) is a regression task: labels must be empty, got {labels}")
+    text_fields = spec.get("text_fields") or ["text"]
+    if isinstance(text_fields, str):
+        text_fields = [text_fields]
+    text_fields = [str(f) for f in text_fields]
+    if len(text_fields) not in (1, 2):
+        raise ValueError(f"tasks[{index}] ({name}).text_fields must name one text or a pair, got {text_fields}")
+    label_range = spec.get("label_range")
+    if kind == "regression":
+        label_range = [0.0, 1.0] if label_range is None else [float(v) for v in label_range]
+        if len(label_range) != 2 or not label_range[0] < label_range[1]:
+            raise ValueError(f"tasks[{index}] ({name}).label_range must be [lo, hi] with lo < hi, got {label_range}")
+    elif label_range is not None:
+        raise ValueError(f"tasks[{index}] ({name}).label_range is only for regression tasks")
+    out = {"name": name, "kind": kind, "labels": labels, "text_fields": text_fields}
+    if kind == "regression":
+        out["label_range"] = label_range
+    return out
+
+
+class CaMtlConfig(PreTrainedConfig):
+    r"""Configuration of a CA-MTL model (Pilault, El hattami and Pal, ICLR 2021): BERT's hyper-parameters, the tasks,
+    and the knobs of the task-conditioned modules.
+
+    BERT fields (``vocab_size`` ... ``pad_token_id``) mean what they mean in ``BertConfig``.
+
+    Args:
+        tasks (`list[dict]`):
+            Ordered task specs (see :func:`normalize_task_spec`). The position in this list is the task id. A list, never
+            a dict keyed by name: ``config.json`` is written with sorted keys and would silently remap task ids.
+        task_embedding_dim (`int`, defaults to 64):
+            Size of the learned task embedding ``z_i`` and of its transformation that drives every generator.
+        task_embedding_init_std (`float`, defaults to 1.0):
+            Standard deviation of the task embeddings at initialisation.
+        generator_init_std (`float`, defaults to 0.0):
+            Standard deviation of the conditioning generators (FiLM, layer-norm gain, block bias) at initialisation.
+            0 makes a freshly built CA-MTL model compute exactly what its BERT checkpoint computes.
+        conditional_layers (`list[int]`, *optional*):
+            Layers with conditional attention and conditional layer norm. Default: the upper half, as in the paper.
+        adapter_layers (`list[int]`, *optional*):
+            Layers with a conditional bottleneck adapter. Default: the top layer.
+        adapter_size (`int`, defaults to 64):
+            Bottleneck size of the conditional adapter.
+        conditional_attention_blocks (`int`, defaults to 4):
+            Number ``N`` of diagonal blocks of the conditional attention bias over ``conditional_attention_span``
+            positions (block size ``ceil(span / N)``).
+        conditional_attention_span (`int`, defaults to 128):
+            Positions covered by the ``N`` blocks. Longer inputs reuse the blocks cyclically, so any length up to
+            ``max_position_embeddings`` works with dynamic padding.
+        conditional_alignment, conditional_attention, conditional_layer_norm, conditional_adapter (`bool`):
+            Switch each conditional module on or off (all off gives plain multi-task learning with a shared encoder).
+        num_frozen_layers (`int`, *optional*):
+            Lower layers kept frozen in training. Default: the lower half, as in the paper.
+        freeze_embeddings (`bool`, defaults to True):
+            Keep the embeddings frozen in training.
+        pooling (`str`, defaults to "pooler"):
+            Sentence representation fed to the heads: ``"pooler"`` (BERT's pooler on the first token) or ``"mean"``.
+        classifier_dropout (`float`, *optional*):
+            Dropout before the task heads. Default: ``hidden_dropout_prob``.
+    """
+
+    model_type = "camtl"
+
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-12
+    pad_token_id: int | None = 0
+    classifier_dropout: float | None = None
+
+    tasks: list | None = None
+    task_embedding_dim: int = 64
+    task_embedding_init_std: float = 1.0
+    generator_init_std: float = 0.0
+    conditional_layers: list | None = None
+    adapter_layers: list | None = None
+    adapter_size: int = 64
+    conditional_attention_blocks: int = 4
+    conditional_attention_span: int = 128
+    conditional_alignment: bool = True
+    conditional_attention: bool = True
+    conditional_layer_norm: bool = True
+    conditional_adapter: bool = True
+    num_frozen_layers: int | None = None
+    freeze_embeddings: bool = True
+    pooling: str = "pooler"
+
+    def __post_init__(self, **kwargs):
+        self.tasks = [normalize_task_spec(spec, i) for i, spec in enumerate(self.tasks or [])]
+        if self.conditional_layers is not None:
+            self.conditional_layers = [int(i) for i in self.conditional_layers]
+        if self.adapter_layers is not None:
+            self.adapter_layers = [int(i) for i in self.adapter_layers]
+        super().__post_init__(**kwargs)
+        self.validate_camtl()
+
+    def validate_camtl(self):
+        """Raise ``ValueError`` naming the first invalid CA-MTL field."""
+        names = [t["name"] for t in self.tasks]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"tasks: duplicate task name(s) {duplicates}")
+        for field in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                      "task_embedding_dim", "adapter_size", "conditional_attention_blocks",
+                      "conditional_attention_span", "max_position_embeddings", "vocab_size"):
+            value = getattr(self, field)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{field} must be a positive integer, got {value!r}")
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"hidden_size ({self.hidden_size}) must be a multiple of num_attention_heads "
+                f"({self.num_attention_heads})"
+            )
+        n = self.num_hidden_layers
+        for field in ("conditional_layers", "adapter_layers"):
+            layers = getattr(self, field)
+            if layers is not None and (any(not 0 <= i < n for i in layers) or len(set(layers)) != len(layers)):
+                raise ValueError(f"{field} must be distinct layer indices in [0, {n - 1}], got {layers}")
+        if self.num_frozen_layers is not None and not 0 <= self.num_frozen_layers <= n:
+            raise ValueError(f"num_frozen_layers must be in [0, {n}], got {self.num_frozen_layers}")
+        if self.pooling not in POOLING_CHOICES:
+            raise ValueError(f"pooling must be one of {list(POOLING_CHOICES)}, got {self.pooling!r}")
+        for field in ("task_embedding_init_std", "generator_init_std"):
+            if getattr(self, field) < 0:
+                raise ValueError(f"{field} must be >= 0, got {getattr(self, field)}")
+        for field in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            if not 0 <= getattr(self, field) < 1:
+                raise ValueError(f"{field} must be in [0, 1), got {getattr(self, field)}")
+
+    # ----- resolved views of the knobs (None means "as in the paper") -----
+    @property
+    def conditional_layer_ids(self) -> list:
+        if self.conditional_layers is not None:
+            return list(self.conditional_layers)
+        return list(range(self.num_hidden_layers // 2, self.num_hidden_layers))
+
+    @property
+    def adapter_layer_ids(self) -> list:
+        return list(self.adapter_layers) if self.adapter_layers is not None else [self.num_hidden_layers - 1]
+
+    @property
+    def frozen_layer_count(self) -> int:
+        return self.num_frozen_layers if self.num_frozen_layers is not None else self.num_hidden_layers // 2
+
+    @property
+    def attention_block_size(self) -> int:
+        return math.ceil(self.conditional_attention_span / self.conditional_attention_blocks)
+
+    @property
+    def task_names(self) -> list:
+        return [t["name"] for t in self.tasks]
+
+    def task_id(self, task) -> int:
+        """Task id of a name or an id, or ``ValueError`` naming the valid tasks."""
+        names = self.task_names
+        if isinstance(task, str):
+            if task in names:
+                return names.index(task)
+        elif isinstance(task, int) and not isinstance(task, bool) and 0 <= task < len(names):
+            return task
+        raise ValueError(f"Unknown task {task!r}. Valid tasks: {self.describe_tasks()}")
+
+    def describe_tasks(self) -> str:
+        return ", ".join(f"{i}={name}" for i, name in enumerate(self.task_names)) or "(none: config.tasks is empty)"
+
+
+__all__ = ["CaMtlConfig", "normalize_task_spec"]

@@ -1,0 +1,666 @@
+"""CA-MTL: Conditionally Adaptive Multi-Task Learning (Pilault, El hattami and Pal, ICLR 2021, arXiv 2009.09139).
+
+One BERT-layout encoder serves many tasks. A learned task embedding ``z`` (and its transformation ``c``) drives small
+generators that condition the encoder per example:
+
+    x   = FiLM_c(Embeddings(tokens))                                  # conditional alignment
+    A   = softmax(Q K^T / sqrt(d) + M(c) + mask) V                    # conditional attention, M block-diagonal
+    h   = CLN_c(x + A)                                                # conditional layer norm (gain modulated by c)
+    y   = CLN_c(h + FFN(h) + Adapter_c(FFN(h)))                       # conditional bottleneck adapter (top layer)
+
+Every generator starts at zero, so a freshly built model computes exactly what its BERT checkpoint computes.
+Conditioning is gathered per example (``task_embedding[task_ids]``): a batch may mix tasks freely, with no Python
+loop over the tasks of a batch and no host synchronisation for it.
+
+Parameter names follow BERT (``bert.encoder.layer.N.attention.self.query`` ...) so any BERT checkpoint loads with
+only the new parameters missing; every new parameter's name contains ``camtl_`` and the task heads live in
+``heads.<task name>``.
+
+This file travels with every checkpoint (``trust_remote_code``): it imports only the standard library, torch and
+transformers, and ``from .configuration_camtl import ...``.
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+from transformers.utils import ModelOutput
+
+from .configuration_camtl import CaMtlConfig
+
+AUTO_MAP = {
+    "AutoConfig": "configuration_camtl.CaMtlConfig",
+    "AutoModel": "modeling_camtl.CaMtlModel",
+    "AutoModelForSequenceClassification": "modeling_camtl.CaMtlForMultiTask",
+}
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Conditioning building blocks
+# --------------------------------------------------------------------------------------------------------------------
+class CaMtlGenerator(nn.Module):
+    """A linear map from the task conditioning ``c`` (B, C) to per-example modulation parameters (B, out).
+
+    Its own class (not ``nn.Linear``) so that initialisation can start it at zero without touching BERT's Linears.
+    """
+
+    def __init__(self, in_features: int, out_features: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(out_features, in_features))
+        self.bias = nn.Parameter(torch.zeros(out_features))
+
+    def forward(self, cond: torch.Tensor) -> torch.Tensor:
+        return F.linear(cond, self.weight, self.bias)  # (B, out)
+
+
+class CaMtlTaskEncoder(nn.Module):
+    """Task embedding ``z_i`` and its transformation ``c = z + MLP(z)`` shared by every generator."""
+
+    def __init__(self, config: CaMtlConfig):
+        super().__init__()
+        d = config.task_embedding_dim
+        self.embedding = nn.Embedding(max(len(config.tasks), 1), d)
+        self.dense_in = nn.Linear(d, d)
+        self.dense_out = nn.Linear(d, d)
+
+    def forward(self, task_ids: torch.LongTensor) -> torch.Tensor:
+        z = self.embedding(task_ids)  # (B, C)
+        return z + self.dense_out(F.gelu(self.dense_in(z)))  # (B, C)
+
+
+class CaMtlFiLM(nn.Module):
+    """Feature-wise linear modulation ``x * (1 + gamma(c)) + beta(c)`` (conditional alignment)."""
+
+    def __init__(self, cond_dim: int, features: int):
+        super().__init__()
+        self.generator = CaMtlGenerator(cond_dim, 2 * features)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        gamma, beta = self.generator(cond).unsqueeze(1).chunk(2, dim=-1)  # 2 x (B, 1, H)
+        return x * (1 + gamma) + beta  # (B, T, H)
+
+
+class CaMtlBlockDiagonalBias(nn.Module):
+    """Task-conditioned block-diagonal additive bias ``M(c)`` on the attention scores (conditional attention).
+
+    ``N`` learned blocks ``A_n`` of size ``S x S`` cover ``span = N * S`` positions; each is modulated per key column by a
+    FiLM of the task conditioning: ``A'_n = A_n * (1 + gamma_n(c)) + beta_n(c)``. Position ``p`` lies in block
+    ``(p // S) % N`` at offset ``p % S``: inputs of any length (dynamic padding) get the slice of the same bias that a
+    padded-to-max input would use, and positions past the span reuse the blocks cyclically.
+    """
+
+    def __init__(self, config: CaMtlConfig):
+        super().__init__()
+        self.num_blocks = config.conditional_attention_blocks
+        self.block_size = config.attention_block_size
+        self.blocks = nn.Parameter(torch.zeros(self.num_blocks, self.block_size, self.block_size))  # (N, S, S)
+        self.generator = CaMtlGenerator(config.task_embedding_dim, 2 * self.num_blocks * self.block_size)
+
+    def forward(self, cond: torch.Tensor, seq_len: int) -> torch.Tensor:
+        bsz = cond.shape[0]
+        pos = torch.arange(seq_len, device=cond.device)
+        block = (pos // self.block_size) % self.num_blocks  # (T,)
+        offset = pos % self.block_size  # (T,)
+        same_block = (pos[:, None] // self.block_size) == (pos[None, :] // self.block_size)  # (T, T)
+        base = self.blocks[block[:, None], offset[:, None], offset[None, :]]  # (T, T)
+        gamma, beta = self.generator(cond).view(bsz, 2, self.num_blocks, self.block_size).unbind(1)  # 2 x (B, N, S)
+        gamma, beta = gamma[:, block, offset], beta[:, block, offset]  # 2 x (B, T): per key column
+        bias = base * (1 + gamma[:, None, :]) + beta[:, None, :]  # (B, T, T)
+        return bias * same_block  # (B, T, T), zero off the diagonal blocks
+
+
+class CaMtlConditionalLayerNorm(nn.Module):
+    """Layer norm whose gain is modulated by the task: ``LN(x) * (1 + g(c))`` with BERT's weight and bias kept."""
+
+    def __init__(self, config: CaMtlConfig):
+        super().__init__()
+        self.generator = CaMtlGenerator(config.task_embedding_dim, config.hidden_size)
+
+    def forward(self, x: torch.Tensor, layer_norm: nn.LayerNorm, cond: torch.Tensor) -> torch.Tensor:
+        normed = F.layer_norm(x, layer_norm.normalized_shape, None, None, layer_norm.eps)  # (B, T, H)
+        gain = layer_norm.weight * (1 + self.generator(cond)).unsqueeze(1)  # (B, 1, H)
+        return normed * gain + layer_norm.bias
+
+
+class CaMtlZeroLinear(nn.Linear):
+    """A Linear that starts at zero (the adapter's up-projection), so the adapter starts as the identity."""
+
+
+class CaMtlAdapter(nn.Module):
+    """Conditional bottleneck adapter: ``up(act(FiLM_c(down(h))))``, ``up`` starts at zero (identity at init)."""
+
+    def __init__(self, config: CaMtlConfig):
+        super().__init__()
+        self.down = nn.Linear(config.hidden_size, config.adapter_size)
+        self.film = CaMtlFiLM(config.task_embedding_dim, config.adapter_size)
+        self.act = ACT2FN[config.hidden_act]
+        self.up = CaMtlZeroLinear(config.adapter_size, config.hidden_size)
+
+    def forward(self, hidden_states: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        return self.up(self.act(self.film(self.down(hidden_states), cond)))  # (B, T, H)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# BERT-layout encoder with the conditional modules
+# --------------------------------------------------------------------------------------------------------------------
+class CaMtlEmbeddings(nn.Module):
+    """BERT's embeddings (word, position, token type, LayerNorm, dropout), same parameter names."""
+
+    def __init__(self, config: CaMtlConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.position_ids = nn.Buffer(torch.arange(config.max_position_embeddings).expand((1, -1)), persistent=False)
+
+    def forward(self, input_ids: torch.LongTensor, token_type_ids: torch.LongTensor) -> torch.Tensor:
+        seq_len = input_ids.shape[1]
+        position_ids = self.position_ids[:, :seq_len]  # (1, T)
+        x = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
+        x = x + self.position_embeddings(position_ids)  # (B, T, H)
+        return self.dropout(self.LayerNorm(x))
+
+
+class CaMtlSelfAttention(nn.Module):
+    def __init__(self, config: CaMtlConfig, conditional: bool):
+        super().__init__()
+        self.config = config
+        self.num_heads = config.num_attention_heads
+        self.head_size = config.hidden_size // config.num_attention_heads
+        self.query = nn.Linear(config.hidden_size, config.hidden_size)
+        self.key = nn.Linear(config.hidden_size, config.hidden_size)
+        self.value = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
+        self.camtl_block_bias = CaMtlBlockDiagonalBias(config) if conditional else None
+
+    def forward(self, hidden_states, attention_mask, cond):
+        bsz, seq_len, _ = hidden_states.shape
+        shape = (bsz, seq_len, self.num_heads, self.head_size)
+        q = self.query(hidden_states).view(shape).transpose(1, 2)  # (B, nh, T, hs)
+        k = self.key(hidden_states).view(shape).transpose(1, 2)  # (B, nh, T, hs)
+        v = self.value(hidden_states).view(shape).transpose(1, 2)  # (B, nh, T, hs)
+        bias = attention_mask  # (B, 1, 1, T) additive, or None
+        if self.camtl_block_bias is not None:
+            block_bias = self.camtl_block_bias(cond, seq_len).unsqueeze(1).to(q.dtype)  # (B, 1, T, T)
+            bias = block_bias if bias is None else bias + block_bias  # (B, 1, T, T)
+        dropout = self.dropout.p if self.training else 0.0
+        if self.config._attn_implementation == "eager":
+            scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_size)  # (B, nh, T, T)
+            if bias is not None:
+                scores = scores + bias
+            probs = F.dropout(scores.softmax(dim=-1), p=dropout, training=self.training)
+            context = probs @ v  # (B, nh, T, hs)
+        else:
+            context = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout)  # (B, nh, T, hs)
+        return context.transpose(1, 2).reshape(bsz, seq_len, -1)  # (B, T, H)
+
+
+class CaMtlSelfOutput(nn.Module):
+    def __init__(self, config: CaMtlConfig, conditional: bool):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.camtl_layer_norm = CaMtlConditionalLayerNorm(config) if conditional else None
+
+    def forward(self, hidden_states, input_tensor, cond):
+        hidden_states = input_tensor + self.dropout(self.dense(hidden_states))  # (B, T, H)
+        if self.camtl_layer_norm is None:
+            return self.LayerNorm(hidden_states)
+        return self.camtl_layer_norm(hidden_states, self.LayerNorm, cond)
+
+
+class CaMtlAttention(nn.Module):
+    def __init__(self, config: CaMtlConfig, conditional: bool):
+        super().__init__()
+        self.self = CaMtlSelfAttention(config, conditional and config.conditional_attention)
+        self.output = CaMtlSelfOutput(config, conditional and config.conditional_layer_norm)
+
+    def forward(self, hidden_states, attention_mask, cond):
+        return self.output(self.self(hidden_states, attention_mask, cond), hidden_states, cond)
+
+
+class CaMtlIntermediate(nn.Module):
+    def __init__(self, config: CaMtlConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.intermediate_act_fn = ACT2FN[config.hidden_act]
+
+    def forward(self, hidden_states):
+        return self.intermediate_act_fn(self.dense(hidden_states))  # (B, T, I)
+
+
+class CaMtlOutput(nn.Module):
+    def __init__(self, config: CaMtlConfig, conditional: bool, adapter: bool):
+        super().__init__()
+        self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.camtl_layer_norm = CaMtlConditionalLayerNorm(config) if conditional else None
+        self.camtl_adapter = CaMtlAdapter(config) if adapter else None
+
+    def forward(self, hidden_states, input_tensor, cond):
+        hidden_states = self.dropout(self.dense(hidden_states))  # (B, T, H)
+        if self.camtl_adapter is not None:
+            hidden_states = hidden_states + self.camtl_adapter(hidden_states, cond)
+        hidden_states = hidden_states + input_tensor
+        if self.camtl_layer_norm is None:
+            return self.LayerNorm(hidden_states)
+        return self.camtl_layer_norm(hidden_states, self.LayerNorm, cond)
+
+
+class CaMtlLayer(GradientCheckpointingLayer):
+    def __init__(self, config: CaMtlConfig, layer_idx: int):
+        super().__init__()
+        conditional = layer_idx in config.conditional_layer_ids
+        adapter = config.conditional_adapter and layer_idx in config.adapter_layer_ids
+        self.attention = CaMtlAttention(config, conditional)
+        self.intermediate = CaMtlIntermediate(config)
+        self.output = CaMtlOutput(config, conditional and config.conditional_layer_norm, adapter)
+
+    def forward(self, hidden_states, attention_mask, cond):
+        attention_output = self.attention(hidden_states, attention_mask, cond)  # (B, T, H)
+        return self.output(self.intermediate(attention_output), attention_output, cond)  # (B, T, H)
+
+
+class CaMtlEncoder(nn.Module):
+    def __init__(self, config: CaMtlConfig):
+        super().__init__()
+        self.layer = nn.ModuleList([CaMtlLayer(config, i) for i in range(config.num_hidden_layers)])
+
+    def forward(self, hidden_states, attention_mask, cond, output_hidden_states: bool = False):
+        all_hidden = (hidden_states,) if output_hidden_states else None
+        for layer in self.layer:
+            hidden_states = layer(hidden_states, attention_mask, cond)  # positional, for gradient checkpointing
+            if output_hidden_states:
+                all_hidden = all_hidden + (hidden_states,)
+        return hidden_states, all_hidden
+
+
+class CaMtlPooler(nn.Module):
+    def __init__(self, config: CaMtlConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.activation = nn.Tanh()
+
+    def forward(self, hidden_states):
+        return self.activation(self.dense(hidden_states[:, 0]))  # (B, H)
+
+
+TRAINABLE_MODES = ("paper", "adapters", "all")
+
+
+def _is_trainable(name: str, mode: str, frozen_layers: int, freeze_embeddings: bool) -> bool:
+    """Whether parameter ``name`` trains in ``mode`` (see ``CaMtlPreTrainedModel.set_trainable``)."""
+    if mode == "all" or "camtl_" in name or name.startswith("heads."):
+        return True
+    if mode == "adapters":
+        return False
+    name = name[len("bert."):] if name.startswith("bert.") else name
+    if name.startswith("embeddings."):
+        return not freeze_embeddings
+    if name.startswith("encoder.layer."):
+        return int(name.split(".")[2]) >= frozen_layers
+    return True
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Pretrained base, models, heads
+# --------------------------------------------------------------------------------------------------------------------
+class CaMtlPreTrainedModel(PreTrainedModel):
+    config_class = CaMtlConfig
+    config: CaMtlConfig
+    base_model_prefix = "bert"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _no_split_modules = ["CaMtlEmbeddings", "CaMtlLayer"]
+    _keys_to_ignore_on_load_unexpected = [r"position_ids"]
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        super()._init_weights(module)  # BERT's: Linear/Embedding normal(initializer_range), LayerNorm (1, 0)
+        if isinstance(module, CaMtlGenerator):
+            init.normal_(module.weight, mean=0.0, std=self.config.generator_init_std)
+            init.zeros_(module.bias)
+        elif isinstance(module, CaMtlBlockDiagonalBias):
+            init.zeros_(module.blocks)
+        elif isinstance(module, CaMtlZeroLinear):
+            init.zeros_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, CaMtlTaskEncoder):
+            init.normal_(module.embedding.weight, mean=0.0, std=self.config.task_embedding_init_std)
+        elif isinstance(module, CaMtlEmbeddings):
+            init.copy_(module.position_ids, torch.arange(module.position_ids.shape[-1]).expand((1, -1)))
+        elif isinstance(module, CaMtlForMultiTask):
+            module._init_task_buffers()
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """Save config, weights and the modeling files (``auto_map`` for AutoConfig, AutoModel and
+        AutoModelForSequenceClassification), plus the tokenizer when one is attached (``model.tokenizer``)."""
+        self.config.auto_map = dict(AUTO_MAP)
+        super().save_pretrained(save_directory, *args, **kwargs)
+        tokenizer = getattr(self, "tokenizer", None)
+        if tokenizer is not None and kwargs.get("is_main_process", True):
+            tokenizer.save_pretrained(save_directory)
+
+    # ----- task ids -----
+    def task_id(self, task) -> int:
+        """Id of a task given by name or id; ``ValueError`` naming the valid tasks otherwise."""
+        return self.config.task_id(task)
+
+    def _task_ids_tensor(self, task_ids, batch_size: int, device) -> torch.LongTensor:
+        """Validate ``task_ids`` (tensor of shape (B,), int, name, or list of ids/names) and return a (B,) LongTensor."""
+        if task_ids is None:
+            raise ValueError(f"task_ids is required: a LongTensor of shape ({batch_size},). "
+                             f"Valid tasks: {self.config.describe_tasks()}")
+        if isinstance(task_ids, (str, int)):
+            task_ids = [task_ids] * batch_size
+        if isinstance(task_ids, (list, tuple)):
+            task_ids = torch.tensor([self.task_id(t) for t in task_ids], dtype=torch.long, device=device)
+        if not isinstance(task_ids, torch.Tensor) or task_ids.dtype in (torch.float16, torch.bfloat16, torch.float32,
+                                                                         torch.float64, torch.bool):
+            raise ValueError(f"task_ids must be an integer tensor of shape ({batch_size},), got {task_ids!r}")
+        if task_ids.shape != (batch_size,):
+            raise ValueError(f"task_ids must have shape ({batch_size},) (one task per example), "
+                             f"got {tuple(task_ids.shape)}")
+        task_ids = task_ids.to(device=device, dtype=torch.long)
+        if not torch.compiler.is_compiling():
+            bad = (task_ids < 0) | (task_ids >= len(self.config.tasks))
+            if bad.any():
+                raise ValueError(f"Unknown task id(s) {sorted(set(task_ids[bad].tolist()))}. "
+                                 f"Valid tasks: {self.config.describe_tasks()}")
+        return task_ids
+
+    def set_trainable(self, mode: str = "paper") -> dict:
+        """Choose which parameters train, and return the counts ``{"trainable": n, "frozen": m}``.
+
+        - ``"paper"`` (default, as in the paper): the embeddings (if ``config.freeze_embeddings``) and the lower
+          ``config.frozen_layer_count`` layers are frozen; the upper layers, pooler, CA-MTL modules and heads train.
+        - ``"adapters"`` (parameter-efficient): the whole pretrained backbone is frozen; only the CA-MTL modules
+          (``camtl_*``: task embeddings and conditioning) and the task heads train.
+        - ``"all"``: everything trains.
+        """
+        if mode not in TRAINABLE_MODES:
+            raise ValueError(f"Unknown trainable mode {mode!r}; valid modes: {list(TRAINABLE_MODES)}")
+        frozen_layers = self.config.frozen_layer_count
+        counts = {"trainable": 0, "frozen": 0}
+        for name, param in self.named_parameters():
+            param.requires_grad = _is_trainable(name, mode, frozen_layers, self.config.freeze_embeddings)
+            counts["trainable" if param.requires_grad else "frozen"] += param.numel()
+        return counts
+
+    def trainable_parameter_groups(self) -> dict:
+        """Counts of parameters by role: BERT's, CA-MTL's conditional modules, task heads."""
+        counts = {"bert": 0, "camtl": 0, "heads": 0}
+        for name, param in self.named_parameters():
+            role = "camtl" if "camtl_" in name else "heads" if name.startswith("heads.") else "bert"
+            counts[role] += param.numel()
+        return counts
+
+
+class CaMtlModel(CaMtlPreTrainedModel):
+    """The CA-MTL encoder: hidden states and pooled output, conditioned on each example's task.
+
+    ``forward(input_ids, attention_mask, token_type_ids, task_ids)`` returns a ``BaseModelOutputWithPooling`` with
+    ``last_hidden_state`` (B, T, H) and ``pooler_output`` (B, H) (``hidden_states`` too if asked).
+    """
+
+    _auto_class = "AutoModel"
+
+    def __init__(self, config: CaMtlConfig, add_pooling_layer: bool = True):
+        super().__init__(config)
+        if not config.tasks:
+            raise ValueError("config.tasks is empty: a CA-MTL model needs at least one task spec "
+                             "(name, kind, labels, text_fields)")
+        self.config = config
+        self.embeddings = CaMtlEmbeddings(config)
+        self.camtl_task = CaMtlTaskEncoder(config)
+        self.camtl_alignment = CaMtlFiLM(config.task_embedding_dim, config.hidden_size) \
+            if config.conditional_alignment else None
+        self.encoder = CaMtlEncoder(config)
+        self.pooler = CaMtlPooler(config) if add_pooling_layer else None
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.embeddings.word_embeddings
+
+    def set_input_embeddings(self, value):
+        self.embeddings.word_embeddings = value
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        task_ids: torch.LongTensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPooling:
+        if input_ids is None or input_ids.dim() != 2:
+            raise ValueError("input_ids must be a LongTensor of shape (batch, seq_len)")
+        bsz, seq_len = input_ids.shape
+        if seq_len > self.config.max_position_embeddings:
+            raise ValueError(f"Input of {seq_len} tokens is longer than the model's limit of "
+                             f"{self.config.max_position_embeddings} positions: truncate it (tokenizer truncation=True)")
+        device = input_ids.device
+        task_ids = self._task_ids_tensor(task_ids, bsz, device)  # (B,)
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        mask = None
+        if attention_mask is not None:
+            if attention_mask.shape != input_ids.shape:
+                raise ValueError(f"attention_mask must have the shape of input_ids {tuple(input_ids.shape)}, "
+                                 f"got {tuple(attention_mask.shape)}")
+            dtype = self.embeddings.word_embeddings.weight.dtype
+            mask = (1.0 - attention_mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min  # (B, 1, 1, T)
+
+        cond = self.camtl_task(task_ids)  # (B, C)
+        hidden = self.embeddings(input_ids, token_type_ids)  # (B, T, H)
+        if self.camtl_alignment is not None:
+            hidden = self.camtl_alignment(hidden, cond)
+        output_hidden_states = bool(output_hidden_states if output_hidden_states is not None
+                                    else self.config.output_hidden_states)
+        hidden, all_hidden = self.encoder(hidden, mask, cond, output_hidden_states)
+        pooled = None
+        if self.pooler is not None:
+            if self.config.pooling == "mean":
+                weights = (attention_mask if attention_mask is not None else torch.ones_like(input_ids)).to(hidden.dtype)
+                pooled = (hidden * weights[..., None]).sum(1) / weights.sum(1, keepdim=True).clamp(min=1)  # (B, H)
+            else:
+                pooled = self.pooler(hidden)  # (B, H)
+        return BaseModelOutputWithPooling(last_hidden_state=hidden, pooler_output=pooled, hidden_states=all_hidden)
+
+
+@dataclass
+class CaMtlMultiTaskOutput(ModelOutput):
+    """Output of :class:`CaMtlForMultiTask`.
+
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, *optional*, when `labels` are given):
+            Mean over the tasks present in the batch of each task's mean loss (cross-entropy for classification,
+            MSE for regression), so a task's weight does not depend on how many of its rows the batch holds.
+        logits (`torch.FloatTensor` of shape `(batch_size, max_num_labels)`):
+            Row ``i`` holds the scores of its own task ``task_ids[i]``: columns ``0 .. num_labels(task) - 1``;
+            columns past that are ``-inf`` (so ``softmax`` and ``argmax`` work on the whole row). A regression
+            row's prediction is in column 0.
+        task_losses (`torch.FloatTensor` of shape `(num_tasks,)`, *optional*, when `labels` are given):
+            Each task's mean loss in this batch; ``nan`` for tasks absent from the batch.
+        entropy (`torch.FloatTensor` of shape `(batch_size,)`):
+            Normalised prediction entropy of each row in [0, 1] (``H(p) / log K``): the MT-Uncertainty score. For a
+            regression row, the binary entropy of its prediction placed in the task's ``label_range``.
+        hidden_states (`tuple(torch.FloatTensor)`, *optional*): embeddings and every layer's output, (B, T, H) each.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    task_losses: torch.FloatTensor | None = None
+    entropy: torch.FloatTensor | None = None
+    hidden_states: tuple | None = None
+
+
+class CaMtlForMultiTask(CaMtlPreTrainedModel):
+    """CA-MTL encoder with one small head per task (``heads.<task name>``: Linear(hidden, num_labels or 1)).
+
+    ``forward(input_ids, attention_mask, token_type_ids, task_ids, labels=None)`` with ``task_ids`` a LongTensor of
+    shape (B,) (a task name or a list of names is accepted too). ``labels`` (B,) hold class ids for classification
+    rows and targets for regression rows (a float tensor may carry both). See :class:`CaMtlMultiTaskOutput`.
+    """
+
+    _auto_class = "AutoModelForSequenceClassification"
+
+    def __init__(self, config: CaMtlConfig):
+        super().__init__(config)
+        self.bert = CaMtlModel(config)
+        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.dropout = nn.Dropout(dropout)
+        self.heads = nn.ModuleDict({t["name"]: nn.Linear(config.hidden_size, self._num_outputs(t))
+                                    for t in config.tasks})
+        self._register_task_buffers()
+        self.post_init()
+
+    @staticmethod
+    def _num_outputs(task: dict) -> int:
+        return len(task["labels"]) if task["kind"] == "classification" else 1
+
+    # ----- per-task lookup tables, gathered by task id -----
+    def _task_tables(self) -> dict:
+        tasks = self.config.tasks
+        sizes = [self._num_outputs(t) for t in tasks]
+        width = max(sizes)
+        offsets = [sum(sizes[:i]) for i in range(len(sizes))]
+        column = torch.tensor([[offsets[i] + min(k, sizes[i] - 1) for k in range(width)] for i in range(len(tasks))])
+        valid = torch.tensor([[k < sizes[i] for k in range(width)] for i in range(len(tasks))])
+        ranges = torch.tensor([t.get("label_range") or [0.0, 1.0] for t in tasks], dtype=torch.float32)
+        return {
+            "head_column": column,  # (num_tasks, K) column of the concatenated heads
+            "head_valid": valid,  # (num_tasks, K) column belongs to the task
+            "num_outputs": torch.tensor(sizes),  # (num_tasks,)
+            "is_regression": torch.tensor([t["kind"] == "regression" for t in tasks]),  # (num_tasks,)
+            "label_range": ranges,  # (num_tasks, 2)
+        }
+
+    def _register_task_buffers(self):
+        for name, value in self._task_tables().items():
+            self.register_buffer(name, value, persistent=False)
+
+    def _init_task_buffers(self):
+        for name, value in self._task_tables().items():
+            init.copy_(getattr(self, name), value)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        task_ids: torch.LongTensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> CaMtlMultiTaskOutput:
+        bsz = input_ids.shape[0] if input_ids is not None else 0
+        task_ids = self._task_ids_tensor(task_ids, bsz, input_ids.device if input_ids is not None else None)
+        outputs = self.bert(input_ids, attention_mask, token_type_ids, task_ids,
+                            output_hidden_states=output_hidden_states)
+        pooled = self.dropout(outputs.pooler_output)  # (B, H)
+        weight = torch.cat([head.weight for head in self.heads.values()])  # (sum K_t, H)
+        bias = torch.cat([head.bias for head in self.heads.values()])  # (sum K_t,)
+        all_logits = F.linear(pooled, weight, bias)  # (B, sum K_t): every head on every row, one matmul
+        logits = all_logits.gather(1, self.head_column[task_ids])  # (B, K)
+        valid = self.head_valid[task_ids]  # (B, K)
+        logits = logits.masked_fill(~valid, float("-inf"))
+        is_regression = self.is_regression[task_ids]  # (B,)
+        entropy = self._normalized_entropy(logits, valid, is_regression, task_ids)  # (B,)
+
+        loss = task_losses = None
+        if labels is not None:
+            loss, task_losses = self._loss(logits, labels, task_ids, is_regression)
+        return CaMtlMultiTaskOutput(loss=loss, logits=logits, task_losses=task_losses, entropy=entropy,
+                                    hidden_states=outputs.hidden_states)
+
+    def _normalized_entropy(self, logits, valid, is_regression, task_ids) -> torch.Tensor:
+        logits = logits.float()
+        probs = logits.softmax(-1)  # (B, K), 0 on invalid columns
+        ent = torch.special.entr(probs).sum(-1) / self.num_outputs[task_ids].clamp(min=2).float().log()  # (B,)
+        lo, hi = self.label_range[task_ids].unbind(-1)  # (B,), (B,)
+        p = ((logits[:, 0] - lo) / (hi - lo)).clamp(1e-6, 1 - 1e-6)  # regression value placed in its range
+        binary = (torch.special.entr(p) + torch.special.entr(1 - p)) / math.log(2)  # (B,)
+        return torch.where(is_regression, binary, ent).detach()
+
+    def _loss(self, logits, labels, task_ids, is_regression):
+        if labels.shape != task_ids.shape:
+            raise ValueError(f"labels must have shape {tuple(task_ids.shape)} (one per example), "
+                             f"got {tuple(labels.shape)}")
+        labels = labels.to(logits.device)
+        num_outputs = self.num_outputs[task_ids]  # (B,)
+        if not torch.compiler.is_compiling():
+            is_class = ~is_regression
+            bad = is_class & ((labels != labels.round()) | (labels < 0) | (labels >= num_outputs))
+            bad = bad | (is_regression & ~torch.isfinite(labels.float()))
+            if bad.any():
+                row = int(bad.nonzero()[0, 0])
+                task = self.config.tasks[int(task_ids[row])]
+                allowed = (f"class ids 0..{len(task['labels']) - 1} ({task['labels']})"
+                           if task["kind"] == "classification" else "a finite number")
+                raise ValueError(f"Label {labels[row].item()!r} at row {row} is invalid for task "
+                                 f"{task['name']!r}: expected {allowed}")
+        targets = torch.where(is_regression, torch.zeros_like(labels), labels).long()  # (B,)
+        ce = F.cross_entropy(logits.float(), targets, reduction="none")  # (B,), 0 for regression rows
+        mse = (logits[:, 0].float() - labels.float()) ** 2  # (B,)
+        per_example = torch.where(is_regression, mse, ce)  # (B,)
+        num_tasks = len(self.config.tasks)
+        sums = per_example.new_zeros(num_tasks).index_add(0, task_ids, per_example)  # (num_tasks,)
+        counts = torch.bincount(task_ids, minlength=num_tasks).to(per_example.dtype)  # (num_tasks,)
+        present = counts > 0
+        per_task = sums / counts.clamp(min=1)
+        loss = (per_task * present).sum() / present.sum().clamp(min=1)
+        task_losses = torch.where(present, per_task, torch.full_like(per_task, float("nan"))).detach()
+        return loss, task_losses
+
+    # ----- building from a BERT checkpoint -----
+    @classmethod
+    def from_bert(cls, name_or_path: str, tasks: list, load_tokenizer: bool = True, **config_overrides):
+        """Build a CA-MTL model from any BERT-layout checkpoint (a local folder or a Hub id).
+
+        BERT's parameters load under their own names; only CA-MTL's new parameters (``camtl_*``) and the task heads
+        are initialised (and reported missing). ``config_overrides`` set CA-MTL knobs (e.g. ``adapter_size=32``).
+        Pass ``output_loading_info=True`` to get ``(model, loading_info)``. The checkpoint's tokenizer, when it
+        has one, is attached as ``model.tokenizer`` and saved by ``save_pretrained``.
+        """
+        from transformers import AutoConfig, AutoTokenizer
+
+        load_kwargs = {k: config_overrides.pop(k) for k in ("output_loading_info", "dtype", "revision", "token",
+                                                            "cache_dir", "local_files_only", "attn_implementation")
+                       if k in config_overrides}
+        base = AutoConfig.from_pretrained(name_or_path, **{k: v for k, v in load_kwargs.items()
+                                                           if k in ("revision", "token", "cache_dir", "local_files_only")})
+        bert_fields = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                       "hidden_act", "hidden_dropout_prob", "attention_probs_dropout_prob", "max_position_embeddings",
+                       "type_vocab_size", "initializer_range", "layer_norm_eps", "pad_token_id")
+        missing = [f for f in bert_fields if getattr(base, f, None) is None and f != "pad_token_id"]
+        if missing or getattr(base, "position_embedding_type", "absolute") != "absolute":
+            raise ValueError(f"{name_or_path} is not a BERT-layout checkpoint (model_type={base.model_type!r}, "
+                             f"missing fields {missing}): CA-MTL needs BERT's encoder with absolute positions")
+        fields = {f: getattr(base, f) for f in bert_fields}
+        config = CaMtlConfig(**{**fields, "tasks": tasks, **config_overrides})
+        result = cls.from_pretrained(name_or_path, config=config, **load_kwargs)
+        model = result[0] if isinstance(result, tuple) else result
+        if load_tokenizer:
+            try:
+                model.tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+            except (OSError, ValueError):
+                model.tokenizer = None
+        return result
+
+
+__all__ = ["CaMtlPreTrainedModel", "CaMtlModel", "CaMtlForMultiTask", "CaMtlMultiTaskOutput"]
