@@ -33,7 +33,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils import ModelOutput
 
-from .configuration_camtl import CaMtlConfig
+from .configuration_camtl import CaMtlConfig, normalize_task_spec
 
 AUTO_MAP = {
     "AutoConfig": "configuration_camtl.CaMtlConfig",
@@ -296,7 +296,7 @@ class CaMtlPooler(nn.Module):
         return self.activation(self.dense(hidden_states[:, 0]))  # (B, H)
 
 
-TRAINABLE_MODES = ("paper", "adapters", "all")
+TRAINABLE_MODES = ("paper", "adapters", "all", "tasks")
 
 
 def _is_trainable(name: str, mode: str, frozen_layers: int, freeze_embeddings: bool) -> bool:
@@ -380,7 +380,7 @@ class CaMtlPreTrainedModel(PreTrainedModel):
                                  f"Valid tasks: {self.config.describe_tasks()}")
         return task_ids
 
-    def set_trainable(self, mode: str = "paper") -> dict:
+    def set_trainable(self, mode: str = "paper", tasks=None) -> dict:
         """Choose which parameters train, and return the counts ``{"trainable": n, "frozen": m}``.
 
         - ``"paper"`` (default, as in the paper): the embeddings (if ``config.freeze_embeddings``) and the lower
@@ -388,15 +388,40 @@ class CaMtlPreTrainedModel(PreTrainedModel):
         - ``"adapters"`` (parameter-efficient): the whole pretrained backbone is frozen; only the CA-MTL modules
           (``camtl_*``: task embeddings and conditioning) and the task heads train.
         - ``"all"``: everything trains.
+        - ``"tasks"`` (continual learning, with ``tasks=[names]``): only those tasks' embedding rows and heads train;
+          every other task's outputs stay bit-identical (train the task embedding without weight decay: decoupled
+          decay would move the frozen rows).
         """
         if mode not in TRAINABLE_MODES:
             raise ValueError(f"Unknown trainable mode {mode!r}; valid modes: {list(TRAINABLE_MODES)}")
+        if (mode == "tasks") != (tasks is not None):
+            raise ValueError("set_trainable: pass tasks=[names] with mode='tasks', and only then")
+        hook = getattr(self, "_task_rows_hook", None)
+        if hook is not None:
+            hook.remove()
+            self._task_rows_hook = None
         frozen_layers = self.config.frozen_layer_count
+        if mode == "tasks":
+            task_ids = [self.task_id(t) for t in tasks]
+            heads = tuple(f"heads.{self.config.task_names[i]}." for i in task_ids)
+            embedding = self.get_base_model().camtl_task.embedding.weight
         counts = {"trainable": 0, "frozen": 0}
         for name, param in self.named_parameters():
-            param.requires_grad = _is_trainable(name, mode, frozen_layers, self.config.freeze_embeddings)
+            if mode == "tasks":
+                param.requires_grad = name.startswith(heads) or param is embedding
+            else:
+                param.requires_grad = _is_trainable(name, mode, frozen_layers, self.config.freeze_embeddings)
             counts["trainable" if param.requires_grad else "frozen"] += param.numel()
+        if mode == "tasks":
+            rows = torch.zeros(embedding.shape[0], 1, dtype=embedding.dtype, device=embedding.device)
+            rows[task_ids] = 1
+            self._task_rows_hook = embedding.register_hook(lambda grad: grad * rows)  # old rows get no gradient
+            counts["trainable"] -= embedding.numel() - len(task_ids) * embedding.shape[1]
+            counts["frozen"] += embedding.numel() - len(task_ids) * embedding.shape[1]
         return counts
+
+    def get_base_model(self):
+        return getattr(self, self.base_model_prefix, self)
 
     def trainable_parameter_groups(self) -> dict:
         """Counts of parameters by role: BERT's, CA-MTL's conditional modules, task heads."""
@@ -550,8 +575,9 @@ class CaMtlForMultiTask(CaMtlPreTrainedModel):
         }
 
     def _register_task_buffers(self):
+        device = self.bert.camtl_task.embedding.weight.device
         for name, value in self._task_tables().items():
-            self.register_buffer(name, value, persistent=False)
+            self.register_buffer(name, value.to(device), persistent=False)
 
     def _init_task_buffers(self):
         for name, value in self._task_tables().items():
@@ -573,9 +599,8 @@ class CaMtlForMultiTask(CaMtlPreTrainedModel):
         outputs = self.bert(input_ids, attention_mask, token_type_ids, task_ids,
                             output_hidden_states=output_hidden_states)
         pooled = self.dropout(outputs.pooler_output)  # (B, H)
-        weight = torch.cat([head.weight for head in self.heads.values()])  # (sum K_t, H)
-        bias = torch.cat([head.bias for head in self.heads.values()])  # (sum K_t,)
-        all_logits = F.linear(pooled, weight, bias)  # (B, sum K_t): every head on every row, one matmul
+        # every head on every row (tiny matmuls; calling the modules keeps PEFT's wrappers working), then one gather
+        all_logits = torch.cat([head(pooled) for head in self.heads.values()], dim=-1)  # (B, sum K_t)
         logits = all_logits.gather(1, self.head_column[task_ids])  # (B, K)
         valid = self.head_valid[task_ids]  # (B, K)
         logits = logits.masked_fill(~valid, float("-inf"))
@@ -626,6 +651,69 @@ class CaMtlForMultiTask(CaMtlPreTrainedModel):
         loss = (per_task * present).sum() / present.sum().clamp(min=1)
         task_losses = torch.where(present, per_task, torch.full_like(per_task, float("nan"))).detach()
         return loss, task_losses
+
+    # ----- continual learning: add, remove, rename tasks -----
+    def add_task(self, spec, init_from: str = "mean") -> int:
+        """Add a task (a task-embedding row and a head) and return its id. Existing tasks keep their ids and, until
+        the model is trained further, their exact outputs; train the new task with ``set_trainable("tasks",
+        tasks=[name])`` to keep them bit-identical.
+
+        ``init_from``: ``"mean"`` (mean of the existing task embeddings) or the name of an existing task whose
+        embedding (and head, when it has as many outputs) the new task starts from.
+        """
+        spec = normalize_task_spec(spec, len(self.config.tasks))
+        if spec["name"] in self.config.task_names:
+            raise ValueError(f"Task {spec['name']!r} already exists. Existing tasks: {self.config.describe_tasks()}")
+        if init_from != "mean" and init_from not in self.config.task_names:
+            raise ValueError(f"init_from must be 'mean' or an existing task ({self.config.describe_tasks()}), "
+                             f"got {init_from!r}")
+        encoder = self.get_base_model().camtl_task
+        old = encoder.embedding.weight
+        with torch.no_grad():
+            row = old.mean(0, keepdim=True) if init_from == "mean" else old[self.task_id(init_from)][None]
+            embedding = nn.Embedding(old.shape[0] + 1, old.shape[1], device=old.device, dtype=old.dtype)
+            embedding.weight.copy_(torch.cat([old, row]))  # (num_tasks + 1, C)
+        embedding.weight.requires_grad_(old.requires_grad)
+        encoder.embedding = embedding
+        head = nn.Linear(self.config.hidden_size, self._num_outputs(spec), device=old.device,
+                         dtype=next(iter(self.heads.values())).weight.dtype)
+        with torch.no_grad():
+            source = self.heads[init_from] if init_from != "mean" else None
+            if source is not None and source.out_features == head.out_features:
+                head.load_state_dict(source.state_dict())
+            else:
+                nn.init.normal_(head.weight, std=self.config.initializer_range)
+                nn.init.zeros_(head.bias)
+        self.heads[spec["name"]] = head
+        self.config.tasks = self.config.tasks + [spec]
+        self._register_task_buffers()
+        return len(self.config.tasks) - 1
+
+    def remove_task(self, name: str) -> None:
+        """Remove a task (its embedding row and head). Tasks after it move down by one id."""
+        task_id = self.task_id(name)
+        if len(self.config.tasks) == 1:
+            raise ValueError("Cannot remove the only task of the model")
+        encoder = self.get_base_model().camtl_task
+        old = encoder.embedding.weight
+        keep = [i for i in range(old.shape[0]) if i != task_id]
+        embedding = nn.Embedding(len(keep), old.shape[1], device=old.device, dtype=old.dtype)
+        with torch.no_grad():
+            embedding.weight.copy_(old[keep])
+        embedding.weight.requires_grad_(old.requires_grad)
+        encoder.embedding = embedding
+        del self.heads[self.config.task_names[task_id]]
+        self.config.tasks = [t for i, t in enumerate(self.config.tasks) if i != task_id]
+        self._register_task_buffers()
+
+    def rename_task(self, old_name: str, new_name: str) -> None:
+        """Rename a task; its id, embedding and head are unchanged."""
+        task_id = self.task_id(old_name)
+        spec = normalize_task_spec(dict(self.config.tasks[task_id], name=new_name), task_id)
+        if new_name in self.config.task_names:
+            raise ValueError(f"Task {new_name!r} already exists. Existing tasks: {self.config.describe_tasks()}")
+        self.heads = nn.ModuleDict({(new_name if key == old_name else key): head for key, head in self.heads.items()})
+        self.config.tasks = [spec if i == task_id else t for i, t in enumerate(self.config.tasks)]
 
     # ----- building from a BERT checkpoint -----
     @classmethod

@@ -52,7 +52,7 @@ def make_inputs(batch=6, seq_len=10, vocab=99, seed=0, task_ids=None):
 def make_labels(task_ids):
     labels = torch.zeros(task_ids.shape[0])
     for i, t in enumerate(task_ids.tolist()):
-        labels[i] = [1.0, 3.5, 2.0][t]
+        labels[i] = [1.0, 3.5, 2.0, 4.0][t]  # the fourth is a task added in a test
     return labels
 
 

@@ -1,0 +1,116 @@
+"""GLUE metrics with scikit-learn and scipy (no ``evaluate.load``, which downloads its scripts).
+
+`compute_task_metrics` returns the task's GLUE metrics plus ``"main"``, the one number per task
+that is averaged across tasks, following the GLUE leaderboard:
+
+- ``mcc`` (CoLA): ``mcc``; main = the Matthews correlation.
+- ``accuracy`` (SST-2, RTE, WNLI, QNLI, MNLI): ``accuracy``; main = accuracy.
+- ``f1`` (MRPC, QQP): ``f1`` and ``accuracy``; main = their mean.
+- ``pearson_spearman`` (STS-B): ``pearson`` and ``spearman``; main = their mean.
+
+F1 is binary F1 of class 1 for two classes, macro F1 for more. Degenerate inputs (constant
+predictions or labels, a single example) give 0.0 rather than NaN, and no warning.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import numpy as np
+from scipy.stats import pearsonr, spearmanr
+from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+
+METRICS: tuple[str, ...] = ("mcc", "accuracy", "f1", "pearson_spearman")
+
+
+class _HasMetric(Protocol):
+    metric: str
+    labels: tuple[str, ...]
+
+
+def compute_task_metrics(task: _HasMetric | str, predictions: Any, labels: Any) -> dict[str, float]:
+    """GLUE metrics of one task, with a ``"main"`` key.
+
+    Args:
+        task: a `camtl.data.TaskDef` or a metric name from `METRICS`.
+        predictions: class ids (N,) or logits (N, C) for classification (argmax taken);
+            scores (N,) or (N, 1) for regression.
+        labels: gold ids or scores (N,); float ids (as the collator makes them) are fine.
+    """
+    metric = task if isinstance(task, str) else task.metric
+    if metric not in METRICS:
+        raise ValueError(f"Unknown metric {metric!r}; valid metrics: {list(METRICS)}.")
+    preds = np.asarray(predictions)
+    golds = np.asarray(labels).reshape(-1)
+    if metric == "pearson_spearman":
+        return regression_metrics(preds.reshape(-1) if preds.ndim == 2 and preds.shape[1] == 1 else preds, golds)
+    if preds.ndim == 2:
+        preds = preds.argmax(axis=-1)  # (N, C) logits -> (N,) ids
+    num_labels = None if isinstance(task, str) else len(task.labels) or None
+    return classification_metrics(metric, preds, golds, num_labels)
+
+
+def classification_metrics(
+    metric: str, predictions: np.ndarray, labels: np.ndarray, num_labels: int | None = None
+) -> dict[str, float]:
+    """``mcc``, ``accuracy`` or ``f1`` (+ accuracy) of class ids, with ``"main"``."""
+    preds, golds = _check_pair(predictions, labels)
+    preds, golds = preds.astype(np.int64), golds.astype(np.int64)
+    accuracy = float(accuracy_score(golds, preds))
+    if metric == "accuracy":
+        return {"accuracy": accuracy, "main": accuracy}
+    if metric == "mcc":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            mcc = _finite(matthews_corrcoef(golds, preds))
+        return {"mcc": mcc, "main": mcc}
+    if metric == "f1":
+        if num_labels is None:
+            num_labels = int(max(preds.max(), golds.max())) + 1
+        average = "binary" if num_labels <= 2 else "macro"
+        f1 = _finite(f1_score(golds, preds, average=average, zero_division=0.0))
+        return {"f1": f1, "accuracy": accuracy, "main": (f1 + accuracy) / 2}
+    raise ValueError(f"{metric!r} is not a classification metric; valid: ['mcc', 'accuracy', 'f1'].")
+
+
+def regression_metrics(predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Pearson and Spearman correlations and their mean (``"main"``); 0.0 when undefined."""
+    preds, golds = _check_pair(predictions, labels)
+    preds, golds = preds.astype(np.float64), golds.astype(np.float64)
+    if len(preds) < 2 or np.ptp(preds) == 0 or np.ptp(golds) == 0 or not np.all(np.isfinite(preds)):
+        pearson = spearman = 0.0
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pearson = _finite(pearsonr(preds, golds)[0])
+            spearman = _finite(spearmanr(preds, golds)[0])
+    return {"pearson": pearson, "spearman": spearman, "main": (pearson + spearman) / 2}
+
+
+def glue_average(results: Mapping[str, Mapping[str, float]]) -> float:
+    """Mean of the ``"main"`` scores of several tasks (``{task: compute_task_metrics(...)}``)."""
+    if not results:
+        raise ValueError("glue_average needs the results of at least one task.")
+    return float(np.mean([r["main"] for r in results.values()]))
+
+
+def _check_pair(predictions: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both as 1-D arrays of the same, non-zero length."""
+    preds, golds = np.asarray(predictions).reshape(-1), np.asarray(labels).reshape(-1)
+    if len(preds) != len(golds):
+        raise ValueError(f"{len(preds)} predictions for {len(golds)} labels.")
+    if len(preds) == 0:
+        raise ValueError("No predictions to score.")
+    return preds, golds
+
+
+def _finite(x: float) -> float:
+    """``x`` as a float, or 0.0 when NaN/inf."""
+    x = float(x)
+    return x if math.isfinite(x) else 0.0
+
+
+__all__ = ["METRICS", "classification_metrics", "compute_task_metrics", "glue_average", "regression_metrics"]

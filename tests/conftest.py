@@ -1,0 +1,27 @@
+"""Shared test setup: offline Hugging Face libraries and the paths of the real data."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+GLUE_DIR = REPO_ROOT.parent / "shared" / "data" / "glue"  # full GLUE files (outside the repo)
+SAMPLE_DIR = REPO_ROOT / "data" / "sample" / "glue"  # the small sample inside the repo
+
+
+@pytest.fixture(scope="session")
+def glue_dir() -> Path:
+    """The full GLUE data; tests that need it are skipped where it is absent."""
+    if not GLUE_DIR.is_dir():
+        pytest.skip(f"full GLUE data not found at {GLUE_DIR}")
+    return GLUE_DIR
+
+
+@pytest.fixture(scope="session")
+def sample_dir() -> Path:
+    """The GLUE sample shipped in data/sample/glue."""
+    return SAMPLE_DIR
