@@ -34,6 +34,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils import ModelOutput
 
 from .configuration_camtl import CaMtlConfig, normalize_task_spec
+from .pipeline_camtl import save_pipeline_files
 
 AUTO_MAP = {
     "AutoConfig": "configuration_camtl.CaMtlConfig",
@@ -345,11 +346,15 @@ class CaMtlPreTrainedModel(PreTrainedModel):
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """Save config, weights and the modeling files (``auto_map`` for AutoConfig, AutoModel and
-        AutoModelForSequenceClassification), plus the tokenizer when one is attached (``model.tokenizer``)."""
+        AutoModelForSequenceClassification), the inference pipeline, and the tokenizer when one is attached
+        (``model.tokenizer``)."""
         self.config.auto_map = dict(AUTO_MAP)
         super().save_pretrained(save_directory, *args, **kwargs)
+        if not kwargs.get("is_main_process", True):
+            return
+        save_pipeline_files(save_directory)  # `pipeline(model=folder, trust_remote_code=True)` works on the folder
         tokenizer = getattr(self, "tokenizer", None)
-        if tokenizer is not None and kwargs.get("is_main_process", True):
+        if tokenizer is not None:
             tokenizer.save_pretrained(save_directory)
 
     # ----- task ids -----

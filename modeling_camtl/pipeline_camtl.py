@@ -108,8 +108,8 @@ class CaMtlClassificationPipeline(Pipeline):
             text, text_pair = inputs["text"], inputs.get("text_pair")
             task_name = inputs.get("task_name", task_name)
         else:
-            raise ValueError(f"An input is a string or a dict {{'text', 'text_pair', 'task_name'}}, "
-                             f"got {type(inputs).__name__}")
+            raise TypeError(f"An input is a string or a dict {{'text', 'text_pair', 'task_name'}}, "
+                            f"got {type(inputs).__name__}")
         task = self.task_spec(task_name)
         fields = task["text_fields"]
         if not isinstance(text, str) or not text.strip():

@@ -1,0 +1,188 @@
+"""Publish a CA-MTL checkpoint and its demo Space on the Hugging Face Hub.
+
+    python -m camtl.hub model outputs/quickstart you/camtl-glue [--private]
+    python -m camtl.hub space you/camtl-glue-demo --model you/camtl-glue [--private]
+
+The token comes from ``--token``, ``$HF_TOKEN`` or ``hf auth login``; ``$HF_ENDPOINT`` names another Hub endpoint.
+Everything goes through ``huggingface_hub.HfApi`` (``create_repo`` + ``upload_folder``).
+"""
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from fnmatch import fnmatch
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from huggingface_hub import HfApi, SpaceCard, SpaceCardData
+
+ROOT = Path(__file__).resolve().parents[1]
+SPACE_TEMPLATE = ROOT / "space"
+MODEL_ENV = "CAMTL_MODEL"  # what app.py reads to find its model
+AUTO_CLASSES = ("AutoConfig", "AutoModel", "AutoModelForSequenceClassification")
+#: Top-level files that stay home: training state (sub-folders such as checkpoints/ and logs/ never go either).
+SKIPPED_FILES = ("*.pt", "*.pth", "*.bin", "*.pyc", ".*", "optimizer*", "scheduler*", "rng_state*",
+                 "trainer_state.json", "sampler_state*")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Model
+# --------------------------------------------------------------------------------------------------------------------
+def check_model_folder(folder) -> None:
+    """Raise ``ValueError`` listing everything a Hub user would miss in ``folder``: config with ``auto_map`` for
+    the three auto classes and the code files it names, the pipeline file, weights, tokenizer, model card."""
+    folder = Path(folder)
+    problems = []
+    config = {}
+    if not (folder / "config.json").is_file():
+        problems.append("config.json is missing (save the model with save_pretrained)")
+    else:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        auto_map = config.get("auto_map") or {}
+        missing_auto = [c for c in AUTO_CLASSES if c not in auto_map]
+        if missing_auto:
+            problems.append(f"config.json auto_map lacks {missing_auto}: the model would not load with "
+                            "trust_remote_code=True")
+        impls = list(auto_map.values()) + [p.get("impl", "") for p in (config.get("custom_pipelines") or {}).values()]
+        for module in sorted({ref.split(".")[0] for ref in impls if ref}):
+            if not (folder / f"{module}.py").is_file():
+                problems.append(f"{module}.py (named by config.json) is missing")
+        if not config.get("custom_pipelines"):
+            problems.append("config.json has no custom_pipelines entry (see modeling_camtl.pipeline_camtl)")
+    if not ((folder / "model.safetensors").is_file() or (folder / "model.safetensors.index.json").is_file()):
+        problems.append("model.safetensors is missing")
+    if not (folder / "tokenizer_config.json").is_file() or not any(
+            (folder / f).is_file() for f in ("tokenizer.json", "vocab.txt")):
+        problems.append("the tokenizer is missing (tokenizer_config.json and tokenizer.json or vocab.txt)")
+    if not (folder / "README.md").is_file():
+        problems.append("README.md (the model card) is missing: write it with camtl.model_card.write_model_card "
+                        "(push_model does when the folder holds results.json)")
+    if problems:
+        raise ValueError(f"{folder} is not ready for the Hub:\n- " + "\n- ".join(problems))
+
+
+def model_files(folder) -> list[str]:
+    """The files :func:`push_model` uploads: the folder's top-level files but training state."""
+    return sorted(p.name for p in Path(folder).iterdir()
+                  if p.is_file() and not any(fnmatch(p.name, pattern) for pattern in SKIPPED_FILES))
+
+
+def prepare_model_folder(folder, repo_id: str | None = None, write_card: bool = True) -> None:
+    """Add what a checkpoint saved by an older version lacks: the pipeline file (and its ``custom_pipelines`` entry),
+    and, when ``folder/results.json`` exists, the model card with ``repo_id`` in its snippets (an existing
+    ``README.md`` is kept when ``write_card`` is False)."""
+    folder = Path(folder)
+    config_file = folder / "config.json"
+    if config_file.is_file() and not json.loads(config_file.read_text(encoding="utf-8")).get("custom_pipelines"):
+        from modeling_camtl.pipeline_camtl import save_pipeline_files  # imports transformers: only when needed
+
+        save_pipeline_files(folder)
+    card_wanted = write_card or not (folder / "README.md").is_file()
+    if card_wanted and (folder / "results.json").is_file() and config_file.is_file():
+        from camtl.model_card import write_model_card
+
+        results = json.loads((folder / "results.json").read_text(encoding="utf-8"))
+        training_config = {}
+        if (folder / "training_config.yaml").is_file():
+            import yaml
+
+            training_config = yaml.safe_load((folder / "training_config.yaml").read_text(encoding="utf-8")) or {}
+        write_model_card(folder, results, None, training_config, repo_id=repo_id)
+
+
+def push_model(folder, repo_id: str, token: str | None = None, private: bool = False, *,
+               write_card: bool = True, commit_message: str = "Upload CA-MTL model", endpoint: str | None = None):
+    """Upload a saved CA-MTL checkpoint (weights, remote code, pipeline, tokenizer, card) to ``repo_id``.
+
+    The folder is completed first (:func:`prepare_model_folder`: the card is rewritten from ``results.json`` with
+    ``repo_id`` in its usage snippets; ``write_card=False`` keeps an existing one) and checked (:func:`check_model_folder`), so nothing
+    is created on the Hub for a folder that would not load there. Returns the ``CommitInfo``.
+    """
+    prepare_model_folder(folder, repo_id, write_card)
+    check_model_folder(folder)
+    api = HfApi(endpoint=endpoint, token=token)
+    api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+    return api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model",
+                             commit_message=commit_message, allow_patterns=model_files(folder))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Space
+# --------------------------------------------------------------------------------------------------------------------
+def make_space_folder(folder, model_repo_id: str, title: str | None = None) -> Path:
+    """Write a Gradio Space for ``model_repo_id`` into ``folder``: ``app.py`` (this project's), ``requirements.txt``
+    and a ``README.md`` whose front matter sets ``sdk: gradio`` and ``app_file: app.py``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(ROOT / "app.py", folder / "app.py")
+    shutil.copyfile(SPACE_TEMPLATE / "requirements.txt", folder / "requirements.txt")
+    try:
+        sdk_version = version("gradio")
+    except PackageNotFoundError:
+        sdk_version = None
+    title = title or f"CA-MTL demo: {model_repo_id.split('/')[-1]}"
+    card_data = SpaceCardData(title=title, sdk="gradio", sdk_version=sdk_version, app_file="app.py",
+                              models=[model_repo_id], tags=["camtl", "multi-task", "text-classification"],
+                              emoji="🧭", colorFrom="indigo", colorTo="blue", pinned=False,
+                              short_description="One CA-MTL model, many text tasks")
+    card = SpaceCard(
+        f"---\n{card_data.to_yaml()}\n---\n\n# {title}\n\n"
+        f"A demo of [`{model_repo_id}`](https://huggingface.co/{model_repo_id}), a CA-MTL (Conditionally Adaptive "
+        "Multi-Task Learning, Pilault et al., ICLR 2021) model: pick a task and classify text, or run every "
+        "compatible task on one input at once.\n\n"
+        f"The app reads the model id from the Space variable `{MODEL_ENV}`; set it to serve another CA-MTL model.\n"
+    )
+    card.save(folder / "README.md")
+    return folder
+
+
+def push_space(space_repo_id: str, model_repo_id: str, token: str | None = None, private: bool = False, *,
+               title: str | None = None, endpoint: str | None = None):
+    """Create (or update) the Gradio Space ``space_repo_id`` serving ``model_repo_id``; returns the ``CommitInfo``.
+
+    The Space variable ``CAMTL_MODEL`` points the app at the model repository."""
+    api = HfApi(endpoint=endpoint, token=token)
+    with tempfile.TemporaryDirectory(prefix="camtl-space-") as tmp:
+        folder = make_space_folder(tmp, model_repo_id, title)
+        api.create_repo(space_repo_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
+        api.add_space_variable(space_repo_id, MODEL_ENV, model_repo_id,
+                               description="Hub id of the CA-MTL model that app.py serves")
+        return api.upload_folder(folder_path=str(folder), repo_id=space_repo_id, repo_type="space",
+                                 commit_message=f"CA-MTL demo for {model_repo_id}")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------------------------------------
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m camtl.hub", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    model = commands.add_parser("model", help="upload a saved CA-MTL checkpoint folder")
+    model.add_argument("folder", help="the checkpoint folder (save_pretrained output, e.g. outputs/quickstart)")
+    model.add_argument("repo_id", help="model repository, e.g. you/camtl-glue")
+    model.add_argument("--keep-card", action="store_true", help="keep an existing README.md as it is (default: "
+                                                               "rewrite it from results.json)")
+    space = commands.add_parser("space", help="create the Gradio demo Space for a model repository")
+    space.add_argument("space_repo_id", help="Space repository, e.g. you/camtl-glue-demo")
+    space.add_argument("--model", required=True, dest="model_repo_id", help="the model repository it serves")
+    space.add_argument("--title", default=None, help="the Space's title")
+    for sub in (model, space):
+        sub.add_argument("--private", action="store_true", help="create the repository private")
+        sub.add_argument("--token", default=None, help="Hub token (default: $HF_TOKEN or the saved login)")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "model":
+            info = push_model(args.folder, args.repo_id, args.token, args.private, write_card=not args.keep_card)
+        else:
+            info = push_space(args.space_repo_id, args.model_repo_id, args.token, args.private, title=args.title)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(info.commit_url)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
