@@ -51,6 +51,7 @@ from camtl.data import (
     tokenize_split,
 )
 from camtl.metrics import compute_task_metrics, glue_average
+from camtl.model_card import write_model_card
 from camtl.sampling import TaskSampler, make_sampler
 from camtl.training import (
     BEST_DIR,
@@ -59,6 +60,7 @@ from camtl.training import (
     EntropyScorer,
     MultiTaskBatches,
     RunConfig,
+    config_to_dict,
     check_output_dir,
     clear_previous_run,
     dump_config,
@@ -516,6 +518,7 @@ def _finish(run: Run, state: dict[str, Any], exact: bool | None, command_line: s
     }
     if acc.is_main_process:
         (out / RESULTS_FILE).write_text(json.dumps(results, indent=1), encoding="utf-8")
+        write_model_card(out, results, training_config=config_to_dict(run.cfg))  # the checkpoint's README.md
     log(f"Dev average {results['average']:.4f} (step {final['step']}); "
                 + ", ".join(f"{k}={v['main']:.4f}" for k, v in results["tasks"].items()))
     log(f"Data used: {fraction['overall']:.1%} of the training rows ("
