@@ -15,9 +15,9 @@ SAMPLE_DIR = REPO_ROOT / "data" / "sample" / "glue"  # the small sample inside t
 
 @pytest.fixture(scope="session")
 def glue_dir() -> Path:
-    """The full GLUE data; tests that need it are skipped where it is absent."""
+    """The full GLUE data (../shared/data/glue beside the project); its absence is an error, not a skip."""
     if not GLUE_DIR.is_dir():
-        pytest.skip(f"full GLUE data not found at {GLUE_DIR}")
+        raise FileNotFoundError(f"full GLUE data not found at {GLUE_DIR}: the tests read real rows from it")
     return GLUE_DIR
 
 
