@@ -85,7 +85,7 @@ class CaMtlFiLM(nn.Module):
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         gamma, beta = self.generator(cond).unsqueeze(1).chunk(2, dim=-1)  # 2 x (B, 1, H)
-        return x * (1 + gamma) + beta  # (B, T, H)
+        return torch.addcmul(beta, x, 1 + gamma)  # (B, T, H): x * (1 + gamma) + beta in one pass over x
 
 
 class CaMtlBlockDiagonalBias(nn.Module):
@@ -104,17 +104,20 @@ class CaMtlBlockDiagonalBias(nn.Module):
         self.blocks = nn.Parameter(torch.zeros(self.num_blocks, self.block_size, self.block_size))  # (N, S, S)
         self.generator = CaMtlGenerator(config.task_embedding_dim, 2 * self.num_blocks * self.block_size)
 
-    def forward(self, cond: torch.Tensor, seq_len: int) -> torch.Tensor:
+    def forward(self, cond: torch.Tensor, seq_len: int, additive_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``M(c)`` (B, T, T), zero off the diagonal blocks; plus ``additive_mask`` (B, 1, T) when given (the padding
+        mask, folded in here so the (B, T, T) result is written in two passes: one per ``addcmul``)."""
         bsz = cond.shape[0]
-        pos = torch.arange(seq_len, device=cond.device)
-        block = (pos // self.block_size) % self.num_blocks  # (T,)
-        offset = pos % self.block_size  # (T,)
-        same_block = (pos[:, None] // self.block_size) == (pos[None, :] // self.block_size)  # (T, T)
-        base = self.blocks[block[:, None], offset[:, None], offset[None, :]]  # (T, T)
-        gamma, beta = self.generator(cond).view(bsz, 2, self.num_blocks, self.block_size).unbind(1)  # 2 x (B, N, S)
-        gamma, beta = gamma[:, block, offset], beta[:, block, offset]  # 2 x (B, T): per key column
-        bias = base * (1 + gamma[:, None, :]) + beta[:, None, :]  # (B, T, T)
-        return bias * same_block  # (B, T, T), zero off the diagonal blocks
+        pos = torch.arange(seq_len, device=cond.device)  # (T,)
+        block_of = pos // self.block_size  # (T,) diagonal block of each position
+        same_block = block_of[:, None] == block_of[None, :]  # (T, T)
+        row = pos % (self.num_blocks * self.block_size)  # (T,) row in the stacked blocks (N*S, S): block, offset
+        offset = row % self.block_size  # (T,) offset inside its block
+        base = self.blocks.view(-1, self.block_size)[row[:, None], offset[None, :]] * same_block  # (T, T)
+        gamma, beta = self.generator(cond).view(bsz, 2, -1)[:, :, row].unbind(1)  # 2 x (B, T): per key column
+        scale = 1 + gamma[:, None, :]  # (B, 1, T)
+        bias = base * scale if additive_mask is None else torch.addcmul(additive_mask, base, scale)  # (B, T, T)
+        return bias.addcmul_(same_block, beta[:, None, :])  # (B, T, T): + beta on the diagonal blocks only
 
 
 class CaMtlConditionalLayerNorm(nn.Module):
@@ -127,7 +130,7 @@ class CaMtlConditionalLayerNorm(nn.Module):
     def forward(self, x: torch.Tensor, layer_norm: nn.LayerNorm, cond: torch.Tensor) -> torch.Tensor:
         normed = F.layer_norm(x, layer_norm.normalized_shape, None, None, layer_norm.eps)  # (B, T, H)
         gain = layer_norm.weight * (1 + self.generator(cond)).unsqueeze(1)  # (B, 1, H)
-        return normed * gain + layer_norm.bias
+        return torch.addcmul(layer_norm.bias, normed, gain)  # (B, T, H): normed * gain + bias in one pass
 
 
 class CaMtlZeroLinear(nn.Linear):
@@ -191,8 +194,8 @@ class CaMtlSelfAttention(nn.Module):
         v = self.value(hidden_states).view(shape).transpose(1, 2)  # (B, nh, T, hs)
         bias = attention_mask  # (B, 1, 1, T) additive, or None
         if self.camtl_block_bias is not None:
-            block_bias = self.camtl_block_bias(cond, seq_len).unsqueeze(1).to(q.dtype)  # (B, 1, T, T)
-            bias = block_bias if bias is None else bias + block_bias  # (B, 1, T, T)
+            padding = None if attention_mask is None else attention_mask[:, 0]  # (B, 1, T)
+            bias = self.camtl_block_bias(cond, seq_len, padding).unsqueeze(1).to(q.dtype)  # (B, 1, T, T): M(c) + mask
         dropout = self.dropout.p if self.training else 0.0
         if self.config._attn_implementation == "eager":
             scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_size)  # (B, nh, T, T)
