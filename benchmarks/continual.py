@@ -54,6 +54,12 @@ def run(out_dir: Path, extra: list[str], args) -> dict:
     return results
 
 
+def max_metric_difference(before: dict, after: dict) -> float:
+    """Largest absolute difference of any dev metric of the old tasks. Exactly 0 when both evaluations ran the
+    same code; a metric computed by an older revision of the modeling file can differ in the last float bits."""
+    return max(abs(before[t][m] - after[t][m]) for t in GLUE_TASKS for m in before[t])
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--glue-model", required=True, help="a trained CA-MTL folder (train.py output) on GLUE")
@@ -85,11 +91,13 @@ def main(argv=None) -> dict:
         "old_tasks_before": {t: before["tasks"][t] for t in GLUE_TASKS},
         "old_tasks_after": {t: continual["tasks"][t] for t in GLUE_TASKS},
         "old_tasks_identical": all(before["tasks"][t] == continual["tasks"][t] for t in GLUE_TASKS),
+        "old_tasks_max_metric_difference": max_metric_difference(before["tasks"], continual["tasks"]),
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))
-    print(json.dumps({k: report[k] for k in ("continual", "single_task", "old_tasks_identical")}, indent=1))
+    print(json.dumps({k: report[k] for k in ("continual", "single_task", "old_tasks_identical",
+                                             "old_tasks_max_metric_difference")}, indent=1))
     return report
 
 
