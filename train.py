@@ -373,7 +373,9 @@ def prepare(run: Run) -> None:
     run.sampler = make_sampler(cfg.sampling.strategy, [len(run.train_sets[i]) for i in run.trained_ids],
                                t.batch_size * world,
                                seed=t.seed, rank=acc.process_index, world_size=world,
-                               temperature=cfg.sampling.temperature)
+                               temperature=cfg.sampling.temperature,
+                               min_rows_per_task=cfg.sampling.min_rows_per_task,
+                               warmup_steps=cfg.sampling.warmup_steps)
     run.steps_per_epoch = math.ceil(run.sampler.batches_per_epoch / t.gradient_accumulation_steps)
     run.total_steps = t.max_steps if t.max_steps > 0 else max(1, math.ceil(t.epochs * run.steps_per_epoch))
     optimizer, run.scheduler = build_optimizer(run.model, t, run.total_steps)
@@ -507,7 +509,7 @@ def _finish(run: Run, state: dict[str, Any], exact: bool | None, command_line: s
         "wall_time_s": round(state["wall_time_s"], 2),
         "data_fraction": fraction,
         "parameters": run.parameter_counts,
-        "sampling": {"strategy": run.cfg.sampling.strategy, "temperature": run.cfg.sampling.temperature},
+        "sampling": sampling_summary(run),
         "world_size": acc.num_processes,
         "global_batch_size": run.sampler.batch_size,
         "mixed_precision": t.mixed_precision,
@@ -557,6 +559,17 @@ def _close_window(state: dict[str, Any], step: int, lr: float, names: Sequence[s
     state["loss_history"].append(entry)
     state["window"] = _empty_window(len(names))
     return entry
+
+
+def sampling_summary(run: Run) -> dict[str, Any]:
+    """The sampling settings in effect (the uncertainty floor resolved to its number of rows)."""
+    s = run.cfg.sampling
+    summary: dict[str, Any] = {"strategy": s.strategy}
+    if s.strategy == "temperature":
+        summary["temperature"] = s.temperature
+    if s.strategy == "uncertainty":
+        summary.update(min_rows_per_task=run.sampler.min_rows_per_task, warmup_steps=run.sampler.warmup_steps)
+    return summary
 
 
 def _fraction(sampler, names: Sequence[str]) -> dict[str, Any]:

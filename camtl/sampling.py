@@ -19,8 +19,16 @@ pass. Strategies:
 ``sequential``     task after task: ``ceil(n_t / B)`` batches of task 0, then task 1, ... (cycles)
 ``uncertainty``    MT-Uncertainty (CA-MTL, Pilault et al. 2021): draw a candidate batch of size
                    ``B`` from every task, score every candidate's normalised prediction entropy,
-                   train on the ``B`` most uncertain candidates overall (a mixed-task batch)
+                   train on the ``B`` most uncertain candidates overall (a mixed-task batch);
+                   by default every task keeps a floor of ``B // (2 * num_tasks)`` rows per
+                   batch (``min_rows_per_task=0`` is the paper's rule exactly), optionally after
+                   ``warmup_steps`` balanced batches
 =================  ==========================================================================
+
+Why the floor: with the paper's rule alone, a task whose predictions become *confidently wrong*
+(an untrained head on top of features that other tasks shaped) scores low entropy and is never
+selected again. In a 300-step GLUE run without the floor, SST-2 got 1 training row in 200 steps
+while STS-B and RTE got 2,356 and 2,162, and SST-2 stayed at majority-class accuracy.
 
 The fraction of the training data a strategy used (`data_fraction`) counts the distinct rows that
 went into a training batch; for ``uncertainty`` the candidates scored but not selected do not count.
@@ -238,29 +246,71 @@ class SequentialSampler(TaskSampler):
 
 
 class UncertaintySampler(TaskSampler):
-    """MT-Uncertainty sampling (CA-MTL, Pilault et al., ICLR 2021, Algorithm 1).
+    """MT-Uncertainty sampling (CA-MTL, Pilault et al., ICLR 2021, Algorithm 1), with a per-task floor.
 
     At every step a candidate batch of ``batch_size`` rows is drawn from every task; ``scorer`` gives
     each candidate's normalised prediction entropy ``H_i`` (in [0, 1]). As in the paper, each score is
     weighted by how uncertain its task's candidate batch is relative to the most uncertain task:
-    ``H'_i = H_i * mean_t(H) / max_t' mean_t'(H)``. The ``batch_size`` candidates with the highest
-    ``H'`` form the (mixed-task) training batch; ties keep the candidate order.
+    ``H'_i = H_i * mean_t(H) / max_t' mean_t'(H)``.
+
+    The training batch is then:
+
+    1. the floor: the ``min_rows_per_task`` most uncertain candidates of every task;
+    2. the rest of the batch: the candidates with the highest ``H'`` among those left.
+
+    ``min_rows_per_task=0`` is the paper's rule exactly; ``None`` (the default) is
+    ``batch_size // (2 * num_tasks)``, so at most half of each batch is reserved. During the first
+    ``warmup_steps`` draws the batch is balanced over the tasks and nothing is scored (an untrained
+    head's entropy says little). The batch is ordered by ``H'``, most uncertain first; ties keep the
+    candidate order.
     """
 
     name = "uncertainty"
     needs_scorer = True
+
+    def __init__(self, task_sizes: Sequence[int], batch_size: int, seed: int = 0, rank: int = 0,
+                 world_size: int = 1, min_rows_per_task: int | None = None, warmup_steps: int = 0, **kwargs: Any):
+        super().__init__(task_sizes, batch_size, seed, rank, world_size)
+        if min_rows_per_task is None:
+            min_rows_per_task = batch_size // (2 * self.num_tasks)
+        if not (isinstance(min_rows_per_task, int) and 0 <= min_rows_per_task * self.num_tasks <= batch_size):
+            raise ValueError(f"min_rows_per_task must be an integer in [0, batch_size // num_tasks = "
+                             f"{batch_size // self.num_tasks}] (or None for batch_size // (2 * num_tasks)), got "
+                             f"{min_rows_per_task!r}.")
+        if not (isinstance(warmup_steps, int) and warmup_steps >= 0):
+            raise ValueError(f"warmup_steps must be a non-negative integer, got {warmup_steps!r}.")
+        self.min_rows_per_task, self.warmup_steps = min_rows_per_task, warmup_steps
 
     def candidates(self) -> list[Example]:
         """The next candidate batch of every task, task after task (advances the task streams)."""
         return [(t, row) for t, stream in enumerate(self.streams) for row in stream.take(self.batch_size)]
 
     def _global_batch(self, scorer: Scorer | None) -> list[Example]:
+        if self.draws < self.warmup_steps:
+            return self._balanced_batch()
         candidates = self.candidates()
         scores = np.asarray(scorer(candidates), dtype=np.float64).reshape(-1)  # (num_tasks * B,)
         if scores.shape[0] != len(candidates):
             raise ValueError(f"The scorer returned {scores.shape[0]} scores for {len(candidates)} candidates.")
-        order = np.argsort(-self.weighted(scores), kind="stable")[: self.batch_size]  # most uncertain first
-        return [candidates[i] for i in order]
+        weighted = self.weighted(scores)  # (T * B,)
+        order = np.argsort(-weighted, kind="stable")  # most uncertain first
+        chosen = np.zeros(len(candidates), dtype=bool)
+        if self.min_rows_per_task:
+            # Within a task H' is H times a constant, so the task's best rows come first in `order`.
+            task_of = order // self.batch_size  # (T * B,) task of each candidate, in `order`
+            one_hot = task_of[:, None] == np.arange(self.num_tasks)  # (T * B, T)
+            rank_in_task = one_hot.cumsum(axis=0)[np.arange(len(order)), task_of] - 1
+            chosen[order[rank_in_task < self.min_rows_per_task]] = True
+        rest = order[~chosen[order]][: self.batch_size - int(chosen.sum())]
+        chosen[rest] = True
+        return [candidates[i] for i in order if chosen[i]]
+
+    def _balanced_batch(self) -> list[Example]:
+        """``batch_size // T`` rows of every task; the remainder goes to tasks in turn (rotating each draw)."""
+        counts = np.full(self.num_tasks, self.batch_size // self.num_tasks)
+        extra = (np.arange(self.batch_size % self.num_tasks) + self.draws) % self.num_tasks
+        counts[extra] += 1
+        return [(t, row) for t in range(self.num_tasks) for row in self.streams[t].take(int(counts[t]))]
 
     def weighted(self, scores: np.ndarray) -> np.ndarray:
         """``H'_i = H_i * mean_t(H) / max_t' mean_t'(H)`` over the candidates (``batch_size`` per task, in task order)."""
@@ -277,12 +327,17 @@ SAMPLERS: dict[str, type[TaskSampler]] = {
 
 
 def make_sampler(strategy: str, task_sizes: Sequence[int], batch_size: int, seed: int = 0, rank: int = 0,
-                 world_size: int = 1, temperature: float = 2.0) -> TaskSampler:
-    """The sampler of ``strategy`` (one of `SAMPLERS`); ValueError naming the valid strategies otherwise."""
+                 world_size: int = 1, temperature: float = 2.0, min_rows_per_task: int | None = None,
+                 warmup_steps: int = 0) -> TaskSampler:
+    """The sampler of ``strategy`` (one of `SAMPLERS`); ValueError naming the valid strategies otherwise.
+
+    ``temperature`` is read by the temperature strategy, ``min_rows_per_task`` and ``warmup_steps`` by uncertainty.
+    """
     if strategy not in SAMPLERS:
         raise ValueError(f"Unknown sampling strategy {strategy!r}; valid strategies: {list(SAMPLERS)}.")
     return SAMPLERS[strategy](task_sizes, batch_size, seed=seed, rank=rank, world_size=world_size,
-                              temperature=temperature)
+                              temperature=temperature, min_rows_per_task=min_rows_per_task,
+                              warmup_steps=warmup_steps)
 
 
 __all__ = [

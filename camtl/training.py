@@ -109,10 +109,16 @@ class SamplingArgs:
             after task) or uncertainty (MT-Uncertainty, the paper's: the most uncertain of a candidate
             batch from every task).
         temperature: T of the temperature strategy (1 = proportional, large = uniform).
+        min_rows_per_task: uncertainty only: rows of every task in each global batch (its most uncertain
+            candidates) before the rest is chosen by uncertainty. null = global batch // (2 x tasks);
+            0 = the paper's rule exactly, which can starve a task whose predictions are confidently wrong.
+        warmup_steps: uncertainty only: the first batches are balanced over the tasks and not scored.
     """
 
     strategy: SamplingStrategy = "uncertainty"
     temperature: float = 2.0
+    min_rows_per_task: int | None = None
+    warmup_steps: int = 0
 
 
 @dataclass
@@ -281,6 +287,9 @@ def validate_config(cfg: RunConfig) -> None:
          "a positive integer or null"),
         ("sampling.temperature", s.temperature, math.isfinite(s.temperature) and s.temperature > 0,
          "a positive number"),
+        ("sampling.min_rows_per_task", s.min_rows_per_task, s.min_rows_per_task is None or s.min_rows_per_task >= 0,
+         "a non-negative integer or null"),
+        ("sampling.warmup_steps", s.warmup_steps, s.warmup_steps >= 0, "a non-negative integer"),
     ]
     for name, value, ok, allowed in checks:
         if not ok:

@@ -136,13 +136,51 @@ def test_uncertainty_trains_on_the_most_uncertain_candidates():
 def test_uncertainty_weights_rows_by_their_task_batch_uncertainty():
     """Paper, Algorithm 1: H'_i = H_i * mean_t(H) / max_t mean(H): a lone uncertain row of a confident task
     loses to rows of a task that is uncertain overall."""
-    sampler = UncertaintySampler([8, 8], 4, seed=0)
+    sampler = UncertaintySampler([8, 8], 4, seed=0, min_rows_per_task=0)
     scores = np.array([1.0, 0.0, 0.0, 0.0, 0.6, 0.6, 0.6, 0.6])  # task 0 mean 0.25, task 1 mean 0.6
     np.testing.assert_allclose(sampler.weighted(scores), [1.0 * 0.25 / 0.6, 0, 0, 0, 0.6, 0.6, 0.6, 0.6])
     batch = sampler.next_batch(lambda c: scores)
     assert [t for t, _ in batch] == [1, 1, 1, 1]
     zeros = UncertaintySampler([8, 8], 2, seed=0).weighted(np.zeros(4))
     assert np.all(zeros == 0)  # all-certain candidates: no division by zero
+
+
+def test_uncertainty_floor_keeps_a_confident_task_in_every_batch():
+    """A task that is always confident is starved by the paper's rule and kept by the floor."""
+    always_sure = lambda c: [0.0 if task == 0 else 0.5 + 0.01 * (row % 7) for task, row in c]  # noqa: E731
+    paper = UncertaintySampler([40, 40, 40], 6, seed=0, min_rows_per_task=0)
+    assert all(task != 0 for _ in range(5) for task, _ in paper.next_batch(always_sure))
+    assert UncertaintySampler([40, 40, 40], 6, seed=0).min_rows_per_task == 1  # default: 6 // (2 * 3)
+    sampler = UncertaintySampler([40, 40, 40], 6, seed=0, min_rows_per_task=1)
+    for _ in range(5):
+        candidates = []
+        scorer = lambda c: (candidates.extend(c), always_sure(c))[1]  # noqa: E731
+        batch = sampler.next_batch(scorer)
+        counts = np.bincount([t for t, _ in batch], minlength=3)
+        assert counts[0] == 1 and counts.sum() == 6
+        scores = np.asarray(always_sure(candidates))
+        # the rest of the batch is the most uncertain rows left: nothing unchosen outscores a chosen row of tasks 1-2
+        chosen = {c for c in batch if c[0] != 0}
+        worst_chosen = min(s for c, s in zip(candidates, scores) if c in chosen)
+        assert all(s <= worst_chosen for c, s in zip(candidates, scores) if c[0] != 0 and c not in chosen)
+    with pytest.raises(ValueError, match=r"min_rows_per_task must be an integer in \[0, batch_size // num_tasks = 2\]"):
+        UncertaintySampler([40, 40, 40], 6, min_rows_per_task=3)
+    with pytest.raises(ValueError, match="warmup_steps must be a non-negative integer"):
+        UncertaintySampler([40, 40, 40], 6, warmup_steps=-1)
+
+
+def test_uncertainty_warmup_is_balanced_and_unscored_then_resumes_exactly():
+    calls = []
+    scorer = lambda c: (calls.append(len(c)), [0.3] * len(c))[1]  # noqa: E731
+    sampler = UncertaintySampler([40, 40, 40], 8, seed=2, warmup_steps=3)
+    warm = [np.bincount([t for t, _ in sampler.next_batch(scorer)], minlength=3).tolist() for _ in range(3)]
+    assert calls == [] and sorted(warm[0]) == [2, 3, 3] and np.sum(warm, axis=0).tolist() == [8, 8, 8]
+    state = sampler.state_dict()
+    after = [sampler.next_batch(scorer) for _ in range(2)]
+    assert calls == [24, 24]
+    resumed = UncertaintySampler([40, 40, 40], 8, seed=2, warmup_steps=3)
+    resumed.load_state_dict(state)
+    assert [resumed.next_batch(scorer) for _ in range(2)] == after
 
 
 def test_uncertainty_two_processes_agree_with_one():
