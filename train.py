@@ -375,7 +375,9 @@ def prepare(run: Run) -> None:
                                seed=t.seed, rank=acc.process_index, world_size=world,
                                temperature=cfg.sampling.temperature,
                                min_rows_per_task=cfg.sampling.min_rows_per_task,
-                               warmup_steps=cfg.sampling.warmup_steps)
+                               warmup_steps=cfg.sampling.warmup_steps,
+                               regression_tasks=[run.tasks[i].kind == "regression" for i in run.trained_ids],
+                               regression_scores=cfg.sampling.regression_scores)
     run.steps_per_epoch = math.ceil(run.sampler.batches_per_epoch / t.gradient_accumulation_steps)
     run.total_steps = t.max_steps if t.max_steps > 0 else max(1, math.ceil(t.epochs * run.steps_per_epoch))
     optimizer, run.scheduler = build_optimizer(run.model, t, run.total_steps)
@@ -568,7 +570,8 @@ def sampling_summary(run: Run) -> dict[str, Any]:
     if s.strategy == "temperature":
         summary["temperature"] = s.temperature
     if s.strategy == "uncertainty":
-        summary.update(min_rows_per_task=run.sampler.min_rows_per_task, warmup_steps=run.sampler.warmup_steps)
+        summary.update(min_rows_per_task=run.sampler.min_rows_per_task, warmup_steps=run.sampler.warmup_steps,
+                       regression_scores=s.regression_scores)
     return summary
 
 

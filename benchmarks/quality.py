@@ -1,12 +1,15 @@
 """Quality benchmark: CA-MTL against the baselines a user would pick instead, with the same training budget.
 
 Arms (MiniLM-L6 base, CoLA, SST-2, MRPC, STS-B, RTE, full dev sets from ../shared/data/glue):
-  1. single-task   one fine-tuned model per task (the whole encoder trains, no conditioning); the step budget is
-                   split evenly over the five tasks;
-  2. plain-mtl     one shared encoder and five heads, no conditioning, everything trains, proportional sampling;
-  3. camtl         CA-MTL as in the paper (conditional modules, lower half frozen), proportional sampling;
-  4. camtl-unc     CA-MTL with MT-Uncertainty sampling;
-  5. camtl-adapters CA-MTL's parameter-efficient mode: the whole backbone frozen.
+  1. single-task     one fine-tuned model per task (the whole encoder trains, no conditioning); the step budget is
+                     split evenly over the five tasks;
+  2. plain-mtl       one shared encoder and five heads, no conditioning, everything trains, proportional sampling;
+  3. camtl           CA-MTL as in the paper (conditional modules, lower half frozen), proportional sampling;
+  4. camtl-unc       CA-MTL with MT-Uncertainty sampling, camtl's defaults (a per-task floor of 3 rows in each
+                     batch of 32, regression rows borrow classification scores);
+  5. camtl-unc-paper CA-MTL with the paper's MT-Uncertainty rule exactly (no floor);
+  6. camtl-adapters  CA-MTL's parameter-efficient mode: the whole backbone frozen (proportional sampling, which
+                     costs a third of uncertainty's step time on CPU; learning rate 1e-3).
 
 Every arm is one or more ``train.py`` runs (a subprocess each) on the same configuration, seeds and step budget;
 the table reports each task's GLUE metric, the average, parameters trained, parameters needed to serve all five
@@ -32,13 +35,15 @@ TASKS = ["cola", "sst2", "mrpc", "stsb", "rte"]
 NO_CONDITIONING = "{conditional_alignment: false, conditional_attention: false, conditional_layer_norm: false, " \
                   "conditional_adapter: false}"
 ARMS = {
-    "single-task": ["--model.trainable", "all", "--model.camtl", NO_CONDITIONING, "--sampling.strategy", "uniform"],
+    "camtl-unc": ["--model.trainable", "paper", "--sampling.strategy", "uncertainty"],
+    "camtl": ["--model.trainable", "paper", "--sampling.strategy", "proportional"],
     "plain-mtl": ["--model.trainable", "all", "--model.camtl", NO_CONDITIONING, "--sampling.strategy",
                   "proportional"],
-    "camtl": ["--model.trainable", "paper", "--sampling.strategy", "proportional"],
-    "camtl-unc": ["--model.trainable", "paper", "--sampling.strategy", "uncertainty"],
-    "camtl-adapters": ["--model.trainable", "adapters", "--sampling.strategy", "uncertainty",
+    "single-task": ["--model.trainable", "all", "--model.camtl", NO_CONDITIONING, "--sampling.strategy", "uniform"],
+    "camtl-adapters": ["--model.trainable", "adapters", "--sampling.strategy", "proportional",
                        "--train.learning_rate", "1e-3"],
+    "camtl-unc-paper": ["--model.trainable", "paper", "--sampling.strategy", "uncertainty",
+                        "--sampling.min_rows_per_task", "0"],
 }
 
 
@@ -65,9 +70,10 @@ def run_arm(arm: str, seed: int, args) -> dict:
         trained, serve = res["parameters"]["trainable"], res["parameters"]["total"]
         examples = res["examples_trained"]
         fraction = res["data_fraction"]["overall"]
+        rows_per_task = {name: res["data_fraction"]["used_rows"][name] for name in TASKS}
     else:
         per_task = max(1, args.steps // len(TASKS))
-        tasks, trained, serve, examples, used_rows, all_rows = {}, 0, 0, 0, 0, 0
+        tasks, trained, serve, examples, used_rows, all_rows, rows_per_task = {}, 0, 0, 0, 0, 0, {}
         for name in TASKS:
             res = run_train(work / name, base + ["--data.tasks", f"[{name}]", "--train.max_steps", str(per_task)],
                             args)
@@ -76,12 +82,13 @@ def run_arm(arm: str, seed: int, args) -> dict:
             serve += res["parameters"]["total"]  # five separate models to serve
             examples += res["examples_trained"]
             used_rows += sum(res["data_fraction"]["used_rows"].values())
+            rows_per_task[name] = res["data_fraction"]["used_rows"][name]
             all_rows += sum(res["data_fraction"]["total_rows"].values())
         fraction = used_rows / all_rows
     main_scores = [tasks[name]["main"] for name in TASKS]
     return {"arm": arm, "seed": seed, "tasks": tasks, "average": sum(main_scores) / len(main_scores),
             "parameters_trained": trained, "parameters_to_serve_all": serve, "examples_trained": examples,
-            "data_fraction": fraction, "wall_time_s": round(time.time() - start, 1)}
+            "data_fraction": fraction, "rows_trained_per_task": rows_per_task, "wall_time_s": round(time.time() - start, 1)}
 
 
 def summarise(runs: list[dict]) -> dict:
@@ -129,7 +136,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--steps", type=int, default=200, help="optimizer steps of batch 32 per arm")
-    parser.add_argument("--learning_rate", type=float, default=5e-5)
+    parser.add_argument("--learning_rate", type=float, default=1e-4,
+                        help="every arm's peak learning rate except camtl-adapters' (1e-3)")
     parser.add_argument("--max_length", type=int, default=128)
     parser.add_argument("--data_dir", default=str(ROOT.parent / "shared" / "data" / "glue"))
     parser.add_argument("--work_dir", default=str(ROOT / "outputs" / "benchmarks"))

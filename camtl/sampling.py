@@ -258,6 +258,13 @@ class UncertaintySampler(TaskSampler):
     1. the floor: the ``min_rows_per_task`` most uncertain candidates of every task;
     2. the rest of the batch: the candidates with the highest ``H'`` among those left.
 
+    A regression prediction has no entropy of its own. With ``regression_scores="borrow"`` (the
+    default, as in the authors' code, which gives STS-B rows the scores of SST-2 rows) candidate ``i`` of a
+    regression task takes the score of candidate ``i`` of a classification task (the ``k``-th regression
+    task borrows from the ``k mod C``-th of the ``C`` classification tasks). ``"own"`` keeps the
+    scorer's value (the model's binary entropy of the prediction's place in the label range, which
+    peaks where an untrained head predicts and so favours regression tasks early on).
+
     ``min_rows_per_task=0`` is the paper's rule exactly; ``None`` (the default) is
     ``batch_size // (2 * num_tasks)``, so at most half of each batch is reserved. During the first
     ``warmup_steps`` draws the batch is balanced over the tasks and nothing is scored (an untrained
@@ -269,8 +276,21 @@ class UncertaintySampler(TaskSampler):
     needs_scorer = True
 
     def __init__(self, task_sizes: Sequence[int], batch_size: int, seed: int = 0, rank: int = 0,
-                 world_size: int = 1, min_rows_per_task: int | None = None, warmup_steps: int = 0, **kwargs: Any):
+                 world_size: int = 1, min_rows_per_task: int | None = None, warmup_steps: int = 0,
+                 regression_tasks: Sequence[bool] | None = None, regression_scores: str = "borrow", **kwargs: Any):
         super().__init__(task_sizes, batch_size, seed, rank, world_size)
+        if regression_scores not in ("borrow", "own"):
+            raise ValueError(f"regression_scores must be 'borrow' or 'own', got {regression_scores!r}.")
+        regression = np.zeros(self.num_tasks, dtype=bool) if regression_tasks is None else \
+            np.asarray(regression_tasks, dtype=bool)
+        if regression.shape != (self.num_tasks,):
+            raise ValueError(f"regression_tasks needs one flag per task ({self.num_tasks}), got {len(regression)}.")
+        classification = np.flatnonzero(~regression)
+        #: for every task, the task whose candidate scores it uses (itself unless it borrows)
+        self.score_source = np.arange(self.num_tasks)
+        if regression_scores == "borrow" and len(classification):
+            reg = np.flatnonzero(regression)
+            self.score_source[reg] = classification[np.arange(len(reg)) % len(classification)]
         if min_rows_per_task is None:
             min_rows_per_task = batch_size // (2 * self.num_tasks)
         if not (isinstance(min_rows_per_task, int) and 0 <= min_rows_per_task * self.num_tasks <= batch_size):
@@ -292,6 +312,7 @@ class UncertaintySampler(TaskSampler):
         scores = np.asarray(scorer(candidates), dtype=np.float64).reshape(-1)  # (num_tasks * B,)
         if scores.shape[0] != len(candidates):
             raise ValueError(f"The scorer returned {scores.shape[0]} scores for {len(candidates)} candidates.")
+        scores = scores.reshape(self.num_tasks, self.batch_size)[self.score_source].reshape(-1)  # borrowed rows
         weighted = self.weighted(scores)  # (T * B,)
         order = np.argsort(-weighted, kind="stable")  # most uncertain first
         chosen = np.zeros(len(candidates), dtype=bool)
@@ -328,16 +349,19 @@ SAMPLERS: dict[str, type[TaskSampler]] = {
 
 def make_sampler(strategy: str, task_sizes: Sequence[int], batch_size: int, seed: int = 0, rank: int = 0,
                  world_size: int = 1, temperature: float = 2.0, min_rows_per_task: int | None = None,
-                 warmup_steps: int = 0) -> TaskSampler:
+                 warmup_steps: int = 0, regression_tasks: Sequence[bool] | None = None,
+                 regression_scores: str = "borrow") -> TaskSampler:
     """The sampler of ``strategy`` (one of `SAMPLERS`); ValueError naming the valid strategies otherwise.
 
-    ``temperature`` is read by the temperature strategy, ``min_rows_per_task`` and ``warmup_steps`` by uncertainty.
+    ``temperature`` is read by the temperature strategy; ``min_rows_per_task``, ``warmup_steps``, ``regression_tasks``
+    and ``regression_scores`` by uncertainty.
     """
     if strategy not in SAMPLERS:
         raise ValueError(f"Unknown sampling strategy {strategy!r}; valid strategies: {list(SAMPLERS)}.")
     return SAMPLERS[strategy](task_sizes, batch_size, seed=seed, rank=rank, world_size=world_size,
                               temperature=temperature, min_rows_per_task=min_rows_per_task,
-                              warmup_steps=warmup_steps)
+                              warmup_steps=warmup_steps, regression_tasks=regression_tasks,
+                              regression_scores=regression_scores)
 
 
 __all__ = [

@@ -113,12 +113,16 @@ class SamplingArgs:
             candidates) before the rest is chosen by uncertainty. null = global batch // (2 x tasks);
             0 = the paper's rule exactly, which can starve a task whose predictions are confidently wrong.
         warmup_steps: uncertainty only: the first batches are balanced over the tasks and not scored.
+        regression_scores: uncertainty only: borrow (a regression task's candidates take the scores of a
+            classification task's, as the authors' code does for STS-B) or own (the model's binary entropy
+            of the prediction's place in the label range, which favours regression tasks early on).
     """
 
     strategy: SamplingStrategy = "uncertainty"
     temperature: float = 2.0
     min_rows_per_task: int | None = None
     warmup_steps: int = 0
+    regression_scores: Literal["borrow", "own"] = "borrow"
 
 
 @dataclass

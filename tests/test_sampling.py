@@ -183,6 +183,27 @@ def test_uncertainty_warmup_is_balanced_and_unscored_then_resumes_exactly():
     assert [resumed.next_batch(scorer) for _ in range(2)] == after
 
 
+def test_uncertainty_regression_tasks_borrow_classification_scores():
+    """A regression task's own scores (always 1.0 here, like an untrained head at mid-range) would win every slot;
+    borrowed, its candidates score like the classification task's candidates at the same positions."""
+    scores = np.array([0.9, 0.1, 0.8, 0.2] + [0.5, 0.5, 0.5, 0.5] + [1.0, 1.0, 1.0, 1.0])  # tasks: cls, cls, reg
+    own = UncertaintySampler([8, 8, 8], 4, seed=0, min_rows_per_task=0, regression_tasks=[False, False, True],
+                             regression_scores="own")
+    assert [t for t, _ in own.next_batch(lambda c: scores)] == [2, 2, 2, 2]
+    borrow = UncertaintySampler([8, 8, 8], 4, seed=0, min_rows_per_task=0, regression_tasks=[False, False, True])
+    assert borrow.score_source.tolist() == [0, 1, 0]
+    candidates = borrow.candidates()
+    borrow.streams = UncertaintySampler([8, 8, 8], 4, seed=0).streams  # replay the same candidates
+    batch = borrow.next_batch(lambda c: scores)
+    assert batch == [candidates[i] for i in (0, 8, 2, 10)]  # 0.9, 0.9 (borrowed), 0.8, 0.8 (borrowed)
+    only_regression = UncertaintySampler([8, 8], 4, regression_tasks=[True, True])
+    assert only_regression.score_source.tolist() == [0, 1]  # nothing to borrow from: own scores
+    with pytest.raises(ValueError, match="regression_scores must be 'borrow' or 'own'"):
+        UncertaintySampler([8, 8], 4, regression_scores="mean")
+    with pytest.raises(ValueError, match=r"one flag per task \(2\)"):
+        UncertaintySampler([8, 8], 4, regression_tasks=[True])
+
+
 def test_uncertainty_two_processes_agree_with_one():
     single = UncertaintySampler(SIZES, 8, seed=3)
     ranks = [UncertaintySampler(SIZES, 8, seed=3, rank=r, world_size=2) for r in (0, 1)]
