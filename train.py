@@ -360,8 +360,21 @@ def build_optimizer(model, t, total_steps: int):
 
 
 def prepare(run: Run) -> None:
-    """Write the resolved configuration; build the sampler, batches, scorer, optimiser and schedule."""
+    """Build the sampler (RunSetupError on bad settings); write the resolved configuration; build the batches,
+    scorer, optimiser and schedule."""
     cfg, t, acc = run.cfg, run.cfg.train, run.accelerator
+    world = acc.num_processes  # the sampler first: its errors must leave the output folder untouched
+    try:
+        run.sampler = make_sampler(cfg.sampling.strategy, [len(run.train_sets[i]) for i in run.trained_ids],
+                                   t.batch_size * world,
+                                   seed=t.seed, rank=acc.process_index, world_size=world,
+                                   temperature=cfg.sampling.temperature,
+                                   min_rows_per_task=cfg.sampling.min_rows_per_task,
+                                   warmup_steps=cfg.sampling.warmup_steps,
+                                   regression_tasks=[run.tasks[i].kind == "regression" for i in run.trained_ids],
+                                   regression_scores=cfg.sampling.regression_scores)
+    except ValueError as e:
+        raise RunSetupError(f"Bad sampling settings: {e}") from e
     if acc.is_main_process:
         run.out.mkdir(parents=True, exist_ok=True)
         if cfg.overwrite_output_dir and run.resume_path is None:
@@ -369,15 +382,6 @@ def prepare(run: Run) -> None:
         remove_unfinished_saves(run.out)
         (run.out / CONFIG_FILE).write_text(dump_config(cfg), encoding="utf-8")
     acc.wait_for_everyone()
-    world = acc.num_processes
-    run.sampler = make_sampler(cfg.sampling.strategy, [len(run.train_sets[i]) for i in run.trained_ids],
-                               t.batch_size * world,
-                               seed=t.seed, rank=acc.process_index, world_size=world,
-                               temperature=cfg.sampling.temperature,
-                               min_rows_per_task=cfg.sampling.min_rows_per_task,
-                               warmup_steps=cfg.sampling.warmup_steps,
-                               regression_tasks=[run.tasks[i].kind == "regression" for i in run.trained_ids],
-                               regression_scores=cfg.sampling.regression_scores)
     run.steps_per_epoch = math.ceil(run.sampler.batches_per_epoch / t.gradient_accumulation_steps)
     run.total_steps = t.max_steps if t.max_steps > 0 else max(1, math.ceil(t.epochs * run.steps_per_epoch))
     optimizer, run.scheduler = build_optimizer(run.model, t, run.total_steps)

@@ -171,7 +171,10 @@ def test_push_space_creates_a_gradio_space_pointed_at_the_model(stand_in):
     assert front["sdk"] == "gradio" and front["app_file"] == "app.py"
     assert front["models"] == ["someone/camtl-tiny"]
     requirements = repo["files"]["requirements.txt"].decode()
-    assert "transformers" in requirements and "torch" in requirements
+    assert "transformers==5.23.0" in requirements.splitlines()
+    # torch pinned to the CPU build: a free Space has no GPU, and PyPI's torch pulls the CUDA packages
+    assert "torch==2.13.0" in requirements.splitlines()
+    assert "--extra-index-url https://download.pytorch.org/whl/cpu" in requirements.splitlines()
 
 
 def test_cli_pushes_through_hf_endpoint(stand_in, model_folder, tmp_path):

@@ -69,7 +69,11 @@ def test_tiny_run_evaluates_and_writes_the_model_folder(trained):
     assert sum(fraction["used_rows"].values()) <= 10 * 8  # only the trained rows count, not all scored ones
     assert 0 < fraction["overall"] == pytest.approx(sum(fraction["used_rows"].values()) / (3 * 32))
     assert results["parameters"]["trainable"] < results["parameters"]["total"]
-    assert results["sampling"]["strategy"] == "uncertainty" and results["command_line"].startswith("train.py")
+    assert results["command_line"].startswith("train.py")
+    # the default floor: 8 // (2 * 3) = 1 row of every task per batch; the first 4 steps draw disjoint candidates
+    assert results["sampling"] == {"strategy": "uncertainty", "min_rows_per_task": 1, "warmup_steps": 0,
+                                   "regression_scores": "borrow"}
+    assert min(fraction["used_rows"].values()) >= 4
     assert len(results["loss_history"]) == 10 and results["wall_time_s"] > 0
 
     for name in ("config.json", "model.safetensors", "tokenizer.json", "configuration_camtl.py",
@@ -211,6 +215,10 @@ BAD_INPUTS = {
     "bad warmup": (["--train.warmup_ratio", "1.5"], r"train\.warmup_ratio=1\.5.*\[0, 1\)"),
     "bad batch size": (["--train.batch_size", "0"], r"train\.batch_size=0.*positive integer"),
     "bad temperature": (["--sampling.temperature", "0"], r"sampling\.temperature=0.*positive"),
+    "negative uncertainty floor": (["--sampling.min_rows_per_task", "-1"],
+                                   r"sampling\.min_rows_per_task=-1.*non-negative integer or null"),
+    "uncertainty floor over the batch": (["--sampling.min_rows_per_task", "3"],
+                                         r"min_rows_per_task must be an integer in \[0, batch_size // num_tasks = 2\]"),
     "max_length beyond the model": (["--data.max_length", "1024"], r"data\.max_length=1024.*512 positions"),
     "unknown CA-MTL knob": (["--model.camtl", "{adapter_sise: 8}"], r"adapter_sise.*valid CA-MTL knobs.*adapter_size"),
     "resume from a non-checkpoint": (["--resume_from_checkpoint", "/tmp"], r"'/tmp' is not a checkpoint folder"),
