@@ -45,3 +45,47 @@ def test_quick_benchmark_writes_valid_json(tiny_bert, sample_dir, tmp_path):
     params = results["parameters"]
     assert params["camtl_trainable"]["adapters"] < params["camtl_trainable"]["paper"] < params["camtl_total"]
     assert params["serve_5_tasks"]["camtl_one_model"] < params["serve_5_tasks"]["bert_five_classifiers"]
+
+
+# ----- the quality benchmark's bookkeeping (its train.py runs are replaced by a stand-in) -------------------------
+def _fake_results(tasks, steps, trainable, total, seed):
+    rows = {"cola": 8551, "sst2": 67349, "mrpc": 3668, "stsb": 5749, "rte": 2490}
+    return {"tasks": {t: {"main": 0.1 * (i + 1) + 0.01 * (seed - 42)} for i, t in enumerate(tasks)},
+            "parameters": {"trainable": trainable, "total": total}, "examples_trained": steps * 32,
+            "data_fraction": {"overall": steps * 32 / sum(rows[t] for t in tasks),
+                              "used_rows": {t: steps * 32 // len(tasks) for t in tasks},
+                              "total_rows": {t: rows[t] for t in tasks}}}
+
+
+def test_quality_arms_count_parameters_examples_and_seeds(monkeypatch, tmp_path):
+    from benchmarks import quality
+
+    calls = []
+
+    def fake_run_train(out_dir, extra, args):
+        calls.append(extra)
+        steps = int(extra[extra.index("--train.max_steps") + 1])
+        seed = int(extra[extra.index("--train.seed") + 1])
+        if "--data.tasks" in extra:  # single-task: one model of 22.7M per task
+            task = extra[extra.index("--data.tasks") + 1].strip("[]")
+            return _fake_results([task], steps, 22_700_000, 22_700_000, seed)
+        return _fake_results(quality.TASKS, steps, 5_800_000, 23_000_000, seed)
+
+    monkeypatch.setattr(quality, "run_train", fake_run_train)
+    out = tmp_path / "quality.json"
+    summary = quality.main(["--steps", "100", "--seeds", "2", "--arms", "single-task", "camtl-unc-paper",
+                            "--work_dir", str(tmp_path / "work"), "--out", str(out)])
+    assert len(calls) == 2 * (5 + 1)
+    single, paper = summary["single-task"], summary["camtl-unc-paper"]
+    assert single["parameters_to_serve_all"] == 5 * 22_700_000 and single["examples_trained"] == 5 * 20 * 32
+    assert paper["parameters_to_serve_all"] == 23_000_000 and paper["examples_trained"] == 100 * 32
+    assert ["--sampling.min_rows_per_task", "0"] == calls[-1][calls[-1].index("--sampling.min_rows_per_task"):][:2]
+    # two seeds: mean and sample standard deviation of every metric
+    assert paper["seeds"] == 2 and paper["tasks"]["cola"]["mean"] == pytest.approx(0.105)
+    assert paper["tasks"]["cola"]["std"] == pytest.approx(0.00707, abs=1e-5)
+    assert paper["average"]["mean"] == pytest.approx(0.305)
+    saved = json.loads(out.read_text())
+    assert saved["protocol"]["steps"] == 100 and len(saved["runs"]) == 4
+    assert saved["runs"][0]["rows_trained_per_task"] == {t: 20 * 32 for t in quality.TASKS}
+    table = quality.markdown(summary)
+    assert "| camtl-unc-paper | 10.5 ± 0.7 |" in table and "**30.5**" in table
