@@ -15,7 +15,8 @@ Every arm is one or more ``train.py`` runs (a subprocess each) on the same confi
 the table reports each task's GLUE metric, the average, parameters trained, parameters needed to serve all five
 tasks, training examples used and wall time.
 
-    python benchmarks/quality.py --steps 200 --seeds 1 --out benchmarks/results/quality.json
+    python benchmarks/quality.py --steps 300                                  # every arm, seed 42
+    python benchmarks/quality.py --steps 300 --first_seed 43 --append --arms camtl plain-mtl   # more seeds
 """
 
 from __future__ import annotations
@@ -131,10 +132,27 @@ def markdown(table: dict) -> str:
     return "\n".join(lines)
 
 
+def write_results(out: Path, runs: list[dict], commands: list[str], args) -> dict:
+    """``out`` (JSON: protocol, summary, every run) and its markdown table beside it (``.md``)."""
+    table = summarise(runs)
+    out.write_text(json.dumps({
+        "commands": commands,
+        "hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, CPU only",
+        "protocol": {"steps": args.steps, "global_batch": 32, "learning_rate": args.learning_rate,
+                     "max_length": args.max_length, "tasks": TASKS, "base_model": "all-MiniLM-L6-v2"},
+        "summary": table, "runs": runs}, indent=1))
+    out.with_suffix(".md").write_text("\n".join(f"`{c}`" for c in commands) + "\n\n" + markdown(table) + "\n")
+    return table
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
-    parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--seeds", type=int, default=1, help="seeds first_seed, first_seed + 1, ...")
+    parser.add_argument("--first_seed", type=int, default=42)
+    parser.add_argument("--append", action="store_true",
+                        help="keep the runs already in --out (same protocol) and add these (a run of the same arm "
+                             "and seed is replaced)")
     parser.add_argument("--steps", type=int, default=200, help="optimizer steps of batch 32 per arm")
     parser.add_argument("--learning_rate", type=float, default=1e-4,
                         help="every arm's peak learning rate except camtl-adapters' (1e-3)")
@@ -143,19 +161,23 @@ def main(argv=None) -> dict:
     parser.add_argument("--work_dir", default=str(ROOT / "outputs" / "benchmarks"))
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "quality.json"))
     args = parser.parse_args(argv)
-    runs = []
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    for seed in range(42, 42 + args.seeds):
+    command = "python benchmarks/quality.py " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None
+                                                                                  else argv))
+    runs, commands = [], [command]
+    if args.append and out.exists():
+        previous = json.loads(out.read_text())
+        same = {"steps": args.steps, "learning_rate": args.learning_rate, "max_length": args.max_length}
+        if any(previous["protocol"][k] != v for k, v in same.items()):
+            raise SystemExit(f"--append: {out} was made with another protocol ({previous['protocol']}), not {same}.")
+        planned = {(arm, seed) for arm in args.arms for seed in range(args.first_seed, args.first_seed + args.seeds)}
+        runs = [r for r in previous["runs"] if (r["arm"], r["seed"]) not in planned]
+        commands = previous.get("commands", [previous.get("command")]) + [command]
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         for arm in args.arms:
             runs.append(run_arm(arm, seed, args))
-            table = summarise(runs)
-            out.write_text(json.dumps({
-                "command": "python benchmarks/quality.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
-                "hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, CPU only",
-                "protocol": {"steps": args.steps, "global_batch": 32, "learning_rate": args.learning_rate,
-                             "max_length": args.max_length, "tasks": TASKS, "base_model": "all-MiniLM-L6-v2"},
-                "summary": table, "runs": runs}, indent=1))
+            write_results(out, runs, commands, args)
     print(markdown(summarise(runs)))
     return summarise(runs)
 

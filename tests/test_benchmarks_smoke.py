@@ -89,3 +89,12 @@ def test_quality_arms_count_parameters_examples_and_seeds(monkeypatch, tmp_path)
     assert saved["runs"][0]["rows_trained_per_task"] == {t: 20 * 32 for t in quality.TASKS}
     table = quality.markdown(summary)
     assert "| camtl-unc-paper | 10.5 ± 0.7 |" in table and "**30.5**" in table
+    assert out.with_suffix(".md").read_text().endswith(table + "\n")
+    # --append adds a seed to the runs on file; the same arm and seed is replaced, another protocol refused
+    more = quality.main(["--steps", "100", "--first_seed", "44", "--append", "--arms", "camtl-unc-paper",
+                         "--work_dir", str(tmp_path / "work"), "--out", str(out)])
+    assert more["camtl-unc-paper"]["seeds"] == 3 and more["single-task"]["seeds"] == 2
+    saved = json.loads(out.read_text())
+    assert len(saved["runs"]) == 5 and len(saved["commands"]) == 2
+    with pytest.raises(SystemExit, match="another protocol"):
+        quality.main(["--steps", "50", "--append", "--arms", "camtl", "--out", str(out)])
