@@ -118,7 +118,7 @@ def summarise(runs: list[dict]) -> dict:
     return table
 
 
-def markdown(table: dict) -> str:
+def markdown(table: dict, majority: dict | None = None) -> str:
     head = "| arm | " + " | ".join(TASKS) + " | average | trained params | params to serve 5 tasks | examples | " \
            "data used | wall time |"
     lines = [head, "|" + "---|" * (len(TASKS) + 7)]
@@ -129,10 +129,36 @@ def markdown(table: dict) -> str:
                      f"{row['parameters_trained'] / 1e6:.2f}M | {row['parameters_to_serve_all'] / 1e6:.1f}M | "
                      f"{row['examples_trained']} | {100 * row['data_fraction']['mean']:.1f}% | "
                      f"{row['wall_time_s']['mean'] / 60:.1f} min |")
+    if majority:
+        lines.append("| majority class (reference) | " + " | ".join(f"{100 * majority['tasks'][t]:.1f}" for t in TASKS)
+                     + f" | {100 * majority['average']:.1f} | 0 | | | | |")
     return "\n".join(lines)
 
 
-def write_results(out: Path, runs: list[dict], commands: list[str], args) -> dict:
+def majority_baseline(data_dir: str) -> dict:
+    """Each task's dev metric when every row gets the training set's majority class (the mean score for STS-B,
+    whose correlations are then undefined: 0). The floor any trained arm should clear."""
+    import numpy as np
+
+    if str(ROOT) not in sys.path:  # run as a script from benchmarks/
+        sys.path.insert(0, str(ROOT))
+    from camtl.data import get_task, load_split
+    from camtl.metrics import compute_task_metrics
+
+    scores = {}
+    for name in TASKS:
+        task = get_task(name)
+        train_labels = np.asarray(load_split(task, "train", data_dir)["label"])
+        dev_labels = np.asarray(load_split(task, "validation", data_dir)["label"])
+        if task.kind == "regression":
+            constant = train_labels.mean()
+        else:
+            constant = np.bincount(train_labels.astype(int)).argmax()
+        scores[name] = compute_task_metrics(task, np.full(len(dev_labels), constant), dev_labels)["main"]
+    return {"tasks": scores, "average": sum(scores.values()) / len(scores)}
+
+
+def write_results(out: Path, runs: list[dict], commands: list[str], args, majority: dict | None = None) -> dict:
     """``out`` (JSON: protocol, summary, every run) and its markdown table beside it (``.md``)."""
     table = summarise(runs)
     out.write_text(json.dumps({
@@ -140,8 +166,9 @@ def write_results(out: Path, runs: list[dict], commands: list[str], args) -> dic
         "hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, CPU only",
         "protocol": {"steps": args.steps, "global_batch": 32, "learning_rate": args.learning_rate,
                      "max_length": args.max_length, "tasks": TASKS, "base_model": "all-MiniLM-L6-v2"},
-        "summary": table, "runs": runs}, indent=1))
-    out.with_suffix(".md").write_text("\n".join(f"`{c}`" for c in commands) + "\n\n" + markdown(table) + "\n")
+        "majority_class": majority, "summary": table, "runs": runs}, indent=1))
+    out.with_suffix(".md").write_text("\n".join(f"`{c}`" for c in commands) + "\n\n" + markdown(table, majority)
+                                      + "\n")
     return table
 
 
@@ -166,6 +193,7 @@ def main(argv=None) -> dict:
     command = "python benchmarks/quality.py " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None
                                                                                   else argv))
     runs, commands = [], [command]
+    majority = majority_baseline(args.data_dir)
     if args.append and out.exists():
         previous = json.loads(out.read_text())
         same = {"steps": args.steps, "learning_rate": args.learning_rate, "max_length": args.max_length}
@@ -177,8 +205,8 @@ def main(argv=None) -> dict:
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         for arm in args.arms:
             runs.append(run_arm(arm, seed, args))
-            write_results(out, runs, commands, args)
-    print(markdown(summarise(runs)))
+            write_results(out, runs, commands, args, majority)
+    print(markdown(summarise(runs), majority))
     return summarise(runs)
 
 

@@ -72,6 +72,8 @@ def test_quality_arms_count_parameters_examples_and_seeds(monkeypatch, tmp_path)
         return _fake_results(quality.TASKS, steps, 5_800_000, 23_000_000, seed)
 
     monkeypatch.setattr(quality, "run_train", fake_run_train)
+    monkeypatch.setattr(quality, "majority_baseline", lambda data_dir: {"tasks": dict.fromkeys(quality.TASKS, 0.5),
+                                                                        "average": 0.5})
     out = tmp_path / "quality.json"
     summary = quality.main(["--steps", "100", "--seeds", "2", "--arms", "single-task", "camtl-unc-paper",
                             "--work_dir", str(tmp_path / "work"), "--out", str(out)])
@@ -89,7 +91,8 @@ def test_quality_arms_count_parameters_examples_and_seeds(monkeypatch, tmp_path)
     assert saved["runs"][0]["rows_trained_per_task"] == {t: 20 * 32 for t in quality.TASKS}
     table = quality.markdown(summary)
     assert "| camtl-unc-paper | 10.5 ± 0.7 |" in table and "**30.5**" in table
-    assert out.with_suffix(".md").read_text().endswith(table + "\n")
+    assert out.with_suffix(".md").read_text().endswith(quality.markdown(summary, saved["majority_class"]) + "\n")
+    assert "| majority class (reference) | 50.0 | 50.0 |" in out.with_suffix(".md").read_text()
     # --append adds a seed to the runs on file; the same arm and seed is replaced, another protocol refused
     more = quality.main(["--steps", "100", "--first_seed", "44", "--append", "--arms", "camtl-unc-paper",
                          "--work_dir", str(tmp_path / "work"), "--out", str(out)])
@@ -98,3 +101,14 @@ def test_quality_arms_count_parameters_examples_and_seeds(monkeypatch, tmp_path)
     assert len(saved["runs"]) == 5 and len(saved["commands"]) == 2
     with pytest.raises(SystemExit, match="another protocol"):
         quality.main(["--steps", "50", "--append", "--arms", "camtl", "--out", str(out)])
+
+
+def test_quality_majority_baseline_on_real_dev_sets(glue_dir):
+    """The reference row: the training majority class on the full dev sets (MRPC's is F1 0.812 / accuracy 0.684)."""
+    from benchmarks import quality
+
+    majority = quality.majority_baseline(str(glue_dir))
+    assert majority["tasks"]["cola"] == 0.0 and majority["tasks"]["stsb"] == 0.0
+    assert majority["tasks"]["sst2"] == pytest.approx(444 / 872)
+    assert majority["tasks"]["mrpc"] == pytest.approx((0.8122270742358079 + 279 / 408) / 2)
+    assert majority["tasks"]["rte"] == pytest.approx(146 / 277)
