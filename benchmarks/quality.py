@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import subprocess
 import sys
@@ -32,6 +31,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script from benchmarks/
+    sys.path.insert(0, str(ROOT))
+from benchmarks.speed import cpu_name  # noqa: E402
 TASKS = ["cola", "sst2", "mrpc", "stsb", "rte"]
 NO_CONDITIONING = "{conditional_alignment: false, conditional_attention: false, conditional_layer_norm: false, " \
                   "conditional_adapter: false}"
@@ -140,8 +142,6 @@ def majority_baseline(data_dir: str) -> dict:
     whose correlations are then undefined: 0). The floor any trained arm should clear."""
     import numpy as np
 
-    if str(ROOT) not in sys.path:  # run as a script from benchmarks/
-        sys.path.insert(0, str(ROOT))
     from camtl.data import get_task, load_split
     from camtl.metrics import compute_task_metrics
 
@@ -163,7 +163,7 @@ def write_results(out: Path, runs: list[dict], commands: list[str], args, majori
     table = summarise(runs)
     out.write_text(json.dumps({
         "commands": commands,
-        "hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, CPU only",
+        "hardware": f"{cpu_name()}, {os.cpu_count()} cores, CPU only",
         "protocol": {"steps": args.steps, "global_batch": 32, "learning_rate": args.learning_rate,
                      "max_length": args.max_length, "tasks": TASKS, "base_model": "all-MiniLM-L6-v2"},
         "majority_class": majority, "summary": table, "runs": runs}, indent=1))

@@ -360,13 +360,17 @@ def memory_result(name: str, proc: subprocess.Popen) -> dict:
 # --------------------------------------------------------------------------------------------------------------------
 # The benchmark
 # --------------------------------------------------------------------------------------------------------------------
-def environment(device: str) -> dict:
-    cpu = platform.processor()
+def cpu_name() -> str:
+    """The CPU model (lscpu's "Model name"), or what ``platform`` knows."""
     try:
         lscpu = subprocess.run(["lscpu"], check=False, capture_output=True, text=True).stdout
-        cpu = re.search(r"Model name:\s*(.+)", lscpu).group(1).strip()
+        return re.search(r"Model name:\s*(.+)", lscpu).group(1).strip()
     except (OSError, AttributeError):
-        pass
+        return platform.processor() or platform.machine()
+
+
+def environment(device: str) -> dict:
+    cpu = cpu_name()
     try:
         commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], check=False,
                                 capture_output=True, text=True).stdout.strip()
