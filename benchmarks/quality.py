@@ -127,7 +127,8 @@ def markdown(table: dict, majority: dict | None = None) -> str:
     for arm, row in table.items():
         cells = [f"{100 * row['tasks'][t]['mean']:.1f}" + (f" ± {100 * row['tasks'][t]['std']:.1f}"
                                                             if row["seeds"] > 1 else "") for t in TASKS]
-        lines.append(f"| {arm} | " + " | ".join(cells) + f" | **{100 * row['average']['mean']:.1f}** | "
+        lines.append(f"| {arm} | " + " | ".join(cells) + f" | **{100 * row['average']['mean']:.1f}**"
+                     + (f" ± {100 * row['average']['std']:.1f}" if row["seeds"] > 1 else "") + " | "
                      f"{row['parameters_trained'] / 1e6:.2f}M | {row['parameters_to_serve_all'] / 1e6:.1f}M | "
                      f"{row['examples_trained']} | {100 * row['data_fraction']['mean']:.1f}% | "
                      f"{row['wall_time_s']['mean'] / 60:.1f} min |")
