@@ -91,7 +91,8 @@ def run_arm(arm: str, seed: int, args) -> dict:
     main_scores = [tasks[name]["main"] for name in TASKS]
     return {"arm": arm, "seed": seed, "tasks": tasks, "average": sum(main_scores) / len(main_scores),
             "parameters_trained": trained, "parameters_to_serve_all": serve, "examples_trained": examples,
-            "data_fraction": fraction, "rows_trained_per_task": rows_per_task, "wall_time_s": round(time.time() - start, 1)}
+            "data_fraction": fraction, "rows_trained_per_task": rows_per_task,
+            "wall_time_s": round(time.time() - start, 1)}
 
 
 def summarise(runs: list[dict]) -> dict:
@@ -203,12 +204,13 @@ def main(argv=None) -> dict:
         planned = {(arm, seed) for arm in args.arms for seed in range(args.first_seed, args.first_seed + args.seeds)}
         runs = [r for r in previous["runs"] if (r["arm"], r["seed"]) not in planned]
         commands = previous.get("commands", [previous.get("command")]) + [command]
+    table = summarise(runs)
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         for arm in args.arms:
             runs.append(run_arm(arm, seed, args))
-            write_results(out, runs, commands, args, majority)
-    print(markdown(summarise(runs), majority))
-    return summarise(runs)
+            table = write_results(out, runs, commands, args, majority)
+    print(markdown(table, majority))
+    return table
 
 
 if __name__ == "__main__":
