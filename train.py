@@ -21,6 +21,7 @@ The script is a few importable functions (``parse_config``, ``build_model``, ``g
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -66,6 +67,7 @@ from camtl.training import (
     dump_config,
     flat_hparams,
     global_batch_loss,
+    length_pieces,
     load_checkpoint,
     optimizer_groups,
     publish_model,
@@ -247,7 +249,7 @@ def evaluate(model, eval_sets: Sequence, tasks: Sequence[TaskDef], collator, acc
              batch_size: int = 64) -> dict[str, Any]:
     """GLUE metrics of every task's dev set: ``{"tasks": {name: {..., "main"}}, "average": mean of "main"}``.
 
-    Each process predicts its rank-strided share of the rows (length-sorted batches, the unwrapped model
+    Each process predicts its rank-strided share of the rows (length-grouped batches, the unwrapped model
     in eval mode, no DDP collective); the shares are gathered so every process returns the same result.
     Evaluation draws no random numbers, so it does not change the training's random stream.
     """
@@ -259,11 +261,10 @@ def evaluate(model, eval_sets: Sequence, tasks: Sequence[TaskDef], collator, acc
     for task_id, (task, ds) in enumerate(zip(tasks, eval_sets)):
         rows = list(range(rank, len(ds), world))
         lengths = [len(x) for x in ds.select(rows)["input_ids"]] if rows else []
-        rows = [r for _, r in sorted(zip(lengths, rows))]
         local = []
-        with torch.no_grad(), accelerator.autocast():
-            for start in range(0, len(rows), batch_size):
-                chunk = rows[start:start + batch_size]
+        with torch.inference_mode(), accelerator.autocast():
+            for piece in length_pieces(lengths, max_rows=batch_size):
+                chunk = [rows[i] for i in piece]
                 batch = {k: v.to(accelerator.device) for k, v in collator(rows_to_features(ds, chunk)).items()}
                 labels = batch.pop("labels")
                 logits = net(**batch).logits.float()  # (b, K)
@@ -372,7 +373,8 @@ def prepare(run: Run) -> None:
                                    min_rows_per_task=cfg.sampling.min_rows_per_task,
                                    warmup_steps=cfg.sampling.warmup_steps,
                                    regression_tasks=[run.tasks[i].kind == "regression" for i in run.trained_ids],
-                                   regression_scores=cfg.sampling.regression_scores)
+                                   regression_scores=cfg.sampling.regression_scores,
+                                   candidates_per_task=cfg.sampling.candidates_per_task)
     except ValueError as e:
         raise RunSetupError(f"Bad sampling settings: {e}") from e
     if acc.is_main_process:
@@ -470,21 +472,55 @@ def _start_state(run: Run) -> tuple[dict[str, Any] | None, bool]:
 
 def _train_step(run: Run, state: dict[str, Any]) -> None:
     """One optimizer step: ``gradient_accumulation_steps`` batches, clipping, AdamW, schedule."""
-    acc, t, world = run.accelerator, run.cfg.train, run.accelerator.num_processes
+    acc, t = run.accelerator, run.cfg.train
     for _ in range(t.gradient_accumulation_steps):
         with acc.accumulate(run.model):
             batch = run.batches.next(run.scorer)
-            output = run.model(**batch)
-            loss = output.loss if world == 1 else global_batch_loss(
-                output.logits, batch["labels"], batch["task_ids"], run.is_regression, run.batches.task_counts, world)
-            acc.backward(loss)
+            loss, task_losses = _forward_backward(run, batch)
             if acc.sync_gradients and t.max_grad_norm > 0:
                 acc.clip_grad_norm_(run.model.parameters(), t.max_grad_norm)
             run.optimizer.step()
             if acc.sync_gradients and not acc.optimizer_step_was_skipped:
                 run.scheduler.step()
             run.optimizer.zero_grad()
-        _add_to_window(state["window"], acc, loss, output.task_losses)
+        _add_to_window(state["window"], acc, loss, task_losses)
+
+
+def _forward_backward(run: Run, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Loss and gradients of one batch; returns (loss, per-task mean losses) for logging.
+
+    With ``train.group_by_length`` the batch is cut into length-sorted pieces (`length_pieces`) whose gradients
+    accumulate (without a DDP all-reduce but for the last piece). Each piece's loss is its share of the whole
+    batch's (`global_batch_loss`), so the pieces together differentiate exactly the loss of the uncut batch.
+    """
+    acc, world = run.accelerator, run.accelerator.num_processes
+    lengths = batch["attention_mask"].sum(-1).tolist()  # (b,) real tokens per row
+    pieces = length_pieces(lengths) if run.cfg.train.group_by_length else [list(range(len(lengths)))]
+    if len(pieces) == 1:
+        output = run.model(**batch)
+        loss = output.loss if world == 1 else global_batch_loss(
+            output.logits, batch["labels"], batch["task_ids"], run.is_regression, run.batches.task_counts, world)
+        acc.backward(loss)
+        return loss, output.task_losses
+    total = torch.zeros((), device=acc.device)
+    task_sums = torch.zeros(len(run.tasks), device=acc.device)  # (num_tasks,) summed per-example losses
+    for k, piece in enumerate(pieces):
+        rows = torch.as_tensor(piece, device=acc.device)
+        width = max(lengths[i] for i in piece)
+        if batch["attention_mask"][rows, width:].any():  # padded on the left: keep the full width
+            width = batch["attention_mask"].shape[1]
+        part = {name: value[rows, :width] if value.dim() == 2 else value[rows] for name, value in batch.items()}
+        sync = contextlib.nullcontext() if k == len(pieces) - 1 else acc.no_sync(run.model)
+        with sync:
+            output = run.model(**part)
+            loss = global_batch_loss(output.logits, part["labels"], part["task_ids"], run.is_regression,
+                                     run.batches.task_counts, world)
+            acc.backward(loss)
+        total += loss.detach()
+        counts = torch.bincount(part["task_ids"], minlength=len(run.tasks))  # (num_tasks,)
+        task_sums += torch.nan_to_num(output.task_losses.float()) * counts
+    counts = torch.bincount(batch["task_ids"], minlength=len(run.tasks)).float()  # (num_tasks,)
+    return total, torch.where(counts > 0, task_sums / counts.clamp(min=1), torch.full_like(task_sums, float("nan")))
 
 
 def _finish(run: Run, state: dict[str, Any], exact: bool | None, command_line: str | None) -> dict[str, Any]:
@@ -575,7 +611,7 @@ def sampling_summary(run: Run) -> dict[str, Any]:
         summary["temperature"] = s.temperature
     if s.strategy == "uncertainty":
         summary.update(min_rows_per_task=run.sampler.min_rows_per_task, warmup_steps=run.sampler.warmup_steps,
-                       regression_scores=s.regression_scores)
+                       regression_scores=s.regression_scores, candidates_per_task=run.sampler.pool)
     return summary
 
 

@@ -17,6 +17,9 @@ tasks, training examples used and wall time.
 
     python benchmarks/quality.py --steps 300                                  # every arm, seed 42
     python benchmarks/quality.py --steps 300 --first_seed 43 --append --arms camtl plain-mtl   # more seeds
+
+This is the small, equal-steps budget. The converged budget (passes over each task, a learning-rate sweep per arm,
+resumable arms) is `benchmarks/converged.py`, which runs these same arms.
 """
 
 from __future__ import annotations
@@ -50,13 +53,19 @@ ARMS = {
 }
 
 
-def run_train(out_dir: Path, extra: list[str], args) -> dict:
-    """One train.py run in a subprocess; returns its results.json."""
+def run_train(out_dir: Path, extra: list[str], args, save_every: int = 0) -> dict:
+    """One train.py run in a subprocess; returns its results.json.
+
+    ``save_every > 0``: resumable, the run continues from its latest checkpoint in ``out_dir`` (a killed benchmark
+    loses at most ``save_every`` steps); otherwise any earlier run in ``out_dir`` is overwritten.
+    """
+    keep = (["--resume_from_checkpoint", "latest", "--train.save_total_limit", "1"] if save_every
+            else ["--overwrite_output_dir", "true"])
     cmd = [sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs" / "glue.yaml"),
-           "--output_dir", str(out_dir), "--overwrite_output_dir", "true",
+           "--output_dir", str(out_dir), *keep,
            "--data.data_dir", str(args.data_dir), "--data.max_length", str(args.max_length),
-           "--train.learning_rate", str(args.learning_rate), "--train.eval_every", "0", "--train.save_every", "0",
-           "--train.report_to", "none", "--train.final_model", "last", *extra]
+           "--train.learning_rate", str(args.learning_rate), "--train.eval_every", "0",
+           "--train.save_every", str(save_every), "--train.report_to", "none", "--train.final_model", "last", *extra]
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     print("+", " ".join(shlex.quote(c) for c in cmd), flush=True)
     subprocess.run(cmd, check=True, cwd=ROOT, env=env)

@@ -18,7 +18,7 @@ pass. Strategies:
 ``temperature``    each batch is one task, drawn with probability ``n_t^(1/T) / sum(n^(1/T))``
 ``sequential``     task after task: ``ceil(n_t / B)`` batches of task 0, then task 1, ... (cycles)
 ``uncertainty``    MT-Uncertainty (CA-MTL, Pilault et al. 2021): draw a candidate batch of size
-                   ``B`` from every task, score every candidate's normalised prediction entropy,
+                   ``B`` (or ``candidates_per_task``) from every task, score every candidate's normalised prediction entropy,
                    train on the ``B`` most uncertain candidates overall (a mixed-task batch);
                    by default every task keeps a floor of ``B // (2 * num_tasks)`` rows per
                    batch (``min_rows_per_task=0`` is the paper's rule exactly), optionally after
@@ -248,7 +248,8 @@ class SequentialSampler(TaskSampler):
 class UncertaintySampler(TaskSampler):
     """MT-Uncertainty sampling (CA-MTL, Pilault et al., ICLR 2021, Algorithm 1), with a per-task floor.
 
-    At every step a candidate batch of ``batch_size`` rows is drawn from every task; ``scorer`` gives
+    At every step a candidate batch of ``candidates_per_task`` rows (by default ``batch_size``, the paper's) is drawn
+    from every task; ``scorer`` gives
     each candidate's normalised prediction entropy ``H_i`` (in [0, 1]). As in the paper, each score is
     weighted by how uncertain its task's candidate batch is relative to the most uncertain task:
     ``H'_i = H_i * mean_t(H) / max_t' mean_t'(H)``.
@@ -277,8 +278,18 @@ class UncertaintySampler(TaskSampler):
 
     def __init__(self, task_sizes: Sequence[int], batch_size: int, seed: int = 0, rank: int = 0,
                  world_size: int = 1, min_rows_per_task: int | None = None, warmup_steps: int = 0,
-                 regression_tasks: Sequence[bool] | None = None, regression_scores: str = "borrow", **kwargs: Any):
+                 regression_tasks: Sequence[bool] | None = None, regression_scores: str = "borrow",
+                 candidates_per_task: int | None = None, **kwargs: Any):
         super().__init__(task_sizes, batch_size, seed, rank, world_size)
+        if candidates_per_task is None:
+            candidates_per_task = batch_size
+        if not (isinstance(candidates_per_task, int) and candidates_per_task >= 1
+                and candidates_per_task * self.num_tasks >= batch_size):
+            raise ValueError(f"candidates_per_task must be an integer with candidates_per_task x num_tasks >= "
+                             f"batch_size (>= {math.ceil(batch_size / self.num_tasks)} here), or None for the "
+                             f"batch size ({batch_size}, the paper's), got {candidates_per_task!r}.")
+        #: candidates drawn from every task at each step (the paper: the batch size)
+        self.pool = candidates_per_task
         if regression_scores not in ("borrow", "own"):
             raise ValueError(f"regression_scores must be 'borrow' or 'own', got {regression_scores!r}.")
         regression = np.zeros(self.num_tasks, dtype=bool) if regression_tasks is None else \
@@ -293,17 +304,18 @@ class UncertaintySampler(TaskSampler):
             self.score_source[reg] = classification[np.arange(len(reg)) % len(classification)]
         if min_rows_per_task is None:
             min_rows_per_task = batch_size // (2 * self.num_tasks)
-        if not (isinstance(min_rows_per_task, int) and 0 <= min_rows_per_task * self.num_tasks <= batch_size):
+        if not (isinstance(min_rows_per_task, int) and 0 <= min_rows_per_task * self.num_tasks <= batch_size
+                and min_rows_per_task <= self.pool):
             raise ValueError(f"min_rows_per_task must be an integer in [0, batch_size // num_tasks = "
-                             f"{batch_size // self.num_tasks}] (or None for batch_size // (2 * num_tasks)), got "
-                             f"{min_rows_per_task!r}.")
+                             f"{batch_size // self.num_tasks}] and at most candidates_per_task ({self.pool}) (or None "
+                             f"for batch_size // (2 * num_tasks)), got {min_rows_per_task!r}.")
         if not (isinstance(warmup_steps, int) and warmup_steps >= 0):
             raise ValueError(f"warmup_steps must be a non-negative integer, got {warmup_steps!r}.")
         self.min_rows_per_task, self.warmup_steps = min_rows_per_task, warmup_steps
 
     def candidates(self) -> list[Example]:
         """The next candidate batch of every task, task after task (advances the task streams)."""
-        return [(t, row) for t, stream in enumerate(self.streams) for row in stream.take(self.batch_size)]
+        return [(t, row) for t, stream in enumerate(self.streams) for row in stream.take(self.pool)]
 
     def _global_batch(self, scorer: Scorer | None) -> list[Example]:
         if self.draws < self.warmup_steps:
@@ -312,14 +324,14 @@ class UncertaintySampler(TaskSampler):
         scores = np.asarray(scorer(candidates), dtype=np.float64).reshape(-1)  # (num_tasks * B,)
         if scores.shape[0] != len(candidates):
             raise ValueError(f"The scorer returned {scores.shape[0]} scores for {len(candidates)} candidates.")
-        scores = scores.reshape(self.num_tasks, self.batch_size)[self.score_source].reshape(-1)  # borrowed rows
-        weighted = self.weighted(scores)  # (T * B,)
+        scores = scores.reshape(self.num_tasks, self.pool)[self.score_source].reshape(-1)  # borrowed rows
+        weighted = self.weighted(scores)  # (T * P,)
         order = np.argsort(-weighted, kind="stable")  # most uncertain first
         chosen = np.zeros(len(candidates), dtype=bool)
         if self.min_rows_per_task:
             # Within a task H' is H times a constant, so the task's best rows come first in `order`.
-            task_of = order // self.batch_size  # (T * B,) task of each candidate, in `order`
-            one_hot = task_of[:, None] == np.arange(self.num_tasks)  # (T * B, T)
+            task_of = order // self.pool  # (T * P,) task of each candidate, in `order`
+            one_hot = task_of[:, None] == np.arange(self.num_tasks)  # (T * P, T)
             rank_in_task = one_hot.cumsum(axis=0)[np.arange(len(order)), task_of] - 1
             chosen[order[rank_in_task < self.min_rows_per_task]] = True
         rest = order[~chosen[order]][: self.batch_size - int(chosen.sum())]
@@ -334,11 +346,11 @@ class UncertaintySampler(TaskSampler):
         return [(t, row) for t in range(self.num_tasks) for row in self.streams[t].take(int(counts[t]))]
 
     def weighted(self, scores: np.ndarray) -> np.ndarray:
-        """``H'_i = H_i * mean_t(H) / max_t' mean_t'(H)`` over the candidates (``batch_size`` per task, in task order)."""
-        per_task = scores.reshape(self.num_tasks, self.batch_size)  # (T, B)
+        """``H'_i = H_i * mean_t(H) / max_t' mean_t'(H)`` over the candidates (``pool`` per task, in task order)."""
+        per_task = scores.reshape(self.num_tasks, self.pool)  # (T, P)
         means = per_task.mean(axis=1, keepdims=True)  # (T, 1)
         top = means.max()
-        return (per_task * (means / top if top > 0 else 1.0)).reshape(-1)  # (T * B,)
+        return (per_task * (means / top if top > 0 else 1.0)).reshape(-1)  # (T * P,)
 
 
 SAMPLERS: dict[str, type[TaskSampler]] = {
@@ -350,18 +362,18 @@ SAMPLERS: dict[str, type[TaskSampler]] = {
 def make_sampler(strategy: str, task_sizes: Sequence[int], batch_size: int, seed: int = 0, rank: int = 0,
                  world_size: int = 1, temperature: float = 2.0, min_rows_per_task: int | None = None,
                  warmup_steps: int = 0, regression_tasks: Sequence[bool] | None = None,
-                 regression_scores: str = "borrow") -> TaskSampler:
+                 regression_scores: str = "borrow", candidates_per_task: int | None = None) -> TaskSampler:
     """The sampler of ``strategy`` (one of `SAMPLERS`); ValueError naming the valid strategies otherwise.
 
-    ``temperature`` is read by the temperature strategy; ``min_rows_per_task``, ``warmup_steps``, ``regression_tasks``
-    and ``regression_scores`` by uncertainty.
+    ``temperature`` is read by the temperature strategy; ``min_rows_per_task``, ``warmup_steps``, ``regression_tasks``,
+    ``regression_scores`` and ``candidates_per_task`` by uncertainty.
     """
     if strategy not in SAMPLERS:
         raise ValueError(f"Unknown sampling strategy {strategy!r}; valid strategies: {list(SAMPLERS)}.")
     return SAMPLERS[strategy](task_sizes, batch_size, seed=seed, rank=rank, world_size=world_size,
                               temperature=temperature, min_rows_per_task=min_rows_per_task,
                               warmup_steps=warmup_steps, regression_tasks=regression_tasks,
-                              regression_scores=regression_scores)
+                              regression_scores=regression_scores, candidates_per_task=candidates_per_task)
 
 
 __all__ = [

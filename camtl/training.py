@@ -37,7 +37,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART_TASKS = ["cola", "sst2", "mrpc", "stsb", "rte"]
 SamplingStrategy = Literal["proportional", "uniform", "temperature", "sequential", "uncertainty"]
 TrainableMode = Literal["paper", "adapters", "all", "new_tasks"]
-MixedPrecision = Literal["no", "bf16", "fp16"]
+MixedPrecision = Literal["auto", "no", "bf16", "fp16"]
 
 #: CA-MTL knobs that ``model.camtl`` may override (the BERT architecture comes from the base model).
 CAMTL_KNOBS = (
@@ -116,6 +116,8 @@ class SamplingArgs:
         regression_scores: uncertainty only: borrow (a regression task's candidates take the scores of a
             classification task's, as the authors' code does for STS-B) or own (the model's binary entropy
             of the prediction's place in the label range, which favours regression tasks early on).
+        candidates_per_task: uncertainty only: candidates drawn from every task and scored at each step. null = the
+            global batch size (the paper's: 5 tasks x 32 = 160 rows scored for 32 trained); fewer cost less to score.
     """
 
     strategy: SamplingStrategy = "uncertainty"
@@ -123,6 +125,7 @@ class SamplingArgs:
     min_rows_per_task: int | None = None
     warmup_steps: int = 0
     regression_scores: Literal["borrow", "own"] = "borrow"
+    candidates_per_task: int | None = None
 
 
 @dataclass
@@ -141,7 +144,13 @@ class TrainArgs:
         gradient_accumulation_steps: batches per optimizer step.
         max_grad_norm: gradient clipping norm (0 disables clipping).
         seed: random seed (model initialisation, data samples, task sampling, dropout).
-        mixed_precision: no, bf16 (CPU or GPU) or fp16 (GPU only).
+        mixed_precision: auto (bf16 where the hardware computes it natively: a CUDA GPU with bf16, or a CPU with
+            AVX512-BF16 or AMX; otherwise no), no, bf16 (CPU or GPU) or fp16 (GPU only). Training, evaluation and
+            MT-Uncertainty scoring all run under the chosen autocast; results.json records the resolved value.
+        group_by_length: cut each training batch, sorted by length, into the pieces that minimise padded tokens
+            plus a fixed cost per piece (gradients accumulated over the pieces: the same loss, less padding; a
+            mixed-task batch of short and long rows costs up to 2x less). MT-Uncertainty scoring and evaluation
+            always group this way.
         eval_every: evaluate every N steps (0: only at the end); the end of training always evaluates.
         save_every: save a resumable checkpoint every N steps (0: never); the end of training saves
             one too when N > 0.
@@ -163,7 +172,8 @@ class TrainArgs:
     gradient_accumulation_steps: int = 1
     max_grad_norm: float = 1.0
     seed: int = 42
-    mixed_precision: MixedPrecision = "no"
+    mixed_precision: MixedPrecision = "auto"
+    group_by_length: bool = True
     eval_every: int = 20
     save_every: int = 30
     save_total_limit: int | None = 1
@@ -257,7 +267,19 @@ def resolve_config(cfg: RunConfig) -> RunConfig:
         cfg.data.data_dir = _resolve_path(cfg.data.data_dir)
     if cfg.logging_dir is None:
         cfg.logging_dir = os.path.join(cfg.output_dir, "logs")
+    if cfg.train.mixed_precision == "auto":
+        cfg.train.mixed_precision = "bf16" if native_bf16() else "no"
     return cfg
+
+
+def native_bf16() -> bool:
+    """Whether this machine computes bf16 natively: a CUDA GPU that supports it, else a CPU with AVX512-BF16 or AMX
+    (where bf16 autocast makes a MiniLM training step about 1.4x and inference about 2x faster than fp32)."""
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    cpu = getattr(torch, "cpu", None)
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
 
 
 def validate_config(cfg: RunConfig) -> None:
@@ -294,6 +316,8 @@ def validate_config(cfg: RunConfig) -> None:
         ("sampling.min_rows_per_task", s.min_rows_per_task, s.min_rows_per_task is None or s.min_rows_per_task >= 0,
          "a non-negative integer or null"),
         ("sampling.warmup_steps", s.warmup_steps, s.warmup_steps >= 0, "a non-negative integer"),
+        ("sampling.candidates_per_task", s.candidates_per_task,
+         s.candidates_per_task is None or s.candidates_per_task >= 1, "a positive integer or null"),
     ]
     for name, value, ok, allowed in checks:
         if not ok:
@@ -303,8 +327,8 @@ def validate_config(cfg: RunConfig) -> None:
     modes = list(get_args(TrainableMode))
     if cfg.model.trainable not in modes:
         raise ValueError(f"Unknown trainable mode {cfg.model.trainable!r}; valid modes: {modes}.")
-    if t.mixed_precision not in ("no", "bf16", "fp16"):
-        raise ValueError(f"Unknown mixed_precision {t.mixed_precision!r}; valid: ['no', 'bf16', 'fp16'].")
+    if t.mixed_precision not in get_args(MixedPrecision):
+        raise ValueError(f"Unknown mixed_precision {t.mixed_precision!r}; valid: {list(get_args(MixedPrecision))}.")
     if t.mixed_precision == "fp16" and not torch.cuda.is_available():
         raise ValueError("mixed_precision 'fp16' needs a CUDA GPU (on CPU it would silently train in fp32); "
                          "use 'bf16' or 'no'.")
@@ -399,6 +423,37 @@ def remove_unfinished_saves(output_dir: str | os.PathLike) -> None:
 # --------------------------------------------------------------------------------------------------------------------
 # Batches and scoring
 # --------------------------------------------------------------------------------------------------------------------
+#: The fixed cost of one forward (and backward) call, in padded tokens: what a piece must save to be worth cutting.
+#: Measured on 2 CPU cores with MiniLM-L6 (a call costs about as much as 64 more tokens of padding).
+PIECE_COST_TOKENS = 64
+
+
+def length_pieces(lengths: Sequence[int], max_rows: int | None = None, min_rows: int = 1,
+                  piece_cost: int = PIECE_COST_TOKENS) -> list[list[int]]:
+    """Cut rows into length-sorted pieces that minimise ``padded tokens + piece_cost x pieces`` (dynamic programming).
+
+    A batch padded to its longest row wastes compute on short rows; pieces of similar lengths waste less, at a fixed
+    cost per call. Returns lists of row positions (indices into ``lengths``), shortest rows first; every piece has
+    between ``min_rows`` and ``max_rows`` rows (the last may have fewer when there are fewer rows than ``min_rows``).
+    """
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])  # stable: ties keep their order
+    sorted_len = [lengths[i] for i in order]
+    n = len(order)
+    max_rows = n if max_rows is None else max_rows
+    best = [0.0] + [math.inf] * n  # best[j]: cost of the first j sorted rows
+    cut = [0] * (n + 1)
+    for j in range(1, n + 1):
+        for i in range(max(0, j - max_rows), j - min(min_rows, j) + 1):
+            cost = best[i] + (j - i) * sorted_len[j - 1] + piece_cost
+            if cost < best[j]:
+                best[j], cut[j] = cost, i
+    pieces, j = [], n
+    while j > 0:
+        pieces.append(order[cut[j]:j])
+        j = cut[j]
+    return pieces[::-1]
+
+
 def rows_to_features(ds, rows: Sequence[int]) -> list[dict[str, Any]]:
     """Rows of a tokenized dataset as a list of dicts (the collator's input)."""
     cols = ds[list(rows)]  # dict of lists
@@ -473,8 +528,8 @@ def global_batch_loss(logits: torch.Tensor, labels: torch.Tensor, task_ids: torc
 class EntropyScorer:
     """MT-Uncertainty scores: each candidate's normalised prediction entropy (``model(...).entropy``).
 
-    Scored under ``torch.no_grad()`` in eval mode on the unwrapped model (no DDP collective), in
-    chunks of ``batch_size``. Each process scores its rank-strided share of the candidates and the
+    Scored under ``torch.inference_mode()`` and the run's autocast, in eval mode on the unwrapped model (no DDP
+    collective), in length-grouped chunks of at most ``batch_size`` (`length_pieces`). Each process scores its rank-strided share of the candidates and the
     shares are gathered, so every process gets the same full score list.
     """
 
@@ -489,11 +544,9 @@ class EntropyScorer:
         was_training = model.training
         model.eval()
         features = self.batches.features(mine)
-        order = sorted(range(len(mine)), key=lambda i: len(features[i]["input_ids"]))  # less padding
         local = torch.zeros(len(mine), device=acc.device)  # (len(mine),)
-        with torch.no_grad(), acc.autocast():
-            for start in range(0, len(order), self.batch_size):
-                chunk = order[start:start + self.batch_size]
+        with torch.inference_mode(), acc.autocast():
+            for chunk in length_pieces([len(f["input_ids"]) for f in features], max_rows=self.batch_size):
                 batch = self.batches.collator([features[i] for i in chunk])
                 batch = {k: v.to(acc.device) for k, v in batch.items() if k != "labels"}
                 local[chunk] = model(**batch).entropy.float()  # (b,)
@@ -615,6 +668,8 @@ __all__ = [
     "config_differences",
     "dump_config",
     "global_batch_loss",
+    "length_pieces",
+    "native_bf16",
     "list_checkpoints",
     "load_checkpoint",
     "optimizer_groups",
