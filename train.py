@@ -37,6 +37,7 @@ from typing import Any
 import datasets
 import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs
+from accelerate.state import AcceleratorState
 from accelerate.utils import ProjectConfiguration, gather_object, set_seed
 from jsonargparse import ActionConfigFile, ArgumentParser
 from tqdm.auto import tqdm
@@ -249,7 +250,7 @@ def evaluate(model, eval_sets: Sequence, tasks: Sequence[TaskDef], collator, acc
              batch_size: int = 64) -> dict[str, Any]:
     """GLUE metrics of every task's dev set: ``{"tasks": {name: {..., "main"}}, "average": mean of "main"}``.
 
-    Each process predicts its rank-strided share of the rows (length-grouped batches, the unwrapped model
+    Each process predicts its rank-strided share of the rows (length-sorted batches, the unwrapped model
     in eval mode, no DDP collective); the shares are gathered so every process returns the same result.
     Evaluation draws no random numbers, so it does not change the training's random stream.
     """
@@ -261,10 +262,11 @@ def evaluate(model, eval_sets: Sequence, tasks: Sequence[TaskDef], collator, acc
     for task_id, (task, ds) in enumerate(zip(tasks, eval_sets)):
         rows = list(range(rank, len(ds), world))
         lengths = [len(x) for x in ds.select(rows)["input_ids"]] if rows else []
+        rows = [r for _, r in sorted(zip(lengths, rows))]
         local = []
         with torch.inference_mode(), accelerator.autocast():
-            for piece in length_pieces(lengths, max_rows=batch_size):
-                chunk = [rows[i] for i in piece]
+            for start in range(0, len(rows), batch_size):
+                chunk = rows[start:start + batch_size]
                 batch = {k: v.to(accelerator.device) for k, v in collator(rows_to_features(ds, chunk)).items()}
                 labels = batch.pop("labels")
                 logits = net(**batch).logits.float()  # (b, K)
@@ -335,6 +337,10 @@ def setup(cfg: RunConfig) -> Run:
     except (ValueError, FileNotFoundError, OSError) as e:
         raise RunSetupError(str(e)) from e
     t = cfg.train
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        # one process: a run before this one in the same Python process (a test, a notebook, a benchmark) may have
+        # used another mixed precision, which Accelerate would refuse to change
+        AcceleratorState._reset_state(reset_partial_state=False)
     accelerator = Accelerator(
         gradient_accumulation_steps=t.gradient_accumulation_steps,
         mixed_precision=t.mixed_precision,

@@ -10,7 +10,7 @@ Settings:
   balanced            the same mixed-task batches MT-Uncertainty trains on (every task in every batch), unscored:
                       the cost of the task mix alone, without the scoring;
   unc-paper-pool      MT-Uncertainty with the paper's candidate pool (32 rows of every task scored for 32 trained);
-  unc-paper-pool-flat the same without length grouping (one padded forward per batch: how it ran before);
+  unc-paper-pool-grouped  the same with ``--train.group_by_length true`` (length-sorted pieces, accumulated);
   unc-pool-16/-8      MT-Uncertainty with 16 / 8 candidates per task.
 
     python benchmarks/sampling_cost.py                      # 3 rounds of 15 steps per setting
@@ -41,7 +41,7 @@ SETTINGS = {
     "proportional": ["--sampling.strategy", "proportional"],
     "balanced": ["--sampling.strategy", "uncertainty", "--sampling.warmup_steps", "1000000"],
     "unc-paper-pool": ["--sampling.strategy", "uncertainty"],
-    "unc-paper-pool-flat": ["--sampling.strategy", "uncertainty", "--train.group_by_length", "false"],
+    "unc-paper-pool-grouped": ["--sampling.strategy", "uncertainty", "--train.group_by_length", "true"],
     "unc-pool-16": ["--sampling.strategy", "uncertainty", "--sampling.candidates_per_task", "16"],
     "unc-pool-8": ["--sampling.strategy", "uncertainty", "--sampling.candidates_per_task", "8"],
 }

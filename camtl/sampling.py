@@ -304,11 +304,11 @@ class UncertaintySampler(TaskSampler):
             self.score_source[reg] = classification[np.arange(len(reg)) % len(classification)]
         if min_rows_per_task is None:
             min_rows_per_task = batch_size // (2 * self.num_tasks)
-        if not (isinstance(min_rows_per_task, int) and 0 <= min_rows_per_task * self.num_tasks <= batch_size
-                and min_rows_per_task <= self.pool):
+        # (min_rows_per_task <= batch_size / num_tasks <= candidates_per_task: every task has the rows of its floor)
+        if not (isinstance(min_rows_per_task, int) and 0 <= min_rows_per_task * self.num_tasks <= batch_size):
             raise ValueError(f"min_rows_per_task must be an integer in [0, batch_size // num_tasks = "
-                             f"{batch_size // self.num_tasks}] and at most candidates_per_task ({self.pool}) (or None "
-                             f"for batch_size // (2 * num_tasks)), got {min_rows_per_task!r}.")
+                             f"{batch_size // self.num_tasks}] (or None for batch_size // (2 * num_tasks)), got "
+                             f"{min_rows_per_task!r}.")
         if not (isinstance(warmup_steps, int) and warmup_steps >= 0):
             raise ValueError(f"warmup_steps must be a non-negative integer, got {warmup_steps!r}.")
         self.min_rows_per_task, self.warmup_steps = min_rows_per_task, warmup_steps

@@ -148,9 +148,9 @@ class TrainArgs:
             AVX512-BF16 or AMX; otherwise no), no, bf16 (CPU or GPU) or fp16 (GPU only). Training, evaluation and
             MT-Uncertainty scoring all run under the chosen autocast; results.json records the resolved value.
         group_by_length: cut each training batch, sorted by length, into the pieces that minimise padded tokens
-            plus a fixed cost per piece (gradients accumulated over the pieces: the same loss, less padding; a
-            mixed-task batch of short and long rows costs up to 2x less). MT-Uncertainty scoring and evaluation
-            always group this way.
+            plus a fixed cost per piece, and accumulate their gradients (the same loss, less padding). Off by
+            default: on 2 CPU cores it made mixed-task steps about 2x slower, not faster (each new piece shape
+            costs more than the padding it saves; see BENCHMARKS.md).
         eval_every: evaluate every N steps (0: only at the end); the end of training always evaluates.
         save_every: save a resumable checkpoint every N steps (0: never); the end of training saves
             one too when N > 0.
@@ -173,7 +173,7 @@ class TrainArgs:
     max_grad_norm: float = 1.0
     seed: int = 42
     mixed_precision: MixedPrecision = "auto"
-    group_by_length: bool = True
+    group_by_length: bool = False
     eval_every: int = 20
     save_every: int = 30
     save_total_limit: int | None = 1
@@ -423,8 +423,8 @@ def remove_unfinished_saves(output_dir: str | os.PathLike) -> None:
 # --------------------------------------------------------------------------------------------------------------------
 # Batches and scoring
 # --------------------------------------------------------------------------------------------------------------------
-#: The fixed cost of one forward (and backward) call, in padded tokens: what a piece must save to be worth cutting.
-#: Measured on 2 CPU cores with MiniLM-L6 (a call costs about as much as 64 more tokens of padding).
+#: The assumed fixed cost of one forward (and backward) call, in padded tokens: what a piece must save to be worth
+#: cutting. Not tuned: with it, length grouping measured slower on 2 CPU cores (BENCHMARKS.md), hence off by default.
 PIECE_COST_TOKENS = 64
 
 
@@ -529,7 +529,7 @@ class EntropyScorer:
     """MT-Uncertainty scores: each candidate's normalised prediction entropy (``model(...).entropy``).
 
     Scored under ``torch.inference_mode()`` and the run's autocast, in eval mode on the unwrapped model (no DDP
-    collective), in length-grouped chunks of at most ``batch_size`` (`length_pieces`). Each process scores its rank-strided share of the candidates and the
+    collective), in length-sorted chunks of ``batch_size``. Each process scores its rank-strided share of the candidates and the
     shares are gathered, so every process gets the same full score list.
     """
 
@@ -544,9 +544,11 @@ class EntropyScorer:
         was_training = model.training
         model.eval()
         features = self.batches.features(mine)
+        order = sorted(range(len(mine)), key=lambda i: len(features[i]["input_ids"]))  # less padding
         local = torch.zeros(len(mine), device=acc.device)  # (len(mine),)
         with torch.inference_mode(), acc.autocast():
-            for chunk in length_pieces([len(f["input_ids"]) for f in features], max_rows=self.batch_size):
+            for start in range(0, len(order), self.batch_size):
+                chunk = order[start:start + self.batch_size]
                 batch = self.batches.collator([features[i] for i in chunk])
                 batch = {k: v.to(acc.device) for k, v in batch.items() if k != "labels"}
                 local[chunk] = model(**batch).entropy.float()  # (b,)

@@ -1,7 +1,8 @@
 """Two CPU processes (gloo, ``accelerate launch``) with the same global batch as one process (per-process batch
 halved) reach the same losses, evaluations and data fraction, with MT-Uncertainty's mixed-task batches.
 
-Dropout is off in both runs: each process draws its own dropout masks, so with dropout the runs are equal
+fp32 in both runs (bf16 rounding flips near-tied uncertainty scores, so the runs would train on other rows). Dropout
+is off in both runs: each process draws its own dropout masks, so with dropout the runs are equal
 only in distribution. Everything else (task sampling, candidate scoring, the loss of the global batch) is the
 same computation split in two.
 """
@@ -32,7 +33,7 @@ def args(glue_dir, out, batch_size):
             "--data.max_train_rows", "32", "--data.max_eval_rows", "32", "--data.max_length", "64",
             "--train.batch_size", str(batch_size), "--train.eval_batch_size", "32", "--train.learning_rate", "3e-4",
             "--train.max_steps", "6", "--train.eval_every", "3", "--train.save_every", "3", "--train.log_every", "1",
-            "--train.report_to", "none", "--sampling.strategy", "uncertainty",
+            "--train.report_to", "none", "--sampling.strategy", "uncertainty", "--train.mixed_precision", "no",
             "--model.camtl", "{hidden_dropout_prob: 0.0, attention_probs_dropout_prob: 0.0}"]
 
 

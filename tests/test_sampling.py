@@ -292,3 +292,83 @@ def test_global_batch_loss_equals_the_model_loss(tiny):
             shares.append(global_batch_loss(logits, part["labels"], part["task_ids"], is_regression,
                                             batches.task_counts, 2))
     assert (sum(shares) / 2).item() == pytest.approx(out.loss.item(), rel=1e-5)
+
+
+def test_uncertainty_candidate_pool_size():
+    """candidates_per_task sets how many rows of every task are scored per step; None is the paper's (the batch)."""
+    paper = UncertaintySampler([20, 20, 20], 4, seed=0)
+    assert paper.pool == 4 and len(paper.candidates()) == 12
+    small = UncertaintySampler([20, 20, 20], 4, seed=0, candidates_per_task=2, min_rows_per_task=1)
+    seen = []
+
+    def scorer(candidates):
+        seen.append(list(candidates))
+        return [1.0 if task == 2 else 0.5 for task, _ in candidates]
+
+    batch = small.next_batch(scorer)
+    assert [t for t, _ in seen[0]] == [0, 0, 1, 1, 2, 2] and [s.state() for s in small.streams] == [[0, 2]] * 3
+    assert len(batch) == 4 and sorted(t for t, _ in batch) == [0, 1, 2, 2]  # the floor, then the most uncertain
+    with pytest.raises(ValueError, match=r"candidates_per_task x num_tasks >= batch_size \(>= 2 here\)"):
+        UncertaintySampler([20, 20, 20], 4, candidates_per_task=1)
+
+
+def _brute_force_cost(lengths, piece_cost):
+    """The cheapest cut of the sorted lengths into contiguous pieces, by trying every cut."""
+    import itertools
+
+    ordered = sorted(lengths)
+    best = float("inf")
+    for cuts in itertools.product([False, True], repeat=len(ordered) - 1):
+        cost, start = 0, 0
+        for i, cut in enumerate([*cuts, True]):
+            if cut:
+                cost += (i + 1 - start) * ordered[i] + piece_cost
+                start = i + 1
+        best = min(best, cost)
+    return best
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_length_pieces_cover_every_row_once_at_the_least_cost(seed):
+    from camtl.training import length_pieces
+
+    lengths = np.random.default_rng(seed).choice([5, 9, 14, 40, 41, 90, 128], size=9).tolist()
+    pieces = length_pieces(lengths, piece_cost=30)
+    assert sorted(i for p in pieces for i in p) == list(range(9))
+    cost = sum(len(p) * max(lengths[i] for i in p) + 30 for p in pieces)
+    assert cost == _brute_force_cost(lengths, 30)
+    assert all(max(lengths[i] for i in a) <= min(lengths[i] for i in b) for a, b in zip(pieces, pieces[1:]))
+    assert all(len(p) <= 4 for p in length_pieces(lengths, max_rows=4, piece_cost=0))
+    assert length_pieces(lengths, piece_cost=10**6) == [sorted(range(9), key=lambda i: lengths[i])]  # one piece
+
+
+def test_length_grouped_pieces_give_the_gradients_of_the_whole_batch(tiny, monkeypatch):
+    """train._forward_backward over several length pieces differentiates exactly the whole batch's loss."""
+    from types import SimpleNamespace
+
+    from accelerate import Accelerator
+
+    import train
+    from camtl.training import MultiTaskBatches, length_pieces
+
+    model, sets, collator = tiny
+    model.eval()  # no dropout: the two ways must agree to rounding
+    sampler = UncertaintySampler([10, 10], 8, seed=1)
+    batches = MultiTaskBatches(sampler, sets, collator)
+    batch = batches.next(lambda c: np.linspace(1, 0, len(c)))  # a mixed batch of both tasks
+    grads, losses = {}, {}
+    for grouped in (False, True):
+        run = SimpleNamespace(accelerator=Accelerator(cpu=True), model=model, tasks=[0, 1], batches=batches,
+                              is_regression=torch.tensor([False, True]),
+                              cfg=SimpleNamespace(train=SimpleNamespace(group_by_length=grouped)))
+        monkeypatch.setattr(train, "length_pieces", lambda lengths: length_pieces(lengths, piece_cost=0))
+        model.zero_grad()
+        loss, task_losses = train._forward_backward(run, batch)
+        grads[grouped] = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        losses[grouped] = (loss.item(), task_losses)
+    assert len(length_pieces(batch["attention_mask"].sum(-1).tolist(), piece_cost=0)) > 2
+    assert losses[True][0] == pytest.approx(losses[False][0], rel=1e-5)
+    torch.testing.assert_close(losses[True][1], losses[False][1], rtol=1e-5, atol=1e-6)
+    assert grads[True].keys() == grads[False].keys()
+    for name, grad in grads[False].items():
+        torch.testing.assert_close(grads[True][name], grad, rtol=1e-4, atol=1e-6, msg=name)

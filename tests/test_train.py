@@ -317,3 +317,18 @@ def test_bf16_accumulation_adapters_and_last_model(glue_dir, tmp_path):
     final, last = load_file(out / "model.safetensors"), load_file(out / "checkpoints/checkpoint-4/model.safetensors")
     assert all(torch.equal(final[k], last[k]) for k in last)
     assert [e["lr"] for e in results["loss_history"]] == pytest.approx([LR, 2 * LR / 3, LR / 3, 0.0])
+
+
+def test_mixed_precision_auto_resolves_to_what_the_hardware_computes_natively(glue_dir, tmp_path):
+    """auto is bf16 exactly where the CPU (AVX512-BF16 or AMX) or the GPU computes bf16 natively; the resolved value
+    is what the run records and compares on resume."""
+    from camtl.training import native_bf16
+
+    cfg = train.parse_config(tiny_args(glue_dir, tmp_path / "out"), exit_on_error=False)
+    assert cfg.train.mixed_precision == "auto"
+    flags = open("/proc/cpuinfo").read().split() if os.path.exists("/proc/cpuinfo") else []
+    cpu_bf16 = "avx512_bf16" in flags or "amx_bf16" in flags
+    assert native_bf16() == (torch.cuda.is_bf16_supported() if torch.cuda.is_available() else cpu_bf16)
+    assert resolve_config(cfg).train.mixed_precision == ("bf16" if native_bf16() else "no")
+    explicit = train.parse_config(tiny_args(glue_dir, tmp_path / "out", "--train.mixed_precision", "no"))
+    assert resolve_config(explicit).train.mixed_precision == "no"
