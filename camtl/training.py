@@ -225,11 +225,13 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """Human-readable differences between two configurations, run-control fields left out."""
+    """Human-readable differences between two configurations, run-control fields left out. A field the saved
+    configuration lacks (added to camtl after that run was written) is no difference while it has its default."""
     a, b = _flatten(saved), _flatten(current)
+    defaults = _flatten(config_to_dict(RunConfig()))
     diffs = []
     for key in sorted(set(a) | set(b)):
-        if key in RUN_CONTROL_FIELDS:
+        if key in RUN_CONTROL_FIELDS or (key not in a and key in defaults and b.get(key) == defaults[key]):
             continue
         if a.get(key, "<absent>") != b.get(key, "<absent>"):
             diffs.append(f"{key}: {a.get(key, '<absent>')!r} (saved) != {b.get(key, '<absent>')!r} (now)")

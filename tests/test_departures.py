@@ -13,7 +13,7 @@ from transformers import BertConfig, BertModel
 
 from camtl.sampling import UncertaintySampler, score_sources
 from modeling_camtl import CAMTL_PRESETS, CaMtlConfig, CaMtlForMultiTask
-from tests.test_modeling import TASKS, make_inputs, make_labels, randomize_conditioning, tiny_config
+from tests.test_modeling import AUTHORS, TASKS, make_inputs, make_labels, randomize_conditioning, tiny_config
 from tests.test_sampling import tiny  # noqa: F401  (a fixture: the tiny model, data and collator of the scorer tests)
 
 FIXTURE = Path(__file__).parent / "fixtures" / "camtl_2c9ef38"
@@ -133,7 +133,8 @@ def test_shared_block_bias_equals_the_authors_formula(max_len, blocks):
 def test_authors_block_count_is_hidden_over_span():
     config = tiny_config(conditional_attention_blocks=None, conditional_attention_span=8)
     assert config.conditional_attention_blocks == 32 // 8 and config.attention_block_size == 2
-    assert tiny_config(conditional_attention_blocks=None, conditional_attention_span=128).conditional_attention_blocks == 1
+    wide_span = tiny_config(conditional_attention_blocks=None, conditional_attention_span=128)
+    assert wide_span.conditional_attention_blocks == 1  # 32 // 128 = 0: at least one block
     shared = CaMtlForMultiTask(tiny_config(conditional_attention_film="shared"))
     per_block = CaMtlForMultiTask(tiny_config())
     assert shared.bert.encoder.layer[1].attention.self.camtl_block_bias.generator.weight.shape == (2 * 4, 8)
@@ -435,36 +436,32 @@ def test_bad_switch_values_are_refused_before_training(glue_dir, tmp_path, extra
     assert not (tmp_path / "bad" / "results.json").exists()
 
 
-def authors_config(**overrides) -> CaMtlConfig:
-    return tiny_config(**{**CAMTL_PRESETS["authors"], "conditional_attention_span": 8, **overrides})
-
-
-def test_authors_architecture_initialises_every_parameter():
-    """transformers' check on the authors' variant: with every init std ~0, each parameter's mean is 0 or 1."""
-    config = authors_config()
-    for key in list(config.to_dict()):
-        if "_range" in key or "_std" in key:
-            setattr(config, key, 1e-10)
-    for name, param in CaMtlForMultiTask(config).named_parameters():
-        mean = ((param.data.mean() * 1e9).round() / 1e9).item()
-        assert mean in (0.0, 1.0), f"{name} was not initialised by _init_weights (mean {mean})"
-
-
-def test_authors_architecture_sdpa_eager_and_save_load(tmp_path):
-    import copy
-
+def test_authors_architecture_saves_and_loads(tmp_path):
     torch.manual_seed(0)
-    sdpa = CaMtlForMultiTask(authors_config()).eval()
-    randomize_conditioning(sdpa, std=0.5)
-    eager = copy.deepcopy(sdpa)
-    eager.config._attn_implementation = "eager"
-    sdpa.config._attn_implementation = "sdpa"
-    inputs = make_inputs(seq_len=13)  # past the span: blocks repeat
+    model = CaMtlForMultiTask(tiny_config(**AUTHORS)).eval()
+    randomize_conditioning(model, std=0.5)
+    inputs = make_inputs(seq_len=13)
     with torch.no_grad():
-        expected = sdpa(**inputs).logits
-        torch.testing.assert_close(eager(**inputs).logits, expected, atol=1e-5, rtol=1e-5)
-    sdpa.save_pretrained(tmp_path)
+        expected = model(**inputs).logits
+    model.save_pretrained(tmp_path)
     reloaded, info = CaMtlForMultiTask.from_pretrained(tmp_path, output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"]
+    assert reloaded.config.conditional_attention_layers == "all" and reloaded.config.adapter_style == "replace"
     with torch.no_grad():
         torch.testing.assert_close(reloaded.eval()(**inputs).logits, expected, atol=1e-5, rtol=0)
+
+
+def test_a_run_saved_before_the_new_fields_is_still_the_same_run():
+    """A training_config.yaml written before ``score_mode``, ``regression_score_source`` and ``epoch_length`` existed
+    matches today's defaults (so the run resumes), and differs when one of them is set otherwise."""
+    from camtl.training import RunConfig, config_differences, config_to_dict
+
+    saved = config_to_dict(RunConfig())
+    for section, key in (("sampling", "score_mode"), ("sampling", "regression_score_source"),
+                         ("train", "epoch_length")):
+        del saved[section][key]
+    assert config_differences(saved, config_to_dict(RunConfig())) == []
+    changed = RunConfig()
+    changed.sampling.score_mode = "train"
+    assert config_differences(saved, config_to_dict(changed)) == [
+        "sampling.score_mode: '<absent>' (saved) != 'train' (now)"]
