@@ -380,6 +380,8 @@ def prepare(run: Run) -> None:
                                    warmup_steps=cfg.sampling.warmup_steps,
                                    regression_tasks=[run.tasks[i].kind == "regression" for i in run.trained_ids],
                                    regression_scores=cfg.sampling.regression_scores,
+                                   task_names=[run.tasks[i].name for i in run.trained_ids],
+                                   regression_score_source=cfg.sampling.regression_score_source,
                                    candidates_per_task=cfg.sampling.candidates_per_task)
     except ValueError as e:
         raise RunSetupError(f"Bad sampling settings: {e}") from e
@@ -390,7 +392,7 @@ def prepare(run: Run) -> None:
         remove_unfinished_saves(run.out)
         (run.out / CONFIG_FILE).write_text(dump_config(cfg), encoding="utf-8")
     acc.wait_for_everyone()
-    run.steps_per_epoch = math.ceil(run.sampler.batches_per_epoch / t.gradient_accumulation_steps)
+    run.steps_per_epoch = math.ceil(run.sampler.epoch_batches(t.epoch_length) / t.gradient_accumulation_steps)
     run.total_steps = t.max_steps if t.max_steps > 0 else max(1, math.ceil(t.epochs * run.steps_per_epoch))
     optimizer, run.scheduler = build_optimizer(run.model, t, run.total_steps)
     run.model, run.optimizer = acc.prepare(run.model, optimizer)
@@ -398,7 +400,8 @@ def prepare(run: Run) -> None:
     acc.register_for_checkpointing(run.scheduler)
     run.batches = MultiTaskBatches(run.sampler, [run.train_sets[i] for i in run.trained_ids], run.collator,
                                    acc.device, task_ids=run.trained_ids, num_tasks=len(run.tasks))
-    run.scorer = EntropyScorer(acc, run.model, run.batches, t.eval_batch_size) if run.sampler.needs_scorer else None
+    run.scorer = EntropyScorer(acc, run.model, run.batches, t.eval_batch_size, cfg.sampling.score_mode) \
+        if run.sampler.needs_scorer else None
     run.is_regression = torch.tensor([task.kind == "regression" for task in run.tasks], device=acc.device)
 
 
@@ -616,8 +619,11 @@ def sampling_summary(run: Run) -> dict[str, Any]:
     if s.strategy == "temperature":
         summary["temperature"] = s.temperature
     if s.strategy == "uncertainty":
+        names = [run.tasks[i].name for i in run.trained_ids]
         summary.update(min_rows_per_task=run.sampler.min_rows_per_task, warmup_steps=run.sampler.warmup_steps,
-                       regression_scores=s.regression_scores, candidates_per_task=run.sampler.pool)
+                       regression_scores=s.regression_scores, score_mode=s.score_mode,
+                       score_sources={names[t]: names[src] for t, src in enumerate(run.sampler.score_source)
+                                      if src != t}, candidates_per_task=run.sampler.pool)
     return summary
 
 

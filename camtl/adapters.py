@@ -18,7 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from transformers import AutoConfig
 
-from modeling_camtl import CaMtlConfig, CaMtlForMultiTask
+from modeling_camtl import CAMTL_KNOBS, CaMtlConfig, CaMtlForMultiTask
 
 ADAPTER_CONFIG_NAME = "camtl_adapter_config.json"
 ADAPTER_WEIGHTS_NAME = "camtl_adapter.safetensors"
@@ -27,10 +27,7 @@ FORMAT_VERSION = 1
 BASE_SHAPE_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
                      "max_position_embeddings", "type_vocab_size")
 # the config fields that describe CA-MTL itself (not the base encoder)
-CAMTL_FIELDS = ("tasks", "task_embedding_dim", "task_embedding_init_std", "generator_init_std", "conditional_layers",
-                "adapter_layers", "adapter_size", "conditional_attention_blocks", "conditional_attention_span",
-                "conditional_alignment", "conditional_attention", "conditional_layer_norm", "conditional_adapter",
-                "num_frozen_layers", "freeze_embeddings", "pooling", "classifier_dropout")
+CAMTL_FIELDS = ("tasks", *CAMTL_KNOBS)
 
 
 def base_fingerprint(model: CaMtlForMultiTask) -> str:
@@ -48,6 +45,13 @@ def adapter_state_dict(model: CaMtlForMultiTask) -> dict:
     return state
 
 
+def _in_rebuilt_layer(name: str, config: CaMtlConfig) -> bool:
+    """Whether ``name`` is a BERT parameter of a layer that ``from_bert`` re-initialises (``reinit_adapter_layers``)."""
+    if not (config.reinit_adapter_layers and config.conditional_adapter) or "camtl_" in name:
+        return False
+    return any(f"encoder.layer.{i}." in name for i in config.adapter_layer_ids)
+
+
 def save_adapter(model: CaMtlForMultiTask, folder: str | Path, base_model: str | None = None) -> Path:
     """Write the trained parameters and ``camtl_adapter_config.json`` (base model id, its shape and fingerprint, the
     CA-MTL config) into ``folder``. ``base_model`` defaults to the path the model was built from."""
@@ -58,6 +62,11 @@ def save_adapter(model: CaMtlForMultiTask, folder: str | Path, base_model: str |
     if not base_model:
         raise ValueError("save_adapter needs base_model (the BERT checkpoint id or folder the model was built from)")
     state = adapter_state_dict(model)
+    rebuilt = [name for name, _ in model.named_parameters() if _in_rebuilt_layer(name, config) and name not in state]
+    if rebuilt:
+        raise ValueError(f"The adapter layers were re-initialised (reinit_adapter_layers) and {len(rebuilt)} of their "
+                         f"parameters are frozen (e.g. {rebuilt[0]}): an adapter file cannot rebuild them from the base. "
+                         "Save the whole model with save_pretrained, or train them (set_trainable('paper')).")
     save_file(state, str(folder / ADAPTER_WEIGHTS_NAME), metadata={"format": "pt"})
     adapter_config = {
         "format_version": FORMAT_VERSION,

@@ -127,7 +127,17 @@ class TaskSampler(ABC):
     @property
     def batches_per_epoch(self) -> int:
         """Global batches in one pass over every task: ``sum_t ceil(n_t / B)``."""
-        return sum(math.ceil(n / self.batch_size) for n in self.task_sizes)
+        return self.epoch_batches("sum")
+
+    def epoch_batches(self, rule: str = "sum") -> int:
+        """Global batches in one epoch: ``"sum"`` (ours, ``sum_t ceil(n_t / B)``, one pass over every task) or
+        ``"tasks_x_largest"`` (the authors' MT-Uncertainty epoch: ``T * max_t ceil(n_t / B)``)."""
+        batches = [math.ceil(n / self.batch_size) for n in self.task_sizes]
+        if rule == "sum":
+            return sum(batches)
+        if rule == "tasks_x_largest":
+            return len(batches) * max(batches)
+        raise ValueError(f"Unknown epoch rule {rule!r}; valid rules: ['sum', 'tasks_x_largest'].")
 
     def next_batch(self, scorer: Scorer | None = None) -> list[Example]:
         """This process's share of the next global batch, as (task id, row) pairs."""
@@ -260,11 +270,12 @@ class UncertaintySampler(TaskSampler):
     2. the rest of the batch: the candidates with the highest ``H'`` among those left.
 
     A regression prediction has no entropy of its own. With ``regression_scores="borrow"`` (the
-    default, as in the authors' code, which gives STS-B rows the scores of SST-2 rows) candidate ``i`` of a
-    regression task takes the score of candidate ``i`` of a classification task (the ``k``-th regression
-    task borrows from the ``k mod C``-th of the ``C`` classification tasks). ``"own"`` keeps the
-    scorer's value (the model's binary entropy of the prediction's place in the label range, which
-    peaks where an untrained head predicts and so favours regression tasks early on).
+    default, as the authors' code does for STS-B) candidate ``i`` of a regression task takes the score of
+    candidate ``i`` of a classification task, chosen by `score_sources`: ``regression_score_source``
+    (a task name) when given, else MRPC when present, else the ``k mod C``-th of the ``C``
+    classification tasks for the ``k``-th regression task. ``"own"`` keeps the scorer's value (the
+    model's binary entropy of the prediction's place in the label range, which peaks where an untrained
+    head predicts and so favours regression tasks early on).
 
     ``min_rows_per_task=0`` is the paper's rule exactly; ``None`` (the default) is
     ``batch_size // (2 * num_tasks)``, so at most half of each batch is reserved. During the first
@@ -279,6 +290,7 @@ class UncertaintySampler(TaskSampler):
     def __init__(self, task_sizes: Sequence[int], batch_size: int, seed: int = 0, rank: int = 0,
                  world_size: int = 1, min_rows_per_task: int | None = None, warmup_steps: int = 0,
                  regression_tasks: Sequence[bool] | None = None, regression_scores: str = "borrow",
+                 task_names: Sequence[str] | None = None, regression_score_source: str | None = None,
                  candidates_per_task: int | None = None, **kwargs: Any):
         super().__init__(task_sizes, batch_size, seed, rank, world_size)
         if candidates_per_task is None:
@@ -296,12 +308,12 @@ class UncertaintySampler(TaskSampler):
             np.asarray(regression_tasks, dtype=bool)
         if regression.shape != (self.num_tasks,):
             raise ValueError(f"regression_tasks needs one flag per task ({self.num_tasks}), got {len(regression)}.")
-        classification = np.flatnonzero(~regression)
+        if regression_scores == "own" and regression_score_source is not None:
+            raise ValueError("regression_score_source names the task a regression task borrows its scores from: it "
+                             "needs regression_scores='borrow'.")
         #: for every task, the task whose candidate scores it uses (itself unless it borrows)
-        self.score_source = np.arange(self.num_tasks)
-        if regression_scores == "borrow" and len(classification):
-            reg = np.flatnonzero(regression)
-            self.score_source[reg] = classification[np.arange(len(reg)) % len(classification)]
+        self.score_source = np.arange(self.num_tasks) if regression_scores == "own" else \
+            score_sources(regression, task_names, regression_score_source)
         if min_rows_per_task is None:
             min_rows_per_task = batch_size // (2 * self.num_tasks)
         # (min_rows_per_task <= batch_size / num_tasks <= candidates_per_task: every task has the rows of its floor)
@@ -353,6 +365,40 @@ class UncertaintySampler(TaskSampler):
         return (per_task * (means / top if top > 0 else 1.0)).reshape(-1)  # (T * P,)
 
 
+#: The task a regression task borrows its uncertainty scores from by default, when present: MRPC (paraphrase) is the
+#: closest to STS-B (similarity). The authors' code copies SST-2's scores when STS-B and MRPC are both present.
+DEFAULT_SCORE_SOURCE = "mrpc"
+
+
+def score_sources(regression_tasks: Sequence[bool], task_names: Sequence[str] | None = None,
+                  source: str | None = None) -> np.ndarray:
+    """For every task, the task whose candidate scores it uses: itself for a classification task; for a regression
+    task, ``source`` (the name of a classification task) when given, else MRPC when present, else the ``k mod C``-th
+    of the ``C`` classification tasks for the ``k``-th regression task. Without classification tasks, itself.
+
+    ValueError when ``source`` is not a classification task of ``task_names``, naming the valid choices."""
+    regression = np.asarray(regression_tasks, dtype=bool)
+    names = list(task_names) if task_names is not None else [str(t) for t in range(len(regression))]
+    if len(names) != len(regression):
+        raise ValueError(f"task_names needs one name per task ({len(regression)}), got {len(names)}.")
+    classification = np.flatnonzero(~regression)
+    sources = np.arange(len(regression))
+    reg = np.flatnonzero(regression)
+    choices = [names[t] for t in classification]
+    if source is not None and source not in choices:
+        raise ValueError(f"regression_score_source {source!r} is not a classification task of this run; valid "
+                         f"choices: {choices or 'none (no classification task)'}.")
+    if not len(reg) or not len(classification):
+        return sources
+    if source is None and DEFAULT_SCORE_SOURCE in choices:
+        source = DEFAULT_SCORE_SOURCE
+    if source is not None:
+        sources[reg] = names.index(source)
+    else:
+        sources[reg] = classification[np.arange(len(reg)) % len(classification)]
+    return sources
+
+
 SAMPLERS: dict[str, type[TaskSampler]] = {
     cls.name: cls
     for cls in (ProportionalSampler, UniformSampler, TemperatureSampler, SequentialSampler, UncertaintySampler)
@@ -362,21 +408,24 @@ SAMPLERS: dict[str, type[TaskSampler]] = {
 def make_sampler(strategy: str, task_sizes: Sequence[int], batch_size: int, seed: int = 0, rank: int = 0,
                  world_size: int = 1, temperature: float = 2.0, min_rows_per_task: int | None = None,
                  warmup_steps: int = 0, regression_tasks: Sequence[bool] | None = None,
-                 regression_scores: str = "borrow", candidates_per_task: int | None = None) -> TaskSampler:
+                 regression_scores: str = "borrow", task_names: Sequence[str] | None = None,
+                 regression_score_source: str | None = None, candidates_per_task: int | None = None) -> TaskSampler:
     """The sampler of ``strategy`` (one of `SAMPLERS`); ValueError naming the valid strategies otherwise.
 
     ``temperature`` is read by the temperature strategy; ``min_rows_per_task``, ``warmup_steps``, ``regression_tasks``,
-    ``regression_scores`` and ``candidates_per_task`` by uncertainty.
+    ``regression_scores``, ``task_names``, ``regression_score_source`` and ``candidates_per_task`` by uncertainty.
     """
     if strategy not in SAMPLERS:
         raise ValueError(f"Unknown sampling strategy {strategy!r}; valid strategies: {list(SAMPLERS)}.")
     return SAMPLERS[strategy](task_sizes, batch_size, seed=seed, rank=rank, world_size=world_size,
                               temperature=temperature, min_rows_per_task=min_rows_per_task,
                               warmup_steps=warmup_steps, regression_tasks=regression_tasks,
-                              regression_scores=regression_scores, candidates_per_task=candidates_per_task)
+                              regression_scores=regression_scores, task_names=task_names,
+                              regression_score_source=regression_score_source, candidates_per_task=candidates_per_task)
 
 
 __all__ = [
+    "DEFAULT_SCORE_SOURCE",
     "SAMPLERS",
     "Example",
     "ProportionalSampler",
@@ -388,4 +437,5 @@ __all__ = [
     "UncertaintySampler",
     "UniformSampler",
     "make_sampler",
+    "score_sources",
 ]

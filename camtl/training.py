@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from modeling_camtl import CAMTL_KNOBS as MODEL_KNOBS, CAMTL_PRESETS
+
 from .sampling import SAMPLERS, Example, TaskSampler
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -39,14 +41,9 @@ SamplingStrategy = Literal["proportional", "uniform", "temperature", "sequential
 TrainableMode = Literal["paper", "adapters", "all", "new_tasks"]
 MixedPrecision = Literal["auto", "no", "bf16", "fp16"]
 
-#: CA-MTL knobs that ``model.camtl`` may override (the BERT architecture comes from the base model).
-CAMTL_KNOBS = (
-    "task_embedding_dim", "task_embedding_init_std", "generator_init_std", "conditional_layers", "adapter_layers",
-    "adapter_size", "conditional_attention_blocks", "conditional_attention_span", "conditional_alignment",
-    "conditional_attention", "conditional_layer_norm", "conditional_adapter", "num_frozen_layers",
-    "freeze_embeddings", "pooling", "classifier_dropout", "hidden_dropout_prob", "attention_probs_dropout_prob",
-    "attn_implementation",
-)
+#: Keys that ``model.camtl`` may set: a preset (``preset: authors``) and CA-MTL knob overrides (the BERT architecture
+#: comes from the base model).
+CAMTL_KNOBS = ("preset", *MODEL_KNOBS, "hidden_dropout_prob", "attention_probs_dropout_prob", "attn_implementation")
 #: Fields that may differ between two invocations of the same run (resume, overwrite, interruption).
 RUN_CONTROL_FIELDS = ("output_dir", "overwrite_output_dir", "resume_from_checkpoint", "logging_dir",
                       "train.max_steps_this_run", "train.report_to")
@@ -70,7 +67,9 @@ class ModelArgs:
         init_from: continue from a trained CA-MTL model (folder or Hub id) instead of base_model. Its tasks keep
             their ids; data.tasks must list them all (their dev sets show whether they changed) and may add new
             ones, which get a task embedding (the mean of the old ones) and a head.
-        camtl: CA-MTL knob overrides passed to CaMtlForMultiTask.from_bert, e.g. {adapter_size: 32}.
+        camtl: CA-MTL knob overrides passed to CaMtlForMultiTask.from_bert, e.g. {adapter_size: 32};
+            {preset: authors} selects the authors' architecture (README, "Departures from the paper and the
+            authors' code"), which the other keys then override.
     """
 
     base_model: str | None = None
@@ -116,6 +115,11 @@ class SamplingArgs:
         regression_scores: uncertainty only: borrow (a regression task's candidates take the scores of a
             classification task's, as the authors' code does for STS-B) or own (the model's binary entropy
             of the prediction's place in the label range, which favours regression tasks early on).
+        regression_score_source: uncertainty with borrow: the classification task whose scores the
+            regression tasks take. null: mrpc when present, else the (k mod C)-th classification task for
+            the k-th regression task. The authors' code takes sst2's (when mrpc is present too).
+        score_mode: uncertainty only: the model's mode while it scores the candidates: eval (ours, no
+            dropout) or train (the authors', dropout on).
         candidates_per_task: uncertainty only: candidates drawn from every task and scored at each step. null = the
             global batch size (the paper's: 5 tasks x 32 = 160 rows scored for 32 trained); fewer cost less to score.
     """
@@ -125,6 +129,8 @@ class SamplingArgs:
     min_rows_per_task: int | None = None
     warmup_steps: int = 0
     regression_scores: Literal["borrow", "own"] = "borrow"
+    regression_score_source: str | None = None
+    score_mode: Literal["eval", "train"] = "eval"
     candidates_per_task: int | None = None
 
 
@@ -138,8 +144,9 @@ class TrainArgs:
         learning_rate: peak learning rate of AdamW.
         weight_decay: AdamW weight decay (not applied to biases and LayerNorm weights).
         warmup_ratio: fraction of the steps with a linear warm-up; linear decay to 0 afterwards.
-        epochs: passes over the training data (sum over tasks of ceil(rows / global batch) batches
-            each); ignored when max_steps > 0.
+        epochs: passes over the training data (see epoch_length); ignored when max_steps > 0.
+        epoch_length: the batches of one epoch: sum (ours: sum over tasks of ceil(rows / global batch))
+            or tasks_x_largest (the authors' MT-Uncertainty epoch: tasks x the largest task's batches).
         max_steps: total optimizer steps (0: use epochs).
         gradient_accumulation_steps: batches per optimizer step.
         max_grad_norm: gradient clipping norm (0 disables clipping).
@@ -168,6 +175,7 @@ class TrainArgs:
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
     epochs: float = 1.0
+    epoch_length: Literal["sum", "tasks_x_largest"] = "sum"
     max_steps: int = 60
     gradient_accumulation_steps: int = 1
     max_grad_norm: float = 1.0
@@ -227,11 +235,13 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """Human-readable differences between two configurations, run-control fields left out."""
+    """Human-readable differences between two configurations, run-control fields left out. A field the saved
+    configuration lacks (added to camtl after that run was written) is no difference while it has its default."""
     a, b = _flatten(saved), _flatten(current)
+    defaults = _flatten(config_to_dict(RunConfig()))
     diffs = []
     for key in sorted(set(a) | set(b)):
-        if key in RUN_CONTROL_FIELDS:
+        if key in RUN_CONTROL_FIELDS or (key not in a and key in defaults and b.get(key) == defaults[key]):
             continue
         if a.get(key, "<absent>") != b.get(key, "<absent>"):
             diffs.append(f"{key}: {a.get(key, '<absent>')!r} (saved) != {b.get(key, '<absent>')!r} (now)")
@@ -335,6 +345,9 @@ def validate_config(cfg: RunConfig) -> None:
     unknown = sorted(set(cfg.model.camtl) - set(CAMTL_KNOBS))
     if unknown:
         raise ValueError(f"model.camtl has unknown key(s) {unknown}; valid CA-MTL knobs: {list(CAMTL_KNOBS)}.")
+    if cfg.model.camtl.get("preset", "ours") not in CAMTL_PRESETS:
+        raise ValueError(f"Unknown model.camtl preset {cfg.model.camtl['preset']!r}; valid presets: "
+                         f"{list(CAMTL_PRESETS)}.")
     if not d.tasks:
         raise ValueError("data.tasks is empty: name at least one task (GLUE names such as 'rte', or file tasks).")
     if d.data_dir is not None and not os.path.isdir(d.data_dir):
@@ -528,13 +541,15 @@ def global_batch_loss(logits: torch.Tensor, labels: torch.Tensor, task_ids: torc
 class EntropyScorer:
     """MT-Uncertainty scores: each candidate's normalised prediction entropy (``model(...).entropy``).
 
-    Scored under ``torch.inference_mode()`` and the run's autocast, in eval mode on the unwrapped model (no DDP
-    collective), in length-sorted chunks of ``batch_size``. Each process scores its rank-strided share of the candidates and the
-    shares are gathered, so every process gets the same full score list.
+    Scored under ``torch.inference_mode()`` and the run's autocast, in eval mode (``mode="train"``: train mode,
+    dropout on, as the authors' code does) on the unwrapped model (no DDP collective), in length-sorted chunks of
+    ``batch_size``. Each process scores its rank-strided share of the candidates and the shares are gathered, so
+    every process gets the same full score list.
     """
 
-    def __init__(self, accelerator, model, batches: MultiTaskBatches, batch_size: int):
+    def __init__(self, accelerator, model, batches: MultiTaskBatches, batch_size: int, mode: str = "eval"):
         self.accelerator, self.model, self.batches, self.batch_size = accelerator, model, batches, batch_size
+        self.mode = mode
 
     def __call__(self, candidates: Sequence[Example]) -> np.ndarray:
         acc = self.accelerator
@@ -542,7 +557,7 @@ class EntropyScorer:
         mine = list(candidates[rank::world])
         model = acc.unwrap_model(self.model)
         was_training = model.training
-        model.eval()
+        model.train(self.mode == "train")
         features = self.batches.features(mine)
         order = sorted(range(len(mine)), key=lambda i: len(features[i]["input_ids"]))  # less padding
         local = torch.zeros(len(mine), device=acc.device)  # (len(mine),)

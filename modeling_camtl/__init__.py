@@ -3,7 +3,7 @@
 
 from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
 
-from .configuration_camtl import CaMtlConfig, normalize_task_spec
+from .configuration_camtl import CAMTL_KNOBS, CAMTL_PRESETS, CaMtlConfig, normalize_task_spec
 from .modeling_camtl import CaMtlForMultiTask, CaMtlModel, CaMtlMultiTaskOutput, CaMtlPreTrainedModel
 
 AutoConfig.register("camtl", CaMtlConfig, exist_ok=True)
@@ -11,6 +11,8 @@ AutoModel.register(CaMtlConfig, CaMtlModel, exist_ok=True)
 AutoModelForSequenceClassification.register(CaMtlConfig, CaMtlForMultiTask, exist_ok=True)
 
 __all__ = [
+    "CAMTL_KNOBS",
+    "CAMTL_PRESETS",
     "CaMtlConfig",
     "CaMtlForMultiTask",
     "CaMtlModel",

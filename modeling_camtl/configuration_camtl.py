@@ -11,6 +11,42 @@ from transformers import PreTrainedConfig
 
 TASK_KINDS = ("classification", "regression")
 POOLING_CHOICES = ("pooler", "mean")
+#: Fields whose value must be one of a few words: ours (the default) first, the authors' design second.
+CHOICE_FIELDS = {
+    "conditional_attention_film": ("per_block", "shared"),
+    "task_transform": ("residual_mlp", "linear"),
+    "alignment_input": ("transformed", "raw"),
+    "conditional_layer_norm_gain": ("scale", "film"),
+    "adapter_style": ("residual", "replace"),
+}
+#: The CA-MTL fields of the config (BERT's own fields and ``tasks`` aside), one home for every list of knobs.
+CAMTL_KNOBS = (
+    "task_embedding_dim", "task_embedding_init_std", "generator_init_std", "task_transform", "alignment_input",
+    "conditional_layers", "conditional_attention_layers", "adapter_layers", "adapter_size", "adapter_style",
+    "reinit_adapter_layers", "conditional_attention_blocks", "conditional_attention_span",
+    "conditional_attention_film", "conditional_layer_norm_gain", "conditional_alignment", "conditional_attention",
+    "conditional_layer_norm", "conditional_adapter", "num_frozen_layers", "freeze_embeddings",
+    "frozen_attention_generators", "pooling", "classifier_dropout",
+)
+#: Named sets of knob values. ``authors``: the architecture of the authors' code (CAMTL/CA-MTL on GitHub,
+#: ``src/model/encoders/ca_mtl_base.py`` and ``conditional_modules.py``), every departure of ours switched to theirs;
+#: the initialisation stays ours (zero generators: identity at init wherever their design allows it).
+CAMTL_PRESETS = {
+    "ours": {},
+    "authors": {
+        "conditional_attention_layers": "all",  # block-diagonal attention in every layer, the frozen ones too
+        "frozen_attention_generators": True,  # ... where only its block matrices train
+        "conditional_attention_blocks": None,  # hidden_size // span blocks
+        "conditional_attention_film": "shared",  # one gamma/beta for all blocks
+        "task_embedding_dim": None,  # hidden_size
+        "task_transform": "linear",  # one Linear feeds attention, layer norms and adapter
+        "alignment_input": "raw",  # the alignment FiLM reads the raw task embedding
+        "conditional_layer_norm_gain": "film",  # gain w * (1 + gamma) + beta
+        "adapter_style": "replace",  # FiLM, linear bottleneck to hidden/3, new conditional LN with the attention output
+        "adapter_size": None,  # hidden_size // 3
+        "reinit_adapter_layers": True,  # the adapter (top) layer is trained from scratch
+    },
+}
 _TASK_NAME = re.compile(r"^[A-Za-z0-9_\-]+$")
 
 
@@ -76,31 +112,60 @@ class CaMtlConfig(PreTrainedConfig):
         tasks (`list[dict]`):
             Ordered task specs (see :func:`normalize_task_spec`). The position in this list is the task id. A list, never
             a dict keyed by name: ``config.json`` is written with sorted keys and would silently remap task ids.
-        task_embedding_dim (`int`, defaults to 64):
+        task_embedding_dim (`int`, *optional*, defaults to 64):
             Size of the learned task embedding ``z_i`` and of its transformation that drives every generator.
+            ``None``: ``hidden_size`` (the authors'); the saved config holds the number.
+        task_transform (`str`, defaults to "residual_mlp"):
+            The transformation ``c`` of the task embedding ``z``: ``"residual_mlp"`` (ours, ``c = z + MLP(z)``) or
+            ``"linear"`` (the authors', ``c = W z + b``).
+        alignment_input (`str`, defaults to "transformed"):
+            What conditions the alignment FiLM: ``"transformed"`` (ours, ``c`` like every other generator) or ``"raw"``
+            (the authors', the embedding ``z`` itself).
         task_embedding_init_std (`float`, defaults to 1.0):
             Standard deviation of the task embeddings at initialisation.
         generator_init_std (`float`, defaults to 0.0):
             Standard deviation of the conditioning generators (FiLM, layer-norm gain, block bias) at initialisation.
             0 makes a freshly built CA-MTL model compute exactly what its BERT checkpoint computes.
         conditional_layers (`list[int]`, *optional*):
-            Layers with conditional attention and conditional layer norm. Default: the upper half, as in the paper.
+            Layers with conditional layer norm (and conditional attention, unless ``conditional_attention_layers``
+            says otherwise). Default: the upper half, as in the paper.
+        conditional_attention_layers (`list[int]` or `"all"`, *optional*):
+            Layers with conditional attention. Default: ``conditional_layers`` (ours); ``"all"``: every layer, the
+            frozen ones included (the authors').
         adapter_layers (`list[int]`, *optional*):
             Layers with a conditional bottleneck adapter. Default: the top layer.
-        adapter_size (`int`, defaults to 64):
-            Bottleneck size of the conditional adapter.
-        conditional_attention_blocks (`int`, defaults to 4):
+        adapter_size (`int`, *optional*, defaults to 64):
+            Bottleneck size of the conditional adapter. ``None``: ``hidden_size // 3`` (the authors').
+        adapter_style (`str`, defaults to "residual"):
+            ``"residual"`` (ours): ``LN(h + F + up(act(FiLM(down(F)))))`` with ``F = FFN(h)`` and ``up`` starting at
+            zero, so the layer starts as BERT's. ``"replace"`` (the authors'): the layer's output ``y = LN(h + F)`` goes
+            through ``up(down(FiLM(y)))`` (no activation), whose sum with the attention output ``h`` goes through a new
+            (conditional) layer norm; it replaces the FFN residual and is *not* the identity at initialisation.
+        reinit_adapter_layers (`bool`, defaults to False):
+            ``from_bert`` re-initialises BERT's parameters of the adapter layers, which then train from scratch (the
+            authors' top layer is new). Checkpoints load their trained weights either way.
+        conditional_attention_blocks (`int`, *optional*, defaults to 4):
             Number ``N`` of diagonal blocks of the conditional attention bias over ``conditional_attention_span``
-            positions (block size ``ceil(span / N)``).
+            positions (block size ``ceil(span / N)``). ``None``: ``max(1, hidden_size // span)`` (the authors':
+            hidden size over the maximum input length).
         conditional_attention_span (`int`, defaults to 128):
             Positions covered by the ``N`` blocks. Longer inputs reuse the blocks cyclically, so any length up to
             ``max_position_embeddings`` works with dynamic padding.
+        conditional_attention_film (`str`, defaults to "per_block"):
+            The task FiLM of the blocks: ``"per_block"`` (ours, a gamma and beta per position of the span) or
+            ``"shared"`` (the authors', one gamma and beta per offset inside a block, shared by all blocks).
+        conditional_layer_norm_gain (`str`, defaults to "scale"):
+            The task modulation of a conditional layer norm's gain ``w``: ``"scale"`` (ours, ``w * (1 + gamma(c))``)
+            or ``"film"`` (the authors', ``w * (1 + gamma(c)) + beta(c)``); the bias is BERT's in both.
         conditional_alignment, conditional_attention, conditional_layer_norm, conditional_adapter (`bool`):
             Switch each conditional module on or off (all off gives plain multi-task learning with a shared encoder).
         num_frozen_layers (`int`, *optional*):
             Lower layers kept frozen in training. Default: the lower half, as in the paper.
         freeze_embeddings (`bool`, defaults to True):
             Keep the embeddings frozen in training.
+        frozen_attention_generators (`bool`, defaults to False):
+            In the frozen layers (``set_trainable("paper")``), freeze the conditional attention's FiLM generator too, so
+            only its block matrices train there (the authors' freezing rule). False: every CA-MTL module trains.
         pooling (`str`, defaults to "pooler"):
             Sentence representation fed to the heads: ``"pooler"`` (BERT's pooler on the first token) or ``"mean"``.
         classifier_dropout (`float`, *optional*):
@@ -125,20 +190,28 @@ class CaMtlConfig(PreTrainedConfig):
     classifier_dropout: float | None = None
 
     tasks: list | None = None
-    task_embedding_dim: int = 64
+    task_embedding_dim: int | None = 64
     task_embedding_init_std: float = 1.0
     generator_init_std: float = 0.0
+    task_transform: str = "residual_mlp"
+    alignment_input: str = "transformed"
     conditional_layers: list | None = None
+    conditional_attention_layers: list | str | None = None
     adapter_layers: list | None = None
-    adapter_size: int = 64
-    conditional_attention_blocks: int = 4
+    adapter_size: int | None = 64
+    adapter_style: str = "residual"
+    reinit_adapter_layers: bool = False
+    conditional_attention_blocks: int | None = 4
     conditional_attention_span: int = 128
+    conditional_attention_film: str = "per_block"
+    conditional_layer_norm_gain: str = "scale"
     conditional_alignment: bool = True
     conditional_attention: bool = True
     conditional_layer_norm: bool = True
     conditional_adapter: bool = True
     num_frozen_layers: int | None = None
     freeze_embeddings: bool = True
+    frozen_attention_generators: bool = False
     pooling: str = "pooler"
 
     def __post_init__(self, **kwargs):
@@ -147,6 +220,15 @@ class CaMtlConfig(PreTrainedConfig):
             self.conditional_layers = [int(i) for i in self.conditional_layers]
         if self.adapter_layers is not None:
             self.adapter_layers = [int(i) for i in self.adapter_layers]
+        if isinstance(self.conditional_attention_layers, (list, tuple)):
+            self.conditional_attention_layers = [int(i) for i in self.conditional_attention_layers]
+        # the authors' sizes (None) resolve to numbers, so the saved config says what was built
+        if self.task_embedding_dim is None:
+            self.task_embedding_dim = self.hidden_size
+        if self.adapter_size is None:
+            self.adapter_size = max(1, self.hidden_size // 3)
+        if self.conditional_attention_blocks is None:
+            self.conditional_attention_blocks = max(1, self.hidden_size // self.conditional_attention_span)
         super().__post_init__(**kwargs)
         self.validate_camtl()
 
@@ -167,10 +249,17 @@ class CaMtlConfig(PreTrainedConfig):
                 f"hidden_size ({self.hidden_size}) must be a multiple of num_attention_heads "
                 f"({self.num_attention_heads})"
             )
+        for field, choices in CHOICE_FIELDS.items():
+            if getattr(self, field) not in choices:
+                raise ValueError(f"{field} must be one of {list(choices)}, got {getattr(self, field)!r}")
         n = self.num_hidden_layers
-        for field in ("conditional_layers", "adapter_layers"):
+        attention_layers = self.conditional_attention_layers
+        if not (attention_layers is None or attention_layers == "all" or isinstance(attention_layers, list)):
+            raise ValueError(f"conditional_attention_layers must be a list of layer indices, 'all' or null, "
+                             f"got {self.conditional_attention_layers!r}")
+        for field in ("conditional_layers", "adapter_layers", "conditional_attention_layers"):
             layers = getattr(self, field)
-            if layers is not None and (any(not 0 <= i < n for i in layers) or len(set(layers)) != len(layers)):
+            if isinstance(layers, list) and (any(not 0 <= i < n for i in layers) or len(set(layers)) != len(layers)):
                 raise ValueError(f"{field} must be distinct layer indices in [0, {n - 1}], got {layers}")
         if self.num_frozen_layers is not None and not 0 <= self.num_frozen_layers <= n:
             raise ValueError(f"num_frozen_layers must be in [0, {n}], got {self.num_frozen_layers}")
@@ -189,6 +278,14 @@ class CaMtlConfig(PreTrainedConfig):
         if self.conditional_layers is not None:
             return list(self.conditional_layers)
         return list(range(self.num_hidden_layers // 2, self.num_hidden_layers))
+
+    @property
+    def conditional_attention_layer_ids(self) -> list:
+        if self.conditional_attention_layers == "all":
+            return list(range(self.num_hidden_layers))
+        if self.conditional_attention_layers is not None:
+            return list(self.conditional_attention_layers)
+        return self.conditional_layer_ids
 
     @property
     def adapter_layer_ids(self) -> list:
@@ -220,4 +317,4 @@ class CaMtlConfig(PreTrainedConfig):
         return ", ".join(f"{i}={name}" for i, name in enumerate(self.task_names)) or "(none: config.tasks is empty)"
 
 
-__all__ = ["CaMtlConfig", "normalize_task_spec"]
+__all__ = ["CAMTL_KNOBS", "CAMTL_PRESETS", "CaMtlConfig", "normalize_task_spec"]

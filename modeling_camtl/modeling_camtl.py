@@ -9,6 +9,10 @@ generators that condition the encoder per example:
     y   = CLN_c(h + FFN(h) + Adapter_c(FFN(h)))                       # conditional bottleneck adapter (top layer)
 
 Every generator starts at zero, so a freshly built model computes exactly what its BERT checkpoint computes.
+The config switches each departure of ours from the authors' code to their design (``CAMTL_PRESETS["authors"]``,
+README "Departures from the paper and the authors' code"): the layers with conditional attention, the block layout,
+the task transformation and what the alignment reads, the layer-norm gain's FiLM, and the adapter
+(``adapter_style="replace"``: ``y = CLN_c(up(down(FiLM_c(CLN_c(h + FFN(h))))) + h)``, not the identity at init).
 Conditioning is gathered per example (``task_embedding[task_ids]``): a batch may mix tasks freely, with no Python
 loop over the tasks of a batch and no host synchronisation for it.
 
@@ -33,7 +37,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils import ModelOutput
 
-from .configuration_camtl import CaMtlConfig, normalize_task_spec
+from .configuration_camtl import CAMTL_PRESETS, CaMtlConfig, normalize_task_spec
 from .pipeline_camtl import save_pipeline_files
 
 AUTO_MAP = {
@@ -62,18 +66,26 @@ class CaMtlGenerator(nn.Module):
 
 
 class CaMtlTaskEncoder(nn.Module):
-    """Task embedding ``z_i`` and its transformation ``c = z + MLP(z)`` shared by every generator."""
+    """Task embedding ``z_i`` and its transformation ``c`` shared by every generator: ``c = z + MLP(z)``
+    (``task_transform="residual_mlp"``) or ``c = W z + b`` (``"linear"``, the authors')."""
 
     def __init__(self, config: CaMtlConfig):
         super().__init__()
         d = config.task_embedding_dim
         self.embedding = nn.Embedding(max(len(config.tasks), 1), d)
-        self.dense_in = nn.Linear(d, d)
-        self.dense_out = nn.Linear(d, d)
+        self.linear = config.task_transform == "linear"
+        if self.linear:
+            self.transform = nn.Linear(d, d)
+        else:
+            self.dense_in = nn.Linear(d, d)
+            self.dense_out = nn.Linear(d, d)
 
-    def forward(self, task_ids: torch.LongTensor) -> torch.Tensor:
+    def forward(self, task_ids: torch.LongTensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(z, c)``: the embedding and its transformation, (B, C) each."""
         z = self.embedding(task_ids)  # (B, C)
-        return z + self.dense_out(F.gelu(self.dense_in(z)))  # (B, C)
+        if self.linear:
+            return z, self.transform(z)  # (B, C)
+        return z, z + self.dense_out(F.gelu(self.dense_in(z)))  # (B, C)
 
 
 class CaMtlFiLM(nn.Module):
@@ -95,14 +107,17 @@ class CaMtlBlockDiagonalBias(nn.Module):
     FiLM of the task conditioning: ``A'_n = A_n * (1 + gamma_n(c)) + beta_n(c)``. Position ``p`` lies in block
     ``(p // S) % N`` at offset ``p % S``: inputs of any length (dynamic padding) get the slice of the same bias that a
     padded-to-max input would use, and positions past the span reuse the blocks cyclically.
+    ``conditional_attention_film="shared"`` (the authors'): one ``gamma, beta`` of size ``S`` for every block.
     """
 
     def __init__(self, config: CaMtlConfig):
         super().__init__()
         self.num_blocks = config.conditional_attention_blocks
         self.block_size = config.attention_block_size
+        self.shared_film = config.conditional_attention_film == "shared"
         self.blocks = nn.Parameter(torch.zeros(self.num_blocks, self.block_size, self.block_size))  # (N, S, S)
-        self.generator = CaMtlGenerator(config.task_embedding_dim, 2 * self.num_blocks * self.block_size)
+        film_size = self.block_size if self.shared_film else self.num_blocks * self.block_size
+        self.generator = CaMtlGenerator(config.task_embedding_dim, 2 * film_size)
 
     def forward(self, cond: torch.Tensor, seq_len: int, additive_mask: torch.Tensor | None = None) -> torch.Tensor:
         """``M(c)`` (B, T, T), zero off the diagonal blocks; plus ``additive_mask`` (B, 1, T) when given (the padding
@@ -114,22 +129,30 @@ class CaMtlBlockDiagonalBias(nn.Module):
         row = pos % (self.num_blocks * self.block_size)  # (T,) row in the stacked blocks (N*S, S): block, offset
         offset = row % self.block_size  # (T,) offset inside its block
         base = self.blocks.view(-1, self.block_size)[row[:, None], offset[None, :]] * same_block  # (T, T)
-        gamma, beta = self.generator(cond).view(bsz, 2, -1)[:, :, row].unbind(1)  # 2 x (B, T): per key column
+        film_of = offset if self.shared_film else row  # (T,) the FiLM entry of each key column
+        gamma, beta = self.generator(cond).view(bsz, 2, -1)[:, :, film_of].unbind(1)  # 2 x (B, T): per key column
         scale = 1 + gamma[:, None, :]  # (B, 1, T)
         bias = base * scale if additive_mask is None else torch.addcmul(additive_mask, base, scale)  # (B, T, T)
         return bias.addcmul_(same_block, beta[:, None, :])  # (B, T, T): + beta on the diagonal blocks only
 
 
 class CaMtlConditionalLayerNorm(nn.Module):
-    """Layer norm whose gain is modulated by the task: ``LN(x) * (1 + g(c))`` with BERT's weight and bias kept."""
+    """Layer norm whose gain ``w`` is modulated by the task, BERT's weight and bias kept: ``LN(x) * w * (1 + g(c)) + b``
+    (``conditional_layer_norm_gain="scale"``), or a FiLM of the gain ``LN(x) * (w * (1 + g(c)) + beta(c)) + b``
+    (``"film"``, the authors')."""
 
     def __init__(self, config: CaMtlConfig):
         super().__init__()
-        self.generator = CaMtlGenerator(config.task_embedding_dim, config.hidden_size)
+        self.film = config.conditional_layer_norm_gain == "film"
+        self.generator = CaMtlGenerator(config.task_embedding_dim, config.hidden_size * (2 if self.film else 1))
 
     def forward(self, x: torch.Tensor, layer_norm: nn.LayerNorm, cond: torch.Tensor) -> torch.Tensor:
         normed = F.layer_norm(x, layer_norm.normalized_shape, None, None, layer_norm.eps)  # (B, T, H)
-        gain = layer_norm.weight * (1 + self.generator(cond)).unsqueeze(1)  # (B, 1, H)
+        if self.film:
+            gamma, beta = self.generator(cond).unsqueeze(1).chunk(2, dim=-1)  # 2 x (B, 1, H)
+            gain = torch.addcmul(beta, layer_norm.weight, 1 + gamma)  # (B, 1, H): w * (1 + gamma) + beta
+        else:
+            gain = layer_norm.weight * (1 + self.generator(cond)).unsqueeze(1)  # (B, 1, H)
         return torch.addcmul(layer_norm.bias, normed, gain)  # (B, T, H): normed * gain + bias in one pass
 
 
@@ -149,6 +172,29 @@ class CaMtlAdapter(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         return self.up(self.act(self.film(self.down(hidden_states), cond)))  # (B, T, H)
+
+
+class CaMtlReplacingAdapter(nn.Module):
+    """The authors' adapter (``adapter_style="replace"``): on the layer's output ``y`` and its attention output ``h``,
+    ``CLN_c'(up(down(FiLM_c'(y))) + h)`` with ``c' = W c + b``, a linear bottleneck (no activation) and a new layer norm
+    (weight 1, bias 0; conditional when ``conditional_layer_norm``). It replaces the FFN residual, so the layer is not
+    BERT's at initialisation, whatever the weights."""
+
+    def __init__(self, config: CaMtlConfig):
+        super().__init__()
+        self.task_transform = nn.Linear(config.task_embedding_dim, config.task_embedding_dim)
+        self.film = CaMtlFiLM(config.task_embedding_dim, config.hidden_size)
+        self.down = nn.Linear(config.hidden_size, config.adapter_size)
+        self.up = nn.Linear(config.adapter_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.conditional_layer_norm = CaMtlConditionalLayerNorm(config) if config.conditional_layer_norm else None
+
+    def forward(self, layer_output: torch.Tensor, attention_output: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        adapted = self.up(self.down(self.film(layer_output, self.task_transform(cond))))  # (B, T, H)
+        adapted = adapted + attention_output  # (B, T, H): the residual of the attention output, not of y
+        if self.conditional_layer_norm is None:
+            return self.LayerNorm(adapted)
+        return self.conditional_layer_norm(adapted, self.LayerNorm, cond)  # (B, T, H)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -224,10 +270,10 @@ class CaMtlSelfOutput(nn.Module):
 
 
 class CaMtlAttention(nn.Module):
-    def __init__(self, config: CaMtlConfig, conditional: bool):
+    def __init__(self, config: CaMtlConfig, conditional_attention: bool, conditional_layer_norm: bool):
         super().__init__()
-        self.self = CaMtlSelfAttention(config, conditional and config.conditional_attention)
-        self.output = CaMtlSelfOutput(config, conditional and config.conditional_layer_norm)
+        self.self = CaMtlSelfAttention(config, conditional_attention)
+        self.output = CaMtlSelfOutput(config, conditional_layer_norm)
 
     def forward(self, hidden_states, attention_mask, cond):
         return self.output(self.self(hidden_states, attention_mask, cond), hidden_states, cond)
@@ -250,26 +296,33 @@ class CaMtlOutput(nn.Module):
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.camtl_layer_norm = CaMtlConditionalLayerNorm(config) if conditional else None
-        self.camtl_adapter = CaMtlAdapter(config) if adapter else None
+        self.replacing_adapter = adapter and config.adapter_style == "replace"
+        adapter_class = CaMtlReplacingAdapter if self.replacing_adapter else CaMtlAdapter
+        self.camtl_adapter = adapter_class(config) if adapter else None
 
     def forward(self, hidden_states, input_tensor, cond):
         hidden_states = self.dropout(self.dense(hidden_states))  # (B, T, H)
-        if self.camtl_adapter is not None:
+        if self.camtl_adapter is not None and not self.replacing_adapter:
             hidden_states = hidden_states + self.camtl_adapter(hidden_states, cond)
         hidden_states = hidden_states + input_tensor
         if self.camtl_layer_norm is None:
-            return self.LayerNorm(hidden_states)
-        return self.camtl_layer_norm(hidden_states, self.LayerNorm, cond)
+            hidden_states = self.LayerNorm(hidden_states)
+        else:
+            hidden_states = self.camtl_layer_norm(hidden_states, self.LayerNorm, cond)  # (B, T, H)
+        if self.replacing_adapter:
+            return self.camtl_adapter(hidden_states, input_tensor, cond)  # (B, T, H)
+        return hidden_states
 
 
 class CaMtlLayer(GradientCheckpointingLayer):
     def __init__(self, config: CaMtlConfig, layer_idx: int):
         super().__init__()
-        conditional = layer_idx in config.conditional_layer_ids
+        layer_norm = config.conditional_layer_norm and layer_idx in config.conditional_layer_ids
+        attention = config.conditional_attention and layer_idx in config.conditional_attention_layer_ids
         adapter = config.conditional_adapter and layer_idx in config.adapter_layer_ids
-        self.attention = CaMtlAttention(config, conditional)
+        self.attention = CaMtlAttention(config, attention, layer_norm)
         self.intermediate = CaMtlIntermediate(config)
-        self.output = CaMtlOutput(config, conditional and config.conditional_layer_norm, adapter)
+        self.output = CaMtlOutput(config, layer_norm, adapter)
 
     def forward(self, hidden_states, attention_mask, cond):
         attention_output = self.attention(hidden_states, attention_mask, cond)  # (B, T, H)
@@ -303,18 +356,20 @@ class CaMtlPooler(nn.Module):
 TRAINABLE_MODES = ("paper", "adapters", "all", "tasks")
 
 
-def _is_trainable(name: str, mode: str, frozen_layers: int, freeze_embeddings: bool) -> bool:
+def _is_trainable(name: str, mode: str, config: CaMtlConfig) -> bool:
     """Whether parameter ``name`` trains in ``mode`` (see ``CaMtlPreTrainedModel.set_trainable``)."""
+    name = name[len("bert."):] if name.startswith("bert.") else name
+    frozen_layer = name.startswith("encoder.layer.") and int(name.split(".")[2]) < config.frozen_layer_count
+    attention_generator = ".camtl_block_bias.generator." in name
+    if mode == "paper" and frozen_layer and attention_generator and config.frozen_attention_generators:
+        return False  # the authors' rule: in a frozen layer only the attention's block matrices train
     if mode == "all" or "camtl_" in name or name.startswith("heads."):
         return True
     if mode == "adapters":
         return False
-    name = name[len("bert."):] if name.startswith("bert.") else name
     if name.startswith("embeddings."):
-        return not freeze_embeddings
-    if name.startswith("encoder.layer."):
-        return int(name.split(".")[2]) >= frozen_layers
-    return True
+        return not config.freeze_embeddings
+    return not frozen_layer
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -398,17 +453,22 @@ class CaMtlPreTrainedModel(PreTrainedModel):
         - ``"all"``: everything trains.
         - ``"tasks"`` (continual learning, with ``tasks=[names]``): only those tasks' embedding rows and heads train;
           every other task's outputs stay bit-identical (train the task embedding without weight decay: decoupled
-          decay would move the frozen rows).
+          decay would move the frozen rows). Refused (``ValueError``) while every conditioning generator is zero:
+          the rows would get no gradient.
         """
         if mode not in TRAINABLE_MODES:
             raise ValueError(f"Unknown trainable mode {mode!r}; valid modes: {list(TRAINABLE_MODES)}")
         if (mode == "tasks") != (tasks is not None):
             raise ValueError("set_trainable: pass tasks=[names] with mode='tasks', and only then")
+        if mode == "tasks" and self._conditioning_is_inert():
+            raise ValueError(
+                "set_trainable('tasks') would train nothing but the heads: every conditioning generator of this model "
+                "is zero (its CA-MTL modules were never trained), so a task-embedding row gets no gradient. Train the "
+                "model with its CA-MTL modules first (set_trainable('paper') or 'adapters'), then add tasks.")
         hook = getattr(self, "_task_rows_hook", None)
         if hook is not None:
             hook.remove()
             self._task_rows_hook = None
-        frozen_layers = self.config.frozen_layer_count
         if mode == "tasks":
             task_ids = [self.task_id(t) for t in tasks]
             heads = tuple(f"heads.{self.config.task_names[i]}." for i in task_ids)
@@ -418,7 +478,7 @@ class CaMtlPreTrainedModel(PreTrainedModel):
             if mode == "tasks":
                 param.requires_grad = name.startswith(heads) or param is embedding
             else:
-                param.requires_grad = _is_trainable(name, mode, frozen_layers, self.config.freeze_embeddings)
+                param.requires_grad = _is_trainable(name, mode, self.config)
             counts["trainable" if param.requires_grad else "frozen"] += param.numel()
         if mode == "tasks":
             rows = torch.zeros(embedding.shape[0], 1, dtype=embedding.dtype, device=embedding.device)
@@ -427,6 +487,12 @@ class CaMtlPreTrainedModel(PreTrainedModel):
             counts["trainable"] -= embedding.numel() - len(task_ids) * embedding.shape[1]
             counts["frozen"] += embedding.numel() - len(task_ids) * embedding.shape[1]
         return counts
+
+    def _conditioning_is_inert(self) -> bool:
+        """True when the model has conditioning generators and every one is zero: the outputs do not depend on the
+        task embedding, whose gradient is then exactly zero (a fresh model's first step; see the README)."""
+        weights = [m.weight for m in self.modules() if isinstance(m, CaMtlGenerator)]
+        return bool(weights) and not any(torch.count_nonzero(w) for w in weights)
 
     def get_base_model(self):
         return getattr(self, self.base_model_prefix, self)
@@ -438,6 +504,23 @@ class CaMtlPreTrainedModel(PreTrainedModel):
             role = "camtl" if "camtl_" in name else "heads" if name.startswith("heads.") else "bert"
             counts[role] += param.numel()
         return counts
+
+    def _reinit_adapter_layers(self) -> None:
+        """Re-initialise BERT's parameters of the adapter layers, as BERT's ``_init_weights`` would (the authors'
+        top layer is new: ``reinit_adapter_layers``). CA-MTL's own modules keep their values."""
+        encoder = self.get_base_model().encoder
+        std = self.config.initializer_range
+        with torch.no_grad():  # torch.nn.init: transformers' init functions skip the loaded (flagged) tensors
+            for i in self.config.adapter_layer_ids:
+                for name, module in encoder.layer[i].named_modules():
+                    if "camtl_" in name:
+                        continue
+                    if isinstance(module, nn.Linear):
+                        nn.init.normal_(module.weight, mean=0.0, std=std)
+                        nn.init.zeros_(module.bias)
+                    elif isinstance(module, nn.LayerNorm):
+                        nn.init.ones_(module.weight)
+                        nn.init.zeros_(module.bias)
 
 
 class CaMtlModel(CaMtlPreTrainedModel):
@@ -497,10 +580,10 @@ class CaMtlModel(CaMtlPreTrainedModel):
             dtype = self.embeddings.word_embeddings.weight.dtype
             mask = (1.0 - attention_mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min  # (B, 1, 1, T)
 
-        cond = self.camtl_task(task_ids)  # (B, C)
+        task_embedding, cond = self.camtl_task(task_ids)  # (B, C) each: z and its transformation c
         hidden = self.embeddings(input_ids, token_type_ids)  # (B, T, H)
         if self.camtl_alignment is not None:
-            hidden = self.camtl_alignment(hidden, cond)
+            hidden = self.camtl_alignment(hidden, task_embedding if self.config.alignment_input == "raw" else cond)
         output_hidden_states = bool(output_hidden_states if output_hidden_states is not None
                                     else self.config.output_hidden_states)
         hidden, all_hidden = self.encoder(hidden, mask, cond, output_hidden_states)
@@ -729,12 +812,18 @@ class CaMtlForMultiTask(CaMtlPreTrainedModel):
         """Build a CA-MTL model from any BERT-layout checkpoint (a local folder or a Hub id).
 
         BERT's parameters load under their own names; only CA-MTL's new parameters (``camtl_*``) and the task heads
-        are initialised (and reported missing). ``config_overrides`` set CA-MTL knobs (e.g. ``adapter_size=32``).
+        are initialised (and reported missing). ``config_overrides`` set CA-MTL knobs (e.g. ``adapter_size=32``);
+        ``preset="authors"`` starts from the knobs of ``CAMTL_PRESETS["authors"]`` (the authors' architecture), which
+        other overrides then change. With ``reinit_adapter_layers`` the adapter layers' BERT weights are re-initialised.
         Pass ``output_loading_info=True`` to get ``(model, loading_info)``. The checkpoint's tokenizer, when it
         has one, is attached as ``model.tokenizer`` and saved by ``save_pretrained``.
         """
         from transformers import AutoConfig, AutoTokenizer
 
+        preset = config_overrides.pop("preset", "ours")
+        if preset not in CAMTL_PRESETS:
+            raise ValueError(f"Unknown CA-MTL preset {preset!r}; valid presets: {list(CAMTL_PRESETS)}")
+        config_overrides = {**CAMTL_PRESETS[preset], **config_overrides}
         load_kwargs = {k: config_overrides.pop(k) for k in ("output_loading_info", "dtype", "revision", "token",
                                                             "cache_dir", "local_files_only", "attn_implementation")
                        if k in config_overrides}
@@ -751,6 +840,8 @@ class CaMtlForMultiTask(CaMtlPreTrainedModel):
         config = CaMtlConfig(**{**fields, "tasks": tasks, **config_overrides})
         result = cls.from_pretrained(name_or_path, config=config, **load_kwargs)
         model = result[0] if isinstance(result, tuple) else result
+        if config.reinit_adapter_layers and config.conditional_adapter:
+            model._reinit_adapter_layers()
         if load_tokenizer:
             try:
                 model.tokenizer = AutoTokenizer.from_pretrained(name_or_path)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import BertConfig, BertModel
 
-from modeling_camtl import CaMtlConfig, CaMtlForMultiTask, CaMtlModel
+from modeling_camtl import CAMTL_PRESETS, CaMtlConfig, CaMtlForMultiTask, CaMtlModel
 
 TASKS = [
     {"name": "sst2", "kind": "classification", "labels": ["negative", "positive"], "text_fields": ["sentence"]},
@@ -16,6 +16,9 @@ TASKS = [
     {"name": "mnli", "kind": "classification", "labels": ["entailment", "neutral", "contradiction"],
      "text_fields": ["premise", "hypothesis"]},
 ]
+
+#: The authors' architecture on the tiny config (span 8: inputs of 10-13 tokens reuse the blocks).
+AUTHORS = {**CAMTL_PRESETS["authors"], "conditional_attention_span": 8}
 
 
 def tiny_config(**overrides) -> CaMtlConfig:
@@ -136,9 +139,10 @@ def test_missing_keys_are_exactly_the_new_parameters(tmp_path):
         torch.testing.assert_close(model.state_dict()["bert." + name], value, atol=0, rtol=0)
 
 
-def test_initialization_catches_forgotten_parameters():
+@pytest.mark.parametrize("overrides", [{}, AUTHORS], ids=["ours", "authors"])
+def test_initialization_catches_forgotten_parameters(overrides):
     """transformers' check: with every init std set to ~0, each parameter's mean must be exactly 0 or 1."""
-    config = tiny_config()
+    config = tiny_config(**overrides)
     for key in list(config.to_dict()):
         if "_range" in key or "_std" in key:
             setattr(config, key, 1e-10)
@@ -186,9 +190,10 @@ def test_determinism_in_eval_mode(model):
     assert torch.equal(a.logits, b.logits)
 
 
-def test_sdpa_and_eager_agree():
+@pytest.mark.parametrize("overrides", [{}, AUTHORS], ids=["ours", "authors"])
+def test_sdpa_and_eager_agree(overrides):
     torch.manual_seed(0)
-    sdpa = CaMtlForMultiTask(tiny_config()).eval()
+    sdpa = CaMtlForMultiTask(tiny_config(**overrides)).eval()
     randomize_conditioning(sdpa, std=0.5)
     eager = copy.deepcopy(sdpa)
     eager.config._attn_implementation = "eager"

@@ -75,7 +75,9 @@ def test_tiny_run_evaluates_and_writes_the_model_folder(trained):
     assert results["command_line"].startswith("train.py")
     # the default floor: 8 // (2 * 3) = 1 row of every task per batch; the first 4 steps draw disjoint candidates
     assert results["sampling"] == {"strategy": "uncertainty", "min_rows_per_task": 1, "warmup_steps": 0,
-                                   "regression_scores": "borrow", "candidates_per_task": 8}
+                                   "regression_scores": "borrow", "score_mode": "eval",
+                                   "score_sources": {"stsb": "cola"},  # no mrpc here: the first classification task
+                                   "candidates_per_task": 8}
     assert min(fraction["used_rows"].values()) >= 4
     assert len(results["loss_history"]) == 10 and results["wall_time_s"] > 0
 
