@@ -19,6 +19,7 @@ import re  # noqa: E402
 import sys  # noqa: E402
 
 import gradio as gr  # noqa: E402
+from safetensors import SafetensorError  # noqa: E402
 
 DEFAULT_MODEL = "outputs/quickstart"
 #: Characters refused before tokenizing: far past any model's token limit, cheap to check.
@@ -103,6 +104,18 @@ def load_pipeline(model_or_path):
         return CaMtlClassificationPipeline(model=model, tokenizer=tokenizer)
     except OSError as e:  # a Hub id that cannot be reached, a folder with missing files
         raise CheckpointNotFoundError(f"Could not load the CA-MTL checkpoint {path!r}: {e}") from e
+    except SafetensorError as e:  # a weights file cut short
+        raise CheckpointNotFoundError(f"Could not load the CA-MTL checkpoint {path!r}: "
+                                      f"{damaged_weights_message(path, e)}") from e
+
+
+def damaged_weights_message(path: str, error: Exception) -> str:
+    """The damaged file named (`camtl.weights`); in a Space, where only this file travels, the error as it is."""
+    try:
+        from camtl.weights import damaged_weights_message as describe
+    except ImportError:
+        return f"its weights are damaged or incomplete ({error})"
+    return describe(path, error)
 
 
 def field_label(name: str) -> str:

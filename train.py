@@ -27,9 +27,11 @@ import logging
 import math
 import os
 import shlex
+import signal
 import sys
 import time
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,11 +54,13 @@ from camtl.data import (
     resolve_labels,
     tokenize_split,
 )
+from camtl.interrupt import StopRequest, stopped_at_once_line, stopped_line
 from camtl.metrics import compute_task_metrics, glue_average
 from camtl.model_card import write_model_card
 from camtl.sampling import TaskSampler, make_sampler
 from camtl.training import (
     BEST_DIR,
+    CHECKPOINTS_DIR,
     CONFIG_FILE,
     RESULTS_FILE,
     EntropyScorer,
@@ -80,7 +84,8 @@ from camtl.training import (
     save_model,
     validate_config,
 )
-from modeling_camtl import CaMtlForMultiTask
+from camtl.weights import naming_damaged_weights
+from modeling_camtl import CaMtlForMultiTask, is_camtl_parameter
 
 logger = logging.getLogger("camtl.train")
 
@@ -109,10 +114,13 @@ def parse_config(args: Sequence[str] | None = None, *, exit_on_error: bool = Tru
 
 
 def resolve_tasks(cfg: RunConfig) -> list[TaskDef]:
-    """The `TaskDef` of every configured task, label names filled in; ValueError for unknown or duplicate tasks."""
+    """The `TaskDef` of every configured task, label names filled in; ValueError for unknown or duplicate tasks.
+
+    A file task's relative paths are looked up in ``data.data_dir`` first, then in the working directory."""
     tasks = []
+    search_dirs = [d for d in (cfg.data.data_dir, os.getcwd()) if d is not None]  # for a file task's relative paths
     for i, entry in enumerate(cfg.data.tasks):
-        task = get_task(entry) if isinstance(entry, str) else TaskDef.from_dict(entry)
+        task = get_task(entry) if isinstance(entry, str) else TaskDef.from_dict(entry, search_dirs)
         task = resolve_labels(task)
         source = getattr(task, "source", None)
         if getattr(source, "validation_file", "") is None:
@@ -136,19 +144,11 @@ def build_model(cfg: RunConfig, tasks: Sequence[TaskDef]) -> tuple[CaMtlForMulti
     """
     if cfg.model.init_from:
         return continue_model(cfg, tasks)
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # the load report lists every new CA-MTL parameter: summarised below instead
-    try:
+    with naming_damaged_weights(cfg.model.base_model):  # from_bert warns itself about missing BERT parameters
         model, info = CaMtlForMultiTask.from_bert(cfg.model.base_model, tasks=[t.to_spec() for t in tasks],
                                                   output_loading_info=True, **dict(cfg.model.camtl))
-    finally:
-        hf_logging.set_verbosity(verbosity)
-    missing = sorted(info.get("missing_keys", []))
-    not_new = [k for k in missing if "camtl_" not in k and not k.startswith("heads.")]
-    log(f"Loaded {cfg.model.base_model}: {len(missing) - len(not_new)} new CA-MTL/head tensors initialised")
-    if not_new:
-        log(f"BERT parameters missing from {cfg.model.base_model} (initialised at random): {not_new}",
-            logging.WARNING)
+    new = [k for k in info.get("missing_keys", []) if is_camtl_parameter(k)]
+    log(f"Loaded {cfg.model.base_model}: {len(new)} new CA-MTL/head tensors initialised")
     if getattr(model, "tokenizer", None) is None:
         from transformers import AutoTokenizer
 
@@ -191,7 +191,8 @@ def continue_model(cfg: RunConfig, tasks: Sequence[TaskDef]) -> tuple[CaMtlForMu
     ``model.trainable`` (``new_tasks``: only the added tasks' embedding rows and heads train)."""
     from transformers import AutoTokenizer
 
-    model = CaMtlForMultiTask.from_pretrained(cfg.model.init_from)
+    with naming_damaged_weights(cfg.model.init_from):
+        model = CaMtlForMultiTask.from_pretrained(cfg.model.init_from)
     model.tokenizer = AutoTokenizer.from_pretrained(cfg.model.init_from)
     new = [t for t in tasks if t.name not in model.config.task_names]
     for task in new:
@@ -228,21 +229,40 @@ def get_dataloaders(cfg: RunConfig, tasks: Sequence[TaskDef], tokenizer, acceler
     padding collator. Batches are built by the task sampler (`camtl.sampling`) in `train`, each process
     its own rank-strided share; they do not go through ``accelerator.prepare``.
     """
-    train_sets, eval_sets = [], []
     d = cfg.data
-    if not accelerator.is_local_main_process:
-        datasets.disable_progress_bars()
+    trained = set(trained_task_ids(cfg, tasks))
+    train_sets: list = [None] * len(tasks)  # None: not trained in this run (model.trainable=new_tasks)
+    eval_sets: list = [None] * len(tasks)
+    splits = [(task_id, split) for task_id in range(len(tasks)) for split in ("train", "validation")
+              if split == "validation" or task_id in trained]
+    # one progress line for all the data (train() turns datasets' bars for every split off)
+    progress = tqdm(total=len(splits), desc="data", unit="split", disable=not accelerator.is_local_main_process)
     with accelerator.main_process_first():
-        trained = set(trained_task_ids(cfg, tasks))
-        for task_id, task in enumerate(tasks):
-            for split, rows, out in (("train", d.max_train_rows, train_sets), ("validation", d.max_eval_rows, eval_sets)):
-                if split == "train" and task_id not in trained:
-                    out.append(None)  # not trained in this run (model.trainable=new_tasks)
-                    continue
-                ds = load_split(task, split, data_dir=d.data_dir, max_rows=rows,
-                                seed=cfg.train.seed if rows is not None else None)
-                out.append(tokenize_split(ds, tokenizer, d.max_length, task_id))
+        for task_id, split in splits:
+            progress.set_postfix_str(f"{tasks[task_id].name} {split}")
+            rows = d.max_train_rows if split == "train" else d.max_eval_rows
+            ds = load_split(tasks[task_id], split, data_dir=d.data_dir, max_rows=rows,
+                            seed=cfg.train.seed if rows is not None else None)
+            (train_sets if split == "train" else eval_sets)[task_id] = tokenize_split(ds, tokenizer, d.max_length,
+                                                                                      task_id)
+            progress.update()
+    progress.close()
     return train_sets, eval_sets, MultiTaskCollator(tokenizer)
+
+
+@contextmanager
+def own_progress_bars_only():
+    """Inside the block, datasets' and transformers' progress bars (read, check and tokenize each split, load and save
+    each model) are off: a run shows its own "data" and "train" lines. They are as they were after the block."""
+    libraries = [(datasets.is_progress_bar_enabled(), datasets.enable_progress_bars, datasets.disable_progress_bars),
+                 (hf_logging.is_progress_bar_enabled(), hf_logging.enable_progress_bar, hf_logging.disable_progress_bar)]
+    for _, _, disable in libraries:
+        disable()
+    try:
+        yield
+    finally:
+        for was, enable, disable in libraries:
+            (enable if was else disable)()
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -409,11 +429,26 @@ def train(cfg: RunConfig, command_line: str | None = None) -> dict[str, Any]:
     """Train, evaluate, checkpoint and write the model folder; returns the results (also in results.json).
 
     A run stopped by ``train.max_steps_this_run`` returns ``{"interrupted": True, "step": ...}`` and
-    writes no final model.
+    writes no final model. So does a run stopped by SIGINT or SIGTERM (`camtl.interrupt`), after finishing its
+    step and writing a checkpoint (``"signal"`` names it); a second Ctrl-C raises ``KeyboardInterrupt`` at once,
+    its message saying how to resume.
     """
+    command_line = command_line or " ".join(shlex.quote(a) for a in sys.argv)
+    with StopRequest() as stop, own_progress_bars_only():
+        try:
+            return _train(cfg, command_line, stop)
+        except KeyboardInterrupt as interrupted:
+            world = int(os.environ.get("WORLD_SIZE", "1"))
+            raise KeyboardInterrupt(stopped_at_once_line(cfg.output_dir, command_line, world, stop.caught)) \
+                from interrupted
+
+
+def _train(cfg: RunConfig, command_line: str, stop: StopRequest) -> dict[str, Any]:
+    """`train` with ``stop`` catching SIGINT/SIGTERM from the moment the output folder holds the run."""
     start_time = time.time()
     run = setup(cfg)
     prepare(run)
+    stop.catch()  # the folder holds this run now: SIGINT/SIGTERM finish a step, write a checkpoint and stop
     t, acc = run.cfg.train, run.accelerator
     state, exact = _start_state(run)
     if state is None:  # resumed a finished run
@@ -448,8 +483,13 @@ def train(cfg: RunConfig, command_line: str | None = None) -> dict[str, Any]:
             state["wall_time_s"] += time.time() - start_time
             start_time = time.time()
             save_checkpoint(acc, run.out, step, state, run.sampler, t.save_total_limit)
+        if stop.agreed(acc):
+            break
+    stop.release()
     progress.close()
     state["wall_time_s"] += time.time() - start_time
+    if stop.signal_name and step < run.total_steps:
+        return _stop_on_signal(run, state, stop.signal_name, command_line)
     if step < run.total_steps:
         log(f"Stopped after step {step} of {run.total_steps} (max_steps_this_run); resume with "
                     "--resume_from_checkpoint latest")
@@ -459,6 +499,19 @@ def train(cfg: RunConfig, command_line: str | None = None) -> dict[str, Any]:
     results = _finish(run, state, exact if run.resume_path is not None else None, command_line)
     acc.end_training()
     return results
+
+
+def _stop_on_signal(run: Run, state: dict[str, Any], signal_name: str, command_line: str) -> dict[str, Any]:
+    """After SIGINT/SIGTERM: a checkpoint of the step reached (unless one was just saved), then one line."""
+    acc, t, step = run.accelerator, run.cfg.train, state["step"]
+    checkpoint = run.out / CHECKPOINTS_DIR / f"checkpoint-{step}"
+    if not (t.save_every and step % t.save_every == 0):
+        checkpoint = save_checkpoint(acc, run.out, step, state, run.sampler, t.save_total_limit)
+    acc.end_training()
+    log(stopped_line(signal_name, step, run.total_steps, checkpoint, command_line, acc.num_processes),
+        logging.WARNING)
+    return {"interrupted": True, "signal": signal_name, "step": step, "total_steps": run.total_steps,
+            "checkpoint": str(checkpoint), "data_fraction": _fraction(run.sampler, run.trained_names)}
 
 
 def _start_state(run: Run) -> tuple[dict[str, Any] | None, bool]:
@@ -672,9 +725,19 @@ def main(args: Sequence[str] | None = None) -> dict[str, Any]:
     return train(cfg, command_line=command)
 
 
+def exit_status(results: dict[str, Any]) -> int:
+    """0 for a finished run (or one stopped by max_steps_this_run), 128 + the signal's number for one stopped by a
+    signal (130 for Ctrl-C, 143 for SIGTERM, as a shell reports a process that the signal ended)."""
+    return 128 + signal.Signals[results["signal"]].value if results.get("signal") else 0
+
+
 if __name__ == "__main__":
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
-        main()
+        sys.exit(exit_status(main()))
     except RunSetupError as error:
         sys.exit(f"error: {error}")
+    except KeyboardInterrupt as stopped:  # a second Ctrl-C: its message says how to resume
+        message = str(stopped)
+    print(message, file=sys.stderr)  # after the except block has freed the run (its progress bar is closed)
+    sys.exit(128 + signal.SIGINT.value)

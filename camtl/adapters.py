@@ -14,11 +14,12 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from transformers import AutoConfig
 
 from modeling_camtl import CAMTL_KNOBS, CaMtlConfig, CaMtlForMultiTask
+
+from .weights import naming_damaged_weights
 
 ADAPTER_CONFIG_NAME = "camtl_adapter_config.json"
 ADAPTER_WEIGHTS_NAME = "camtl_adapter.safetensors"
@@ -119,16 +120,18 @@ def load_adapter(folder: str | Path, base_model: str | None = None, check_finger
     adapter_config = read_adapter_config(folder)
     base_model = str(base_model or adapter_config["base_model_name_or_path"])
     check_base(adapter_config, base_model)
-    try:
-        state = load_file(str(folder / ADAPTER_WEIGHTS_NAME))
-    except (SafetensorError, OSError, RuntimeError) as err:
-        raise ValueError(f"Corrupt or missing adapter weights {folder / ADAPTER_WEIGHTS_NAME}: {err}") from err
+    weights = folder / ADAPTER_WEIGHTS_NAME
+    if not weights.is_file():
+        raise FileNotFoundError(f"No CA-MTL adapter weights in {folder}: {ADAPTER_WEIGHTS_NAME} is missing")
+    with naming_damaged_weights(weights):
+        state = load_file(str(weights))
     if sorted(state) != adapter_config["parameters"]:
         raise ValueError(f"Adapter weights in {folder} do not match its config: "
                          f"{len(state)} tensors, config lists {len(adapter_config['parameters'])}")
-    model = CaMtlForMultiTask.from_bert(base_model, tasks=adapter_config["camtl_config"]["tasks"],
-                                        **{k: v for k, v in adapter_config["camtl_config"].items() if k != "tasks"},
-                                        **load_kwargs)
+    with naming_damaged_weights(base_model):
+        model = CaMtlForMultiTask.from_bert(base_model, tasks=adapter_config["camtl_config"]["tasks"],
+                                            **{k: v for k, v in adapter_config["camtl_config"].items()
+                                               if k != "tasks"}, **load_kwargs)
     if check_fingerprint and adapter_config.get("base_fingerprint") not in (None, base_fingerprint(model)):
         raise ValueError(f"Base model {base_model} has the right shape but other weights than the base this adapter "
                          f"was trained on ({adapter_config['base_model_name_or_path']}); pass "

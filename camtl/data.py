@@ -21,8 +21,8 @@ Sources:
   with a literal ``"``) and ``utf-8-sig`` (MRPC's byte-order mark); CoLA has no header line. (The
   Hub's MRPC text is SentEval-tokenized, the TSV's is the original text; the labels are the same.)
 * User files (`user_task`, `TaskDef.from_dict`): CSV (standard quoting), TSV (read like GLUE: no
-  quote processing), JSON (an array of records or JSON lines) and JSONL. CSV/TSV cells are read as
-  strings, never type-guessed.
+  quote processing; also a ``.txt`` file whose first line holds a tab, like SICK's), JSON (an array of
+  records or JSON lines) and JSONL. CSV/TSV cells are read as strings, never type-guessed.
 
 All reading goes through ``datasets.load_dataset`` and batched ``Dataset.map`` with module-level
 functions, so the Arrow cache and its fingerprints work: a second load or tokenization is read from
@@ -77,11 +77,28 @@ def _as_str_tuple(values: str | Sequence[Any] | None) -> tuple[str, ...]:
 
 
 def _format_from_extension(path: str) -> str:
-    """File format from the extension (ValueError listing the known ones)."""
+    """File format from the extension; a ``.txt`` file is TSV when its first line holds a tab (ValueError listing the
+    known formats otherwise)."""
     ext = os.path.splitext(os.fspath(path))[1].lower()
+    if ext == ".txt" and os.path.isfile(path):
+        with open(path, encoding="utf-8-sig", errors="replace") as f:
+            if "\t" in f.readline():
+                return "tsv"
     if ext not in _EXTENSIONS:
-        raise ValueError(f"Cannot tell the format of {path!r} from its extension; pass format= one of {list(FORMATS)}.")
+        txt = " (a .txt file is read as TSV when its first line holds a tab)" if ext == ".txt" else ""
+        raise ValueError(f"Cannot tell the format of {path!r} from its extension{txt}; pass format= one of "
+                         f"{list(FORMATS)}.")
     return _EXTENSIONS[ext]
+
+
+def _find_file(path: str | os.PathLike, folders: Sequence[str | os.PathLike], what: str) -> str:
+    """``path`` in the first of ``folders`` that holds it; FileNotFoundError naming every place tried."""
+    tried = [os.path.abspath(os.path.join(os.fspath(folder), os.fspath(path))) for folder in folders]
+    found = next((p for p in tried if os.path.isfile(p)), None)
+    if found is None:
+        raise FileNotFoundError(f"{what} {os.fspath(path)!r} does not exist: looked for "
+                                + " and ".join(repr(p) for p in dict.fromkeys(tried)) + ".")
+    return found
 
 
 def _strip(value: Any) -> Any:
@@ -286,12 +303,13 @@ class TaskDef:
         return spec
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any], base_dir: str | os.PathLike | None = None) -> TaskDef:
+    def from_dict(cls, d: Mapping[str, Any], search_dirs: Sequence[str | os.PathLike] | None = None) -> TaskDef:
         """Build a task from a plain dict (a YAML/JSON config entry).
 
         ``{"name": "rte"}`` gives the built-in GLUE task. Any other dict is a file task with the
         keyword arguments of `user_task` (``train_file``, ``text_columns``, ``label_column`` are
-        required). Relative file paths are resolved against ``base_dir`` when it is given.
+        required). A relative file path is looked up in each of ``search_dirs`` in turn (``train.py``: the data
+        folder, then the working directory); FileNotFoundError naming every place tried when none holds it.
         """
         d = dict(d)
         if "name" not in d:
@@ -311,10 +329,10 @@ class TaskDef:
                 f"Task {d['name']!r} is not a GLUE task ({sorted(GLUE_TASKS)}) and declares no 'train_file'; "
                 "a file task needs train_file, text_columns and label_column."
             )
-        if base_dir is not None:
+        if search_dirs is not None:
             for key in ("train_file", "validation_file"):
                 if d.get(key) is not None and not os.path.isabs(d[key]):
-                    d[key] = os.path.join(os.fspath(base_dir), d[key])
+                    d[key] = _find_file(d[key], search_dirs, f"Task {d['name']!r}: {key}")
         return user_task(**d)
 
 
@@ -565,12 +583,27 @@ def _read_table(path: str, fmt: str, column_names: Sequence[str] | None = None) 
             warnings.simplefilter("error", pandas.errors.ParserWarning)
             return datasets.load_dataset(builder, data_files={"train": path}, split="train", **kwargs)
     except Exception as e:  # pandas/pyarrow/datasets errors all mean the same thing here
+        if _holds_no_rows(path, fmt, header=column_names is None):
+            what = "a header line but no data rows" if fmt in ("csv", "tsv") and column_names is None else "no rows"
+            raise ValueError(f"Could not read {path!r}: it has {what}; every split needs at least one example.") from e
         hint = ""
         if fmt in ("csv", "tsv"):
             hint = " Every row needs as many fields as the header" + (
                 "; TSV is read without quote processing, like GLUE." if fmt == "tsv" else "."
             )
         raise ValueError(f"Could not read {path!r} as {fmt.upper()}: {_root_cause(e).strip()}.{hint}") from e
+
+
+def _holds_no_rows(path: str, fmt: str, header: bool) -> bool:
+    """Whether a data file holds no example: only blank lines after the header line, or an empty JSON array."""
+    with open(path, encoding="utf-8-sig", errors="replace") as f:
+        if fmt in ("csv", "tsv", "jsonl"):
+            lines = iter(f)
+            if header and fmt != "jsonl":
+                next(lines, None)
+            return not any(line.strip() for line in lines)
+        text = f.read().strip()
+    return text in ("", "[]") or re.fullmatch(r"\[\s*\]", text) is not None
 
 
 def _read_header(path: str, delimiter: str, quoting: int) -> list[str]:

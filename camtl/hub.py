@@ -1,22 +1,30 @@
 """Publish a CA-MTL checkpoint and its demo Space on the Hugging Face Hub.
 
-    python -m camtl.hub model outputs/quickstart you/camtl-glue [--private]
-    python -m camtl.hub space you/camtl-glue-demo --model you/camtl-glue [--private]
+    python -m camtl.hub model outputs/quickstart you/camtl-glue [--private] [--dry-run]
+    python -m camtl.hub space you/camtl-glue-demo --model you/camtl-glue [--private] [--dry-run]
 
 The token comes from ``--token``, ``$HF_TOKEN`` or ``hf auth login``; ``$HF_ENDPOINT`` names another Hub endpoint.
 Everything goes through ``huggingface_hub.HfApi`` (``create_repo`` + ``upload_folder``).
+
+Nothing local changes: what is uploaded is completed and checked in a temporary copy (`staged_model`: the model
+card, the pipeline file of an older checkpoint), before any request. ``--dry-run`` lists what would be uploaded, with
+sizes, and makes no request; a Hub that cannot be reached or refuses the upload is one line (`PublishError`).
 """
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from fnmatch import fnmatch
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from huggingface_hub import HfApi, SpaceCard, SpaceCardData
+from huggingface_hub import HfApi, SpaceCard, SpaceCardData, constants
+from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACE_TEMPLATE = ROOT / "space"
@@ -30,9 +38,20 @@ SKIPPED_FILES = ("*.pt", "*.pth", "*.bin", "*.pyc", ".*", "optimizer*", "schedul
 # --------------------------------------------------------------------------------------------------------------------
 # Model
 # --------------------------------------------------------------------------------------------------------------------
-def check_model_folder(folder) -> None:
-    """Raise ``ValueError`` listing everything a Hub user would miss in ``folder``: config with ``auto_map`` for
-    the three auto classes and the code files it names, the pipeline file, weights, tokenizer, model card."""
+#: What a failed request raises: the Hub's refusal (``HfHubHTTPError``), or the HTTP client's own errors (connection
+#: refused, name not resolved, time-outs: the base class ``HfHubHTTPError`` shares with them) and ``OSError``.
+NETWORK_ERRORS = (OSError, *HfHubHTTPError.__bases__)
+NOTHING_CHANGED = "no file was uploaded and no local file changed"
+
+
+class PublishError(ConnectionError):
+    """The Hub could not be reached or refused a request; the message (one line) says which and what to do."""
+
+
+def check_model_folder(folder, shown_as=None) -> None:
+    """Raise ``ValueError`` listing everything a Hub user would miss in ``folder`` (named ``shown_as`` in the message):
+    config with ``auto_map`` for the three auto classes and the code files it names, the pipeline file, weights,
+    tokenizer, model card."""
     folder = Path(folder)
     problems = []
     config = {}
@@ -60,7 +79,7 @@ def check_model_folder(folder) -> None:
         problems.append("README.md (the model card) is missing: write it with camtl.model_card.write_model_card "
                         "(push_model does when the folder holds results.json)")
     if problems:
-        raise ValueError(f"{folder} is not ready for the Hub:\n- " + "\n- ".join(problems))
+        raise ValueError(f"{shown_as or folder} is not ready for the Hub:\n- " + "\n- ".join(problems))
 
 
 def model_files(folder) -> list[str]:
@@ -92,20 +111,75 @@ def prepare_model_folder(folder, repo_id: str | None = None, write_card: bool = 
         write_model_card(folder, results, None, training_config, repo_id=repo_id)
 
 
+@contextmanager
+def staged_model(folder, repo_id: str, write_card: bool = True) -> Iterator[Path]:
+    """A temporary folder holding what :func:`push_model` uploads: ``folder``'s :func:`model_files` (weights linked,
+    the rest copied), completed by :func:`prepare_model_folder` and checked by :func:`check_model_folder`
+    (``ValueError``). ``folder`` itself is never changed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"{folder} is not a folder: give the checkpoint folder (e.g. outputs/quickstart).")
+    with tempfile.TemporaryDirectory(prefix="camtl-upload-") as tmp:
+        staged = Path(tmp)
+        for name in model_files(folder):
+            if name.endswith(".safetensors"):  # large and never rewritten: linked, not copied
+                os.symlink((folder / name).resolve(), staged / name)
+            else:
+                shutil.copy2(folder / name, staged / name)
+        prepare_model_folder(staged, repo_id, write_card)
+        check_model_folder(staged, shown_as=folder)
+        yield staged
+
+
+def upload_list(staged, folder=None) -> list[tuple[str, int, str]]:
+    """``(file, size in bytes, note)`` for each file of a staged upload; the note says which files the staging added
+    to or rewrote in ``folder``'s version."""
+    rows = []
+    for name in model_files(staged):
+        path, original = Path(staged) / name, Path(folder) / name if folder is not None else None
+        note = ""
+        if original is not None and not original.is_file():
+            note = "added for the upload"
+        elif original is not None and not path.is_symlink() and path.read_bytes() != original.read_bytes():
+            note = "rewritten for the upload"
+        rows.append((name, path.stat().st_size, note))
+    return rows
+
+
+@contextmanager
+def hub_requests(endpoint: str | None = None) -> Iterator[None]:
+    """Inside the block, a Hub that cannot be reached or refuses a request raises a one-line `PublishError`."""
+    where = endpoint or constants.ENDPOINT
+    try:
+        yield
+    except OfflineModeIsEnabled as e:
+        raise PublishError(f"HF_HUB_OFFLINE is set, so the Hub cannot be reached: {NOTHING_CHANGED}. Unset "
+                           "HF_HUB_OFFLINE to publish; --dry-run checks the folder without the network.") from e
+    except HfHubHTTPError as e:
+        status = e.response.status_code if e.response is not None else "no status"
+        reason = str(e).strip().splitlines()[0]
+        token = " Check the token (--token, $HF_TOKEN or `hf auth login`)." if status in (401, 403) else ""
+        raise PublishError(f"The Hub at {where} refused the request ({status}: {reason}): {NOTHING_CHANGED}."
+                           f"{token}") from e
+    except NETWORK_ERRORS as e:
+        raise PublishError(f"Could not reach the Hub at {where} ({type(e).__name__}: {e}): {NOTHING_CHANGED}. Try "
+                           "again when online; --dry-run checks the folder without the network.") from e
+
+
 def push_model(folder, repo_id: str, token: str | None = None, private: bool = False, *,
                write_card: bool = True, commit_message: str = "Upload CA-MTL model", endpoint: str | None = None):
     """Upload a saved CA-MTL checkpoint (weights, remote code, pipeline, tokenizer, card) to ``repo_id``.
 
-    The folder is completed first (:func:`prepare_model_folder`: the card is rewritten from ``results.json`` with
-    ``repo_id`` in its usage snippets; ``write_card=False`` keeps an existing one) and checked (:func:`check_model_folder`), so nothing
-    is created on the Hub for a folder that would not load there. Returns the ``CommitInfo``.
+    What is uploaded is completed in a temporary copy first (:func:`staged_model`: the card is rewritten from
+    ``results.json`` with ``repo_id`` in its usage snippets; ``write_card=False`` keeps an existing one) and checked,
+    so nothing is created on the Hub for a folder that would not load there, and ``folder`` is never changed.
+    Returns the ``CommitInfo``; `PublishError` when the Hub cannot be reached or refuses.
     """
-    prepare_model_folder(folder, repo_id, write_card)
-    check_model_folder(folder)
-    api = HfApi(endpoint=endpoint, token=token)
-    api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
-    return api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model",
-                             commit_message=commit_message, allow_patterns=model_files(folder))
+    with staged_model(folder, repo_id, write_card) as staged, hub_requests(endpoint):
+        api = HfApi(endpoint=endpoint, token=token)
+        api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+        return api.upload_folder(folder_path=str(staged), repo_id=repo_id, repo_type="model",
+                                 commit_message=commit_message, allow_patterns=model_files(staged))
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -144,7 +218,7 @@ def push_space(space_repo_id: str, model_repo_id: str, token: str | None = None,
 
     The Space variable ``CAMTL_MODEL`` points the app at the model repository."""
     api = HfApi(endpoint=endpoint, token=token)
-    with tempfile.TemporaryDirectory(prefix="camtl-space-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="camtl-space-") as tmp, hub_requests(endpoint):
         folder = make_space_folder(tmp, model_repo_id, title)
         api.create_repo(space_repo_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
         api.add_space_variable(space_repo_id, MODEL_ENV, model_repo_id,
@@ -171,8 +245,13 @@ def main(argv=None) -> int:
     for sub in (model, space):
         sub.add_argument("--private", action="store_true", help="create the repository private")
         sub.add_argument("--token", default=None, help="Hub token (default: $HF_TOKEN or the saved login)")
+        sub.add_argument("--dry-run", action="store_true", help="list what would be uploaded, with sizes; change "
+                                                                "nothing and make no request")
     args = parser.parse_args(argv)
     try:
+        if args.dry_run:
+            print_dry_run(args)
+            return 0
         if args.command == "model":
             info = push_model(args.folder, args.repo_id, args.token, args.private, write_card=not args.keep_card)
         else:
@@ -180,8 +259,30 @@ def main(argv=None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except PublishError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     print(info.commit_url)
     return 0
+
+
+def print_dry_run(args) -> None:
+    """What ``main`` would upload for ``args``, staged as for real (ValueError for a folder not ready), one file a
+    line with its size."""
+    if args.command == "model":
+        repo, kind = args.repo_id, "model"
+        with staged_model(args.folder, args.repo_id, write_card=not args.keep_card) as staged:
+            rows = upload_list(staged, args.folder)
+    else:
+        repo, kind = args.space_repo_id, "Space"
+        with tempfile.TemporaryDirectory(prefix="camtl-space-") as tmp:
+            rows = upload_list(make_space_folder(tmp, args.model_repo_id, args.title))
+    print(f"Dry run: would upload {len(rows)} files ({sum(r[1] for r in rows):,} bytes) to the "
+          f"{'private' if args.private else 'public'} {kind} repository {repo} at {constants.ENDPOINT}:")
+    width = max(len(r[0]) for r in rows)
+    for name, size, note in rows:
+        print(f"  {name:<{width}}  {size:>13,} bytes" + (f"  ({note})" if note else ""))
+    print("Nothing was uploaded and no local file changed.")
 
 
 if __name__ == "__main__":

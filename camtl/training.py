@@ -84,7 +84,8 @@ class DataArgs:
 
     Args:
         tasks: GLUE task names (cola, sst2, mrpc, stsb, rte, wnli, qnli, mnli, qqp) and/or file tasks
-            ({name, train_file, validation_file, text_columns, label_column, kind, labels, ...}).
+            ({name, train_file, validation_file, text_columns, label_column, kind, labels, ...}; a relative file
+            path is looked up in data_dir, then in the working directory; .txt files with tabs are TSV).
         data_dir: folder in the GLUE TSV layout (<data_dir>/SST-2/train.tsv); null reads nyu-mll/glue
             from the Hub. A relative path is read from the working directory, else from the project root.
         max_length: maximum tokens per example (longer inputs are truncated).
@@ -198,7 +199,8 @@ class RunConfig:
     Args:
         output_dir: folder of the run: final model, training_config.yaml, results.json, best/,
             checkpoints/, logs/.
-        overwrite_output_dir: start the same run again in an output_dir that already holds it.
+        overwrite_output_dir: start again in an output_dir that already holds a run (this one or another): its
+            checkpoints, best model and results are removed first.
         resume_from_checkpoint: "latest" (the newest checkpoint in output_dir/checkpoints) or a
             checkpoint folder.
         logging_dir: TensorBoard folder (default: <output_dir>/logs).
@@ -388,10 +390,14 @@ def resolve_checkpoint(cfg: RunConfig) -> Path | None:
 
 
 def check_output_dir(cfg: RunConfig) -> None:
-    """Refuse an output folder that holds another run, or this run without resume/overwrite."""
+    """Refuse an output folder that holds another run (unless overwriting), this run without resume/overwrite, or the
+    model that ``model.init_from`` continues from."""
     out = Path(cfg.output_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f"output_dir {str(out)!r} exists and is not a folder.")
+    if cfg.model.init_from is not None and out.resolve() == Path(cfg.model.init_from).resolve():
+        raise ValueError(f"output_dir {str(out)!r} is the folder of model.init_from: the run would replace the model "
+                         "it continues from. Choose another --output_dir.")
     if not out.is_dir() or not any(out.iterdir()):
         return
     saved_path = out / CONFIG_FILE
@@ -405,10 +411,12 @@ def check_output_dir(cfg: RunConfig) -> None:
     except (OSError, yaml.YAMLError) as e:
         raise ValueError(f"Could not read {saved_path}: {e}") from e
     diffs = config_differences(saved or {}, config_to_dict(cfg))
-    if diffs:
+    if diffs and (cfg.resume_from_checkpoint is not None or not cfg.overwrite_output_dir):
         shown = "\n  ".join(diffs[:8]) + ("\n  ..." if len(diffs) > 8 else "")
+        action = ("A checkpoint resumes only the run that wrote it: drop --resume_from_checkpoint to replace that run"
+                  if cfg.resume_from_checkpoint is not None else "Pass --overwrite_output_dir true to replace it")
         raise ValueError(f"output_dir {str(out)!r} already holds a DIFFERENT run ({CONFIG_FILE} differs):\n  {shown}\n"
-                         "Choose another --output_dir (or delete that folder).")
+                         f"Choose another --output_dir, or delete that folder. {action}.")
     if cfg.resume_from_checkpoint is None and not cfg.overwrite_output_dir:
         done = "finished" if (out / RESULTS_FILE).is_file() else "unfinished"
         ckpts = [p.name for p in list_checkpoints(out)]

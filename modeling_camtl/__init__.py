@@ -4,7 +4,13 @@
 from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
 
 from .configuration_camtl import CAMTL_KNOBS, CAMTL_PRESETS, CaMtlConfig, normalize_task_spec
-from .modeling_camtl import CaMtlForMultiTask, CaMtlModel, CaMtlMultiTaskOutput, CaMtlPreTrainedModel
+from .modeling_camtl import (
+    CaMtlForMultiTask,
+    CaMtlModel,
+    CaMtlMultiTaskOutput,
+    CaMtlPreTrainedModel,
+    is_camtl_parameter,
+)
 
 AutoConfig.register("camtl", CaMtlConfig, exist_ok=True)
 AutoModel.register(CaMtlConfig, CaMtlModel, exist_ok=True)
@@ -18,5 +24,6 @@ __all__ = [
     "CaMtlModel",
     "CaMtlMultiTaskOutput",
     "CaMtlPreTrainedModel",
+    "is_camtl_parameter",
     "normalize_task_spec",
 ]

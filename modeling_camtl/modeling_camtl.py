@@ -356,6 +356,12 @@ class CaMtlPooler(nn.Module):
 TRAINABLE_MODES = ("paper", "adapters", "all", "tasks")
 
 
+def is_camtl_parameter(name: str) -> bool:
+    """Whether parameter ``name`` is CA-MTL's own (a conditional module ``*camtl_*`` or a task head ``heads.*``): what
+    a BERT checkpoint lacks."""
+    return "camtl_" in name or name.startswith("heads.")
+
+
 def _is_trainable(name: str, mode: str, config: CaMtlConfig) -> bool:
     """Whether parameter ``name`` trains in ``mode`` (see ``CaMtlPreTrainedModel.set_trainable``)."""
     name = name[len("bert."):] if name.startswith("bert.") else name
@@ -363,7 +369,7 @@ def _is_trainable(name: str, mode: str, config: CaMtlConfig) -> bool:
     attention_generator = ".camtl_block_bias.generator." in name
     if mode == "paper" and frozen_layer and attention_generator and config.frozen_attention_generators:
         return False  # the authors' rule: in a frozen layer only the attention's block matrices train
-    if mode == "all" or "camtl_" in name or name.startswith("heads."):
+    if mode == "all" or is_camtl_parameter(name):
         return True
     if mode == "adapters":
         return False
@@ -812,13 +818,16 @@ class CaMtlForMultiTask(CaMtlPreTrainedModel):
         """Build a CA-MTL model from any BERT-layout checkpoint (a local folder or a Hub id).
 
         BERT's parameters load under their own names; only CA-MTL's new parameters (``camtl_*``) and the task heads
-        are initialised (and reported missing). ``config_overrides`` set CA-MTL knobs (e.g. ``adapter_size=32``);
-        ``preset="authors"`` starts from the knobs of ``CAMTL_PRESETS["authors"]`` (the authors' architecture), which
-        other overrides then change. With ``reinit_adapter_layers`` the adapter layers' BERT weights are re-initialised.
+        are initialised. They are missing from the checkpoint by design, so transformers' load report (which lists
+        them as "newly initialized") is not shown; a warning names any *BERT* parameter the checkpoint lacks.
+        ``config_overrides`` set CA-MTL knobs (e.g. ``adapter_size=32``); ``preset="authors"`` starts from the knobs
+        of ``CAMTL_PRESETS["authors"]`` (the authors' architecture), which other overrides then change. With
+        ``reinit_adapter_layers`` the adapter layers' BERT weights are re-initialised.
         Pass ``output_loading_info=True`` to get ``(model, loading_info)``. The checkpoint's tokenizer, when it
         has one, is attached as ``model.tokenizer`` and saved by ``save_pretrained``.
         """
         from transformers import AutoConfig, AutoTokenizer
+        from transformers.utils import logging
 
         preset = config_overrides.pop("preset", "ours")
         if preset not in CAMTL_PRESETS:
@@ -838,8 +847,17 @@ class CaMtlForMultiTask(CaMtlPreTrainedModel):
                              f"missing fields {missing}): CA-MTL needs BERT's encoder with absolute positions")
         fields = {f: getattr(base, f) for f in bert_fields}
         config = CaMtlConfig(**{**fields, "tasks": tasks, **config_overrides})
-        result = cls.from_pretrained(name_or_path, config=config, **load_kwargs)
-        model = result[0] if isinstance(result, tuple) else result
+        want_info = load_kwargs.pop("output_loading_info", False)
+        verbosity = logging.get_verbosity()
+        logging.set_verbosity_error()  # the load report: every new CA-MTL parameter "newly initialized", as expected
+        try:
+            model, info = cls.from_pretrained(name_or_path, config=config, output_loading_info=True, **load_kwargs)
+        finally:
+            logging.set_verbosity(verbosity)
+        not_new = sorted(k for k in info.get("missing_keys", []) if not is_camtl_parameter(k))
+        if not_new:
+            logging.get_logger(__name__).warning(
+                f"{name_or_path} lacks BERT parameters {not_new}: they are initialised at random")
         if config.reinit_adapter_layers and config.conditional_adapter:
             model._reinit_adapter_layers()
         if load_tokenizer:
@@ -847,7 +865,7 @@ class CaMtlForMultiTask(CaMtlPreTrainedModel):
                 model.tokenizer = AutoTokenizer.from_pretrained(name_or_path)
             except (OSError, ValueError):
                 model.tokenizer = None
-        return result
+        return (model, info) if want_info else model
 
 
-__all__ = ["CaMtlPreTrainedModel", "CaMtlModel", "CaMtlForMultiTask", "CaMtlMultiTaskOutput"]
+__all__ = ["CaMtlPreTrainedModel", "CaMtlModel", "CaMtlForMultiTask", "CaMtlMultiTaskOutput", "is_camtl_parameter"]

@@ -1,6 +1,7 @@
 """Parameter-efficient mode, adapter checkpoints, adding/removing tasks without forgetting, and LoRA through peft."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -105,13 +106,26 @@ def test_corrupt_adapter_is_refused(base, tmp_path):
     model.set_trainable("adapters")
     folder = save_adapter(model, tmp_path / "adapter", base_model=base)
     (folder / ADAPTER_WEIGHTS_NAME).write_bytes(b"not a safetensors file")
-    with pytest.raises(ValueError, match="Corrupt or missing adapter weights"):
+    with pytest.raises(ValueError, match=f"Damaged or incomplete weights file: {folder / ADAPTER_WEIGHTS_NAME} "):
         load_adapter(folder)
     (folder / ADAPTER_CONFIG_NAME).write_text("{broken")
     with pytest.raises(ValueError, match="Corrupt adapter config"):
         load_adapter(folder)
     with pytest.raises(FileNotFoundError, match="No CA-MTL adapter"):
         load_adapter(tmp_path / "nowhere")
+
+
+def test_truncated_base_model_is_named(base, tmp_path):
+    """A base whose model.safetensors was cut short (an interrupted download): the error names that file."""
+    model = CaMtlForMultiTask.from_bert(base, tasks=TASKS, **KNOBS)
+    model.set_trainable("adapters")
+    folder = save_adapter(model, tmp_path / "adapter", base_model=base)
+    weights = Path(base) / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    with pytest.raises(ValueError, match=r"Damaged or incomplete weights file: \S+/base/model\.safetensors \(.*"
+                                         r"incomplete metadata.*\)\. It was probably cut short") as error:
+        load_adapter(folder)
+    assert str(weights) in str(error.value)
 
 
 def test_add_task_keeps_old_tasks_bit_identical_through_training(base, tmp_path):

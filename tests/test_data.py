@@ -275,10 +275,34 @@ def test_from_dict_rejects_unknown_keys_and_resolves_paths(tmp_path: Path) -> No
     with pytest.raises(ValueError, match="unknown keys \\['text'\\]") as err:
         TaskDef.from_dict({"name": "t", "train_file": "a.csv", "text": "x", "text_columns": "x", "label_column": "y"})
     assert "text_columns" in str(err.value)
-    task = TaskDef.from_dict({"name": "t", "train_file": "a.csv", "validation_file": "b.csv",
-                              "text_columns": "x", "label_column": "y"}, base_dir=tmp_path)
-    assert task.source.train_file == str(tmp_path / "a.csv") and task.source.validation_file == str(tmp_path / "b.csv")
+    data_dir, cwd = tmp_path / "data", tmp_path / "cwd"
+    data_dir.mkdir()
+    cwd.mkdir()
+    write(data_dir / "a.csv", "x,y\n")
+    write(cwd / "a.csv", "x,y\n")
+    write(cwd / "b.csv", "x,y\n")
+    spec = {"name": "t", "train_file": "a.csv", "validation_file": "b.csv", "text_columns": "x", "label_column": "y"}
+    task = TaskDef.from_dict(spec, search_dirs=[data_dir, cwd])
+    # the data folder first, then the next folder (train.py: the working directory)
+    assert task.source.train_file == str(data_dir / "a.csv") and task.source.validation_file == str(cwd / "b.csv")
     assert task.text_fields == ("x",) and task.metric == "accuracy" and task.source.format == "csv"
+    with pytest.raises(FileNotFoundError) as err:
+        TaskDef.from_dict({**spec, "validation_file": "c.csv"}, search_dirs=[data_dir, cwd])
+    assert str(err.value) == (f"Task 't': validation_file 'c.csv' does not exist: looked for '{data_dir / 'c.csv'}' "
+                              f"and '{cwd / 'c.csv'}'.")
+
+
+def test_tab_separated_txt_is_read_as_tsv(tmp_path: Path) -> None:
+    """Like SICK's files: .txt with a header of tab-separated names."""
+    train = write(tmp_path / "train.txt", "pair_ID\tsentence_A\tlabel\n1\tA man sings.\tyes\n2\tA dog, "
+                                          "running.\tno\n")
+    task = user_task("t", train_file=train, text_columns="sentence_A", label_column="label")
+    assert task.source.format == "tsv"
+    assert load_split(task, "train").to_dict() == {"text_a": ["A man sings.", "A dog, running."], "text_b": ["", ""],
+                                                   "label": [1, 0]}
+    with pytest.raises(ValueError, match=r"a \.txt file is read as TSV when its first line holds a tab.*'tsv'"):
+        user_task("t", train_file=write(tmp_path / "plain.txt", "sentence,label\n"), text_columns="sentence",
+                  label_column="label")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -420,6 +444,24 @@ def test_error_unreadable_file(tmp_path: Path, file_name: str, content: str | by
     with pytest.raises(ValueError, match="Could not read") as err:
         load_split(task, "train")
     assert file_name in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("file_name", "content", "what"),
+    [
+        ("header_only.csv", "text,label\n", "a header line but no data rows"),
+        ("header_and_blank_lines.tsv", "text\tlabel\n\n\n", "a header line but no data rows"),
+        ("empty_array.json", "[ ]\n", "no rows"),
+        ("blank.jsonl", "\n", "no rows"),
+    ],
+)
+@pytest.mark.parametrize("labels", [["x", "y"], None])  # declared, or inferred from the (empty) train file
+def test_error_file_without_rows_is_named(tmp_path: Path, file_name: str, content: str, what: str, labels) -> None:
+    path = write(tmp_path / file_name, content)
+    task = user_task("t", train_file=path, text_columns="text", label_column="label", labels=labels)
+    with pytest.raises(ValueError) as err:
+        load_split(task, "train")
+    assert str(err.value) == f"Could not read {str(path)!r}: it has {what}; every split needs at least one example."
 
 
 def test_error_inferred_labels_need_two_values(tmp_path: Path) -> None:

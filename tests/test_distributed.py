@@ -1,5 +1,6 @@
 """Two CPU processes (gloo, ``accelerate launch``) with the same global batch as one process (per-process batch
-halved) reach the same losses, evaluations and data fraction, with MT-Uncertainty's mixed-task batches.
+halved) reach the same losses, evaluations and data fraction, with MT-Uncertainty's mixed-task batches, even when
+the two-process run is stopped by a SIGTERM to one of its ranks and resumed.
 
 fp32 in both runs (bf16 rounding flips near-tied uncertainty scores, so the runs would train on other rows). Dropout
 is off in both runs: each process draws its own dropout masks, so with dropout the runs are equal
@@ -9,12 +10,16 @@ same computation split in two.
 
 import json
 import os
+import re
+import shlex
+import signal
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 
 import train
@@ -37,6 +42,30 @@ def args(glue_dir, out, batch_size):
             "--model.camtl", "{hidden_dropout_prob: 0.0, attention_probs_dropout_prob: 0.0}"]
 
 
+def launch(glue_dir, out, *extra) -> list[str]:
+    """The two-process CPU launch of train.py on ``args(glue_dir, out, 4)`` plus ``extra``."""
+    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+            "--main_process_port", str(_free_port()), "train.py", *args(glue_dir, out, 4), *extra]
+
+
+def stop_rank_1_with_sigterm(command, env) -> tuple[int, str]:
+    """Launch ``command``; once training starts, SIGTERM to rank 1 only (a preemption notice that reached one
+    process). Returns the launcher's exit status and stderr."""
+    proc = subprocess.Popen(command, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
+    lines = []
+    for line in proc.stderr:
+        lines.append(line)
+        if "process(es)" in line:  # rank 0's summary, logged just before the first step
+            workers = psutil.Process(proc.pid).children(recursive=True)
+            rank_1 = [w for w in workers if w.environ().get("RANK") == "1"]
+            assert len(rank_1) == 1, [(w.pid, w.environ().get("RANK")) for w in workers]
+            rank_1[0].send_signal(signal.SIGTERM)
+            break
+    stderr = "".join(lines) + proc.stderr.read()
+    return proc.wait(timeout=540), stderr
+
+
 def test_two_processes_match_one_process(glue_dir, tmp_path):
     from accelerate.state import AcceleratorState
 
@@ -45,12 +74,25 @@ def test_two_processes_match_one_process(glue_dir, tmp_path):
 
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
            "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               "--main_process_port", str(_free_port()), "train.py", *args(glue_dir, tmp_path / "two", 4)]
-    proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, check=False, timeout=540)
+    out = tmp_path / "two"
+    status, stderr = stop_rank_1_with_sigterm(launch(glue_dir, out), env)
+    stopped = re.search(r"Stopped by SIGTERM after step (\d+) of 6; checkpoint (\S+)\. Resume with: accelerate launch "
+                        r"<your launch options: 2 processes> train\.py (.+)\n", stderr)
+    assert stopped, stderr[-4000:]
+    # no traceback from the run; the launcher then reports its workers' status 143 (128 + SIGTERM) as a failure
+    assert "Traceback" not in stderr[:stopped.end()] and status != 0
+    step = int(stopped[1])  # both ranks stopped after the same step: one checkpoint, with both ranks' RNG states
+    assert 1 <= step < 6 and Path(stopped[2]) == out / "checkpoints" / f"checkpoint-{step}"
+    assert json.loads((out / "checkpoints" / f"checkpoint-{step}" / "trainer_state.json").read_text())["step"] == step
+    assert {f.name for f in Path(stopped[2]).glob("torch_rng_*.pt")} == {"torch_rng_0.pt", "torch_rng_1.pt"}
+    resume_args = shlex.split(stopped[3])
+    assert resume_args == args(glue_dir, out, 4) + ["--resume_from_checkpoint", "latest"]
+
+    proc = subprocess.run(launch(glue_dir, out, *resume_args[-2:]), cwd=REPO, env=env, capture_output=True,
+                          text=True, check=False, timeout=540)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    two = json.loads((tmp_path / "two" / "results.json").read_text())
+    two = json.loads((out / "results.json").read_text())
+    assert two["resumed_exactly"] is True
 
     assert two["world_size"] == 2 and one["world_size"] == 1
     assert two["global_batch_size"] == one["global_batch_size"] == 8

@@ -53,6 +53,12 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path == "/api/agent-harnesses":  # huggingface_hub's once-a-day look-up for its user-agent header
             return self._reply(200, {"standardEnvVars": [], "harnesses": {}})
+        parts = self.path.split("?")[0].strip("/").split("/")
+        if len(parts) == 4 and parts[:2] in (["api", "models"], ["api", "spaces"]):  # repo info (create_repo's check)
+            if self.headers.get("authorization") != f"Bearer {TOKEN}":
+                return self._reply(401, {"error": "bad token"})
+            repo = self.server.repos.get((parts[1][:-1], f"{parts[2]}/{parts[3]}"))
+            return self._reply(200, {"id": f"{parts[2]}/{parts[3]}"}) if repo else self._reply(404, {"error": "none"})
         self.server.unexpected.append(("GET", self.path))
         self._reply(404, {"error": f"stand-in has no GET {self.path}"})
 
@@ -195,3 +201,90 @@ def test_cli_pushes_through_hf_endpoint(stand_in, model_folder, tmp_path):
 def test_cli_reports_an_incomplete_folder(tmp_path, capsys):
     assert hub.main(["model", str(tmp_path), "someone/x", "--token", TOKEN]) == 2
     assert "config.json is missing" in capsys.readouterr().err
+
+
+def snapshot(folder):
+    """Every file under ``folder`` with its bytes: what "no local file changed" compares."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+
+
+def test_push_model_changes_no_local_file(stand_in, model_folder):
+    """The card is written for the upload (the repo id in its snippets) in a temporary copy, not in the folder."""
+    before = snapshot(model_folder)
+    hub.push_model(model_folder, "someone/camtl-tiny")
+    assert snapshot(model_folder) == before and not (model_folder / "README.md").exists()
+    uploaded = stand_in.repos[("model", "someone/camtl-tiny")]["files"]
+    assert 'pipeline(model="someone/camtl-tiny"' in uploaded["README.md"].decode()
+
+
+def test_offline_publishing_is_one_line_and_changes_nothing(model_folder, monkeypatch, capsys):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    before = snapshot(model_folder)
+    assert hub.main(["model", str(model_folder), "someone/camtl-tiny"]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "error: HF_HUB_OFFLINE is set, so the Hub cannot be reached: no file was uploaded and no local file changed. "
+        "Unset HF_HUB_OFFLINE to publish; --dry-run checks the folder without the network."]
+    assert hub.main(["space", "someone/camtl-demo", "--model", "someone/camtl-tiny"]) == 1
+    assert capsys.readouterr().err.startswith("error: HF_HUB_OFFLINE is set")
+    assert snapshot(model_folder) == before
+
+
+def test_unreachable_hub_is_one_line(model_folder, monkeypatch, capsys):
+    """Online, but nothing answers at the endpoint (a closed port): the connection error in one line."""
+    import socket
+
+    from huggingface_hub import constants
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        endpoint = f"http://127.0.0.1:{s.getsockname()[1]}"  # closed again: nothing listens there
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    before = snapshot(model_folder)
+    assert hub.main(["model", str(model_folder), "someone/camtl-tiny"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: Could not reach the Hub at {endpoint} (ConnectError: ")
+    assert err[0].endswith("no file was uploaded and no local file changed. Try again when online; --dry-run checks "
+                           "the folder without the network.")
+    assert snapshot(model_folder) == before
+
+
+def test_a_refused_token_is_one_line(stand_in, model_folder, monkeypatch, capsys):
+    monkeypatch.setenv("HF_TOKEN", "hf_not_the_right_one")
+    assert hub.main(["model", str(model_folder), "someone/camtl-tiny"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: The Hub at {stand_in.endpoint} refused the request (401: ")
+    assert err[0].endswith("Check the token (--token, $HF_TOKEN or `hf auth login`).")
+    assert stand_in.repos == {}
+
+
+def test_dry_run_lists_the_upload_with_sizes_and_changes_nothing(model_folder, capsys):
+    before = snapshot(model_folder)
+    assert hub.main(["model", str(model_folder), "someone/camtl-tiny", "--dry-run"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("Dry run: would upload 10 files (") and out[0].endswith(
+        "bytes) to the public model repository someone/camtl-tiny at https://huggingface.co:")
+    listed = {line.split()[0]: line for line in out[1:-1]}
+    assert set(listed) == {"config.json", "configuration_camtl.py", "modeling_camtl.py", "pipeline_camtl.py",
+                           "model.safetensors", "tokenizer.json", "tokenizer_config.json", "README.md",
+                           "results.json", "training_config.yaml"}  # no checkpoints/, logs/ or optimizer.pt
+    size = (model_folder / "model.safetensors").stat().st_size
+    assert listed["model.safetensors"].split()[1:] == [f"{size:,}", "bytes"]
+    assert listed["README.md"].endswith("(added for the upload)")
+    assert out[-1] == "Nothing was uploaded and no local file changed."
+    assert snapshot(model_folder) == before
+
+    assert hub.main(["space", "someone/camtl-demo", "--model", "someone/camtl-tiny", "--dry-run", "--private"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "private Space repository someone/camtl-demo" in out[0]
+    assert [line.split()[0] for line in out[1:-1]] == ["README.md", "app.py", "requirements.txt"]
+
+
+def test_dry_run_still_checks_the_folder(model_folder, capsys):
+    (model_folder / "tokenizer.json").unlink()
+    assert hub.main(["model", str(model_folder), "someone/camtl-tiny", "--dry-run"]) == 2
+    assert f"error: {model_folder} is not ready for the Hub" in capsys.readouterr().err

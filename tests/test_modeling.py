@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import BertConfig, BertModel
 
-from modeling_camtl import CAMTL_PRESETS, CaMtlConfig, CaMtlForMultiTask, CaMtlModel
+from modeling_camtl import CAMTL_PRESETS, CaMtlConfig, CaMtlForMultiTask, CaMtlModel, is_camtl_parameter
 
 TASKS = [
     {"name": "sst2", "kind": "classification", "labels": ["negative", "positive"], "text_fields": ["sentence"]},
@@ -130,13 +130,35 @@ def test_missing_keys_are_exactly_the_new_parameters(tmp_path):
                              intermediate_size=37, max_position_embeddings=64)
     BertModel(bert_config).save_pretrained(tmp_path)
     model, info = CaMtlForMultiTask.from_bert(str(tmp_path), tasks=TASKS, output_loading_info=True)
-    new = {n for n, _ in model.named_parameters() if "camtl_" in n or n.startswith("heads.")}
+    new = {n for n, _ in model.named_parameters() if is_camtl_parameter(n)}
     assert set(info["missing_keys"]) == new
     assert not info["unexpected_keys"] and not info["mismatched_keys"]
     # and every BERT parameter was loaded
     reference = BertModel.from_pretrained(str(tmp_path)).state_dict()
     for name, value in reference.items():
         torch.testing.assert_close(model.state_dict()["bert." + name], value, atol=0, rtol=0)
+
+
+def test_from_bert_is_quiet_about_the_new_parameters_and_names_missing_bert_ones(tmp_path, capfd, caplog):
+    """transformers' load report lists every CA-MTL parameter as "newly initialized": expected, so not shown. A
+    parameter BERT should have but the checkpoint lacks is named in a warning."""
+    from safetensors.torch import load_file, save_file
+
+    bert_config = BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                             intermediate_size=37, max_position_embeddings=64)
+    BertModel(bert_config).save_pretrained(tmp_path)
+    capfd.readouterr()
+    CaMtlForMultiTask.from_bert(str(tmp_path), tasks=TASKS)
+    printed = capfd.readouterr()
+    assert "newly initialized" not in printed.err + printed.out and "MISSING" not in printed.err + printed.out
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+    state = load_file(tmp_path / "model.safetensors")
+    del state["encoder.layer.0.output.dense.bias"]
+    save_file(state, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    CaMtlForMultiTask.from_bert(str(tmp_path), tasks=TASKS)
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        f"{tmp_path} lacks BERT parameters ['bert.encoder.layer.0.output.dense.bias']: they are initialised at random"]
 
 
 @pytest.mark.parametrize("overrides", [{}, AUTHORS], ids=["ours", "authors"])

@@ -9,6 +9,9 @@
 import argparse
 import json
 import os
+import re
+import shlex
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -49,7 +52,7 @@ def run(args):
     from accelerate.state import AcceleratorState
 
     AcceleratorState._reset_state(reset_partial_state=False)
-    return train.train(train.parse_config(args, exit_on_error=False), command_line="train.py " + " ".join(args))
+    return train.train(train.parse_config(args, exit_on_error=False), command_line="train.py " + shlex.join(args))
 
 
 @pytest.fixture(scope="module")
@@ -175,10 +178,15 @@ def test_resume_after_interruption_ends_exactly_like_the_uninterrupted_run(train
         run(tiny_args(glue_dir, out, "--train.report_to", "none"))
 
     resumed = run(tiny_args(glue_dir, out, "--train.report_to", "none", "--resume_from_checkpoint", "latest"))
-    assert resumed["resumed_exactly"] is True and resumed["steps"] == 10
+    assert_same_run(resumed, reference)
+
+
+def assert_same_run(resumed, reference):
+    """A resumed run ended exactly as the uninterrupted one: losses, evaluations, data fraction, final model."""
+    assert resumed["resumed_exactly"] is True and resumed["steps"] == reference["steps"]
     np.testing.assert_allclose([e["loss"] for e in resumed["loss_history"]],
                                [e["loss"] for e in reference["loss_history"]], atol=1e-4)
-    for got, want in zip(resumed["eval_history"], reference["eval_history"]):
+    for got, want in zip(resumed["eval_history"], reference["eval_history"], strict=True):
         assert got["step"] == want["step"]
         assert got["metrics"]["average"] == pytest.approx(want["metrics"]["average"], abs=1e-4)
     for task in TASKS:
@@ -186,6 +194,58 @@ def test_resume_after_interruption_ends_exactly_like_the_uninterrupted_run(train
             assert resumed["tasks"][task][key] == pytest.approx(value, abs=1e-4), (task, key)
     assert resumed["data_fraction"] == reference["data_fraction"]
     assert resumed["final_model_step"] == reference["final_model_step"]
+
+
+def test_ctrl_c_finishes_the_step_writes_a_checkpoint_and_prints_the_resume_command(trained, glue_dir, tmp_path):
+    """A real Ctrl-C (SIGINT) to ``python train.py`` as training starts: the step finishes, a checkpoint of it is
+    written, the run ends with status 130 and one line (step, checkpoint, the command that resumes), no traceback;
+    that exact command then ends exactly as the uninterrupted fixture run."""
+    _, reference, _ = trained
+    out = tmp_path / "stopped"
+    proc = subprocess.Popen([sys.executable, "train.py", *tiny_args(glue_dir, out, "--train.report_to", "none")],
+                            cwd=REPO, env=SUBPROCESS_ENV, stderr=subprocess.PIPE, text=True)
+    lines = []
+    for line in proc.stderr:
+        lines.append(line)
+        if "process(es)" in line:  # the run's summary, logged just before the first step
+            proc.send_signal(signal.SIGINT)
+            break
+    stderr = "".join(lines) + proc.stderr.read()
+    assert proc.wait(timeout=300) == 130, stderr[-3000:]
+    assert "Traceback" not in stderr
+    assert "SIGINT: stopping after this step and a checkpoint (Ctrl-C again: stop at once" in stderr
+    last = stderr.strip().splitlines()[-1]
+    stopped = re.search(r"WARNING camtl.train: Stopped by SIGINT after step (\d+) of 10; checkpoint (\S+)\. "
+                        r"Resume with: (.+)$", last)
+    assert stopped, last
+    step = int(stopped[1])
+    assert 1 <= step < 10 and Path(stopped[2]) == out / "checkpoints" / f"checkpoint-{step}"
+    assert list_checkpoints(out)[-1] == Path(stopped[2]) and not (out / "results.json").exists()
+    command = shlex.split(stopped[3])
+    assert command[:2] == ["python", "train.py"] and command[-2:] == ["--resume_from_checkpoint", "latest"]
+    assert_same_run(run(command[2:]), reference)
+
+
+def test_a_second_ctrl_c_stops_at_once(glue_dir, tmp_path, monkeypatch):
+    """Two Ctrl-C during the first step: no checkpoint, a KeyboardInterrupt whose message says how to go on
+    (``python train.py`` prints it as its one line), and the process's own handlers back afterwards."""
+    out = tmp_path / "twice"
+    step = train._train_step
+
+    def step_and_press_ctrl_c_twice(*args, **kwargs):
+        step(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(train, "_train_step", step_and_press_ctrl_c_twice)
+    handler = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt) as stopped:
+        run(tiny_args(glue_dir, out, "--train.report_to", "none"))
+    assert str(stopped.value) == (f"Stopped at once by Ctrl-C; no checkpoint in {out} yet, so it starts again from "
+                                  "step 0. Resume with: python train.py "
+                                  + shlex.join(tiny_args(glue_dir, out, "--train.report_to", "none"))
+                                  + " --resume_from_checkpoint latest")
+    assert not list_checkpoints(out) and signal.getsignal(signal.SIGINT) is handler
 
 
 # ----- bad input: refused before any training ------------------------------------------------------------------------
@@ -278,18 +338,41 @@ def test_fp16_on_cpu_is_refused(glue_dir, tmp_path):
 def test_output_folder_holding_another_run_is_refused(trained, glue_dir, tmp_path):
     _, _, args = trained
     different = r"(?s)DIFFERENT run.*train\.learning_rate: 0\.0005 \(saved\) != 0\.0001 \(now\)"
-    with pytest.raises(ValueError, match=different):
-        run(args + ["--train.learning_rate", "1e-4", "--overwrite_output_dir", "true"])
+    with pytest.raises(ValueError, match=different + ".*Pass --overwrite_output_dir true to replace it"):
+        run(args + ["--train.learning_rate", "1e-4"])
+    with pytest.raises(ValueError, match=different + ".*A checkpoint resumes only the run that wrote it"):
+        run(args + ["--train.learning_rate", "1e-4", "--overwrite_output_dir", "true", "--resume_from_checkpoint",
+                    "latest"])
     with pytest.raises(ValueError, match="already holds this run \\(finished.*--overwrite_output_dir true"):
         run(args)
-    # the same configuration may start again with --overwrite_output_dir (checked here without training)
-    check_output_dir(resolve_config(train.parse_config(args + ["--overwrite_output_dir", "true"],
-                                                       exit_on_error=False)))
+    # with --overwrite_output_dir, the same configuration or another one may start again (checked without training)
+    for other in ([], ["--train.learning_rate", "1e-4"]):
+        check_output_dir(resolve_config(train.parse_config(args + other + ["--overwrite_output_dir", "true"],
+                                                           exit_on_error=False)))
+    with pytest.raises(ValueError, match="is the folder of model.init_from: the run would replace the model"):
+        run(args + ["--model.init_from", args[args.index("--output_dir") + 1], "--overwrite_output_dir", "true"])
     stranger = tmp_path / "stranger"
     stranger.mkdir()
     (stranger / "notes.txt").write_text("mine")
     with pytest.raises(ValueError, match="not a camtl run"):
         run(tiny_args(glue_dir, stranger))
+
+
+def test_a_run_shows_one_data_line_one_train_line_and_no_library_noise(tmp_path):
+    """The quick start (one step) in a fresh process with an empty datasets cache, as a user's first run: besides
+    its own log lines, one progress line for the data and one for training; none of datasets' bars (read, check,
+    tokenize each split), transformers' (load, save) or load reports."""
+    env = {**SUBPROCESS_ENV, "HF_DATASETS_CACHE": str(tmp_path / "datasets_cache")}
+    proc = subprocess.run([sys.executable, "train.py", "--output_dir", str(tmp_path / "out"), "--train.max_steps", "1",
+                           "--data.max_eval_rows", "8", "--train.report_to", "none"],
+                          cwd=REPO, env=env, capture_output=True, text=True, check=False, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [line for line in re.split(r"[\r\n]+", proc.stdout + proc.stderr) if line.strip()]
+    bars = [line for line in lines if re.match(r"^[\w ]+: +\d+%\|", line)]
+    assert {line.split(":")[0] for line in bars} == {"data", "train"}, sorted({b.split(":")[0] for b in bars})
+    others = [line for line in lines if line not in bars]
+    assert others and all(" INFO camtl.train: " in line for line in others), others
+    assert (tmp_path / "out" / "model.safetensors").is_file()
 
 
 def test_command_line_error_has_no_traceback(glue_dir, tmp_path):
