@@ -139,7 +139,7 @@ def delta_bytes(delta: dict[str, Any]) -> int:
 # --------------------------------------------------------------------------------------------------------------------
 # Export
 # --------------------------------------------------------------------------------------------------------------------
-def export_delta(model_folder, out_dir=DEFAULT_MODEL_DIR, base: str | None = None, *, data_dir: str | None = None,
+def export_delta(model_folder, out_dir=None, base: str | None = None, *, data_dir: str | None = None,
                  repo_id: str | None = None) -> Path:
     """Write the shipped form of the trained CA-MTL model in ``model_folder`` into ``out_dir`` (replaced whole).
 
@@ -153,7 +153,7 @@ def export_delta(model_folder, out_dir=DEFAULT_MODEL_DIR, base: str | None = Non
     """
     from modeling_camtl import CaMtlForMultiTask
 
-    model_folder, out_dir = Path(model_folder), Path(out_dir)
+    model_folder, out_dir = Path(model_folder), Path(out_dir or DEFAULT_MODEL_DIR)
     results, training_config = read_training_outputs(model_folder)
     trained = CaMtlForMultiTask.from_pretrained(model_folder).eval()
     base = base or bundled_base()
@@ -275,8 +275,8 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "camtl"
 
 
-def read_manifest(source=DEFAULT_MODEL_DIR) -> dict:
-    source = Path(source)
+def read_manifest(source=None) -> dict:
+    source = Path(source or DEFAULT_MODEL_DIR)
     missing = [name for name in (MANIFEST_FILE, DELTA_FILE, *SHIPPED_FILES) if not (source / name).is_file()]
     if missing:
         raise DefaultModelMissingError(
@@ -289,13 +289,13 @@ def read_manifest(source=DEFAULT_MODEL_DIR) -> dict:
     return manifest
 
 
-def ensure_default_model(source=DEFAULT_MODEL_DIR, cache: str | os.PathLike | None = None,
-                         base: str | None = None) -> Path:
+def ensure_default_model(source=None, cache: str | os.PathLike | None = None, base: str | None = None) -> Path:
     """The rebuilt default model's folder, built on first use (see the module docstring).
 
     Raises :class:`DefaultModelMissingError` when ``source`` holds no default model, and ``ValueError`` for a
-    corrupt delta or a base other than the one it was exported against (naming both fingerprints)."""
-    source = Path(source)
+    corrupt delta or a base other than the one it was exported against (naming both fingerprints). ``source``
+    defaults to the repository's ``default_model/``, ``base`` to the bundled all-MiniLM-L6-v2."""
+    source = Path(source or DEFAULT_MODEL_DIR)
     manifest = read_manifest(source)
     target = Path(cache or cache_dir()) / f"default-model-{manifest['delta_sha256'][:16]}"
     if (target / "config.json").is_file():
@@ -362,14 +362,14 @@ def main(argv=None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     export = commands.add_parser("export", help="write default_model/ from a trained folder (or the best of several)")
     export.add_argument("folders", nargs="+", help="train.py output folders (several: the one to ship is chosen)")
-    export.add_argument("--out", default=str(DEFAULT_MODEL_DIR), help="where to write (default: default_model/)")
+    export.add_argument("--out", default=None, help="where to write (default: default_model/)")
     export.add_argument("--tolerance", type=float, default=1.0,
                         help="points of dev average a smaller delta may lose against the best candidate (default 1)")
     export.add_argument("--data_dir", default=None, help="the data the models were evaluated on, when results.json "
                                                          "lacks the majority-class reference")
     export.add_argument("--repo_id", default=None, help="Hub id named in the card's snippets")
     build = commands.add_parser("build", help="rebuild the default model into the cache; print its folder")
-    build.add_argument("--source", default=str(DEFAULT_MODEL_DIR))
+    build.add_argument("--source", default=None, help="the shipped folder (default: default_model/)")
     for sub in (export, build):
         sub.add_argument("--base", default=None, help="base model folder (default: the bundled all-MiniLM-L6-v2)")
     args = parser.parse_args(argv)
