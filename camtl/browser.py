@@ -84,10 +84,16 @@ class GradioPage:
 
     def click(self, text: str) -> None:
         """Click the visible button (or tab) whose text is ``text``."""
+        from selenium.common.exceptions import ElementClickInterceptedException
+
         buttons = [b for b in self._buttons() if b.text.strip() == text]
         if not buttons:
             raise LookupError(f"no visible button {text!r}; visible: {[b.text for b in self._buttons()]}")
-        buttons[0].click()
+        buttons.sort(key=lambda b: b.get_attribute("role") != "tab")  # a tab's own button before its menu copies
+        try:
+            buttons[0].click()
+        except ElementClickInterceptedException:  # covered for a moment (a toast, an animation): click it directly
+            self.driver.execute_script("arguments[0].click()", buttons[0])
 
     def example_rows(self) -> list:
         """The rows of the visible examples table."""

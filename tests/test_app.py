@@ -259,6 +259,9 @@ def test_missing_checkpoint_says_the_folder_does_not_exist(tmp_path, monkeypatch
     (tmp_path / "empty").mkdir()
     with pytest.raises(app.CheckpointNotFoundError, match="holds no config.json"):
         app.resolve_model(str(tmp_path / "empty"))
+    with pytest.raises(app.CheckpointNotFoundError, match=r"^Could not load the CA-MTL checkpoint 'elsewhere/typo' "
+                                                          r"\(no such folder here, so it was tried as a Hub model id\)"):
+        app.Predictor("elsewhere/typo")  # shaped like a Hub id, and no folder elsewhere/ here
     monkeypatch.setenv("CAMTL_MODEL", str(tiny_checkpoint()))
     assert app.resolve_model() == (str(tiny_checkpoint()), str(tiny_checkpoint()))
     assert app.resolve_model("someone/camtl-glue")[0] == "someone/camtl-glue"  # a Hub id, loaded on demand
