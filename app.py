@@ -1,8 +1,20 @@
-"""CA-MTL demo: one multi-task model, a task selector, and a view that runs every compatible task at once.
+"""CA-MTL demo: one multi-task model answers several questions about text, explained in plain words.
 
-    python app.py                                  # the quick-start checkpoint, outputs/quickstart (python train.py)
+    python app.py                                  # the project's trained default model (camtl.default_model)
     python app.py --model PATH_OR_HUB_ID           # any CA-MTL checkpoint folder or Hub model id
     CAMTL_MODEL=user/camtl-glue python app.py      # the same through the environment (how the Space is pointed)
+    python app.py --check-examples [--write]       # run the page's candidate examples through the model
+
+What the page says about the model comes from the model folder's ``results.json`` (train.py writes it, the default
+model ships it, and for a Hub id it is fetched from the repository when there is one): each task's dev metrics and
+dev-set size, and the majority-class reference (every dev row answered with the training set's most common label,
+which train.py records). When the model's dev average is within :data:`NEAR_MAJORITY` of that reference, the page
+warns that its answers are close to guesses (a quick-start model, say). A model without ``results.json`` is served
+with a note that its quality is unknown.
+
+The task descriptions in plain words are :data:`TASK_INFO` (GLUE names; other tasks are shown by their own names
+and labels). The examples are ``app_examples.json`` (candidates with their expected answers, checked against a model
+with ``--check-examples``).
 
 Tests and notebooks build the page with :func:`build_demo` and launch it themselves; :class:`Predictor` holds the
 two plain functions behind it, ``predict(task, text, text_pair)`` and ``predict_all(text, text_pair)``.
@@ -13,42 +25,51 @@ import os
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # before gradio is imported: no look-ups of outside hosts at launch
 
 import argparse  # noqa: E402
+import datetime  # noqa: E402
 import functools  # noqa: E402
+import html  # noqa: E402
 import json  # noqa: E402
+import math  # noqa: E402
 import re  # noqa: E402
 import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import gradio as gr  # noqa: E402
 from safetensors import SafetensorError  # noqa: E402
 
-DEFAULT_MODEL = "outputs/quickstart"
+MODEL_ENV = "CAMTL_MODEL"
+EXAMPLES_FILE = Path(__file__).resolve().parent / "app_examples.json"
+DEFAULT_MODEL_LABEL = "the project's default model (CA-MTL on all-MiniLM-L6-v2, trained on five GLUE tasks)"
 #: Characters refused before tokenizing: far past any model's token limit, cheap to check.
 MAX_CHARS = 20_000
+EXAMPLES_PER_TASK = 2
+#: A task's score, or the average, less than this above the majority-class reference (0.05 = 5 points of 100) is
+#: "no better than always giving the most common answer".
+NEAR_MAJORITY = 0.05
+#: Normalised entropy up to which an answer counts as confident, then as leaning (above: close to a guess).
+CONFIDENT, LEANING = 0.5, 0.85
 _HUB_ID = re.compile(r"^[\w.\-]+/[\w.\-]+$")
 
-#: Hand-written examples for the GLUE task names; other tasks get GENERIC_EXAMPLES by their number of texts.
-EXAMPLES = {
-    "sst2": [("A warm, funny and beautifully acted film.", ""), ("The plot is thin and the jokes fall flat.", "")],
-    "cola": [("The cat sat on the mat.", ""), ("The cat the mat on sat.", "")],
-    "mrpc": [("The company reported a profit of $2 million in the third quarter.",
-              "In the third quarter, the firm earned $2 million.")],
-    "stsb": [("A man is playing a guitar.", "A person plays an instrument."),
-             ("A man is playing a guitar.", "A woman is slicing onions.")],
-    "rte": [("The museum, founded in 1901, holds over 5,000 paintings.", "The museum was founded in 1901.")],
-    "wnli": [("The trophy didn't fit in the suitcase because it was too big.", "The trophy was too big.")],
-    "qnli": [("When was the museum founded?", "The museum, founded in 1901, holds over 5,000 paintings.")],
-    "mnli": [("A woman is reading a book in the park.", "A woman is outdoors."),
-             ("A woman is reading a book in the park.", "A woman is asleep at home.")],
-    "qqp": [("How do I learn to play the guitar?", "What is the best way to learn guitar?")],
+#: The GLUE tasks in plain words: the question each answers and readable names for its labels.
+TASK_INFO = {
+    "cola": {"title": "CoLA", "question": "Is this sentence grammatical?",
+             "labels": {"unacceptable": "not grammatical", "acceptable": "grammatical"}},
+    "sst2": {"title": "SST-2", "question": "Is this movie review positive or negative?",
+             "labels": {"negative": "negative", "positive": "positive"}},
+    "mrpc": {"title": "MRPC", "question": "Do the two sentences mean the same thing?",
+             "labels": {"not_equivalent": "different meaning", "equivalent": "same meaning"}},
+    "stsb": {"title": "STS-B", "question": "How similar in meaning, 0 (unrelated) to 5 (the same)?"},
+    "rte": {"title": "RTE", "question": "If the first text is true, is the second one true too?",
+            "labels": {"entailment": "yes, it follows", "not_entailment": "no, it does not follow"}},
+    "wnli": {"title": "WNLI", "question": "If the first text is true, is the second one true too?",
+             "labels": {"not_entailment": "no, it does not follow", "entailment": "yes, it follows"}},
+    "qnli": {"title": "QNLI", "question": "Does the sentence answer the question?",
+             "labels": {"entailment": "it answers it", "not_entailment": "it does not answer it"}},
+    "mnli": {"title": "MNLI", "question": "If the premise is true, is the hypothesis true, false or undecided?",
+             "labels": {"entailment": "true", "neutral": "undecided", "contradiction": "false"}},
+    "qqp": {"title": "QQP", "question": "Do the two questions ask the same thing?",
+            "labels": {"not_duplicate": "different questions", "duplicate": "same question"}},
 }
-GENERIC_EXAMPLES = {
-    1: [("The service was quick and the staff were friendly.", "")],
-    2: [("A man is playing a guitar on stage.", "Someone is performing music.")],
-}
-ALL_TASKS_EXAMPLES = [
-    ("A warm, funny and beautifully acted film.", ""),
-    ("A woman is reading a book in the park.", "A woman is outdoors."),
-]
 
 
 def refuse(message: str) -> gr.Error:
@@ -60,22 +81,54 @@ class CheckpointNotFoundError(FileNotFoundError):
     """No CA-MTL checkpoint where the app was told to look; the message says how to make or name one."""
 
 
-def resolve_model(model: str | None = None) -> str:
-    """The checkpoint to serve: ``model``, else ``$CAMTL_MODEL``, else ``outputs/quickstart``; a folder must exist
-    (``CheckpointNotFoundError`` otherwise), anything shaped ``owner/name`` that is not a folder is a Hub id."""
-    model = model or os.environ.get("CAMTL_MODEL") or DEFAULT_MODEL
+# --------------------------------------------------------------------------------------------------------------------
+# Finding and loading the model
+# --------------------------------------------------------------------------------------------------------------------
+def resolve_model(model: str | None = None) -> tuple[str, str]:
+    """``(path or Hub id, name shown on the page)`` of the checkpoint to serve: ``model``, else ``$CAMTL_MODEL``,
+    else the project's default model (rebuilt on first use). ``CheckpointNotFoundError`` for a folder that does not
+    exist or holds no checkpoint, and when no default model ships."""
+    model = model or os.environ.get(MODEL_ENV)
+    if not model:
+        return default_model_folder(), DEFAULT_MODEL_LABEL
     if os.path.isdir(model):
         if not os.path.isfile(os.path.join(model, "config.json")):
             raise CheckpointNotFoundError(f"{model!r} is a folder but holds no config.json: not a saved checkpoint "
                                           "(a folder written by model.save_pretrained, e.g. by `python train.py`).")
-        return model
-    if model == DEFAULT_MODEL or not _HUB_ID.match(model) or model.startswith((".", "/", "~")):
-        raise CheckpointNotFoundError(
-            f"No CA-MTL checkpoint at {model!r}. Train the quick-start model with `python train.py` (it writes "
-            f"{DEFAULT_MODEL}/), or point the app at a checkpoint folder or a Hub model id: "
-            "`python app.py --model PATH_OR_HUB_ID` (or set CAMTL_MODEL)."
-        )
-    return model
+        return model, model
+    if _looks_local(model):
+        raise CheckpointNotFoundError(f"The folder {model!r} does not exist.{_checkpoints_near(model)} Pass a "
+                                      "checkpoint folder or a Hub model id, or leave --model out for the default "
+                                      "model.")
+    return model, model
+
+
+def _looks_local(model: str) -> bool:
+    """A path rather than a Hub id: not shaped ``owner/name``, or starting with ``.``, ``/``, ``~``, or whose first
+    part is a folder here (``outputs/typo``)."""
+    first = model.replace("\\", "/").split("/")[0]
+    return not _HUB_ID.match(model) or model.startswith((".", "/", "~")) or os.path.isdir(first)
+
+
+def _checkpoints_near(model: str) -> str:
+    parent = os.path.dirname(os.path.normpath(model)) or "."
+    if not os.path.isdir(parent):
+        return ""
+    found = sorted(p for p in os.listdir(parent) if os.path.isfile(os.path.join(parent, p, "config.json")))
+    return f" Checkpoints in {parent}/: {', '.join(found)}." if found else ""
+
+
+def default_model_folder() -> str:
+    """The default model's folder (``camtl.default_model.ensure_default_model``), or ``CheckpointNotFoundError``."""
+    try:
+        from camtl.default_model import DefaultModelMissingError, ensure_default_model
+    except ImportError as err:  # app.py alone (a Space): the model is named by CAMTL_MODEL
+        raise CheckpointNotFoundError(f"No model named: set {MODEL_ENV} or pass --model PATH_OR_HUB_ID (the "
+                                      "default model needs the camtl package beside app.py).") from err
+    try:
+        return str(ensure_default_model())
+    except (DefaultModelMissingError, ValueError) as err:
+        raise CheckpointNotFoundError(str(err)) from err
 
 
 def load_pipeline(model_or_path):
@@ -91,22 +144,22 @@ def load_pipeline(model_or_path):
         from modeling_camtl.pipeline_camtl import CaMtlClassificationPipeline
     except ImportError:
         CaMtlClassificationPipeline = None
-    if model_or_path is not None and not isinstance(model_or_path, str):  # a model object, e.g. straight from CaMtlForMultiTask.from_bert
+    if not isinstance(model_or_path, str):  # a model object, e.g. straight from CaMtlForMultiTask.from_bert
         if CaMtlClassificationPipeline is None:
             raise ValueError("A model object needs the modeling_camtl package; pass a checkpoint folder instead")
         return CaMtlClassificationPipeline(model=model_or_path, tokenizer=model_or_path.tokenizer)
-    path = resolve_model(model_or_path)
     try:
         if CaMtlClassificationPipeline is None:
-            return pipeline(model=path, trust_remote_code=True)
-        model = AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=True)
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=True)
+            return pipeline(model=model_or_path, trust_remote_code=True)
+        model = AutoModelForSequenceClassification.from_pretrained(model_or_path, trust_remote_code=True)
+        tokenizer = AutoTokenizer.from_pretrained(model_or_path, trust_remote_code=True)
         return CaMtlClassificationPipeline(model=model, tokenizer=tokenizer)
     except OSError as e:  # a Hub id that cannot be reached, a folder with missing files
-        raise CheckpointNotFoundError(f"Could not load the CA-MTL checkpoint {path!r}: {e}") from e
+        where = "" if os.path.isdir(model_or_path) else " (no such folder here, so it was tried as a Hub model id)"
+        raise CheckpointNotFoundError(f"Could not load the CA-MTL checkpoint {model_or_path!r}{where}: {e}") from e
     except SafetensorError as e:  # a weights file cut short
-        raise CheckpointNotFoundError(f"Could not load the CA-MTL checkpoint {path!r}: "
-                                      f"{damaged_weights_message(path, e)}") from e
+        raise CheckpointNotFoundError(f"Could not load the CA-MTL checkpoint {model_or_path!r}: "
+                                      f"{damaged_weights_message(model_or_path, e)}") from e
 
 
 def damaged_weights_message(path: str, error: Exception) -> str:
@@ -118,41 +171,143 @@ def damaged_weights_message(path: str, error: Exception) -> str:
     return describe(path, error)
 
 
+def load_results(model_path: str) -> dict:
+    """The model's ``results.json`` (folder, or Hub repository when reachable); ``{}`` when it has none."""
+    if os.path.isdir(model_path):
+        path = os.path.join(model_path, "results.json")
+    else:
+        try:
+            from huggingface_hub import hf_hub_download
+
+            path = hf_hub_download(model_path, "results.json")
+        except Exception:  # offline, no such file, no such repo: the page then says the quality is unknown
+            return {}
+    if not os.path.isfile(path):
+        return {}
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Plain words
+# --------------------------------------------------------------------------------------------------------------------
 def field_label(name: str) -> str:
     """``sentence1`` -> ``Sentence 1``, ``premise`` -> ``Premise``."""
     words = re.sub(r"(?<=[A-Za-z])(\d+)$", r" \1", name.replace("_", " ")).strip()
     return words[:1].upper() + words[1:]
 
 
+def task_info(spec: dict) -> dict:
+    """``{"title", "question", "labels": {label: readable name}}`` of a task: :data:`TASK_INFO` for GLUE names,
+    else the task's own name and labels (underscores as spaces)."""
+    info = TASK_INFO.get(spec["name"], {})
+    labels = info.get("labels", {})
+    return {"title": info.get("title", spec["name"]), "question": info.get("question", ""),
+            "labels": {label: labels.get(label, label.replace("_", " ")) for label in spec.get("labels") or []}}
+
+
+def task_choice(spec: dict) -> str:
+    """What the task selector shows: ``CoLA: Is this sentence grammatical?``."""
+    info = task_info(spec)
+    return f"{info['title']}: {info['question']}" if info["question"] else info["title"]
+
+
+def confidence(probabilities) -> tuple[float, str]:
+    """``(normalised entropy, words)`` of one answer's label probabilities: ``H(p) / log K`` in [0, 1], which is
+    the model's own ``entropy`` output for a classification row (0: certain, 1: every label equally likely)."""
+    probs = [p for p in probabilities if p > 0]
+    k = max(len(probabilities), 2)
+    h = min(max(-sum(p * math.log(p) for p in probs) / math.log(k), 0.0), 1.0)
+    words = "high" if h <= CONFIDENT else "medium" if h <= LEANING else "low: close to a guess"
+    return h, words
+
+
+def _percent(value: float) -> str:
+    return f"{100 * value:.0f}%"
+
+
+def score_in_words(spec: dict, metrics: dict, rows: int | None = None) -> str:
+    """A task's dev score as a visitor reads it: ``right on 88% of 872 dev examples``, ``correlation with human
+    ratings 0.85``, ``Matthews correlation 0.45 (0: guessing, 1: always right)``."""
+    on = f" of {rows:,} dev examples" if rows else " of its dev examples"
+    if "pearson" in metrics:
+        return f"correlation with human ratings {metrics['pearson']:.2f} (1: perfect agreement)"
+    if "mcc" in metrics:
+        return f"Matthews correlation {metrics['mcc']:.2f} (0: no better than guessing, 1: always right)"
+    if "f1" in metrics:
+        return f"right on {_percent(metrics['accuracy'])}{on} (F1 {metrics['f1']:.2f})"
+    if "accuracy" in metrics:
+        return f"right on {_percent(metrics['accuracy'])}{on}"
+    return ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if k != "main")
+
+
+def majority_in_words(spec: dict, reference: dict) -> str:
+    """What always giving the most common answer scores on the task's dev set."""
+    if spec["kind"] == "regression":
+        return "a constant guess would correlate 0"
+    answer = task_info(spec)["labels"].get(reference.get("answer"), reference.get("answer"))
+    if "accuracy" in reference:
+        return f'always answering "{answer}" would be right on {_percent(reference["accuracy"])}'
+    return f'always answering "{answer}" would score {reference["main"]:.2f}'
+
+
+def quality_warning(results: dict) -> str | None:
+    """The page's warning: no dev results, or answers close to the majority class: a dev average within
+    :data:`NEAR_MAJORITY` of the majority-class reference, or more than half of the tasks each within it."""
+    tasks = results.get("tasks")
+    if not tasks:
+        return ("**This model's folder holds no dev results (results.json)**: how often its answers are right is "
+                "unknown.")
+    majority = results.get("majority_class")
+    if not majority or results.get("average") is None:
+        return None
+    near = [name for name, metrics in tasks.items()
+            if metrics["main"] - majority["tasks"].get(name, {"main": -math.inf})["main"] < NEAR_MAJORITY]
+    if results["average"] - majority["average"] >= NEAR_MAJORITY and 2 * len(near) <= len(tasks):
+        return None
+    return (f"**This model's answers are close to guesses.** On {len(near)} of its {len(tasks)} tasks it does no "
+            "better than always giving the task's most common answer (dev average "
+            f"{results['average']:.2f}; the most common answers: {majority['average']:.2f}). It is probably a "
+            "quick-start model (`python train.py`: a few minutes of training on a small sample). Run "
+            "`python app.py` without `--model` for the project's trained model.")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The model behind the page
+# --------------------------------------------------------------------------------------------------------------------
 class Predictor:
     """The model, loaded once, behind the page's two plain functions."""
 
-    def __init__(self, model_or_path):
-        self.pipe = load_pipeline(model_or_path)
+    def __init__(self, model_or_path, name: str | None = None, results: dict | None = None):
+        path = None
+        if isinstance(model_or_path, str) or model_or_path is None:
+            path, resolved_name = resolve_model(model_or_path)
+            name = name or resolved_name
+        self.pipe = load_pipeline(path if path is not None else model_or_path)
         self.tasks = {t["name"]: t for t in self.pipe.tasks}  # in task-id order
+        self.info = {n: task_info(t) for n, t in self.tasks.items()}
         self.max_tokens = self.pipe.max_length
-        self.name = getattr(self.pipe.model.config, "_name_or_path", "") or "CA-MTL model"
-        results_file = os.path.join(self.name, "results.json")  # written beside the checkpoint by train.py
-        self.dev_results = {}
-        if os.path.isfile(results_file):
-            with open(results_file, encoding="utf-8") as f:
-                self.dev_results = json.load(f).get("tasks") or {}
+        self.name = name or getattr(self.pipe.model.config, "_name_or_path", "") or "CA-MTL model"
+        self.results = results if results is not None else load_results(path) if path else {}
+        self.warning = quality_warning(self.results)
 
     # ----- the plain functions -----
-    def predict(self, task: str, text: str, text_pair: str = "") -> tuple[dict | None, float | None]:
-        """``({label: probability}, None)`` for a classification task, ``(None, score)`` for a regression task.
-
-        Raises ``gr.Error`` (shown in the page, returned through the API) for an unknown task or bad text."""
+    def predict(self, task: str, text: str, text_pair: str = "") -> tuple[dict | None, float | None, str]:
+        """``({answer: probability}, None, confidence)`` for a classification task, ``(None, score, note)`` for a
+        regression task. Raises ``gr.Error`` (shown in the page, returned through the API) for an unknown task or bad
+        text. A single-text task never reads ``text_pair``."""
         spec = self._task(task)
-        text_pair = text_pair or ""
-        result = self._run([self._input(spec, text, text_pair)])[0]
+        result = self._run([self._input(spec, text, text_pair or "")])[0]
         if spec["kind"] == "regression":
-            return None, round(result["score"], 4)
-        return {r["label"]: r["score"] for r in result}, None
+            return None, round(result["score"], 4), "A score, not a choice between answers: no confidence cue."
+        labels = self.info[task]["labels"]
+        h, words = confidence([r["score"] for r in result])
+        note = f"**Confidence: {words}** (uncertainty {h:.2f}, from 0: certain to 1: a pure guess)."
+        return {labels[r["label"]]: r["score"] for r in result}, None, note
 
     def predict_all(self, text: str, text_pair: str = "") -> list[list]:
         """Run every compatible task (pair tasks when ``text_pair`` is given, else single-text tasks) in ONE
-        mixed-task batch; one row ``[task, prediction, score, details]`` per task."""
+        mixed-task batch; one row ``[task, answer, confidence, all answers]`` per task."""
         text_pair = text_pair or ""
         pair = bool(text_pair.strip())
         specs = [t for t in self.tasks.values() if (len(t["text_fields"]) == 2) == pair]
@@ -164,11 +319,14 @@ class Predictor:
         for spec, result in zip(specs, results):
             if spec["kind"] == "regression":
                 lo, hi = spec["label_range"]
-                rows.append([spec["name"], f"{result['score']:.2f}", round(result["score"], 4),
-                             f"regression score, labels range {lo:g} to {hi:g}"])
+                rows.append([task_choice(spec), f"{result['score']:.2f} (of {lo:g} to {hi:g})", "",
+                             "a score, not a choice"])
             else:
-                details = ", ".join(f"{r['label']} {r['score']:.2f}" for r in result)
-                rows.append([spec["name"], result[0]["label"], round(result[0]["score"], 4), details])
+                labels = self.info[spec["name"]]["labels"]
+                h, words = confidence([r["score"] for r in result])
+                rows.append([task_choice(spec), f"{labels[result[0]['label']]} ({_percent(result[0]['score'])})",
+                             f"{words} ({h:.2f})", ", ".join(f"{labels[r['label']]} {_percent(r['score'])}"
+                                                             for r in result)])
         return rows
 
     # ----- helpers -----
@@ -198,27 +356,95 @@ class Predictor:
             raise refuse(str(e)) from e
 
     def describe(self, task: str) -> str:
-        """One line on ``task``: what it reads, what it outputs, and its dev results when the folder has them."""
-        spec = self.tasks[task]
-        reads = " + ".join(f"*{field_label(f)}*" for f in spec["text_fields"])
+        """What the task asks, its answers, and how well the model does on its dev set, in plain words."""
+        spec, info = self._task(task), self.info[task]
+        reads = " and ".join(f"*{field_label(f)}*" for f in spec["text_fields"])
         if spec["kind"] == "regression":
-            line = "**{}**: regression on {}, scores from {:g} to {:g}.".format(task, reads, *spec["label_range"])
+            answers = "a score from {:g} to {:g}".format(*spec["label_range"])
         else:
-            line = f"**{task}**: classification of {reads} into {', '.join(f'`{x}`' for x in spec['labels'])}."
-        metrics = {k: v for k, v in self.dev_results.get(task, {}).items() if k != "main"}
-        if metrics:
-            line += " Dev: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()) + "."
-        return line
+            answers = " / ".join(f"*{name}*" for name in info["labels"].values())
+        line = f"**{task_choice(spec)}** The model reads {reads} and answers {answers}."
+        metrics = (self.results.get("tasks") or {}).get(task)
+        if not metrics:
+            return line + " Its dev score is unknown."
+        rows = (self.results.get("eval_rows") or {}).get(task)
+        line += f" On data it never trained on: {score_in_words(spec, metrics, rows)}"
+        reference = ((self.results.get("majority_class") or {}).get("tasks") or {}).get(task)
+        if reference:
+            line += f"; {majority_in_words(spec, reference)}"
+            if metrics["main"] - reference["main"] < NEAR_MAJORITY:
+                line += " (**no better than always giving the most common answer**)"
+        return line + "."
 
     def examples(self) -> list[list]:
+        """``[task, text, text_pair]`` rows of the page: per task, up to :data:`EXAMPLES_PER_TASK` of its candidates
+        in ``app_examples.json`` not marked ``"shown": false`` (a task without any gets a generic example)."""
+        stored = read_examples()
         rows = []
         for name, spec in self.tasks.items():
-            for text, pair in EXAMPLES.get(name) or GENERIC_EXAMPLES[len(spec["text_fields"])]:
-                if bool(pair) == (len(spec["text_fields"]) == 2):  # an example must fit the task's inputs
-                    rows.append([name, text, pair])
+            pair = len(spec["text_fields"]) == 2
+            candidates = stored["tasks"].get(name) or stored["generic"][str(len(spec["text_fields"]))]
+            fitting = [e for e in candidates if e.get("shown", True) and bool(e.get("text_pair")) == pair]
+            rows += [[name, e["text"], e.get("text_pair", "")] for e in fitting[:EXAMPLES_PER_TASK]]
         return rows
 
 
+def read_examples(path=None) -> dict:
+    """``app_examples.json`` (or ``path``)."""
+    with open(path or EXAMPLES_FILE, encoding="utf-8") as f:
+        return json.load(f)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Checking the examples against a model
+# --------------------------------------------------------------------------------------------------------------------
+def check_examples(predictor: Predictor, stored: dict) -> list[dict]:
+    """Run every candidate with an ``expected`` answer for the model's tasks; one row each with the model's answer,
+    its confidence and ``ok`` (the expected label, or a score inside the expected range)."""
+    rows = []
+    for name, candidates in stored["tasks"].items():
+        if name not in predictor.tasks:
+            continue
+        spec = predictor.tasks[name]
+        for example in candidates:
+            result = predictor._run([predictor._input(spec, example["text"], example.get("text_pair", ""))])[0]
+            if spec["kind"] == "regression":
+                lo, hi = example["expected"]
+                got, ok, sure = round(result["score"], 2), lo <= result["score"] <= hi, ""
+            else:
+                got, ok = result[0]["label"], result[0]["label"] == example["expected"]
+                sure = confidence([r["score"] for r in result])[1]
+            rows.append({"task": name, "example": example, "got": got, "ok": ok, "confidence": sure})
+    return rows
+
+
+def mark_shown(stored: dict, rows: list[dict], model_name: str) -> dict:
+    """``stored`` with ``"shown"`` set on every checked candidate: true for the first :data:`EXAMPLES_PER_TASK`
+    per task that the model gets right, false for the others."""
+    shown_per_task = {}
+    for row in rows:
+        count = shown_per_task.get(row["task"], 0)
+        row["example"]["shown"] = bool(row["ok"]) and count < EXAMPLES_PER_TASK
+        shown_per_task[row["task"]] = count + row["example"]["shown"]
+    stored["checked_with"] = {"model": model_name, "date": datetime.date.today().isoformat(),
+                              "right": sum(r["ok"] for r in rows), "of": len(rows)}
+    return stored
+
+
+def report_examples(rows: list[dict]) -> str:
+    lines = []
+    for row in rows:
+        e = row["example"]
+        texts = e["text"] + (f" || {e['text_pair']}" if e.get("text_pair") else "")
+        lines.append(f"{'ok   ' if row['ok'] else 'WRONG'} {row['task']:5} expected {e['expected']!s:15} got "
+                     f"{row['got']!s:15} {row['confidence']:22} {texts}   [{e.get('why', '')}]")
+    right = sum(r["ok"] for r in rows)
+    return "\n".join(lines + [f"{right} of {len(rows)} candidates answered as expected"])
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The page
+# --------------------------------------------------------------------------------------------------------------------
 def task_layout(spec: dict) -> dict:
     """How the one-task view looks for a task: box labels from its text fields, the second box only for a pair,
     the score instead of the label probabilities for regression."""
@@ -235,8 +461,10 @@ def task_layout(spec: dict) -> dict:
 
 
 def task_view(predictor: Predictor, task: str) -> tuple:
-    """Updates of (description, text box, second text box, label output, score output) when ``task`` is chosen."""
-    layout = task_layout(predictor.tasks[task])
+    """Updates of (description, text box, second text box, answer, score, confidence) when ``task`` is chosen, and
+    after every example click: gr.Examples puts back each input's properties as the page was built (the second box
+    hidden when the first task reads one text), so the view is set again from the task shown."""
+    layout = task_layout(predictor._task(task))
     pair_update = {} if layout["pair_visible"] else {"value": ""}  # a hidden box must not carry old text
     return (
         predictor.describe(task),
@@ -244,59 +472,87 @@ def task_view(predictor: Predictor, task: str) -> tuple:
         gr.update(label=layout["pair_label"], visible=layout["pair_visible"], **pair_update),
         gr.update(visible=not layout["regression"], value=None),
         gr.update(visible=layout["regression"], value=None, label=layout["score_label"]),
+        gr.update(value=""),
     )
+
+
+def header(predictor: Predictor) -> str:
+    # not the theme's font: Gradio's bundled semi-bold Source Sans Pro (what headings use) is a subset of a few
+    # dozen letters, so a heading mixes two faces ("CA-MTL" with a small A)
+    return (
+        f'<h1 style="font-family: ui-sans-serif, system-ui, sans-serif">CA-MTL: one model, {len(predictor.tasks)} '
+        "tasks</h1>\n\n"
+        "One language model answers several kinds of questions about text. Pick a question, type a sentence (or "
+        "two), and see its answer and how sure it is. Each answer comes with the model's score on examples it never "
+        "saw in training.\n\n"
+        f"Model: `{predictor.name}`. Inputs are limited to {predictor.max_tokens} tokens. Method: Conditionally "
+        "Adaptive Multi-Task Learning (Pilault et al., ICLR 2021), a task embedding that conditions a shared BERT "
+        "encoder."
+    )
+
+
+def warning_box(text: str) -> str:
+    """The warning as a coloured HTML box (its ``**bold**`` and ```code``` rendered)."""
+    body = html.escape(text)
+    body = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", body)
+    body = re.sub(r"`(.+?)`", r"<code>\1</code>", body)
+    return ('<div style="border: 2px solid #d97706; background: #fef3c7; color: #78350f; padding: 10px 14px; '
+            f'border-radius: 8px">&#9888;&#65039; {body}</div>')
 
 
 def build_demo(model_or_path=None) -> gr.Blocks:
     """The page: a one-task tab and an all-tasks tab, over one model loaded once (a folder, a Hub id, a model object
-    with ``.tokenizer``, a pipeline or a :class:`Predictor`; default ``$CAMTL_MODEL`` or ``outputs/quickstart``)."""
+    with ``.tokenizer``, a pipeline or a :class:`Predictor`; default ``$CAMTL_MODEL`` or the default model)."""
     predictor = model_or_path if isinstance(model_or_path, Predictor) else Predictor(model_or_path)
     names = list(predictor.tasks)
     first = task_layout(predictor.tasks[names[0]])
     pair_tasks = [n for n, t in predictor.tasks.items() if len(t["text_fields"]) == 2]
     single_tasks = [n for n in names if n not in pair_tasks]
+    stored = read_examples()
     with gr.Blocks(title="CA-MTL multi-task demo") as demo:
-        # not the theme's font: Gradio's bundled semi-bold Source Sans Pro (what headings use) is a subset of a few
-        # dozen letters, so a heading mixes two faces ("CA-MTL" with a small A)
-        gr.Markdown(
-            f'<h1 style="font-family: ui-sans-serif, system-ui, sans-serif">CA-MTL: one model, {len(names)} tasks</h1>'
-            "\n\n"
-            f"Conditionally Adaptive Multi-Task Learning (Pilault et al., ICLR 2021): a task embedding conditions a "
-            f"shared BERT encoder. Model: `{predictor.name}`. Inputs are limited to {predictor.max_tokens} tokens."
-        )
+        gr.Markdown(header(predictor))
+        if predictor.warning:
+            gr.HTML(warning_box(predictor.warning), elem_id="quality-warning")
         with gr.Tab("One task"):
             with gr.Row():
                 with gr.Column(scale=3):
-                    task = gr.Dropdown(choices=names, value=names[0], label="Task")
+                    # unknown values reach Predictor (a clear error, no traceback) instead of the dropdown's check
+                    task = gr.Dropdown(choices=[(task_choice(t), n) for n, t in predictor.tasks.items()],
+                                       value=names[0], label="Question", allow_custom_value=True)
                     about = gr.Markdown(predictor.describe(names[0]))
                     text = gr.Textbox(label=first["text_label"], lines=2, max_length=MAX_CHARS)
                     text_pair = gr.Textbox(label=first["pair_label"], lines=2, max_length=MAX_CHARS,
                                            visible=first["pair_visible"])
                     run = gr.Button("Predict", variant="primary")
                 with gr.Column(scale=2):
-                    label = gr.Label(label="Label probabilities", visible=not first["regression"])
+                    label = gr.Label(label="Answer", visible=not first["regression"])
                     score = gr.Number(label=first["score_label"], visible=first["regression"], precision=3,
                                       interactive=False)
-            gr.Examples(examples=predictor.examples(), inputs=[task, text, text_pair], label="Examples per task")
+                    sure = gr.Markdown(elem_id="confidence")
+            examples = gr.Examples(examples=predictor.examples(), inputs=[task, text, text_pair],
+                                   label="Examples (click one, then Predict)")
         with gr.Tab("All tasks at once"):
             gr.Markdown(
                 "One text runs every single-text task "
-                f"({', '.join(single_tasks) or 'none in this model'}); two texts run every pair task "
-                f"({', '.join(pair_tasks) or 'none in this model'}), all in one mixed-task batch."
+                f"({', '.join(predictor.info[n]['title'] for n in single_tasks) or 'none in this model'}); two texts "
+                f"run every pair task ({', '.join(predictor.info[n]['title'] for n in pair_tasks) or 'none'}), all "
+                "in one mixed-task batch."
             )
             all_text = gr.Textbox(label="Text", lines=2, max_length=MAX_CHARS)
             all_pair = gr.Textbox(label="Second text (optional: fill it to run the pair tasks)", lines=2,
                                   max_length=MAX_CHARS)
             run_all = gr.Button("Run all compatible tasks", variant="primary")
-            table = gr.Dataframe(headers=["task", "prediction", "score", "details"],
-                                 datatype=["str", "str", "number", "str"], label="Predictions", interactive=False,
-                                 wrap=True)
-            gr.Examples(examples=[list(e) for e in ALL_TASKS_EXAMPLES], inputs=[all_text, all_pair])
+            table = gr.Dataframe(headers=["question", "answer", "confidence", "all answers"],
+                                 datatype=["str", "str", "str", "str"], label="Answers", interactive=False, wrap=True)
+            gr.Examples(examples=[[e["text"], e.get("text_pair", "")] for e in stored["all_tasks"]],
+                        inputs=[all_text, all_pair])
 
-        task.change(functools.partial(task_view, predictor), task, [about, text, text_pair, label, score],
-                    queue=False, api_visibility="private")
+        view = functools.partial(task_view, predictor)
+        view_outputs = [about, text, text_pair, label, score, sure]
+        task.change(view, task, view_outputs, queue=False, api_visibility="private")
+        examples.load_input_event.then(view, task, view_outputs, queue=False, api_visibility="private")
         # one model, one queue: both events share one concurrency slot, so requests run one after another
-        run.click(predictor.predict, [task, text, text_pair], [label, score], api_name="predict",
+        run.click(predictor.predict, [task, text, text_pair], [label, score, sure], api_name="predict",
                   concurrency_id="camtl-model", concurrency_limit=1)
         run_all.click(predictor.predict_all, [all_text, all_pair], table, api_name="predict_all",
                       concurrency_id="camtl-model", concurrency_limit=1)
@@ -307,18 +563,32 @@ def build_demo(model_or_path=None) -> gr.Blocks:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default=None, help=f"checkpoint folder or Hub model id (default: $CAMTL_MODEL, "
-                                                       f"else {DEFAULT_MODEL})")
+    parser.add_argument("--model", default=None, help=f"checkpoint folder or Hub model id (default: ${MODEL_ENV}, "
+                                                       "else the project's default model)")
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
                         help="address to serve on (0.0.0.0 to serve the network; a Space sets GRADIO_SERVER_NAME)")
     parser.add_argument("--port", type=int, default=None, help="port (default: $GRADIO_SERVER_PORT or 7860)")
+    parser.add_argument("--check-examples", action="store_true",
+                        help="run app_examples.json's candidates through the model and report; serve nothing")
+    parser.add_argument("--write", action="store_true", help="with --check-examples: mark in app_examples.json "
+                                                             f"the first {EXAMPLES_PER_TASK} right ones per task as "
+                                                             "shown, the others as not shown")
     args = parser.parse_args(argv)
     try:
-        demo = build_demo(args.model)
+        predictor = Predictor(args.model)
     except CheckpointNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    demo.launch(server_name=args.host, server_port=args.port)
+    if args.check_examples:
+        stored = read_examples()
+        rows = check_examples(predictor, stored)
+        print(report_examples(rows))
+        if args.write:
+            mark_shown(stored, rows, predictor.name)
+            EXAMPLES_FILE.write_text(json.dumps(stored, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+            print(f"Marked the shown examples in {EXAMPLES_FILE}")
+        return 0
+    build_demo(predictor).launch(server_name=args.host, server_port=args.port)
     return 0
 
 

@@ -55,7 +55,7 @@ from camtl.data import (
     tokenize_split,
 )
 from camtl.interrupt import StopRequest, stopped_at_once_line, stopped_line
-from camtl.metrics import compute_task_metrics, glue_average
+from camtl.metrics import compute_task_metrics, glue_average, majority_class_reference
 from camtl.model_card import write_model_card
 from camtl.sampling import TaskSampler, make_sampler
 from camtl.training import (
@@ -613,6 +613,10 @@ def _finish(run: Run, state: dict[str, Any], exact: bool | None, command_line: s
         "wall_time_s": round(state["wall_time_s"], 2),
         "data_fraction": fraction,
         "parameters": run.parameter_counts,
+        "eval_rows": {task.name: len(ds) for task, ds in zip(run.tasks, run.eval_sets)},
+        "majority_class": majority_class_reference(  # the floor: a task not trained here takes its dev labels
+            run.tasks, [(tr if tr is not None else ev)["labels"] for tr, ev in zip(run.train_sets, run.eval_sets)],
+            [ev["labels"] for ev in run.eval_sets]),
         "sampling": sampling_summary(run),
         "world_size": acc.num_processes,
         "global_batch_size": run.sampler.batch_size,

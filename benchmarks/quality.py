@@ -151,22 +151,11 @@ def markdown(table: dict, majority: dict | None = None) -> str:
 def majority_baseline(data_dir: str) -> dict:
     """Each task's dev metric when every row gets the training set's majority class (the mean score for STS-B,
     whose correlations are then undefined: 0). The floor any trained arm should clear."""
-    import numpy as np
+    from camtl.data import get_task
+    from camtl.metrics import majority_class_from_data
 
-    from camtl.data import get_task, load_split
-    from camtl.metrics import compute_task_metrics
-
-    scores = {}
-    for name in TASKS:
-        task = get_task(name)
-        train_labels = np.asarray(load_split(task, "train", data_dir)["label"])
-        dev_labels = np.asarray(load_split(task, "validation", data_dir)["label"])
-        if task.kind == "regression":
-            constant = train_labels.mean()
-        else:
-            constant = np.bincount(train_labels.astype(int)).argmax()
-        scores[name] = compute_task_metrics(task, np.full(len(dev_labels), constant), dev_labels)["main"]
-    return {"tasks": scores, "average": sum(scores.values()) / len(scores)}
+    reference = majority_class_from_data([get_task(name) for name in TASKS], data_dir)
+    return {"tasks": {name: m["main"] for name, m in reference["tasks"].items()}, "average": reference["average"]}
 
 
 def write_results(out: Path, runs: list[dict], commands: list[str], args, majority: dict | None = None) -> dict:

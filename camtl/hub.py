@@ -2,6 +2,7 @@
 
     python -m camtl.hub model outputs/quickstart you/camtl-glue [--private] [--dry-run]
     python -m camtl.hub space you/camtl-glue-demo --model you/camtl-glue [--private] [--dry-run]
+    python -m camtl.hub space you/camtl-demo [--private] [--dry-run]  # the project's default model, bundled in the Space
 
 The token comes from ``--token``, ``$HF_TOKEN`` or ``hf auth login``; ``$HF_ENDPOINT`` names another Hub endpoint.
 Everything goes through ``huggingface_hub.HfApi`` (``create_repo`` + ``upload_folder``).
@@ -29,6 +30,7 @@ from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 ROOT = Path(__file__).resolve().parents[1]
 SPACE_TEMPLATE = ROOT / "space"
 MODEL_ENV = "CAMTL_MODEL"  # what app.py reads to find its model
+BUNDLED_MODEL = "model"  # the Space's folder holding the default model, when no model repository is named
 AUTO_CLASSES = ("AutoConfig", "AutoModel", "AutoModelForSequenceClassification")
 #: Top-level files that stay home: training state (sub-folders such as checkpoints/ and logs/ never go either).
 SKIPPED_FILES = ("*.pt", "*.pth", "*.bin", "*.pyc", ".*", "optimizer*", "scheduler*", "rng_state*",
@@ -185,46 +187,67 @@ def push_model(folder, repo_id: str, token: str | None = None, private: bool = F
 # --------------------------------------------------------------------------------------------------------------------
 # Space
 # --------------------------------------------------------------------------------------------------------------------
-def make_space_folder(folder, model_repo_id: str, title: str | None = None) -> Path:
-    """Write a Gradio Space for ``model_repo_id`` into ``folder``: ``app.py`` (this project's), ``requirements.txt``
-    and a ``README.md`` whose front matter sets ``sdk: gradio`` and ``app_file: app.py``."""
+def make_space_folder(folder, model_repo_id: str | None = None, title: str | None = None) -> Path:
+    """Write a Gradio Space into ``folder``: ``app.py`` and ``app_examples.json`` (this project's),
+    ``requirements.txt`` and a ``README.md`` whose front matter sets ``sdk: gradio`` and ``app_file: app.py``.
+
+    The Space serves ``model_repo_id``, or without one the project's default model, copied into the Space as
+    ``model/`` (rebuilt by ``camtl.default_model.ensure_default_model``): the app finds either through the Space
+    variable ``CAMTL_MODEL`` (:func:`space_model_variable`)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(ROOT / "app.py", folder / "app.py")
+    for name in ("app.py", "app_examples.json"):
+        shutil.copyfile(ROOT / name, folder / name)
     shutil.copyfile(SPACE_TEMPLATE / "requirements.txt", folder / "requirements.txt")
+    if model_repo_id is None:
+        from camtl.default_model import BASE_MODEL_ID, ensure_default_model
+
+        shutil.copytree(ensure_default_model(), folder / BUNDLED_MODEL,
+                        ignore=shutil.ignore_patterns(*SKIPPED_FILES, "__pycache__"))
+        models, title = [BASE_MODEL_ID], title or "CA-MTL demo: one model, five GLUE tasks"
+        about = ("the camtl project's default model (CA-MTL on all-MiniLM-L6-v2, trained on five GLUE tasks), "
+                 f"bundled in `{BUNDLED_MODEL}/`")
+    else:
+        models, title = [model_repo_id], title or f"CA-MTL demo: {model_repo_id.split('/')[-1]}"
+        about = f"[`{model_repo_id}`](https://huggingface.co/{model_repo_id})"
     try:
         sdk_version = version("gradio")
     except PackageNotFoundError:
         sdk_version = None
-    title = title or f"CA-MTL demo: {model_repo_id.split('/')[-1]}"
     card_data = SpaceCardData(title=title, sdk="gradio", sdk_version=sdk_version, app_file="app.py",
-                              models=[model_repo_id], tags=["camtl", "multi-task", "text-classification"],
+                              models=models, tags=["camtl", "multi-task", "text-classification"],
                               emoji="🧭", colorFrom="indigo", colorTo="blue", pinned=False,
                               short_description="One CA-MTL model, many text tasks")
     card = SpaceCard(
         f"---\n{card_data.to_yaml()}\n---\n\n# {title}\n\n"
-        f"A demo of [`{model_repo_id}`](https://huggingface.co/{model_repo_id}), a CA-MTL (Conditionally Adaptive "
-        "Multi-Task Learning, Pilault et al., ICLR 2021) model: pick a task and classify text, or run every "
-        "compatible task on one input at once.\n\n"
-        f"The app reads the model id from the Space variable `{MODEL_ENV}`; set it to serve another CA-MTL model.\n"
+        f"A demo of {about}, a CA-MTL (Conditionally Adaptive Multi-Task Learning, Pilault et al., ICLR 2021) "
+        "model: pick a task and classify text, or run every compatible task on one input at once.\n\n"
+        f"The app reads the model (a Hub id or a folder of the Space) from the Space variable `{MODEL_ENV}`; set it "
+        "to serve another CA-MTL model.\n"
     )
     card.save(folder / "README.md")
     return folder
 
 
-def push_space(space_repo_id: str, model_repo_id: str, token: str | None = None, private: bool = False, *,
-               title: str | None = None, endpoint: str | None = None):
-    """Create (or update) the Gradio Space ``space_repo_id`` serving ``model_repo_id``; returns the ``CommitInfo``.
+def space_model_variable(model_repo_id: str | None) -> str:
+    """The value of the Space variable ``CAMTL_MODEL``: the model repository, or the bundled folder's name."""
+    return model_repo_id or BUNDLED_MODEL
 
-    The Space variable ``CAMTL_MODEL`` points the app at the model repository."""
+
+def push_space(space_repo_id: str, model_repo_id: str | None = None, token: str | None = None,
+               private: bool = False, *, title: str | None = None, endpoint: str | None = None):
+    """Create (or update) the Gradio Space ``space_repo_id`` serving ``model_repo_id`` (default: the project's
+    default model, bundled in the Space); returns the ``CommitInfo``.
+
+    The Space variable ``CAMTL_MODEL`` points the app at the model repository or the bundled folder."""
     api = HfApi(endpoint=endpoint, token=token)
     with tempfile.TemporaryDirectory(prefix="camtl-space-") as tmp, hub_requests(endpoint):
         folder = make_space_folder(tmp, model_repo_id, title)
         api.create_repo(space_repo_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
-        api.add_space_variable(space_repo_id, MODEL_ENV, model_repo_id,
-                               description="Hub id of the CA-MTL model that app.py serves")
+        api.add_space_variable(space_repo_id, MODEL_ENV, space_model_variable(model_repo_id),
+                               description="Hub id or folder of the CA-MTL model that app.py serves")
         return api.upload_folder(folder_path=str(folder), repo_id=space_repo_id, repo_type="space",
-                                 commit_message=f"CA-MTL demo for {model_repo_id}")
+                                 commit_message=f"CA-MTL demo for {model_repo_id or 'the default model'}")
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -240,7 +263,8 @@ def main(argv=None) -> int:
                                                                "rewrite it from results.json)")
     space = commands.add_parser("space", help="create the Gradio demo Space for a model repository")
     space.add_argument("space_repo_id", help="Space repository, e.g. you/camtl-glue-demo")
-    space.add_argument("--model", required=True, dest="model_repo_id", help="the model repository it serves")
+    space.add_argument("--model", default=None, dest="model_repo_id",
+                       help="the model repository it serves (default: the project's default model, bundled)")
     space.add_argument("--title", default=None, help="the Space's title")
     for sub in (model, space):
         sub.add_argument("--private", action="store_true", help="create the repository private")
@@ -256,7 +280,7 @@ def main(argv=None) -> int:
             info = push_model(args.folder, args.repo_id, args.token, args.private, write_card=not args.keep_card)
         else:
             info = push_space(args.space_repo_id, args.model_repo_id, args.token, args.private, title=args.title)
-    except ValueError as e:
+    except (ValueError, FileNotFoundError) as e:  # an incomplete folder; no default model to bundle
         print(f"error: {e}", file=sys.stderr)
         return 2
     except PublishError as e:

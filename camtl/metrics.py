@@ -10,6 +10,10 @@ that is averaged across tasks, following the GLUE leaderboard:
 
 F1 is binary F1 of class 1 for two classes, macro F1 for more. Degenerate inputs (constant
 predictions or labels, a single example) give 0.0 rather than NaN, and no warning.
+
+`majority_class_reference` is the floor a trained model should clear: every dev row answered with the training
+set's most common class (its mean score for regression). train.py stores it in results.json, the app warns when a
+model's dev average is close to it, and the quality benchmark prints it as its reference row.
 """
 
 from __future__ import annotations
@@ -97,6 +101,43 @@ def glue_average(results: Mapping[str, Mapping[str, float]]) -> float:
     return float(np.mean([r["main"] for r in results.values()]))
 
 
+def majority_class_metrics(task: _HasMetric | str, train_labels: Any, dev_labels: Any) -> dict[str, Any]:
+    """The task's metrics (with ``"main"``) when every dev row gets one constant answer, and that ``"answer"``: the
+    training labels' most common class id, or for regression their mean score (correlations are then 0)."""
+    metric = task if isinstance(task, str) else task.metric
+    train = np.asarray(train_labels, dtype=np.float64).reshape(-1)
+    dev = np.asarray(dev_labels).reshape(-1)
+    if len(train) == 0:
+        raise ValueError("majority_class_metrics needs at least one training label.")
+    if metric == "pearson_spearman":
+        answer: float | int = float(train.mean())
+    else:
+        answer = int(np.bincount(train.astype(np.int64)).argmax())
+    return {**compute_task_metrics(task, np.full(len(dev), answer), dev), "answer": answer}
+
+
+def majority_class_reference(tasks: Any, train_labels: Any, dev_labels: Any) -> dict[str, Any]:
+    """`majority_class_metrics` of several tasks (parallel sequences: `TaskDef`s, their training labels and their
+    dev labels), as results.json stores it: ``{"tasks": {name: {..., "main", "answer"}}, "average": mean main}``.
+    A classification answer is given by its label name when the task names its labels."""
+    out = {}
+    for task, train, dev in zip(tasks, train_labels, dev_labels, strict=True):
+        metrics = majority_class_metrics(task, train, dev)
+        labels = getattr(task, "labels", ())
+        if labels and isinstance(metrics["answer"], int):
+            metrics["answer"] = labels[metrics["answer"]]
+        out[task.name] = metrics
+    return {"tasks": out, "average": glue_average(out)}
+
+
+def majority_class_from_data(tasks: Any, data_dir: str | None) -> dict[str, Any]:
+    """`majority_class_reference` of `TaskDef`s read from their train and dev splits (``camtl.data.load_split``)."""
+    from camtl.data import load_split  # camtl.data reads files: imported only here
+
+    splits = [[load_split(task, split, data_dir)["label"] for task in tasks] for split in ("train", "validation")]
+    return majority_class_reference(tasks, *splits)
+
+
 def _check_pair(predictions: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Both as 1-D arrays of the same, non-zero length."""
     preds, golds = np.asarray(predictions).reshape(-1), np.asarray(labels).reshape(-1)
@@ -113,4 +154,5 @@ def _finite(x: float) -> float:
     return x if math.isfinite(x) else 0.0
 
 
-__all__ = ["METRICS", "classification_metrics", "compute_task_metrics", "glue_average", "regression_metrics"]
+__all__ = ["METRICS", "classification_metrics", "compute_task_metrics", "glue_average", "majority_class_from_data",
+           "majority_class_metrics", "majority_class_reference", "regression_metrics"]

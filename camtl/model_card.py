@@ -13,7 +13,15 @@ including ``model-index`` with every task's dev metrics) is built by ``huggingfa
      "wall_time_s": 812.5, "steps": 3000}
 
 Every key is optional but ``tasks``. ``data_fraction`` may also be a dict: ``{task: fraction}``, or train.py's
-``{"overall": f, "per_task": {task: f}, ...}``. Other keys (``eval_history``, ``loss_history``...) are ignored.
+``{"overall": f, "per_task": {task: f}, ...}``. ``eval_rows`` (``{task: dev rows}``) sizes the dev sets in the text.
+Other keys (``eval_history``, ``loss_history``...) are ignored.
+
+What the card claims:
+- ``model-index`` names GLUE's ``validation`` split only for results on the full dev sets. A model evaluated on a
+  sample (the bundled ``data/sample/glue``, or ``data.max_eval_rows``) says "sample" and names no split.
+- A user task (not a GLUE name) has no Hub dataset to point to: it stays out of ``model-index`` and appears in the
+  text under the user's name for it.
+- No absolute local path: folders inside the project are shown relative to it, others by their last component.
 """
 
 import json
@@ -23,7 +31,9 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-TEMPLATE = Path(__file__).resolve().parents[1] / "model_card.md"
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+TEMPLATE = PROJECT_ROOT / "model_card.md"
+SAMPLE_DATA = PROJECT_ROOT / "data" / "sample"  # the bundled GLUE sample (quick start, tests)
 GLUE_DATASET = "nyu-mll/glue"
 
 #: Licences of the data sets (from the notes of the staged GLUE copy; each data set keeps its own terms).
@@ -85,7 +95,7 @@ def write_model_card(folder, results: dict, config=None, training_config: dict |
         model_name: the card's title.
     """
     card = build_model_card(results, _config_dict(folder, config), training_config or {}, repo_id=repo_id or
-                            str(folder), base_model=base_model, license=license, model_name=model_name)
+                            public_path(folder), base_model=base_model, license=license, model_name=model_name)
     path = Path(folder) / "README.md"
     card.save(path)
     return path
@@ -106,6 +116,8 @@ def build_model_card(results: dict, config: dict, training_config: dict, *, repo
     base_model = base_model or _base_model(training_config, config)
     if base_model:  # show the Hub id where the training config names a local copy of the base model
         training_config = _replace_strings(training_config, _base_model_paths(training_config), base_model)
+    evaluation = _evaluation(training_config, results)
+    training_config = public_paths(training_config)
     license = license or BASE_MODEL_LICENCES.get(base_model)
     model_name = model_name or (repo_id.rstrip("/").split("/")[-1] if _HUB_ID.match(repo_id) else
                                 "CA-MTL multi-task model")
@@ -119,7 +131,7 @@ def build_model_card(results: dict, config: dict, training_config: dict, *, repo
         tags=["camtl", "multi-task", "custom_code", "text-classification"] + (["glue"] if glue else []),
         base_model=base_model,
         datasets=[GLUE_DATASET] if glue else None,
-        eval_results=_eval_results(tasks, task_results) or None,
+        eval_results=_eval_results(tasks, task_results, evaluation) or None,
     )
     fraction = _data_fraction(results.get("data_fraction"))
     return ModelCard.from_template(
@@ -131,6 +143,7 @@ def build_model_card(results: dict, config: dict, training_config: dict, *, repo
         tasks=[_task_row(t, task_results.get(t["name"], {})) for t in tasks],
         average=_fmt(results["average"]) if results.get("average") is not None else None,
         data_fraction=fraction,
+        evaluation=evaluation["text"],
         usage_examples=_usage_examples(tasks),
         recipe=_recipe(training_config, results, fraction),
         training_config_yaml=_yaml(training_config),
@@ -182,22 +195,81 @@ def _metric_type(name: str) -> str:
     return METRIC_TYPES.get(key, METRIC_TYPES.get(key.split("_")[0], key))
 
 
-def _eval_results(tasks: list, task_results: dict) -> list:
+def _eval_results(tasks: list, task_results: dict, evaluation: dict) -> list:
+    """model-index entries: GLUE tasks only (a user task has no Hub dataset id); the split is named only for results
+    on the full dev sets, a sample says so in the dataset's name."""
     out = []
     for t in tasks:
-        glue = t["name"] in GLUE_TASKS
+        if t["name"] not in GLUE_TASKS:
+            continue
+        split = "validation_matched" if t["name"] == "mnli" else "validation"
+        name = f"GLUE {t['name'].upper()}"
+        if evaluation["sample"]:
+            rows = evaluation["rows"].get(t["name"])
+            name += f" ({rows}-row sample of the dev set)" if rows else " (sample of the dev set)"
+            split = None
         for metric, value in task_results.get(t["name"], {}).items():
             if metric == "main" or not isinstance(value, (int, float)):
                 continue
             out.append(EvalResult(
                 task_type="text-classification", task_name=f"{t['name']} ({t['kind']})",
-                dataset_type=GLUE_DATASET if glue else t["name"],
-                dataset_name=f"GLUE {t['name'].upper()}" if glue else t["name"],
-                dataset_config=t["name"] if glue else None,
-                dataset_split="validation_matched" if t["name"] == "mnli" else "validation",
+                dataset_type=GLUE_DATASET, dataset_name=name, dataset_config=t["name"], dataset_split=split,
                 metric_type=_metric_type(metric), metric_name=metric, metric_value=round(float(value), 4),
             ))
     return out
+
+
+def _evaluation(training_config: dict, results: dict) -> dict:
+    """Which dev data the results come from: ``{"sample": bool, "rows": {task: n}, "text": sentence for the card}``.
+    A sample is the bundled ``data/sample`` or any run with ``data.max_eval_rows`` set."""
+    data = training_config.get("data") if isinstance(training_config.get("data"), dict) else {}
+    data_dir = data.get("data_dir")
+    in_sample = isinstance(data_dir, str) and _inside(_resolve(data_dir), SAMPLE_DATA)
+    sample = in_sample or data.get("max_eval_rows") is not None
+    rows = {k: v for k, v in (results.get("eval_rows") or {}).items() if isinstance(v, int)}
+    counts = sorted(set(rows.values()))
+    size = (f"{counts[0]:,} rows per task" if len(counts) == 1 else
+            "; ".join(f"{k} {v:,} rows" for k, v in rows.items())) if rows else ""
+    if not sample:
+        text = "Dev results are measured on each task's full validation split" + (f" ({size})" if size else "")
+    else:
+        where = f"the bundled sample `{public_path(data_dir)}`" if in_sample else "a random subset"
+        text = (f"Dev results are measured on a **sample** of each task's validation split ({where}"
+                + (f", {size}" if size else "") + "): too few rows to compare models or to trust the scores")
+    return {"sample": sample, "rows": rows, "text": text}
+
+
+def public_path(path) -> str:
+    """A path as a published card shows it: relative to the project when inside it, else its last component
+    (``/home/me/data/glue`` -> ``glue``); a relative path as given."""
+    path = str(path)
+    if not os.path.isabs(path):
+        return path
+    resolved = _resolve(path)
+    if _inside(resolved, PROJECT_ROOT):
+        return resolved.relative_to(PROJECT_ROOT).as_posix() or "."
+    return resolved.name or path
+
+
+def public_paths(value):
+    """``value`` (nested dicts and lists) with every absolute path replaced by :func:`public_path`."""
+    if isinstance(value, dict):
+        return {k: public_paths(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [public_paths(v) for v in value]
+    return public_path(value) if isinstance(value, str) and os.path.isabs(value) else value
+
+
+def _resolve(path: str) -> Path:
+    """``path`` made absolute: from the working directory when it exists there, else from the project root."""
+    candidate = Path(path)
+    if candidate.is_absolute() or candidate.exists():
+        return candidate.resolve()
+    return (PROJECT_ROOT / candidate).resolve()
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
 
 
 def _fmt(value) -> str:
@@ -210,7 +282,8 @@ def _task_row(task: dict, metrics: dict) -> dict:
     else:
         labels = ", ".join(f"`{label}`" for label in task["labels"])
     shown = ", ".join(f"{k} {_fmt(v)}" for k, v in metrics.items() if k != "main") or "not evaluated"
-    dataset, licence = DATA_LICENCES.get(task["name"], ("user-provided data", "see the data's own licence"))
+    dataset, licence = DATA_LICENCES.get(task["name"], (f"`{task['name']}` (user-provided data)",
+                                                        "see the data's own licence"))
     return {"name": task["name"], "kind": task["kind"], "inputs": " + ".join(task["text_fields"]),
             "labels": labels, "metrics": shown, "dataset": dataset, "licence": licence}
 
@@ -280,4 +353,4 @@ def _yaml(training_config: dict) -> str:
     return yaml.safe_dump(plain, sort_keys=False).rstrip()
 
 
-__all__ = ["build_model_card", "write_model_card"]
+__all__ = ["build_model_card", "public_path", "public_paths", "write_model_card"]

@@ -171,7 +171,7 @@ def test_push_space_creates_a_gradio_space_pointed_at_the_model(stand_in):
     repo = stand_in.repos[("space", "someone/camtl-demo")]
     assert repo["meta"]["sdk"] == "gradio" and repo["meta"]["visibility"] == "private"
     assert repo["variables"] == {"CAMTL_MODEL": "someone/camtl-tiny"}
-    assert set(repo["files"]) == {"app.py", "requirements.txt", "README.md"}
+    assert set(repo["files"]) == {"app.py", "app_examples.json", "requirements.txt", "README.md"}
     assert repo["files"]["app.py"] == (ROOT / "app.py").read_bytes()
     front = yaml.safe_load(repo["files"]["README.md"].decode().split("---")[1])
     assert front["sdk"] == "gradio" and front["app_file"] == "app.py"
@@ -181,6 +181,34 @@ def test_push_space_creates_a_gradio_space_pointed_at_the_model(stand_in):
     # torch pinned to the CPU build: a free Space has no GPU, and PyPI's torch pulls the CUDA packages
     assert "torch==2.13.0" in requirements.splitlines()
     assert "--extra-index-url https://download.pytorch.org/whl/cpu" in requirements.splitlines()
+
+
+def test_push_space_without_a_model_bundles_the_default_model(stand_in, tmp_path, monkeypatch):
+    from camtl import default_model as dm
+    from tests.test_default_model import trained_folder
+
+    base = str(tiny_checkpoint().parent / "bert")
+    monkeypatch.setattr(dm, "DEFAULT_MODEL_DIR", tmp_path / "default_model")
+    monkeypatch.setattr(dm, "bundled_base", lambda: base)
+    monkeypatch.setenv("CAMTL_CACHE", str(tmp_path / "cache"))
+    dm.export_delta(trained_folder(tmp_path, base, upper=False), tmp_path / "default_model", base)
+    hub.push_space("someone/camtl-default-demo")
+    repo = stand_in.repos[("space", "someone/camtl-default-demo")]
+    assert repo["variables"] == {"CAMTL_MODEL": "model"}  # the app serves the bundled folder
+    assert {"app.py", "app_examples.json", "model/config.json", "model/model.safetensors", "model/tokenizer.json",
+            "model/results.json", "model/README.md", "model/pipeline_camtl.py"} <= set(repo["files"])
+    front = yaml.safe_load(repo["files"]["README.md"].decode().split("---")[1])
+    assert front["models"] == ["sentence-transformers/all-MiniLM-L6-v2"]
+    assert "bundled in `model/`" in repo["files"]["README.md"].decode()
+
+
+def test_push_space_without_a_model_when_none_ships(stand_in, tmp_path, monkeypatch, capsys):
+    from camtl import default_model as dm
+
+    monkeypatch.setattr(dm, "DEFAULT_MODEL_DIR", tmp_path / "default_model")
+    assert hub.main(["space", "someone/x", "--token", TOKEN]) == 2
+    assert capsys.readouterr().err.startswith("error: No default model in ")
+    assert stand_in.requests == []
 
 
 def test_cli_pushes_through_hf_endpoint(stand_in, model_folder, tmp_path):

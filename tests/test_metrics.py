@@ -76,3 +76,19 @@ def test_errors_and_average() -> None:
     with pytest.raises(ValueError, match="3 predictions for 2 labels"):
         compute_task_metrics("accuracy", [1, 0, 1], [1, 0])
     assert glue_average({"cola": {"main": 0.5}, "stsb": {"main": 0.9}}) == pytest.approx(0.7)
+
+
+def test_majority_class_reference_by_hand() -> None:
+    """Every dev row gets the training majority (class 1 here; the mean 2.0 for regression): the floor to clear."""
+    from camtl.metrics import majority_class_metrics, majority_class_reference
+
+    sst2, cola, stsb = get_task("sst2"), get_task("cola"), get_task("stsb")
+    assert majority_class_metrics(sst2, [1, 1, 0], [0, 1, 1, 1]) == {"accuracy": 0.75, "main": 0.75, "answer": 1}
+    assert majority_class_metrics(cola, [0, 0, 1], [0, 1])["main"] == 0.0  # a constant answer: MCC 0
+    reference = majority_class_reference([sst2, cola, stsb], [[1, 1, 0], [0, 0, 1], [1.0, 3.0]],
+                                         [[0, 1, 1, 1], [0, 1], [0.5, 4.5]])
+    assert reference["tasks"]["sst2"]["answer"] == "positive" and reference["tasks"]["cola"]["answer"] == "unacceptable"
+    assert reference["tasks"]["stsb"] == {"pearson": 0.0, "spearman": 0.0, "main": 0.0, "answer": 2.0}
+    assert reference["average"] == pytest.approx(0.75 / 3)
+    with pytest.raises(ValueError, match="at least one training label"):
+        majority_class_metrics(sst2, [], [1])

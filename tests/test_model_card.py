@@ -87,3 +87,47 @@ def test_train_py_results_and_config(tmp_path):
     assert "46% of the training rows (sst2 84%, stsb 77%)" in card.text
     assert "| frozen | 17,241,984 |" in card.text and "| train.learning_rate | `0.0001` |" in card.text
     assert {r.metric_type for r in card.data.eval_results} == {"accuracy", "pearsonr", "spearmanr"}
+
+
+def _card_for(tmp_path, tasks, results, training_config):
+    (tmp_path / "config.json").write_text(json.dumps({**CONFIG, "tasks": tasks}))
+    return ModelCard.load(write_model_card(tmp_path, results, None, training_config))
+
+
+def test_sample_results_say_sample_and_claim_no_split(tmp_path, sample_dir):
+    """A model evaluated on the bundled 100-row sample (what `python train.py` does) claims no GLUE split."""
+    results = {"tasks": {"sst2": {"accuracy": 0.52, "main": 0.52}}, "eval_rows": {"sst2": 100, "rte": 100}}
+    training_config = {"output_dir": str(tmp_path / "quickstart"),
+                       "data": {"data_dir": str(sample_dir), "max_eval_rows": None}}
+    card = _card_for(tmp_path, TASKS, results, training_config)
+    [result] = card.data.eval_results
+    assert result.dataset_split is None and result.dataset_name == "GLUE SST2 (100-row sample of the dev set)"
+    assert "split: validation" not in card.content and "split:" not in card.content
+    assert "on a **sample** of each task's validation split (the bundled sample `data/sample/glue`, 100 rows " \
+           "per task)" in card.text
+    assert str(tmp_path) not in card.content and str(sample_dir) not in card.content  # no absolute local path
+    assert "| output_dir | `quickstart` |" in card.text and "| data.data_dir | `data/sample/glue` |" in card.text
+
+
+def test_full_dev_results_claim_the_validation_split_without_local_paths(tmp_path, glue_dir):
+    results = {"tasks": {"sst2": {"accuracy": 0.9, "main": 0.9}, "mnli": {"accuracy": 0.8, "main": 0.8}},
+               "eval_rows": {"sst2": 872, "mnli": 9815}}
+    card = _card_for(tmp_path, TASKS, results, {"data": {"data_dir": str(glue_dir.resolve()), "max_eval_rows": None}})
+    splits = {r.dataset_config: r.dataset_split for r in card.data.eval_results}
+    assert splits == {"sst2": "validation", "mnli": "validation_matched"}
+    assert "each task's full validation split (sst2 872 rows; mnli 9,815 rows)" in card.text
+    assert str(glue_dir.resolve()) not in card.content and "| data.data_dir | `glue` |" in card.text
+    subset = _card_for(tmp_path, TASKS, results, {"data": {"data_dir": str(glue_dir), "max_eval_rows": 32}})
+    assert all(r.dataset_split is None for r in subset.data.eval_results) and "a random subset" in subset.text
+
+
+def test_a_user_task_appears_under_its_own_name_not_as_a_hub_dataset(tmp_path):
+    reviews = {"name": "reviews", "kind": "classification", "labels": ["bad", "good"], "text_fields": ["text"]}
+    training_config = {"data": {"tasks": ["sst2", {"name": "reviews", "train_file": str(tmp_path / "train.csv")}]}}
+    results = {"tasks": {"sst2": {"accuracy": 0.9, "main": 0.9}, "reviews": {"accuracy": 0.7, "main": 0.7}}}
+    card = _card_for(tmp_path, [TASKS[0], reviews], results, training_config)
+    assert [r.dataset_config for r in card.data.eval_results] == ["sst2"]  # no fake Hub dataset id for reviews
+    assert card.data.datasets == ["nyu-mll/glue"] and "type: reviews" not in card.content
+    assert "| `reviews` | `reviews` (user-provided data) | see the data's own licence |" in card.text
+    assert "| `reviews` | classification | text | `bad`, `good` | accuracy 0.7000 |" in card.text
+    assert str(tmp_path) not in card.content and "train_file: train.csv" in card.text

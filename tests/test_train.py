@@ -83,6 +83,10 @@ def test_tiny_run_evaluates_and_writes_the_model_folder(trained):
                                    "candidates_per_task": 8}
     assert min(fraction["used_rows"].values()) >= 4
     assert len(results["loss_history"]) == 10 and results["wall_time_s"] > 0
+    assert results["eval_rows"] == dict.fromkeys(TASKS, 32)
+    majority = results["majority_class"]  # the floor the app compares the model with
+    assert list(majority["tasks"]) == TASKS and majority["tasks"]["stsb"]["main"] == 0.0
+    assert majority["tasks"]["rte"]["answer"] in ("entailment", "not_entailment")
 
     for name in ("config.json", "model.safetensors", "tokenizer.json", "configuration_camtl.py",
                  "modeling_camtl.py", "training_config.yaml", "results.json"):

