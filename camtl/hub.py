@@ -241,13 +241,19 @@ def push_space(space_repo_id: str, model_repo_id: str | None = None, token: str 
 
     The Space variable ``CAMTL_MODEL`` points the app at the model repository or the bundled folder."""
     api = HfApi(endpoint=endpoint, token=token)
-    with tempfile.TemporaryDirectory(prefix="camtl-space-") as tmp, hub_requests(endpoint):
-        folder = make_space_folder(tmp, model_repo_id, title)
-        api.create_repo(space_repo_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
-        api.add_space_variable(space_repo_id, MODEL_ENV, space_model_variable(model_repo_id),
-                               description="Hub id or folder of the CA-MTL model that app.py serves")
-        return api.upload_folder(folder_path=str(folder), repo_id=space_repo_id, repo_type="space",
-                                 commit_message=f"CA-MTL demo for {model_repo_id or 'the default model'}")
+    with tempfile.TemporaryDirectory(prefix="camtl-space-") as tmp:
+        folder = make_space_folder(tmp, model_repo_id, title)  # local: a missing default model is not a network error
+        with hub_requests(endpoint):
+            return _upload_space(api, folder, space_repo_id, model_repo_id, private)
+
+
+def _upload_space(api, folder: Path, space_repo_id: str, model_repo_id: str | None, private: bool):
+    """The network part of `push_space`."""
+    api.create_repo(space_repo_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
+    api.add_space_variable(space_repo_id, MODEL_ENV, space_model_variable(model_repo_id),
+                           description="Hub id or folder of the CA-MTL model that app.py serves")
+    return api.upload_folder(folder_path=str(folder), repo_id=space_repo_id, repo_type="space",
+                             commit_message=f"CA-MTL demo for {model_repo_id or 'the default model'}")
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -42,6 +42,11 @@ def predict(page) -> tuple:
     return page.sent[-1], shown
 
 
+def shown_examples(task: str) -> list[dict]:
+    """The examples of ``task`` the page lists, in order: those of app_examples.json not marked ``"shown": false``."""
+    return [e for e in app.read_examples()["tasks"][task] if e.get("shown", True)]
+
+
 def click_example(page, task: str, index: int) -> None:
     names = (task, app.TASK_INFO[task]["title"], app.task_choice({"name": task}))
 
@@ -50,7 +55,7 @@ def click_example(page, task: str, index: int) -> None:
 
     page.wait(lambda: len(rows()) > index, f"no example {index} of {task}")
     rows()[index].click()
-    text = app.read_examples()["tasks"][task][index]["text"]
+    text = shown_examples(task)[index]["text"]
     page.wait(lambda: any(value == text for _, value in page.textboxes()), f"example {task} {index} not loaded")
     page.settle()
 
@@ -64,7 +69,7 @@ def assert_sent_what_is_shown(sent: tuple, shown: list) -> None:
 def test_second_example_of_a_pair_task_shows_and_sends_both_sentences(page, task):
     """The reported bug: after a first example of a pair task, a second one of the same task hid Sentence 2 while
     Predict still sent its text."""
-    examples = app.read_examples()["tasks"][task]
+    examples = shown_examples(task)
     for index in (0, 1):
         click_example(page, task, index)
         labels = [label for label, _ in page.textboxes()]
@@ -80,7 +85,7 @@ def test_a_single_text_example_after_a_pair_one_sends_no_hidden_text(page):
     click_example(page, "sst2", 1)
     assert [label for label, _ in page.textboxes()] == ["Sentence"]  # the hypothesis box is gone ...
     sent, shown = predict(page)
-    assert sent == ("sst2", app.read_examples()["tasks"]["sst2"][1]["text"], "")  # ... and sends nothing
+    assert sent == ("sst2", shown_examples("sst2")[1]["text"], "")  # ... and sends nothing
     assert_sent_what_is_shown(sent, shown)
 
 

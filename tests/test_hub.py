@@ -309,7 +309,7 @@ def test_dry_run_lists_the_upload_with_sizes_and_changes_nothing(model_folder, c
     assert hub.main(["space", "someone/camtl-demo", "--model", "someone/camtl-tiny", "--dry-run", "--private"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert "private Space repository someone/camtl-demo" in out[0]
-    assert [line.split()[0] for line in out[1:-1]] == ["README.md", "app.py", "requirements.txt"]
+    assert [line.split()[0] for line in out[1:-1]] == ["README.md", "app.py", "app_examples.json", "requirements.txt"]
 
 
 def test_dry_run_still_checks_the_folder(model_folder, capsys):

@@ -133,6 +133,10 @@ def check_command(command: str, already_run: list[dict], monkeypatch, capsys) ->
 
         launched = []
         monkeypatch.setattr(gr.Blocks, "launch", lambda demo, **kwargs: launched.append((demo, kwargs)))
+        if "--check-examples" in words:  # runs the examples through the model and exits: no server
+            assert app.main(words[2:]) == 0 and not launched
+            assert "candidates answered as expected" in capsys.readouterr().out
+            return "run (the shipped examples through the model)"
         assert app.main(words[2:]) == 0
         (demo, kwargs), = launched
         assert demo.predictor.tasks and kwargs["server_name"] == "127.0.0.1"
