@@ -216,15 +216,17 @@ def push_space(space_repo_id: str, model_repo_id: str, token: str | None = None,
                title: str | None = None, endpoint: str | None = None):
     """Create (or update) the Gradio Space ``space_repo_id`` serving ``model_repo_id``; returns the ``CommitInfo``.
 
-    The Space variable ``CAMTL_MODEL`` points the app at the model repository."""
+    The Space variable ``CAMTL_MODEL`` points the app at the model repository. `PublishError` when the Hub cannot be
+    reached or refuses."""
     api = HfApi(endpoint=endpoint, token=token)
-    with tempfile.TemporaryDirectory(prefix="camtl-space-") as tmp, hub_requests(endpoint):
+    with tempfile.TemporaryDirectory(prefix="camtl-space-") as tmp:
         folder = make_space_folder(tmp, model_repo_id, title)
-        api.create_repo(space_repo_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
-        api.add_space_variable(space_repo_id, MODEL_ENV, model_repo_id,
-                               description="Hub id of the CA-MTL model that app.py serves")
-        return api.upload_folder(folder_path=str(folder), repo_id=space_repo_id, repo_type="space",
-                                 commit_message=f"CA-MTL demo for {model_repo_id}")
+        with hub_requests(endpoint):
+            api.create_repo(space_repo_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
+            api.add_space_variable(space_repo_id, MODEL_ENV, model_repo_id,
+                                   description="Hub id of the CA-MTL model that app.py serves")
+            return api.upload_folder(folder_path=str(folder), repo_id=space_repo_id, repo_type="space",
+                                     commit_message=f"CA-MTL demo for {model_repo_id}")
 
 
 # --------------------------------------------------------------------------------------------------------------------
