@@ -8,9 +8,10 @@
 What the page says about the model comes from the model folder's ``results.json`` (train.py writes it, the default
 model ships it, and for a Hub id it is fetched from the repository when there is one): each task's dev metrics and
 dev-set size, and the majority-class reference (every dev row answered with the training set's most common label,
-which train.py records). When the model's dev average is within :data:`NEAR_MAJORITY` of that reference, the page
-warns that its answers are close to guesses (a quick-start model, say). A model without ``results.json`` is served
-with a note that its quality is unknown.
+which train.py records). When the model's dev average is within :data:`NEAR_MAJORITY` of that reference, or more
+than half of its tasks each are, the page warns that its answers are close to guesses (a quick-start model, say). A
+model without ``results.json`` is served with a note that its quality is unknown. The confidence of an answer is the
+normalised entropy of its label probabilities (the model's own ``entropy`` output for that row).
 
 The task descriptions in plain words are :data:`TASK_INFO` (GLUE names; other tasks are shown by their own names
 and labels). The examples are ``app_examples.json`` (candidates with their expected answers, checked against a model

@@ -159,6 +159,9 @@ def export_delta(model_folder, out_dir=None, base: str | None = None, *, data_di
     base = base or bundled_base()
     delta = compute_delta(trained, base)
     results = shipped_results(results, trained.config, training_config, data_dir)
+    from camtl.model_card import public_paths, write_model_card
+
+    training_config = public_paths(training_config)  # what ships names no local folder
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
@@ -178,8 +181,6 @@ def export_delta(model_folder, out_dir=None, base: str | None = None, *, data_di
         shutil.copyfile(model_folder / "config.json", tmp / "config.json")
         (tmp / "results.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
         (tmp / "training_config.yaml").write_text(yaml.safe_dump(training_config, sort_keys=False), encoding="utf-8")
-        from camtl.model_card import write_model_card
-
         write_model_card(tmp, results, None, training_config, repo_id=repo_id or "camtl-default-model",
                          base_model=BASE_MODEL_ID if manifest["base_model"] == BASE_MODEL_ID else None)
         too_big = [f"{p.name} ({p.stat().st_size / 2**20:.1f} MB)" for p in tmp.iterdir()
@@ -197,9 +198,7 @@ def export_delta(model_folder, out_dir=None, base: str | None = None, *, data_di
 
 
 def read_training_outputs(folder: Path) -> tuple[dict, dict]:
-    """``(results.json, training_config.yaml with local paths made public)`` of a train.py output folder."""
-    from camtl.model_card import public_paths
-
+    """``(results.json, training_config.yaml)`` of a train.py output folder."""
     missing = [name for name in ("config.json", "model.safetensors", "results.json") if not (folder / name).is_file()]
     if missing:
         raise FileNotFoundError(f"{folder} is not a trained CA-MTL folder (train.py output): {missing} missing. The "
@@ -207,7 +206,7 @@ def read_training_outputs(folder: Path) -> tuple[dict, dict]:
     results = json.loads((folder / "results.json").read_text(encoding="utf-8"))
     config_file = folder / "training_config.yaml"
     training_config = yaml.safe_load(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {}
-    return results, public_paths(training_config or {})
+    return results, training_config or {}
 
 
 def shipped_results(results: dict, config, training_config: dict, data_dir: str | None) -> dict:

@@ -202,6 +202,12 @@ def test_missing_majority_reference_is_computed_from_the_data(tiny, tmp_path, sa
     saved = json.loads((shipped / "results.json").read_text())
     assert saved["eval_rows"] == {"sst2": 100, "rte": 100, "stsb": 100}
     assert set(saved["majority_class"]["tasks"]) == {"sst2", "rte", "stsb"}
+    config = yaml.safe_load((folder / "training_config.yaml").read_text())
+    config["data"]["data_dir"] = str(sample_dir.resolve())  # as train.py records it: absolute
+    (folder / "training_config.yaml").write_text(yaml.safe_dump(config))
+    shipped = dm.export_delta(folder, tmp_path / "out", tiny["base"])  # the data folder the run names
+    assert json.loads((shipped / "results.json").read_text())["majority_class"] == saved["majority_class"]
+    assert yaml.safe_load((shipped / "training_config.yaml").read_text())["data"]["data_dir"] == "data/sample/glue"
 
 
 def test_minilm_delta_sizes_of_both_training_modes(tmp_path):
