@@ -14,16 +14,11 @@ from safetensors.torch import load_file
 
 from camtl import default_model as dm
 from modeling_camtl import CaMtlForMultiTask
+from tests.camtl_fixtures import TASKS as FIXTURE_TASKS
 from tests.camtl_fixtures import tiny_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
-TASKS = [
-    {"name": "sst2", "kind": "classification", "labels": ["negative", "positive"], "text_fields": ["sentence"]},
-    {"name": "rte", "kind": "classification", "labels": ["entailment", "not_entailment"],
-     "text_fields": ["sentence1", "sentence2"]},
-    {"name": "stsb", "kind": "regression", "labels": [], "text_fields": ["sentence1", "sentence2"],
-     "label_range": [0.0, 5.0]},
-]
+TASKS = FIXTURE_TASKS[:3]  # sst2, rte, stsb
 TEXTS = (["A warm, funny film.", "The museum opened in 1901.", "A man plays a guitar."],
          [None, "The museum is old.", "Someone plays music."])
 
