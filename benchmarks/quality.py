@@ -50,6 +50,9 @@ ARMS = {
                        "--train.learning_rate", "1e-3"],
     "camtl-unc-paper": ["--model.trainable", "paper", "--sampling.strategy", "uncertainty",
                         "--sampling.min_rows_per_task", "0"],
+    # issue 10 part 3: the paper freezes half of a 12/24-layer encoder; MiniLM has 6, so half leaves 3 to adapt
+    "camtl-unfrozen": ["--model.trainable", "paper", "--model.camtl", "{num_frozen_layers: 0}",
+                       "--sampling.strategy", "proportional"],
 }
 
 
