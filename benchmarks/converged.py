@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-from benchmarks.quality import ARMS, TASKS, majority_baseline, run_train  # noqa: E402
+from benchmarks.quality import ARMS, TASKS, arm_summary, majority_baseline, run_train  # noqa: E402
 from benchmarks.speed import cpu_name  # noqa: E402
 
 PASSES = {"converged": {"cola": 3, "sst2": 1, "mrpc": 3, "stsb": 3, "rte": 3},
@@ -45,7 +45,8 @@ BATCH = 32
 #: for the arms whose new modules start at zero with half (or all) of the encoder frozen.
 DEFAULT_LRS = {"single-task": [5e-5, 1e-4, 2e-4], "plain-mtl": [5e-5, 1e-4, 2e-4], "camtl": [1e-4, 2e-4, 5e-4],
                "camtl-unc": [1e-4, 2e-4, 5e-4], "camtl-unc-paper": [1e-4, 2e-4, 5e-4],
-               "camtl-adapters": [1e-3, 3e-3], "camtl-unfrozen": [1e-4, 2e-4]}
+               "camtl-adapters": [1e-3, 3e-3], "camtl-unfrozen": [1e-4, 2e-4],
+               "camtl-unc-unfrozen": [1e-4, 2e-4]}
 
 
 def train_rows(data_dir: str, sst2_rows: int | None) -> dict[str, int]:
@@ -122,9 +123,6 @@ def arm_seeds(runs: list[dict], arm: str, lrs: dict[str | None, float]) -> list[
 
 
 def summarise(runs: list[dict], first_seed: int) -> dict:
-    def stat(values):
-        return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
-
     table = {}
     for arm in ARMS:
         if not any(r["arm"] == arm for r in runs):
@@ -133,14 +131,7 @@ def summarise(runs: list[dict], first_seed: int) -> dict:
         seeds = arm_seeds(runs, arm, lrs)
         if not seeds:
             continue
-        table[arm] = {"lr": lrs, "seeds": [s["seed"] for s in seeds],
-                      "tasks": {t: stat([s["tasks"][t]["main"] for s in seeds]) for t in TASKS},
-                      "average": stat([s["average"] for s in seeds]),
-                      "parameters_trained": seeds[0]["parameters_trained"],
-                      "parameters_to_serve_all": seeds[0]["parameters_to_serve_all"],
-                      "examples_trained": seeds[0]["examples_trained"],
-                      "data_fraction": stat([s["data_fraction"] for s in seeds]),
-                      "wall_time_s": stat([s["wall_time_s"] for s in seeds])}
+        table[arm] = {"lr": lrs, "seeds": [s["seed"] for s in seeds], **arm_summary(seeds)}
     return table
 
 

@@ -53,11 +53,17 @@ ARMS = {
     # issue 10 part 3: the paper freezes half of a 12/24-layer encoder; MiniLM has 6, so half leaves 3 to adapt
     "camtl-unfrozen": ["--model.trainable", "paper", "--model.camtl", "{num_frozen_layers: 0}",
                        "--sampling.strategy", "proportional"],
+    "camtl-unc-unfrozen": ["--model.trainable", "paper", "--model.camtl", "{num_frozen_layers: 0}",
+                           "--sampling.strategy", "uncertainty"],
 }
 
 
 def run_train(out_dir: Path, extra: list[str], args, save_every: int = 0) -> dict:
     """One train.py run in a subprocess; returns its results.json.
+
+    A subprocess, not ``camtl.trainer.train`` in this process: each arm starts with fresh memory, threads and
+    Accelerate state, its command line is printed as a user would type it, and a crash or Ctrl-C of one arm leaves the
+    records of the others on file.
 
     ``save_every > 0``: resumable, the run continues from its latest checkpoint in ``out_dir`` (a killed benchmark
     loses at most ``save_every`` steps); otherwise any earlier run in ``out_dir`` is overwritten.
@@ -107,29 +113,30 @@ def run_arm(arm: str, seed: int, args) -> dict:
             "wall_time_s": round(time.time() - start, 1)}
 
 
-def summarise(runs: list[dict]) -> dict:
-    """Mean and spread (sample standard deviation) over seeds, per arm."""
+def arm_summary(rows: list[dict]) -> dict:
+    """One arm's seeds: mean and spread (sample standard deviation) of each task, the average, the data fraction and
+    the wall time; the parameter counts and examples of the first seed."""
     import statistics
 
-    table = {}
-    for arm in ARMS:
-        rows = [r for r in runs if r["arm"] == arm]
-        if not rows:
-            continue
+    def stat(values):
+        return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
 
-        def stat(values):
-            return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
-
-        table[arm] = {
-            "tasks": {t: stat([r["tasks"][t]["main"] for r in rows]) for t in TASKS},
+    return {"tasks": {t: stat([r["tasks"][t]["main"] for r in rows]) for t in TASKS},
             "average": stat([r["average"] for r in rows]),
             "parameters_trained": rows[0]["parameters_trained"],
             "parameters_to_serve_all": rows[0]["parameters_to_serve_all"],
             "examples_trained": rows[0]["examples_trained"],
             "data_fraction": stat([r["data_fraction"] for r in rows]),
-            "wall_time_s": stat([r["wall_time_s"] for r in rows]),
-            "seeds": len(rows),
-        }
+            "wall_time_s": stat([r["wall_time_s"] for r in rows])}
+
+
+def summarise(runs: list[dict]) -> dict:
+    """`arm_summary` of every arm, with its number of seeds."""
+    table = {}
+    for arm in ARMS:
+        rows = [r for r in runs if r["arm"] == arm]
+        if rows:
+            table[arm] = {**arm_summary(rows), "seeds": len(rows)}
     return table
 
 

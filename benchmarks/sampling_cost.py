@@ -34,7 +34,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import train  # noqa: E402
+from camtl import trainer  # noqa: E402
+from camtl.config import parse_config  # noqa: E402
 from benchmarks.speed import cpu_name  # noqa: E402
 
 SETTINGS = {
@@ -47,20 +48,20 @@ SETTINGS = {
 }
 
 
-def build(name: str, extra: list[str], args) -> train.Run:
-    cfg = train.parse_config(["--config", str(ROOT / "configs" / "glue.yaml"), "--data.data_dir", args.data_dir,
+def build(name: str, extra: list[str], args) -> trainer.Run:
+    cfg = parse_config(["--config", str(ROOT / "configs" / "glue.yaml"), "--data.data_dir", args.data_dir,
                               "--output_dir", str(Path(args.work_dir) / name), "--overwrite_output_dir", "true",
                               "--train.max_steps", "100000", "--train.report_to", "none",
                               "--train.mixed_precision", args.mixed_precision, "--train.learning_rate", "1e-4",
                               *extra])
-    run = train.setup(cfg)
-    train.prepare(run)
+    run = trainer.setup(cfg)
+    trainer.prepare(run)
     run.model.train()
-    run.state, _ = train._start_state(run)
+    run.state, _ = trainer._start_state(run)
     return run
 
 
-def timed_steps(run: train.Run, steps: int) -> dict:
+def timed_steps(run: trainer.Run, steps: int) -> dict:
     real = padded = 0
     original_next = run.batches.next
 
@@ -74,7 +75,7 @@ def timed_steps(run: train.Run, steps: int) -> dict:
     run.batches.next = counting_next
     start = time.perf_counter()
     for _ in range(steps):
-        train._train_step(run, run.state)
+        trainer._train_step(run, run.state)
     seconds = (time.perf_counter() - start) / steps
     run.batches.next = original_next
     return {"s_per_step": seconds, "real_tokens": real / steps, "padded_tokens": padded / steps}

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from .training import checkpoint_step, list_checkpoints
+from .checkpointing import checkpoint_step, list_checkpoints
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 RESUME_FLAG = "--resume_from_checkpoint"

@@ -36,6 +36,7 @@ went into a training batch; for ``uncertainty`` the candidates scored but not se
 
 from __future__ import annotations
 
+import inspect
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -106,7 +107,7 @@ class TaskSampler(ABC):
     needs_scorer: ClassVar[bool] = False
 
     def __init__(self, task_sizes: Sequence[int], batch_size: int, seed: int = 0, rank: int = 0,
-                 world_size: int = 1, **kwargs: Any):
+                 world_size: int = 1):
         if not task_sizes:
             raise ValueError("A task sampler needs at least one task.")
         if batch_size < 1 or batch_size % world_size:
@@ -231,7 +232,7 @@ class TemperatureSampler(_OneTaskPerBatch):
     name = "temperature"
 
     def __init__(self, task_sizes: Sequence[int], batch_size: int, seed: int = 0, rank: int = 0,
-                 world_size: int = 1, temperature: float = 2.0, **kwargs: Any):
+                 world_size: int = 1, temperature: float = 2.0):
         if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
             raise ValueError(f"temperature must be a positive number, got {temperature!r}.")
         super().__init__(task_sizes, batch_size, seed, rank, world_size)
@@ -291,7 +292,7 @@ class UncertaintySampler(TaskSampler):
                  world_size: int = 1, min_rows_per_task: int | None = None, warmup_steps: int = 0,
                  regression_tasks: Sequence[bool] | None = None, regression_scores: str = "borrow",
                  task_names: Sequence[str] | None = None, regression_score_source: str | None = None,
-                 candidates_per_task: int | None = None, **kwargs: Any):
+                 candidates_per_task: int | None = None):
         super().__init__(task_sizes, batch_size, seed, rank, world_size)
         if candidates_per_task is None:
             candidates_per_task = batch_size
@@ -405,23 +406,33 @@ SAMPLERS: dict[str, type[TaskSampler]] = {
 }
 
 
-def make_sampler(strategy: str, task_sizes: Sequence[int], batch_size: int, seed: int = 0, rank: int = 0,
-                 world_size: int = 1, temperature: float = 2.0, min_rows_per_task: int | None = None,
-                 warmup_steps: int = 0, regression_tasks: Sequence[bool] | None = None,
-                 regression_scores: str = "borrow", task_names: Sequence[str] | None = None,
-                 regression_score_source: str | None = None, candidates_per_task: int | None = None) -> TaskSampler:
-    """The sampler of ``strategy`` (one of `SAMPLERS`); ValueError naming the valid strategies otherwise.
+#: Settings that describe the tasks rather than choose how to sample them: a strategy that does not read them ignores them.
+TASK_DESCRIPTIONS = ("regression_tasks", "task_names")
 
-    ``temperature`` is read by the temperature strategy; ``min_rows_per_task``, ``warmup_steps``, ``regression_tasks``,
-    ``regression_scores``, ``task_names``, ``regression_score_source`` and ``candidates_per_task`` by uncertainty.
+
+def make_sampler(strategy: str, task_sizes: Sequence[int], batch_size: int, seed: int = 0, rank: int = 0,
+                 world_size: int = 1, **settings: Any) -> TaskSampler:
+    """The sampler of ``strategy`` (one of `SAMPLERS`) with its ``settings`` (its class's keyword arguments, e.g.
+    ``temperature`` for temperature, ``min_rows_per_task`` for uncertainty).
+
+    A setting of another strategy is accepted at its default value (a configuration holds every strategy's settings)
+    and refused otherwise, as is a name that no strategy knows: ValueError naming the valid choices.
     """
     if strategy not in SAMPLERS:
         raise ValueError(f"Unknown sampling strategy {strategy!r}; valid strategies: {list(SAMPLERS)}.")
-    return SAMPLERS[strategy](task_sizes, batch_size, seed=seed, rank=rank, world_size=world_size,
-                              temperature=temperature, min_rows_per_task=min_rows_per_task,
-                              warmup_steps=warmup_steps, regression_tasks=regression_tasks,
-                              regression_scores=regression_scores, task_names=task_names,
-                              regression_score_source=regression_score_source, candidates_per_task=candidates_per_task)
+    defaults: dict[str, dict[str, Any]] = {}  # setting -> {strategy: its default}
+    for name, cls in SAMPLERS.items():
+        for param in list(inspect.signature(cls.__init__).parameters.values())[6:]:  # after self .. world_size
+            defaults.setdefault(param.name, {})[name] = param.default
+    unknown = sorted(set(settings) - set(defaults))
+    if unknown:
+        raise ValueError(f"Unknown sampler setting(s) {unknown}; valid settings: {sorted(defaults)}.")
+    mine = {k: v for k, v in settings.items() if strategy in defaults[k]}
+    for key, value in settings.items():
+        if key not in mine and key not in TASK_DESCRIPTIONS and any(value != d for d in defaults[key].values()):
+            raise ValueError(f"{key}={value!r} is a setting of the {' and '.join(defaults[key])} strategy, which the "
+                             f"{strategy} strategy does not read; leave it at its default or choose that strategy.")
+    return SAMPLERS[strategy](task_sizes, batch_size, seed=seed, rank=rank, world_size=world_size, **mine)
 
 
 __all__ = [

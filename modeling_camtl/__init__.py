@@ -10,6 +10,7 @@ from .modeling_camtl import (
     CaMtlMultiTaskOutput,
     CaMtlPreTrainedModel,
     is_camtl_parameter,
+    per_example_loss,
 )
 
 AutoConfig.register("camtl", CaMtlConfig, exist_ok=True)
@@ -26,4 +27,5 @@ __all__ = [
     "CaMtlPreTrainedModel",
     "is_camtl_parameter",
     "normalize_task_spec",
+    "per_example_loss",
 ]

@@ -20,8 +20,9 @@ Parameter names follow BERT (``bert.encoder.layer.N.attention.self.query`` ...) 
 only the new parameters missing; every new parameter's name contains ``camtl_`` and the task heads live in
 ``heads.<task name>``.
 
-This file travels with every checkpoint (``trust_remote_code``): it imports only the standard library, torch and
-transformers, and ``from .configuration_camtl import ...``.
+This file travels with every checkpoint (``trust_remote_code``), with the two files it imports besides the standard
+library, torch and transformers: ``configuration_camtl.py`` (the config) and ``pipeline_camtl.py`` (whose files
+``save_pretrained`` writes, so ``pipeline(model=folder, trust_remote_code=True)`` works).
 """
 
 import math
@@ -35,7 +36,7 @@ from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling
-from transformers.utils import ModelOutput
+from transformers.utils import ModelOutput, can_return_tuple
 
 from .configuration_camtl import CAMTL_PRESETS, CaMtlConfig, normalize_task_spec
 from .pipeline_camtl import save_pipeline_files
@@ -356,6 +357,25 @@ class CaMtlPooler(nn.Module):
 TRAINABLE_MODES = ("paper", "adapters", "all", "tasks")
 
 
+def _refuse_unused(kwargs: dict) -> None:
+    """TypeError for a keyword argument that the forward would not use. Generic callers (PEFT's wrappers, pipelines)
+    pass transformers' usual arguments (``output_attentions``, ``inputs_embeds``, ...) as None: those are accepted."""
+    used = sorted(k for k, v in kwargs.items() if v is not None)
+    if used:
+        raise TypeError(f"CA-MTL's forward does not use {used}; it takes input_ids, attention_mask, token_type_ids, "
+                        "task_ids, labels (CaMtlForMultiTask), output_hidden_states and return_dict.")
+
+
+def per_example_loss(logits: torch.Tensor, labels: torch.Tensor, is_regression: torch.Tensor) -> torch.Tensor:
+    """Each row's loss, in float32: cross-entropy for a classification row, squared error of column 0 for a regression
+    row. ``logits`` (B, K) with ``-inf`` past a row's labels; ``labels`` (B,) class ids (as floats) or targets;
+    ``is_regression`` (B,) bool. Returns (B,)."""
+    targets = torch.where(is_regression, torch.zeros_like(labels), labels).long()  # (B,), 0 for regression rows
+    ce = F.cross_entropy(logits.float(), targets, reduction="none")  # (B,)
+    mse = (logits[:, 0].float() - labels.float()) ** 2  # (B,)
+    return torch.where(is_regression, mse, ce)
+
+
 def is_camtl_parameter(name: str) -> bool:
     """Whether parameter ``name`` is CA-MTL's own (a conditional module ``*camtl_*`` or a task head ``heads.*``): what
     a BERT checkpoint lacks."""
@@ -558,6 +578,7 @@ class CaMtlModel(CaMtlPreTrainedModel):
     def set_input_embeddings(self, value):
         self.embeddings.word_embeddings = value
 
+    @can_return_tuple  # return_dict=False (argument or config): a tuple, as transformers' models give
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -565,9 +586,9 @@ class CaMtlModel(CaMtlPreTrainedModel):
         token_type_ids: torch.LongTensor | None = None,
         task_ids: torch.LongTensor | None = None,
         output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPooling:
+        _refuse_unused(kwargs)
         if input_ids is None or input_ids.dim() != 2:
             raise ValueError("input_ids must be a LongTensor of shape (batch, seq_len)")
         bsz, seq_len = input_ids.shape
@@ -680,6 +701,7 @@ class CaMtlForMultiTask(CaMtlPreTrainedModel):
         for name, value in self._task_tables().items():
             init.copy_(getattr(self, name), value)
 
+    @can_return_tuple  # return_dict=False (argument or config): a tuple, as transformers' models give
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -688,13 +710,13 @@ class CaMtlForMultiTask(CaMtlPreTrainedModel):
         task_ids: torch.LongTensor | None = None,
         labels: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
         **kwargs,
     ) -> CaMtlMultiTaskOutput:
+        _refuse_unused(kwargs)
         bsz = input_ids.shape[0] if input_ids is not None else 0
         task_ids = self._task_ids_tensor(task_ids, bsz, input_ids.device if input_ids is not None else None)
         outputs = self.bert(input_ids, attention_mask, token_type_ids, task_ids,
-                            output_hidden_states=output_hidden_states)
+                            output_hidden_states=output_hidden_states, return_dict=True)
         pooled = self.dropout(outputs.pooler_output)  # (B, H)
         # every head on every row (tiny matmuls; calling the modules keeps PEFT's wrappers working), then one gather
         all_logits = torch.cat([head(pooled) for head in self.heads.values()], dim=-1)  # (B, sum K_t)
@@ -736,10 +758,7 @@ class CaMtlForMultiTask(CaMtlPreTrainedModel):
                            if task["kind"] == "classification" else "a finite number")
                 raise ValueError(f"Label {labels[row].item()!r} at row {row} is invalid for task "
                                  f"{task['name']!r}: expected {allowed}")
-        targets = torch.where(is_regression, torch.zeros_like(labels), labels).long()  # (B,)
-        ce = F.cross_entropy(logits.float(), targets, reduction="none")  # (B,), 0 for regression rows
-        mse = (logits[:, 0].float() - labels.float()) ** 2  # (B,)
-        per_example = torch.where(is_regression, mse, ce)  # (B,)
+        per_example = per_example_loss(logits, labels, is_regression)  # (B,)
         num_tasks = len(self.config.tasks)
         sums = per_example.new_zeros(num_tasks).index_add(0, task_ids, per_example)  # (num_tasks,)
         counts = torch.bincount(task_ids, minlength=num_tasks).to(per_example.dtype)  # (num_tasks,)
@@ -764,14 +783,10 @@ class CaMtlForMultiTask(CaMtlPreTrainedModel):
         if init_from != "mean" and init_from not in self.config.task_names:
             raise ValueError(f"init_from must be 'mean' or an existing task ({self.config.describe_tasks()}), "
                              f"got {init_from!r}")
-        encoder = self.get_base_model().camtl_task
-        old = encoder.embedding.weight
+        old = self.get_base_model().camtl_task.embedding.weight
         with torch.no_grad():
             row = old.mean(0, keepdim=True) if init_from == "mean" else old[self.task_id(init_from)][None]
-            embedding = nn.Embedding(old.shape[0] + 1, old.shape[1], device=old.device, dtype=old.dtype)
-            embedding.weight.copy_(torch.cat([old, row]))  # (num_tasks + 1, C)
-        embedding.weight.requires_grad_(old.requires_grad)
-        encoder.embedding = embedding
+            self._set_task_embeddings(torch.cat([old, row]))  # (num_tasks + 1, C)
         head = nn.Linear(self.config.hidden_size, self._num_outputs(spec), device=old.device,
                          dtype=next(iter(self.heads.values())).weight.dtype)
         with torch.no_grad():
@@ -791,17 +806,23 @@ class CaMtlForMultiTask(CaMtlPreTrainedModel):
         task_id = self.task_id(name)
         if len(self.config.tasks) == 1:
             raise ValueError("Cannot remove the only task of the model")
-        encoder = self.get_base_model().camtl_task
-        old = encoder.embedding.weight
-        keep = [i for i in range(old.shape[0]) if i != task_id]
-        embedding = nn.Embedding(len(keep), old.shape[1], device=old.device, dtype=old.dtype)
+        old = self.get_base_model().camtl_task.embedding.weight
         with torch.no_grad():
-            embedding.weight.copy_(old[keep])
-        embedding.weight.requires_grad_(old.requires_grad)
-        encoder.embedding = embedding
+            self._set_task_embeddings(old[[i for i in range(old.shape[0]) if i != task_id]])  # (num_tasks - 1, C)
         del self.heads[self.config.task_names[task_id]]
         self.config.tasks = [t for i, t in enumerate(self.config.tasks) if i != task_id]
         self._register_task_buffers()
+
+    def _set_task_embeddings(self, rows: torch.Tensor) -> None:
+        """Replace the task-embedding table by a new ``nn.Embedding`` holding ``rows`` (num_tasks, C), on the old
+        table's device and dtype and as trainable as it was."""
+        encoder = self.get_base_model().camtl_task
+        old = encoder.embedding.weight
+        embedding = nn.Embedding(rows.shape[0], rows.shape[1], device=old.device, dtype=old.dtype)
+        with torch.no_grad():
+            embedding.weight.copy_(rows)
+        embedding.weight.requires_grad_(old.requires_grad)
+        encoder.embedding = embedding
 
     def rename_task(self, old_name: str, new_name: str) -> None:
         """Rename a task; its id, embedding and head are unchanged."""

@@ -372,7 +372,7 @@ def test_epoch_length_rules():
 def test_scoring_mode_train_keeps_dropout_on(tiny):
     from accelerate import Accelerator
 
-    from camtl.training import EntropyScorer, MultiTaskBatches
+    from camtl.trainer import EntropyScorer, MultiTaskBatches
 
     model, sets, collator = tiny
     dropouts = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
@@ -454,7 +454,7 @@ def test_authors_architecture_saves_and_loads(tmp_path):
 def test_a_run_saved_before_the_new_fields_is_still_the_same_run():
     """A training_config.yaml written before ``score_mode``, ``regression_score_source`` and ``epoch_length`` existed
     matches today's defaults (so the run resumes), and differs when one of them is set otherwise."""
-    from camtl.training import RunConfig, config_differences, config_to_dict
+    from camtl.config import RunConfig, config_differences, config_to_dict
 
     saved = config_to_dict(RunConfig())
     for section, key in (("sampling", "score_mode"), ("sampling", "regression_score_source"),

@@ -372,3 +372,18 @@ def test_plain_mtl_has_no_conditioning():
     model = CaMtlForMultiTask(config)
     names = [n for n, _ in model.named_parameters() if "camtl_" in n]
     assert all(n.startswith("bert.camtl_task.") for n in names)
+
+
+def test_return_dict_false_gives_a_tuple_and_unused_arguments_are_refused(model):
+    inputs = make_inputs()
+    labels = make_labels(inputs["task_ids"])
+    out = model(**inputs, labels=labels)
+    loss, logits = model(**inputs, labels=labels, return_dict=False)[:2]
+    assert torch.equal(loss, out.loss) and torch.equal(logits, out.logits)
+    hidden = model.bert(**inputs, return_dict=False)[0]
+    assert torch.equal(hidden, model.bert(**inputs).last_hidden_state)
+    assert model(**inputs, output_attentions=None, inputs_embeds=None).logits.shape == out.logits.shape  # PEFT's Nones
+    with pytest.raises(TypeError, match=r"does not use \['output_attentions'\]"):
+        model(**inputs, output_attentions=True)
+    with pytest.raises(TypeError, match="task_idz"):
+        model.bert(**{k: v for k, v in inputs.items() if k != "task_ids"}, task_idz=inputs["task_ids"])

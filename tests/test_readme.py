@@ -31,7 +31,8 @@ import pytest
 from packaging.requirements import Requirement
 
 import train
-from camtl.training import config_to_dict, resolve_config, validate_config
+from camtl import trainer
+from camtl.config import config_to_dict, resolve_config, validate_config
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
@@ -91,7 +92,7 @@ def check_train(args: list[str], already_run: list[dict], capsys) -> str:
     reason = network_reason(cfg)
     if reason is not None or config_to_dict(cfg) in already_run:
         validate_config(cfg)
-        train.resolve_tasks(cfg)
+        trainer.resolve_tasks(cfg)
         return f"parsed and validated only: {reason or 'the same run as an earlier command once shortened'}"
     results = run_train(args + SHORTER)
     already_run.append(config_to_dict(cfg))

