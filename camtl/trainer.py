@@ -615,8 +615,9 @@ def global_batch_loss(logits: torch.Tensor, labels: torch.Tensor, task_ids: torc
 
 
 def predict(model, features: Sequence[dict[str, Any]], collator, accelerator: Accelerator, batch_size: int,
-            read: Callable[[Any], torch.Tensor], train_mode: bool = False) -> list[float]:
-    """``read(output)`` (a (b,) tensor) of every row of ``features``, in their order: the one inference loop.
+            read: Callable[[Any], torch.Tensor], train_mode: bool = False) -> list:
+    """``read(output)`` (a tensor, one entry per row: (b,) or (b, ...)) of every row of ``features``, in their order, as
+    plain Python values: the one inference loop.
 
     Each process computes its rank-strided share of the rows in length-sorted chunks of ``batch_size`` (less padding),
     under ``torch.inference_mode()`` and the run's autocast, with the unwrapped model (no DDP collective) in eval mode
@@ -634,7 +635,7 @@ def predict(model, features: Sequence[dict[str, Any]], collator, accelerator: Ac
             chunk = mine[start:start + batch_size]
             batch = collator([features[i] for i in chunk])
             batch = {k: v.to(accelerator.device) for k, v in batch.items() if k != "labels"}
-            local.extend(zip(chunk, read(net(**batch)).float().tolist()))  # (b,) values
+            local.extend(zip(chunk, read(net(**batch)).float().tolist()))  # one value (or list) per row
     net.train(was_training)
     pairs = gather_object(local) if world > 1 else local
     return [value for _, value in sorted(pairs)]
