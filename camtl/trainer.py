@@ -187,9 +187,10 @@ def unused_parameters(run: Run) -> list[str]:
     return names
 
 
-def prepare(run: Run) -> None:
+def prepare(run: Run, on_output_dir: Callable[[], None] | None = None) -> None:
     """Build the sampler (RunSetupError on bad settings); write the resolved configuration; build the batches,
-    scorer, optimiser and schedule."""
+    scorer, optimiser and schedule. ``on_output_dir`` is called once every process knows the output folder holds this
+    run, before the first collective of DDP's wrapping (so every process has called it before any starts training)."""
     cfg, t, acc = run.cfg, run.cfg.train, run.accelerator
     world = acc.num_processes  # the sampler first: its errors must leave the output folder untouched
     try:
@@ -213,6 +214,8 @@ def prepare(run: Run) -> None:
         remove_unfinished_saves(run.out)
         (run.out / CONFIG_FILE).write_text(dump_config(cfg), encoding="utf-8")
     acc.wait_for_everyone()
+    if on_output_dir is not None:
+        on_output_dir()
     run.steps_per_epoch = math.ceil(run.sampler.epoch_batches(t.epoch_length) / t.gradient_accumulation_steps)
     run.total_steps = t.max_steps if t.max_steps > 0 else max(1, math.ceil(t.epochs * run.steps_per_epoch))
     optimizer, run.scheduler = build_optimizer(run.model, t, run.total_steps)
@@ -255,8 +258,8 @@ def _train(cfg: RunConfig, command_line: str, stop: StopRequest) -> dict[str, An
     """`train` with ``stop`` catching SIGINT/SIGTERM from the moment the output folder holds the run."""
     start_time = time.time()
     run = setup(cfg)
-    prepare(run)
-    stop.catch()  # the folder holds this run now: SIGINT/SIGTERM finish a step, write a checkpoint and stop
+    # from the moment the folder holds this run, SIGINT/SIGTERM finish a step, write a checkpoint and stop
+    prepare(run, on_output_dir=stop.catch)
     t, acc = run.cfg.train, run.accelerator
     state, exact = _start_state(run)
     if state is None:  # resumed a finished run
