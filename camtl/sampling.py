@@ -420,10 +420,12 @@ def make_sampler(strategy: str, task_sizes: Sequence[int], batch_size: int, seed
     """
     if strategy not in SAMPLERS:
         raise ValueError(f"Unknown sampling strategy {strategy!r}; valid strategies: {list(SAMPLERS)}.")
+    common = set(inspect.signature(TaskSampler.__init__).parameters)  # self, task_sizes, ..., world_size
     defaults: dict[str, dict[str, Any]] = {}  # setting -> {strategy: its default}
     for name, cls in SAMPLERS.items():
-        for param in list(inspect.signature(cls.__init__).parameters.values())[6:]:  # after self .. world_size
-            defaults.setdefault(param.name, {})[name] = param.default
+        for param in inspect.signature(cls.__init__).parameters.values():
+            if param.name not in common:
+                defaults.setdefault(param.name, {})[name] = param.default
     unknown = sorted(set(settings) - set(defaults))
     if unknown:
         raise ValueError(f"Unknown sampler setting(s) {unknown}; valid settings: {sorted(defaults)}.")
