@@ -55,6 +55,9 @@ ARMS = {
                        "--sampling.strategy", "proportional"],
     "camtl-unc-unfrozen": ["--model.trainable", "paper", "--model.camtl", "{num_frozen_layers: 0}",
                            "--sampling.strategy", "uncertainty"],
+    # issue 10 part 3: the entropy picks rows within a task; the task mix is proportional's (camtl/sampling.py)
+    "camtl-unc-prop-unfrozen": ["--model.trainable", "paper", "--model.camtl", "{num_frozen_layers: 0}",
+                                "--sampling.strategy", "uncertainty", "--sampling.allocation", "proportional"],
 }
 
 

@@ -18,7 +18,7 @@ import yaml
 
 from modeling_camtl import CAMTL_KNOBS as MODEL_KNOBS, CAMTL_PRESETS
 
-from .sampling import SAMPLERS
+from .sampling import ALLOCATIONS, SAMPLERS
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART_TASKS = ["cola", "sst2", "mrpc", "stsb", "rte"]
@@ -107,6 +107,11 @@ class SamplingArgs:
             dropout) or train (the authors', dropout on).
         candidates_per_task: uncertainty only: candidates drawn from every task and scored at each step. null = the
             global batch size (the paper's: 5 tasks x 32 = 160 rows scored for 32 trained); fewer cost less to score.
+            With allocation proportional: the candidates of the batch's one task (null = 2 x the global batch).
+        allocation: uncertainty only: how a batch is split over the tasks. entropy (the paper's): the most uncertain
+            candidates of all tasks, with the floor. proportional (ours, not the paper's): one task per batch drawn by
+            its size, as the proportional strategy does; the entropy picks that task's rows (its most uncertain
+            candidates). See camtl/sampling.py for why.
     """
 
     strategy: SamplingStrategy = "uncertainty"
@@ -117,6 +122,7 @@ class SamplingArgs:
     regression_score_source: str | None = None
     score_mode: Literal["eval", "train"] = "eval"
     candidates_per_task: int | None = None
+    allocation: Literal["entropy", "proportional"] = "entropy"
 
 
 @dataclass
@@ -320,6 +326,8 @@ def validate_config(cfg: RunConfig) -> None:
             raise ValueError(f"Bad value {name}={value!r}: must be {allowed}.")
     if s.strategy not in SAMPLERS:
         raise ValueError(f"Unknown sampling strategy {s.strategy!r}; valid strategies: {list(SAMPLERS)}.")
+    if s.allocation not in ALLOCATIONS:
+        raise ValueError(f"Unknown sampling.allocation {s.allocation!r}; valid allocations: {list(ALLOCATIONS)}.")
     modes = list(get_args(TrainableMode))
     if cfg.model.trainable not in modes:
         raise ValueError(f"Unknown trainable mode {cfg.model.trainable!r}; valid modes: {modes}.")

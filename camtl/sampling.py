@@ -22,7 +22,9 @@ pass. Strategies:
                    train on the ``B`` most uncertain candidates overall (a mixed-task batch);
                    by default every task keeps a floor of ``B // (2 * num_tasks)`` rows per
                    batch (``min_rows_per_task=0`` is the paper's rule exactly), optionally after
-                   ``warmup_steps`` balanced batches
+                   ``warmup_steps`` balanced batches. ``allocation="proportional"``: the entropy
+                   picks rows only *within* a task; each batch is one task drawn as ``proportional``
+                   draws it, its ``B`` most uncertain of ``candidates_per_task`` (default ``2B``)
 =================  ==========================================================================
 
 Why the floor: with the paper's rule alone, a task whose predictions become *confidently wrong*
@@ -30,8 +32,17 @@ Why the floor: with the paper's rule alone, a task whose predictions become *con
 selected again. In a 300-step GLUE run without the floor, SST-2 got 1 training row in 200 steps
 while STS-B and RTE got 2,356 and 2,162, and SST-2 stayed at majority-class accuracy.
 
+Why ``allocation="proportional"``: across tasks, the entropy measures how hard a task is, not how much
+training would help it. In the converged GLUE-5 benchmark RTE (2,490 rows, which MiniLM barely learns)
+kept the highest entropy all run and took most of the rows above the floor of every batch, while CoLA got
+little more than its floor: CoLA's MCC fell from 17.9 (proportional) to 9.3. Proportional allocation keeps
+every task's share of the steps at its share of the data and uses the entropy for what it can tell: which
+rows of a task the model is least sure of.
+
 The fraction of the training data a strategy used (`data_fraction`) counts the distinct rows that
 went into a training batch; for ``uncertainty`` the candidates scored but not selected do not count.
+``data_fraction()["trained_rows"]`` counts every row trained on, repeats included (a task's passes are its
+trained rows over its size).
 """
 
 from __future__ import annotations
@@ -119,6 +130,7 @@ class TaskSampler(ABC):
         self.batch_size, self.seed, self.rank, self.world_size = batch_size, int(seed), rank, world_size
         self.streams = [TaskStream(n, self.seed, t) for t, n in enumerate(self.task_sizes)]
         self.seen = [np.zeros(n, dtype=bool) for n in self.task_sizes]
+        self.trained = np.zeros(len(self.task_sizes), dtype=np.int64)  # rows of each task trained on, repeats included
         self.draws = 0  # global batches drawn so far
 
     @property
@@ -149,6 +161,7 @@ class TaskSampler(ABC):
             self.seen[task][row] = True
         #: rows of each task in the global batch just drawn (for a loss that equals the one-process loss)
         self.last_task_counts = np.bincount([task for task, _ in batch], minlength=self.num_tasks)
+        self.trained += self.last_task_counts
         self.draws += 1
         return batch[self.rank :: self.world_size]
 
@@ -161,13 +174,16 @@ class TaskSampler(ABC):
         return np.random.default_rng([self.seed, _CHOICE_SALT, self.draws])
 
     def data_fraction(self) -> dict[str, Any]:
-        """Distinct training rows used so far: per task (in id order) and overall, as fractions of the rows."""
+        """Distinct training rows used so far: per task (in id order) and overall, as fractions of the rows; and the
+        rows trained on, repeats included (``trained_rows``; ``passes`` = trained rows / rows)."""
         used = [int(s.sum()) for s in self.seen]
         return {
             "per_task": [u / n for u, n in zip(used, self.task_sizes)],
             "overall": sum(used) / sum(self.task_sizes),
             "used_rows": used,
             "total_rows": list(self.task_sizes),
+            "trained_rows": [int(k) for k in self.trained],
+            "passes": [int(k) / n for k, n in zip(self.trained, self.task_sizes)],
         }
 
     def state_dict(self) -> dict[str, Any]:
@@ -180,6 +196,7 @@ class TaskSampler(ABC):
             "draws": self.draws,
             "streams": [s.state() for s in self.streams],
             "seen": [torch.from_numpy(s.copy()) for s in self.seen],
+            "trained": [int(k) for k in self.trained],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -193,6 +210,9 @@ class TaskSampler(ABC):
         for stream, s in zip(self.streams, state["streams"]):
             stream.load_state(s)
         self.seen = [torch.as_tensor(s).numpy().astype(bool).copy() for s in state["seen"]]
+        # A checkpoint older than the trained-row counts: each distinct row used counts once (a lower bound).
+        trained = state.get("trained", [int(s.sum()) for s in self.seen])
+        self.trained = np.asarray(trained, dtype=np.int64)
 
 
 class _OneTaskPerBatch(TaskSampler):
@@ -283,6 +303,14 @@ class UncertaintySampler(TaskSampler):
     ``warmup_steps`` draws the batch is balanced over the tasks and nothing is scored (an untrained
     head's entropy says little). The batch is ordered by ``H'``, most uncertain first; ties keep the
     candidate order.
+
+    ``allocation="proportional"`` (not the paper's) lets the entropy choose rows within a task only: each batch is
+    one task, drawn exactly as `ProportionalSampler` draws it (the same random stream: with ``candidates_per_task
+    == batch_size`` the batches are the proportional sampler's), and its ``batch_size`` most uncertain of
+    ``candidates_per_task`` candidates of that task (default ``2 x batch_size``). Only that task's candidates are
+    scored. A task that borrows its scores (``regression_scores="borrow"``) takes its next ``batch_size`` rows
+    unscored: another task's entropies say nothing about which of its own rows are hard. ``min_rows_per_task`` does
+    not apply; warm-up batches are the next ``batch_size`` rows, unscored.
     """
 
     name = "uncertainty"
@@ -292,8 +320,22 @@ class UncertaintySampler(TaskSampler):
                  world_size: int = 1, min_rows_per_task: int | None = None, warmup_steps: int = 0,
                  regression_tasks: Sequence[bool] | None = None, regression_scores: str = "borrow",
                  task_names: Sequence[str] | None = None, regression_score_source: str | None = None,
-                 candidates_per_task: int | None = None):
+                 candidates_per_task: int | None = None, allocation: str = "entropy"):
         super().__init__(task_sizes, batch_size, seed, rank, world_size)
+        if allocation not in ALLOCATIONS:
+            raise ValueError(f"Unknown allocation {allocation!r}; valid allocations: {list(ALLOCATIONS)}.")
+        self.allocation = allocation
+        if allocation == "proportional":
+            if min_rows_per_task is not None:
+                raise ValueError(f"min_rows_per_task (here {min_rows_per_task!r}) is the floor of the entropy "
+                                 "allocation; allocation='proportional' draws one task per batch and has no floor: "
+                                 "leave it None.")
+            if candidates_per_task is None:
+                candidates_per_task = 2 * batch_size
+            if not (isinstance(candidates_per_task, int) and candidates_per_task >= batch_size):
+                raise ValueError(f"With allocation='proportional', candidates_per_task is the candidates of the "
+                                 f"batch's task: an integer >= batch_size ({batch_size}), or None for "
+                                 f"{2 * batch_size}, got {candidates_per_task!r}.")
         if candidates_per_task is None:
             candidates_per_task = batch_size
         if not (isinstance(candidates_per_task, int) and candidates_per_task >= 1
@@ -316,7 +358,7 @@ class UncertaintySampler(TaskSampler):
         self.score_source = np.arange(self.num_tasks) if regression_scores == "own" else \
             score_sources(regression, task_names, regression_score_source)
         if min_rows_per_task is None:
-            min_rows_per_task = batch_size // (2 * self.num_tasks)
+            min_rows_per_task = batch_size // (2 * self.num_tasks) if allocation == "entropy" else 0
         # (min_rows_per_task <= batch_size / num_tasks <= candidates_per_task: every task has the rows of its floor)
         if not (isinstance(min_rows_per_task, int) and 0 <= min_rows_per_task * self.num_tasks <= batch_size):
             raise ValueError(f"min_rows_per_task must be an integer in [0, batch_size // num_tasks = "
@@ -331,12 +373,12 @@ class UncertaintySampler(TaskSampler):
         return [(t, row) for t, stream in enumerate(self.streams) for row in stream.take(self.pool)]
 
     def _global_batch(self, scorer: Scorer | None) -> list[Example]:
+        if self.allocation == "proportional":
+            return self._one_task_batch(scorer)
         if self.draws < self.warmup_steps:
             return self._balanced_batch()
         candidates = self.candidates()
-        scores = np.asarray(scorer(candidates), dtype=np.float64).reshape(-1)  # (num_tasks * B,)
-        if scores.shape[0] != len(candidates):
-            raise ValueError(f"The scorer returned {scores.shape[0]} scores for {len(candidates)} candidates.")
+        scores = _scores(scorer, candidates)  # (num_tasks * P,)
         scores = scores.reshape(self.num_tasks, self.pool)[self.score_source].reshape(-1)  # borrowed rows
         weighted = self.weighted(scores)  # (T * P,)
         order = np.argsort(-weighted, kind="stable")  # most uncertain first
@@ -350,6 +392,17 @@ class UncertaintySampler(TaskSampler):
         rest = order[~chosen[order]][: self.batch_size - int(chosen.sum())]
         chosen[rest] = True
         return [candidates[i] for i in order if chosen[i]]
+
+    def _one_task_batch(self, scorer: Scorer) -> list[Example]:
+        """``allocation="proportional"``: the task as `ProportionalSampler` draws it, its most uncertain candidates."""
+        sizes = np.asarray(self.task_sizes, dtype=np.float64)
+        task = int(self._rng().choice(self.num_tasks, p=sizes / sizes.sum()))
+        stream = self.streams[task]
+        if self.draws < self.warmup_steps or self.score_source[task] != task:
+            return [(task, row) for row in stream.take(self.batch_size)]
+        candidates = [(task, row) for row in stream.take(self.pool)]
+        order = np.argsort(-_scores(scorer, candidates), kind="stable")[: self.batch_size]  # most uncertain first
+        return [candidates[i] for i in order]
 
     def _balanced_batch(self) -> list[Example]:
         """``batch_size // T`` rows of every task; the remainder goes to tasks in turn (rotating each draw)."""
@@ -365,6 +418,18 @@ class UncertaintySampler(TaskSampler):
         top = means.max()
         return (per_task * (means / top if top > 0 else 1.0)).reshape(-1)  # (T * P,)
 
+
+def _scores(scorer: Scorer, candidates: list[Example]) -> np.ndarray:
+    """The scorer's value of every candidate, as a float64 vector; ValueError when it returned another count."""
+    scores = np.asarray(scorer(candidates), dtype=np.float64).reshape(-1)
+    if scores.shape[0] != len(candidates):
+        raise ValueError(f"The scorer returned {scores.shape[0]} scores for {len(candidates)} candidates.")
+    return scores
+
+
+#: How MT-Uncertainty splits a batch over the tasks: ``entropy`` (the paper's: the most uncertain candidates overall,
+#: with the floor) or ``proportional`` (one task per batch by its size; the entropy picks rows within it).
+ALLOCATIONS = ("entropy", "proportional")
 
 #: The task a regression task borrows its uncertainty scores from by default, when present: MRPC (paraphrase) is the
 #: closest to STS-B (similarity). The authors' code copies SST-2's scores when STS-B and MRPC are both present.
@@ -438,6 +503,7 @@ def make_sampler(strategy: str, task_sizes: Sequence[int], batch_size: int, seed
 
 
 __all__ = [
+    "ALLOCATIONS",
     "DEFAULT_SCORE_SOURCE",
     "SAMPLERS",
     "Example",

@@ -204,7 +204,8 @@ def prepare(run: Run, on_output_dir: Callable[[], None] | None = None) -> None:
                                    regression_scores=cfg.sampling.regression_scores,
                                    task_names=[run.tasks[i].name for i in run.trained_ids],
                                    regression_score_source=cfg.sampling.regression_score_source,
-                                   candidates_per_task=cfg.sampling.candidates_per_task)
+                                   candidates_per_task=cfg.sampling.candidates_per_task,
+                                   allocation=cfg.sampling.allocation)
     except ValueError as e:
         raise RunSetupError(f"Bad sampling settings: {e}") from e
     if acc.is_main_process:
@@ -444,6 +445,7 @@ def _finish(run: Run, state: dict[str, Any], exact: bool | None, command_line: s
                 + ", ".join(f"{k}={v['main']:.4f}" for k, v in results["tasks"].items()))
     log(f"Data used: {fraction['overall']:.1%} of the training rows ("
                 + ", ".join(f"{k} {v:.1%}" for k, v in fraction["per_task"].items())
+                + "); passes trained (" + ", ".join(f"{k} {v:.2f}" for k, v in fraction["passes"].items())
                 + f"); wall time {results['wall_time_s']:.0f}s; model in {out}")
     return results
 
@@ -491,14 +493,15 @@ def sampling_summary(run: Run) -> dict[str, Any]:
         summary.update(min_rows_per_task=run.sampler.min_rows_per_task, warmup_steps=run.sampler.warmup_steps,
                        regression_scores=s.regression_scores, score_mode=s.score_mode,
                        score_sources={names[t]: names[src] for t, src in enumerate(run.sampler.score_source)
-                                      if src != t}, candidates_per_task=run.sampler.pool)
+                                      if src != t}, candidates_per_task=run.sampler.pool,
+                       allocation=run.sampler.allocation)
     return summary
 
 
 def _fraction(sampler, names: Sequence[str]) -> dict[str, Any]:
     f = sampler.data_fraction()
-    return {"overall": f["overall"], "per_task": dict(zip(names, f["per_task"])),
-            "used_rows": dict(zip(names, f["used_rows"])), "total_rows": dict(zip(names, f["total_rows"]))}
+    return {"overall": f["overall"], **{key: dict(zip(names, f[key])) for key in
+                                        ("per_task", "used_rows", "total_rows", "trained_rows", "passes")}}
 
 
 def _evaluate_and_keep_best(run: Run, state: dict[str, Any], step: int) -> None:

@@ -423,6 +423,7 @@ def test_train_runs_the_authors_architecture_and_sampling(glue_dir, tmp_path):
     (["--model.camtl", "{adapter_style: serial}"], r"adapter_style must be one of \['residual', 'replace'\]"),
     (["--sampling.regression_score_source", "sst2"], r"'sst2' is not a classification task of this run.*'cola'"),
     (["--sampling.score_mode", "dropout"], "score_mode"),
+    (["--sampling.allocation", "tasks"], r"allocation(.|\n)*'entropy', 'proportional'(.|\n)*tasks"),
     (["--train.epoch_length", "max"], "epoch_length"),
 ])
 def test_bad_switch_values_are_refused_before_training(glue_dir, tmp_path, extra, message):

@@ -11,6 +11,7 @@ import torch
 from camtl.config import SamplingStrategy
 from camtl.sampling import (
     SAMPLERS,
+    ProportionalSampler,
     SequentialSampler,
     TaskStream,
     TemperatureSampler,
@@ -310,6 +311,90 @@ def test_uncertainty_candidate_pool_size():
     assert len(batch) == 4 and sorted(t for t, _ in batch) == [0, 1, 2, 2]  # the floor, then the most uncertain
     with pytest.raises(ValueError, match=r"candidates_per_task x num_tasks >= batch_size \(>= 2 here\)"):
         UncertaintySampler([20, 20, 20], 4, candidates_per_task=1)
+
+
+def test_proportional_allocation_picks_the_most_uncertain_rows_of_the_proportional_task():
+    """allocation='proportional': the task sequence and candidate rows are the proportional sampler's; the batch is
+    the most uncertain candidates of that one task, and only that task's candidates are scored."""
+    sizes, batch = [40, 120, 17], 4
+    reference = ProportionalSampler(sizes, batch, seed=3)
+    same_pool = UncertaintySampler(sizes, batch, seed=3, allocation="proportional", candidates_per_task=batch)
+    doubled = UncertaintySampler(sizes, batch, seed=3, allocation="proportional")
+    assert doubled.pool == 2 * batch and doubled.min_rows_per_task == 0
+    scored = []
+
+    def scorer(candidates):
+        scored.append(list(candidates))
+        return fake_scorer(candidates)
+
+    for _ in range(30):
+        expected = reference.next_batch()
+        task = expected[0][0]
+        assert sorted(same_pool.next_batch(scorer)) == sorted(expected)  # the same rows, ordered by entropy
+        scored.clear()
+        picked = doubled.next_batch(scorer)
+        (candidates,) = scored  # one call, one task's candidates
+        assert len(candidates) == 2 * batch and {t for t, _ in candidates} == {task}
+        scores = dict(zip(candidates, fake_scorer(candidates)))
+        assert [scores[c] for c in picked] == sorted(scores.values(), reverse=True)[:batch]
+    assert doubled.data_fraction()["trained_rows"] == reference.data_fraction()["trained_rows"]
+    def drawn(stream):
+        epoch, offset = stream.state()
+        return epoch * stream.size + offset
+
+    assert [drawn(s) for s in doubled.streams] == [2 * drawn(s) for s in reference.streams]  # twice the candidates
+
+
+def test_proportional_allocation_does_not_score_a_borrowing_task_or_warm_up_batches():
+    """A regression task that borrows its scores takes its next rows unscored (another task's entropies say nothing
+    of its rows); so do warm-up batches. ``regression_scores='own'`` scores it."""
+    calls = []
+
+    def scorer(candidates):
+        calls.append(candidates)
+        return fake_scorer(candidates)
+
+    sampler = UncertaintySampler([10, 10], 4, seed=0, allocation="proportional", regression_tasks=[False, True],
+                                 warmup_steps=3)
+    for _ in range(40):
+        batch = sampler.next_batch(scorer)
+        task = batch[0][0]
+        assert len(batch) == 4 and {t for t, _ in batch} == {task}
+        assert bool(calls) == (sampler.draws > 3 and task == 0)
+        calls.clear()
+    own = UncertaintySampler([10, 10], 4, seed=0, allocation="proportional", regression_tasks=[False, True],
+                             regression_scores="own")
+    for _ in range(10):
+        own.next_batch(scorer)
+    assert {t for c in calls for t, _ in c} == {0, 1}
+
+
+def test_proportional_allocation_refuses_what_it_cannot_honour():
+    with pytest.raises(ValueError, match=r"Unknown allocation 'tasks'; valid allocations: \['entropy', 'proportional'\]"):
+        UncertaintySampler([10, 10], 4, allocation="tasks")
+    with pytest.raises(ValueError, match="has no floor"):
+        UncertaintySampler([10, 10], 4, allocation="proportional", min_rows_per_task=1)
+    with pytest.raises(ValueError, match=r"integer >= batch_size \(4\)"):
+        UncertaintySampler([10, 10], 4, allocation="proportional", candidates_per_task=3)
+    with pytest.raises(ValueError, match="allocation='proportional' is a setting of the uncertainty strategy"):
+        make_sampler("proportional", [10, 10], 4, allocation="proportional")
+
+
+def test_trained_rows_count_repeats_and_resume_exactly():
+    """data_fraction's trained_rows count every row trained on (repeats included); they survive a state round trip,
+    and a checkpoint older than them resumes with the distinct rows as a lower bound."""
+    sampler = UncertaintySampler([6, 30], 4, seed=1, min_rows_per_task=0)
+    draw(sampler, 20)
+    f = sampler.data_fraction()
+    assert sum(f["trained_rows"]) == 80 and f["trained_rows"][0] > f["used_rows"][0]  # task 0 has 6 rows: repeats
+    assert f["passes"] == [k / n for k, n in zip(f["trained_rows"], [6, 30])]
+    resumed = UncertaintySampler([6, 30], 4, seed=1, min_rows_per_task=0)
+    resumed.load_state_dict(sampler.state_dict())
+    assert resumed.data_fraction() == f
+    old = sampler.state_dict()
+    del old["trained"]
+    resumed.load_state_dict(old)
+    assert resumed.data_fraction()["trained_rows"] == f["used_rows"]
 
 
 def _brute_force_cost(lengths, piece_cost):

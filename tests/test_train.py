@@ -77,7 +77,7 @@ def test_tiny_run_evaluates_and_writes_the_model_folder(trained):
     assert results["sampling"] == {"strategy": "uncertainty", "min_rows_per_task": 1, "warmup_steps": 0,
                                    "regression_scores": "borrow", "score_mode": "eval",
                                    "score_sources": {"stsb": "cola"},  # no mrpc here: the first classification task
-                                   "candidates_per_task": 8}
+                                   "candidates_per_task": 8, "allocation": "entropy"}
     assert min(fraction["used_rows"].values()) >= 4
     assert len(results["loss_history"]) == 10 and results["wall_time_s"] > 0
     assert results["eval_rows"] == dict.fromkeys(TASKS, 32)
@@ -93,6 +93,18 @@ def test_tiny_run_evaluates_and_writes_the_model_folder(trained):
     assert [p.name for p in list_checkpoints(out)] == ["checkpoint-8", "checkpoint-10"]  # save_total_limit 2
     assert not [p for p in (out / "checkpoints").iterdir() if p.name.startswith(".")]
     assert list((out / "logs").rglob("events.out.tfevents*"))  # TensorBoard
+
+
+def test_proportional_allocation_trains_one_task_per_batch_and_counts_passes(glue_dir, tmp_path):
+    """--sampling.allocation proportional end to end: one task per batch, its rows the most uncertain of twice the
+    batch; results record the allocation, the candidates and every task's trained rows and passes."""
+    results = run(tiny_args(glue_dir, tmp_path / "out", "--train.report_to", "none", "--train.eval_every", "0",
+                            "--sampling.allocation", "proportional"))
+    sampling, fraction = results["sampling"], results["data_fraction"]
+    assert sampling["allocation"] == "proportional" and sampling["candidates_per_task"] == 16
+    assert sum(fraction["trained_rows"].values()) == 10 * 8
+    assert all(k % 8 == 0 for k in fraction["trained_rows"].values())  # whole batches of one task
+    assert fraction["passes"] == {k: fraction["trained_rows"][k] / 32 for k in TASKS}
 
 
 def test_training_config_is_the_resolved_config_and_reloads(trained):
@@ -285,6 +297,8 @@ BAD_INPUTS = {
                                    r"sampling\.min_rows_per_task=-1.*non-negative integer or null"),
     "uncertainty floor over the batch": (["--sampling.min_rows_per_task", "3"],
                                          r"min_rows_per_task must be an integer in \[0, batch_size // num_tasks = 2\]"),
+    "a floor with proportional allocation": (["--sampling.allocation", "proportional",
+                                              "--sampling.min_rows_per_task", "1"], r"has no floor"),
     "max_length beyond the model": (["--data.max_length", "1024"], r"data\.max_length=1024.*512 positions"),
     "unknown CA-MTL knob": (["--model.camtl", "{adapter_sise: 8}"], r"adapter_sise.*valid CA-MTL knobs.*adapter_size"),
     "resume from a non-checkpoint": (["--resume_from_checkpoint", "/tmp"], r"'/tmp' is not a checkpoint folder"),
