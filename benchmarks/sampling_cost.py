@@ -11,7 +11,9 @@ Settings:
                       the cost of the task mix alone, without the scoring;
   unc-paper-pool      MT-Uncertainty with the paper's candidate pool (32 rows of every task scored for 32 trained);
   unc-paper-pool-grouped  the same with ``--train.group_by_length true`` (length-sorted pieces, accumulated);
-  unc-pool-16/-8      MT-Uncertainty with 16 / 8 candidates per task.
+  unc-pool-16/-8      MT-Uncertainty with 16 / 8 candidates per task;
+  unc-prop(-48)       MT-Uncertainty with ``--sampling.allocation proportional``: one task per batch, drawn as
+                      proportional draws it, its 32 most uncertain of 64 (48) candidates of that task.
 
     python benchmarks/sampling_cost.py                      # 3 rounds of 15 steps per setting
 """
@@ -45,6 +47,9 @@ SETTINGS = {
     "unc-paper-pool-grouped": ["--sampling.strategy", "uncertainty", "--train.group_by_length", "true"],
     "unc-pool-16": ["--sampling.strategy", "uncertainty", "--sampling.candidates_per_task", "16"],
     "unc-pool-8": ["--sampling.strategy", "uncertainty", "--sampling.candidates_per_task", "8"],
+    "unc-prop": ["--sampling.strategy", "uncertainty", "--sampling.allocation", "proportional"],
+    "unc-prop-48": ["--sampling.strategy", "uncertainty", "--sampling.allocation", "proportional",
+                    "--sampling.candidates_per_task", "48"],
 }
 
 
