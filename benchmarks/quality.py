@@ -9,7 +9,10 @@ Arms (MiniLM-L6 base, CoLA, SST-2, MRPC, STS-B, RTE, full dev sets from ../share
                      batch of 32, regression rows borrow classification scores);
   5. camtl-unc-paper CA-MTL with the paper's MT-Uncertainty rule exactly (no floor);
   6. camtl-adapters  CA-MTL's parameter-efficient mode: the whole backbone frozen (proportional sampling, which
-                     costs a third of uncertainty's step time on CPU; learning rate 1e-3).
+                     costs a third of uncertainty's step time on CPU; learning rate 1e-3);
+  and, for the converged benchmark's part 3: camtl-unfrozen and camtl-unc-unfrozen (no layer frozen),
+  camtl-unc-prop(-unfrozen) (MT-Uncertainty with ``--sampling.allocation proportional``). camtl-unc and
+  camtl-unc-paper use the paper's entropy allocation, whatever the recipe's default.
 
 Every arm is one or more ``train.py`` runs (a subprocess each) on the same configuration, seeds and step budget;
 the table reports each task's GLUE metric, the average, parameters trained, parameters needed to serve all five
@@ -40,24 +43,29 @@ from benchmarks.speed import cpu_name  # noqa: E402
 TASKS = ["cola", "sst2", "mrpc", "stsb", "rte"]
 NO_CONDITIONING = "{conditional_alignment: false, conditional_attention: false, conditional_layer_norm: false, " \
                   "conditional_adapter: false}"
+#: Every arm states its CA-MTL knobs (``--model.camtl`` replaces the recipe's dict) and its MT-Uncertainty allocation,
+#: so that a change of configs/glue.yaml's defaults does not change what an arm measures.
+PAPER_FREEZING, UNFROZEN = "{}", "{num_frozen_layers: 0}"
 ARMS = {
-    "camtl-unc": ["--model.trainable", "paper", "--sampling.strategy", "uncertainty"],
-    "camtl": ["--model.trainable", "paper", "--sampling.strategy", "proportional"],
+    "camtl-unc": ["--model.trainable", "paper", "--model.camtl", PAPER_FREEZING, "--sampling.strategy", "uncertainty",
+                  "--sampling.allocation", "entropy"],
+    "camtl": ["--model.trainable", "paper", "--model.camtl", PAPER_FREEZING, "--sampling.strategy", "proportional"],
     "plain-mtl": ["--model.trainable", "all", "--model.camtl", NO_CONDITIONING, "--sampling.strategy",
                   "proportional"],
     "single-task": ["--model.trainable", "all", "--model.camtl", NO_CONDITIONING, "--sampling.strategy", "uniform"],
-    "camtl-adapters": ["--model.trainable", "adapters", "--sampling.strategy", "proportional",
-                       "--train.learning_rate", "1e-3"],
-    "camtl-unc-paper": ["--model.trainable", "paper", "--sampling.strategy", "uncertainty",
-                        "--sampling.min_rows_per_task", "0"],
+    "camtl-adapters": ["--model.trainable", "adapters", "--model.camtl", PAPER_FREEZING, "--sampling.strategy",
+                       "proportional", "--train.learning_rate", "1e-3"],
+    "camtl-unc-paper": ["--model.trainable", "paper", "--model.camtl", PAPER_FREEZING, "--sampling.strategy",
+                        "uncertainty", "--sampling.allocation", "entropy", "--sampling.min_rows_per_task", "0"],
     # issue 10 part 3: the paper freezes half of a 12/24-layer encoder; MiniLM has 6, so half leaves 3 to adapt
-    "camtl-unfrozen": ["--model.trainable", "paper", "--model.camtl", "{num_frozen_layers: 0}",
-                       "--sampling.strategy", "proportional"],
-    "camtl-unc-unfrozen": ["--model.trainable", "paper", "--model.camtl", "{num_frozen_layers: 0}",
-                           "--sampling.strategy", "uncertainty"],
+    "camtl-unfrozen": ["--model.trainable", "paper", "--model.camtl", UNFROZEN, "--sampling.strategy", "proportional"],
+    "camtl-unc-unfrozen": ["--model.trainable", "paper", "--model.camtl", UNFROZEN, "--sampling.strategy",
+                           "uncertainty", "--sampling.allocation", "entropy"],
     # issue 10 part 3: the entropy picks rows within a task; the task mix is proportional's (camtl/sampling.py)
-    "camtl-unc-prop-unfrozen": ["--model.trainable", "paper", "--model.camtl", "{num_frozen_layers: 0}",
-                                "--sampling.strategy", "uncertainty", "--sampling.allocation", "proportional"],
+    "camtl-unc-prop-unfrozen": ["--model.trainable", "paper", "--model.camtl", UNFROZEN, "--sampling.strategy",
+                                "uncertainty", "--sampling.allocation", "proportional"],
+    "camtl-unc-prop": ["--model.trainable", "paper", "--model.camtl", PAPER_FREEZING, "--sampling.strategy",
+                       "uncertainty", "--sampling.allocation", "proportional"],
 }
 
 

@@ -40,13 +40,14 @@ from camtl import trainer  # noqa: E402
 from camtl.config import parse_config  # noqa: E402
 from benchmarks.speed import cpu_name  # noqa: E402
 
+UNC = ["--sampling.strategy", "uncertainty", "--sampling.allocation", "entropy"]  # the paper's task mix
 SETTINGS = {
     "proportional": ["--sampling.strategy", "proportional"],
-    "balanced": ["--sampling.strategy", "uncertainty", "--sampling.warmup_steps", "1000000"],
-    "unc-paper-pool": ["--sampling.strategy", "uncertainty"],
-    "unc-paper-pool-grouped": ["--sampling.strategy", "uncertainty", "--train.group_by_length", "true"],
-    "unc-pool-16": ["--sampling.strategy", "uncertainty", "--sampling.candidates_per_task", "16"],
-    "unc-pool-8": ["--sampling.strategy", "uncertainty", "--sampling.candidates_per_task", "8"],
+    "balanced": [*UNC, "--sampling.warmup_steps", "1000000"],
+    "unc-paper-pool": UNC,
+    "unc-paper-pool-grouped": [*UNC, "--train.group_by_length", "true"],
+    "unc-pool-16": [*UNC, "--sampling.candidates_per_task", "16"],
+    "unc-pool-8": [*UNC, "--sampling.candidates_per_task", "8"],
     "unc-prop": ["--sampling.strategy", "uncertainty", "--sampling.allocation", "proportional"],
     "unc-prop-48": ["--sampling.strategy", "uncertainty", "--sampling.allocation", "proportional",
                     "--sampling.candidates_per_task", "48"],
