@@ -6,8 +6,9 @@ MT-Uncertainty ranks candidates by), split by right and wrong predictions, how m
 starved (BENCHMARKS.md, "Quality at convergence").
 
 With ``--allocation_steps N`` (default 40), it also replays MT-Uncertainty's task allocation with the trained model
-frozen: N steps of the shipped sampler (the paper's entropy allocation, the default floor, batch 32, candidates from
-the training files with SST-2 capped at 16,000 rows as in the converged benchmark), counting the rows each task gets.
+frozen: N steps of the paper's entropy allocation (``--sampling.allocation entropy``, the default floor, batch 32,
+candidates from the training files with SST-2 capped at 16,000 rows as in the converged benchmark), counting the rows
+each task gets.
 A fixed model stands in for the late steps of training, where the entropies have settled.
 
     python benchmarks/dev_entropy.py outputs/converged/converged/camtl-unc-unfrozen-lr0.0001-seed42 \
@@ -56,7 +57,7 @@ def task_entropy(model, tokenizer, accelerator, name: str, data_dir: str, max_le
 
 def replay_allocation(model, tokenizer, accelerator, data_dir: str, max_length: int, steps: int,
                       sst2_rows: int = 16000, batch_size: int = 32) -> dict:
-    """Rows of each task in ``steps`` batches of the default MT-Uncertainty sampler, the model scoring the candidates."""
+    """Rows of each task in ``steps`` batches of MT-Uncertainty's entropy allocation, the model scoring the candidates."""
     from camtl.sampling import UncertaintySampler
 
     names = list(model.config.task_names)
@@ -73,7 +74,7 @@ def replay_allocation(model, tokenizer, accelerator, data_dir: str, max_length: 
         features = [rows_to_features(sets[t], [r])[0] for t, r in candidates]
         return predict(model, features, collator, accelerator, 64, lambda output: output.entropy.float())
 
-    sampler = UncertaintySampler([len(ds) for ds in sets], batch_size, seed=0,
+    sampler = UncertaintySampler([len(ds) for ds in sets], batch_size, seed=0, allocation="entropy",
                                  regression_tasks=[t.kind == "regression" for t in tasks], task_names=names)
     counts = np.zeros(len(names), dtype=np.int64)
     for _ in range(steps):

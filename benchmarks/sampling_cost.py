@@ -59,6 +59,7 @@ def build(name: str, extra: list[str], args) -> trainer.Run:
                               "--output_dir", str(Path(args.work_dir) / name), "--overwrite_output_dir", "true",
                               "--train.max_steps", "100000", "--train.report_to", "none",
                               "--train.mixed_precision", args.mixed_precision, "--train.learning_rate", "1e-4",
+                              "--model.camtl", "{}",  # the paper's freezing, whatever glue.yaml's recipe says
                               *extra])
     run = trainer.setup(cfg)
     trainer.prepare(run)

@@ -93,8 +93,8 @@ class SamplingArgs:
             after task) or uncertainty (MT-Uncertainty, the paper's: the most uncertain of a candidate
             batch from every task).
         temperature: T of the temperature strategy (1 = proportional, large = uniform).
-        min_rows_per_task: uncertainty only: rows of every task in each global batch (its most uncertain
-            candidates) before the rest is chosen by uncertainty. null = global batch // (2 x tasks);
+        min_rows_per_task: uncertainty with allocation entropy only: rows of every task in each global batch (its
+            most uncertain candidates) before the rest is chosen by uncertainty. null = global batch // (2 x tasks);
             0 = the paper's rule exactly, which can starve a task whose predictions are confidently wrong.
         warmup_steps: uncertainty only: the first batches are balanced over the tasks and not scored.
         regression_scores: uncertainty only: borrow (a regression task's candidates take the scores of a
@@ -108,10 +108,10 @@ class SamplingArgs:
         candidates_per_task: uncertainty only: candidates drawn from every task and scored at each step. null = the
             global batch size (the paper's: 5 tasks x 32 = 160 rows scored for 32 trained); fewer cost less to score.
             With allocation proportional: the candidates of the batch's one task (null = 2 x the global batch).
-        allocation: uncertainty only: how a batch is split over the tasks. entropy (the paper's): the most uncertain
-            candidates of all tasks, with the floor. proportional (ours, not the paper's): one task per batch drawn by
-            its size, as the proportional strategy does; the entropy picks that task's rows (its most uncertain
-            candidates). See camtl/sampling.py for why.
+        allocation: uncertainty only: how a batch is split over the tasks. proportional (ours, the default): one
+            task per batch drawn by its size, as the proportional strategy does; the entropy picks that task's rows
+            (its most uncertain candidates). entropy (the paper's): the most uncertain candidates of all tasks, with
+            the floor. See camtl/sampling.py and BENCHMARKS.md for why.
     """
 
     strategy: SamplingStrategy = "uncertainty"
@@ -122,7 +122,7 @@ class SamplingArgs:
     regression_score_source: str | None = None
     score_mode: Literal["eval", "train"] = "eval"
     candidates_per_task: int | None = None
-    allocation: Literal["entropy", "proportional"] = "entropy"
+    allocation: Literal["entropy", "proportional"] = "proportional"
 
 
 @dataclass

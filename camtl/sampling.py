@@ -22,9 +22,10 @@ pass. Strategies:
                    train on the ``B`` most uncertain candidates overall (a mixed-task batch);
                    by default every task keeps a floor of ``B // (2 * num_tasks)`` rows per
                    batch (``min_rows_per_task=0`` is the paper's rule exactly), optionally after
-                   ``warmup_steps`` balanced batches. ``allocation="proportional"``: the entropy
-                   picks rows only *within* a task; each batch is one task drawn as ``proportional``
-                   draws it, its ``B`` most uncertain of ``candidates_per_task`` (default ``2B``)
+                   ``warmup_steps`` balanced batches. That is ``allocation="entropy"``; by default
+                   (``allocation="proportional"``, ours) the entropy picks rows only *within* a task:
+                   each batch is one task drawn as ``proportional`` draws it, its ``B`` most
+                   uncertain of ``candidates_per_task`` (default ``2B``)
 =================  ==========================================================================
 
 Why the floor: with the paper's rule alone, a task whose predictions become *confidently wrong*
@@ -278,9 +279,10 @@ class SequentialSampler(TaskSampler):
 
 
 class UncertaintySampler(TaskSampler):
-    """MT-Uncertainty sampling (CA-MTL, Pilault et al., ICLR 2021, Algorithm 1), with a per-task floor.
+    """MT-Uncertainty sampling (CA-MTL, Pilault et al., ICLR 2021, Algorithm 1), with a per-task floor, or (the
+    default) with the task of each batch drawn by its size and the entropy picking that task's rows.
 
-    At every step a candidate batch of ``candidates_per_task`` rows (by default ``batch_size``, the paper's) is drawn
+    With ``allocation="entropy"`` (the paper's), at every step a candidate batch of ``candidates_per_task`` rows (by default ``batch_size``, the paper's) is drawn
     from every task; ``scorer`` gives
     each candidate's normalised prediction entropy ``H_i`` (in [0, 1]). As in the paper, each score is
     weighted by how uncertain its task's candidate batch is relative to the most uncertain task:
@@ -305,7 +307,8 @@ class UncertaintySampler(TaskSampler):
     head's entropy says little). The batch is ordered by ``H'``, most uncertain first; ties keep the
     candidate order.
 
-    ``allocation="proportional"`` (not the paper's) lets the entropy choose rows within a task only: each batch is
+    ``allocation="entropy"`` is the paper's rule above. ``allocation="proportional"`` (ours, the default) lets the
+    entropy choose rows within a task only: each batch is
     one task, drawn exactly as `ProportionalSampler` draws it (the same random stream: with ``candidates_per_task
     == batch_size`` the batches are the proportional sampler's), and its ``batch_size`` most uncertain of
     ``candidates_per_task`` candidates of that task (default ``2 x batch_size``). Only that task's candidates are
@@ -321,7 +324,7 @@ class UncertaintySampler(TaskSampler):
                  world_size: int = 1, min_rows_per_task: int | None = None, warmup_steps: int = 0,
                  regression_tasks: Sequence[bool] | None = None, regression_scores: str = "borrow",
                  task_names: Sequence[str] | None = None, regression_score_source: str | None = None,
-                 candidates_per_task: int | None = None, allocation: str = "entropy"):
+                 candidates_per_task: int | None = None, allocation: str = "proportional"):
         super().__init__(task_sizes, batch_size, seed, rank, world_size)
         if allocation not in ALLOCATIONS:
             raise ValueError(f"Unknown allocation {allocation!r}; valid allocations: {list(ALLOCATIONS)}.")

@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from transformers import BertConfig, BertModel
 
-from camtl.sampling import UncertaintySampler, score_sources
+from camtl.sampling import score_sources
+from tests.test_sampling import EntropySampler
 from modeling_camtl import CAMTL_PRESETS, CaMtlConfig, CaMtlForMultiTask
 from tests.test_modeling import AUTHORS, TASKS, make_inputs, make_labels, randomize_conditioning, tiny_config
 from tests.test_sampling import tiny  # noqa: F401  (a fixture: the tiny model, data and collator of the scorer tests)
@@ -351,18 +352,18 @@ def test_regression_tasks_borrow_mrpc_scores_by_default():
     assert score_sources([True, True], ["stsb", "sick_r"]).tolist() == [0, 1]  # nothing to borrow from
     with pytest.raises(ValueError, match=r"'stsb' is not a classification task .*\['cola', 'sst2', 'mrpc', 'rte'\]"):
         score_sources(GLUE5_REGRESSION, GLUE5, "stsb")
-    sampler = UncertaintySampler([8] * 5, 5, regression_tasks=GLUE5_REGRESSION, task_names=GLUE5)
+    sampler = EntropySampler([8] * 5, 5, regression_tasks=GLUE5_REGRESSION, task_names=GLUE5)
     assert sampler.score_source.tolist() == [0, 1, 2, 2, 4]
-    own = UncertaintySampler([8] * 5, 5, regression_tasks=GLUE5_REGRESSION, task_names=GLUE5,
+    own = EntropySampler([8] * 5, 5, regression_tasks=GLUE5_REGRESSION, task_names=GLUE5,
                              regression_scores="own")
     assert own.score_source.tolist() == [0, 1, 2, 3, 4]
     with pytest.raises(ValueError, match="needs regression_scores='borrow'"):
-        UncertaintySampler([8] * 5, 5, regression_tasks=GLUE5_REGRESSION, task_names=GLUE5,
+        EntropySampler([8] * 5, 5, regression_tasks=GLUE5_REGRESSION, task_names=GLUE5,
                            regression_scores="own", regression_score_source="mrpc")
 
 
 def test_epoch_length_rules():
-    sampler = UncertaintySampler([100, 30, 7], 10)
+    sampler = EntropySampler([100, 30, 7], 10)
     assert sampler.epoch_batches("sum") == sampler.batches_per_epoch == 10 + 3 + 1
     assert sampler.epoch_batches("tasks_x_largest") == 3 * 10
     with pytest.raises(ValueError, match=r"valid rules: \['sum', 'tasks_x_largest'\]"):
@@ -379,7 +380,7 @@ def test_scoring_mode_train_keeps_dropout_on(tiny):
     for module in dropouts:
         module.p = 0.5
     try:
-        sampler = UncertaintySampler([10, 10], 4, seed=0)
+        sampler = EntropySampler([10, 10], 4, seed=0)
         batches = MultiTaskBatches(sampler, sets, collator)
         candidates = sampler.candidates()
         accelerator = Accelerator(cpu=True)

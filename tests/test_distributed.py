@@ -38,7 +38,8 @@ def args(glue_dir, out, batch_size):
             "--data.max_train_rows", "32", "--data.max_eval_rows", "32", "--data.max_length", "64",
             "--train.batch_size", str(batch_size), "--train.eval_batch_size", "32", "--train.learning_rate", "3e-4",
             "--train.max_steps", "6", "--train.eval_every", "3", "--train.save_every", "3", "--train.log_every", "1",
-            "--train.report_to", "none", "--sampling.strategy", "uncertainty", "--train.mixed_precision", "no",
+            "--train.report_to", "none", "--train.mixed_precision", "no",
+            "--sampling.strategy", "uncertainty", "--sampling.allocation", "entropy",  # mixed-task batches
             "--model.camtl", "{hidden_dropout_prob: 0.0, attention_probs_dropout_prob: 0.0}"]
 
 

@@ -20,6 +20,12 @@ from camtl.sampling import (
 )
 
 SIZES = [40, 120, 17]
+
+
+def EntropySampler(*args, **kwargs):
+    """MT-Uncertainty with the paper's entropy allocation (mixed-task batches, the floor), not the default."""
+    kwargs.setdefault("allocation", "entropy")
+    return UncertaintySampler(*args, **kwargs)
 STRATEGIES = list(SAMPLERS)
 
 
@@ -116,7 +122,7 @@ def test_sequential_goes_task_after_task():
 
 
 def test_uncertainty_trains_on_the_most_uncertain_candidates():
-    sampler = UncertaintySampler([20, 20, 20], 4, seed=0)
+    sampler = EntropySampler([20, 20, 20], 4, seed=0)
     seen_candidates = []
 
     def scorer(candidates):
@@ -137,22 +143,22 @@ def test_uncertainty_trains_on_the_most_uncertain_candidates():
 def test_uncertainty_weights_rows_by_their_task_batch_uncertainty():
     """Paper, Algorithm 1: H'_i = H_i * mean_t(H) / max_t mean(H): a lone uncertain row of a confident task
     loses to rows of a task that is uncertain overall."""
-    sampler = UncertaintySampler([8, 8], 4, seed=0, min_rows_per_task=0)
+    sampler = EntropySampler([8, 8], 4, seed=0, min_rows_per_task=0)
     scores = np.array([1.0, 0.0, 0.0, 0.0, 0.6, 0.6, 0.6, 0.6])  # task 0 mean 0.25, task 1 mean 0.6
     np.testing.assert_allclose(sampler.weighted(scores), [1.0 * 0.25 / 0.6, 0, 0, 0, 0.6, 0.6, 0.6, 0.6])
     batch = sampler.next_batch(lambda c: scores)
     assert [t for t, _ in batch] == [1, 1, 1, 1]
-    zeros = UncertaintySampler([8, 8], 2, seed=0).weighted(np.zeros(4))
+    zeros = EntropySampler([8, 8], 2, seed=0).weighted(np.zeros(4))
     assert np.all(zeros == 0)  # all-certain candidates: no division by zero
 
 
 def test_uncertainty_floor_keeps_a_confident_task_in_every_batch():
     """A task that is always confident is starved by the paper's rule and kept by the floor."""
     always_sure = lambda c: [0.0 if task == 0 else 0.5 + 0.01 * (row % 7) for task, row in c]  # noqa: E731
-    paper = UncertaintySampler([40, 40, 40], 6, seed=0, min_rows_per_task=0)
+    paper = EntropySampler([40, 40, 40], 6, seed=0, min_rows_per_task=0)
     assert all(task != 0 for _ in range(5) for task, _ in paper.next_batch(always_sure))
-    assert UncertaintySampler([40, 40, 40], 6, seed=0).min_rows_per_task == 1  # default: 6 // (2 * 3)
-    sampler = UncertaintySampler([40, 40, 40], 6, seed=0, min_rows_per_task=1)
+    assert EntropySampler([40, 40, 40], 6, seed=0).min_rows_per_task == 1  # default: 6 // (2 * 3)
+    sampler = EntropySampler([40, 40, 40], 6, seed=0, min_rows_per_task=1)
     for _ in range(5):
         candidates = []
         scorer = lambda c: (candidates.extend(c), always_sure(c))[1]  # noqa: E731
@@ -165,21 +171,21 @@ def test_uncertainty_floor_keeps_a_confident_task_in_every_batch():
         worst_chosen = min(s for c, s in zip(candidates, scores) if c in chosen)
         assert all(s <= worst_chosen for c, s in zip(candidates, scores) if c[0] != 0 and c not in chosen)
     with pytest.raises(ValueError, match=r"min_rows_per_task must be an integer in \[0, batch_size // num_tasks = 2\]"):
-        UncertaintySampler([40, 40, 40], 6, min_rows_per_task=3)
+        EntropySampler([40, 40, 40], 6, min_rows_per_task=3)
     with pytest.raises(ValueError, match="warmup_steps must be a non-negative integer"):
-        UncertaintySampler([40, 40, 40], 6, warmup_steps=-1)
+        EntropySampler([40, 40, 40], 6, warmup_steps=-1)
 
 
 def test_uncertainty_warmup_is_balanced_and_unscored_then_resumes_exactly():
     calls = []
     scorer = lambda c: (calls.append(len(c)), [0.3] * len(c))[1]  # noqa: E731
-    sampler = UncertaintySampler([40, 40, 40], 8, seed=2, warmup_steps=3)
+    sampler = EntropySampler([40, 40, 40], 8, seed=2, warmup_steps=3)
     warm = [np.bincount([t for t, _ in sampler.next_batch(scorer)], minlength=3).tolist() for _ in range(3)]
     assert calls == [] and sorted(warm[0]) == [2, 3, 3] and np.sum(warm, axis=0).tolist() == [8, 8, 8]
     state = sampler.state_dict()
     after = [sampler.next_batch(scorer) for _ in range(2)]
     assert calls == [24, 24]
-    resumed = UncertaintySampler([40, 40, 40], 8, seed=2, warmup_steps=3)
+    resumed = EntropySampler([40, 40, 40], 8, seed=2, warmup_steps=3)
     resumed.load_state_dict(state)
     assert [resumed.next_batch(scorer) for _ in range(2)] == after
 
@@ -188,26 +194,27 @@ def test_uncertainty_regression_tasks_borrow_classification_scores():
     """A regression task's own scores (always 1.0 here, like an untrained head at mid-range) would win every slot;
     borrowed, its candidates score like the classification task's candidates at the same positions."""
     scores = np.array([0.9, 0.1, 0.8, 0.2] + [0.5, 0.5, 0.5, 0.5] + [1.0, 1.0, 1.0, 1.0])  # tasks: cls, cls, reg
-    own = UncertaintySampler([8, 8, 8], 4, seed=0, min_rows_per_task=0, regression_tasks=[False, False, True],
+    own = EntropySampler([8, 8, 8], 4, seed=0, min_rows_per_task=0, regression_tasks=[False, False, True],
                              regression_scores="own")
     assert [t for t, _ in own.next_batch(lambda c: scores)] == [2, 2, 2, 2]
-    borrow = UncertaintySampler([8, 8, 8], 4, seed=0, min_rows_per_task=0, regression_tasks=[False, False, True])
+    borrow = EntropySampler([8, 8, 8], 4, seed=0, min_rows_per_task=0, regression_tasks=[False, False, True])
     assert borrow.score_source.tolist() == [0, 1, 0]
     candidates = borrow.candidates()
-    borrow.streams = UncertaintySampler([8, 8, 8], 4, seed=0).streams  # replay the same candidates
+    borrow.streams = EntropySampler([8, 8, 8], 4, seed=0).streams  # replay the same candidates
     batch = borrow.next_batch(lambda c: scores)
     assert batch == [candidates[i] for i in (0, 8, 2, 10)]  # 0.9, 0.9 (borrowed), 0.8, 0.8 (borrowed)
-    only_regression = UncertaintySampler([8, 8], 4, regression_tasks=[True, True])
+    only_regression = EntropySampler([8, 8], 4, regression_tasks=[True, True])
     assert only_regression.score_source.tolist() == [0, 1]  # nothing to borrow from: own scores
     with pytest.raises(ValueError, match="regression_scores must be 'borrow' or 'own'"):
-        UncertaintySampler([8, 8], 4, regression_scores="mean")
+        EntropySampler([8, 8], 4, regression_scores="mean")
     with pytest.raises(ValueError, match=r"one flag per task \(2\)"):
-        UncertaintySampler([8, 8], 4, regression_tasks=[True])
+        EntropySampler([8, 8], 4, regression_tasks=[True])
 
 
-def test_uncertainty_two_processes_agree_with_one():
-    single = UncertaintySampler(SIZES, 8, seed=3)
-    ranks = [UncertaintySampler(SIZES, 8, seed=3, rank=r, world_size=2) for r in (0, 1)]
+@pytest.mark.parametrize("allocation", ["entropy", "proportional"])
+def test_uncertainty_two_processes_agree_with_one(allocation):
+    single = UncertaintySampler(SIZES, 8, seed=3, allocation=allocation)
+    ranks = [UncertaintySampler(SIZES, 8, seed=3, rank=r, world_size=2, allocation=allocation) for r in (0, 1)]
     for _ in range(5):
         batch = single.next_batch(fake_scorer)
         assert [rk.next_batch(fake_scorer) for rk in ranks] == [batch[0::2], batch[1::2]]
@@ -257,7 +264,7 @@ def test_entropy_scorer_scores_every_candidate(tiny):
     from camtl.trainer import EntropyScorer, MultiTaskBatches
 
     model, sets, collator = tiny
-    sampler = UncertaintySampler([10, 10], 4, seed=0)
+    sampler = EntropySampler([10, 10], 4, seed=0)
     batches = MultiTaskBatches(sampler, sets, collator)
     model.train()
     scorer = EntropyScorer(Accelerator(cpu=True), model, batches, batch_size=3)
@@ -278,7 +285,7 @@ def test_global_batch_loss_equals_the_model_loss(tiny):
     from camtl.trainer import MultiTaskBatches, global_batch_loss
 
     model, sets, collator = tiny
-    sampler = UncertaintySampler([10, 10], 6, seed=1)
+    sampler = EntropySampler([10, 10], 6, seed=1)
     batches = MultiTaskBatches(sampler, sets, collator)
     batch = batches.next(lambda c: np.linspace(1, 0, len(c)))  # a mixed batch: 6 of task 0's then task 1's
     is_regression = torch.tensor([False, True])
@@ -297,9 +304,9 @@ def test_global_batch_loss_equals_the_model_loss(tiny):
 
 def test_uncertainty_candidate_pool_size():
     """candidates_per_task sets how many rows of every task are scored per step; None is the paper's (the batch)."""
-    paper = UncertaintySampler([20, 20, 20], 4, seed=0)
+    paper = EntropySampler([20, 20, 20], 4, seed=0)
     assert paper.pool == 4 and len(paper.candidates()) == 12
-    small = UncertaintySampler([20, 20, 20], 4, seed=0, candidates_per_task=2, min_rows_per_task=1)
+    small = EntropySampler([20, 20, 20], 4, seed=0, candidates_per_task=2, min_rows_per_task=1)
     seen = []
 
     def scorer(candidates):
@@ -310,7 +317,7 @@ def test_uncertainty_candidate_pool_size():
     assert [t for t, _ in seen[0]] == [0, 0, 1, 1, 2, 2] and [s.state() for s in small.streams] == [[0, 2]] * 3
     assert len(batch) == 4 and sorted(t for t, _ in batch) == [0, 1, 2, 2]  # the floor, then the most uncertain
     with pytest.raises(ValueError, match=r"candidates_per_task x num_tasks >= batch_size \(>= 2 here\)"):
-        UncertaintySampler([20, 20, 20], 4, candidates_per_task=1)
+        EntropySampler([20, 20, 20], 4, candidates_per_task=1)
 
 
 def test_proportional_allocation_picks_the_most_uncertain_rows_of_the_proportional_task():
@@ -376,19 +383,20 @@ def test_proportional_allocation_refuses_what_it_cannot_honour():
         UncertaintySampler([10, 10], 4, allocation="proportional", min_rows_per_task=1)
     with pytest.raises(ValueError, match=r"integer >= batch_size \(4\)"):
         UncertaintySampler([10, 10], 4, allocation="proportional", candidates_per_task=3)
-    with pytest.raises(ValueError, match="allocation='proportional' is a setting of the uncertainty strategy"):
-        make_sampler("proportional", [10, 10], 4, allocation="proportional")
+    with pytest.raises(ValueError, match="allocation='entropy' is a setting of the uncertainty strategy"):
+        make_sampler("proportional", [10, 10], 4, allocation="entropy")
+    make_sampler("proportional", [10, 10], 4, allocation="proportional")  # the default: fine
 
 
 def test_trained_rows_count_repeats_and_resume_exactly():
     """data_fraction's trained_rows count every row trained on (repeats included); they survive a state round trip,
     and a checkpoint older than them resumes with the distinct rows as a lower bound."""
-    sampler = UncertaintySampler([6, 30], 4, seed=1, min_rows_per_task=0)
+    sampler = EntropySampler([6, 30], 4, seed=1, min_rows_per_task=0)
     draw(sampler, 20)
     f = sampler.data_fraction()
     assert sum(f["trained_rows"]) == 80 and f["trained_rows"][0] > f["used_rows"][0]  # task 0 has 6 rows: repeats
     assert f["passes"] == [k / n for k, n in zip(f["trained_rows"], [6, 30])]
-    resumed = UncertaintySampler([6, 30], 4, seed=1, min_rows_per_task=0)
+    resumed = EntropySampler([6, 30], 4, seed=1, min_rows_per_task=0)
     resumed.load_state_dict(sampler.state_dict())
     assert resumed.data_fraction() == f
     old = sampler.state_dict()
@@ -438,7 +446,7 @@ def test_length_grouped_pieces_give_the_gradients_of_the_whole_batch(tiny, monke
 
     model, sets, collator = tiny
     model.eval()  # no dropout: the two ways must agree to rounding
-    sampler = UncertaintySampler([10, 10], 8, seed=1)
+    sampler = EntropySampler([10, 10], 8, seed=1)
     batches = MultiTaskBatches(sampler, sets, collator)
     batch = batches.next(lambda c: np.linspace(1, 0, len(c)))  # a mixed batch of both tasks
     grads, losses = {}, {}
@@ -468,7 +476,7 @@ def test_make_sampler_refuses_settings_it_would_ignore():
     with pytest.raises(ValueError, match=r"Unknown sampler setting\(s\) \['temprature'\]; valid settings: .*temperature"):
         make_sampler("temperature", SIZES, 4, temprature=3.0)
     with pytest.raises(TypeError):
-        UncertaintySampler(SIZES, 4, temperature=2.0)  # the classes take their own settings only
+        EntropySampler(SIZES, 4, temperature=2.0)  # the classes take their own settings only
 
 
 def test_ddp_looks_for_unused_parameters_only_when_a_model_has_them(tiny):

@@ -36,12 +36,18 @@ LR = 5e-4  # peak learning rate of the tiny runs: 10 steps lower every task's tr
 
 
 def tiny_args(glue_dir, out, *extra):
-    """10 steps of 8 rows over 32 training rows per task, evaluations and checkpoints every 4 steps."""
+    """10 steps of 8 rows over 32 training rows per task, evaluations and checkpoints every 4 steps; MT-Uncertainty
+    with the paper's entropy allocation unless ``extra`` chooses a strategy."""
     return ["--output_dir", str(out), "--data.data_dir", str(glue_dir), "--data.tasks", f"[{', '.join(TASKS)}]",
             "--data.max_train_rows", "32", "--data.max_eval_rows", "32", "--data.max_length", "64",
             "--train.batch_size", "8", "--train.eval_batch_size", "32", "--train.learning_rate", str(LR),
             "--train.max_steps", "10", "--train.eval_every", "4", "--train.save_every", "4",
-            "--train.save_total_limit", "2", "--train.log_every", "1", "--sampling.strategy", "uncertainty", *extra]
+            "--train.save_total_limit", "2", "--train.log_every", "1",
+            *([] if "--sampling.strategy" in extra else UNCERTAINTY_ENTROPY), *extra]
+
+
+#: The paper's mixed-task MT-Uncertainty batches: they exercise the floor and the per-task loss shares.
+UNCERTAINTY_ENTROPY = ["--sampling.strategy", "uncertainty", "--sampling.allocation", "entropy"]
 
 
 def run(args):
