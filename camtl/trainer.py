@@ -490,7 +490,8 @@ def sampling_summary(run: Run) -> dict[str, Any]:
         summary["temperature"] = s.temperature
     if s.strategy == "uncertainty":
         names = [run.tasks[i].name for i in run.trained_ids]
-        summary.update(min_rows_per_task=run.sampler.min_rows_per_task, warmup_steps=run.sampler.warmup_steps,
+        floor = run.sampler.min_rows_per_task if run.sampler.allocation == "entropy" else None  # none: one task a batch
+        summary.update(min_rows_per_task=floor, warmup_steps=run.sampler.warmup_steps,
                        regression_scores=s.regression_scores, score_mode=s.score_mode,
                        score_sources={names[t]: names[src] for t, src in enumerate(run.sampler.score_source)
                                       if src != t}, candidates_per_task=run.sampler.pool,

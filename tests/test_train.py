@@ -108,6 +108,7 @@ def test_proportional_allocation_trains_one_task_per_batch_and_counts_passes(glu
                             "--sampling.allocation", "proportional"))
     sampling, fraction = results["sampling"], results["data_fraction"]
     assert sampling["allocation"] == "proportional" and sampling["candidates_per_task"] == 16
+    assert sampling["min_rows_per_task"] is None  # no floor: every batch is one task
     assert sum(fraction["trained_rows"].values()) == 10 * 8
     assert all(k % 8 == 0 for k in fraction["trained_rows"].values())  # whole batches of one task
     assert fraction["passes"] == {k: fraction["trained_rows"][k] / 32 for k in TASKS}
