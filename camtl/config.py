@@ -8,7 +8,7 @@ import dataclasses
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -32,6 +32,12 @@ CAMTL_KNOBS = ("preset", *MODEL_KNOBS, "hidden_dropout_prob", "attention_probs_d
 #: Fields that may differ between two invocations of the same run (resume, overwrite, interruption).
 RUN_CONTROL_FIELDS = ("output_dir", "overwrite_output_dir", "resume_from_checkpoint", "logging_dir",
                       "train.max_steps_this_run", "train.report_to")
+
+#: Fields added with a default that is not what older runs did: a saved configuration without the field ran with the
+#: old value, where the field applies (a resumed run must not change its sampling unnoticed).
+LEGACY_VALUES: dict[str, tuple[Any, Callable[[dict[str, Any]], bool]]] = {
+    "sampling.allocation": ("entropy", lambda flat: flat.get("sampling.strategy") == "uncertainty"),
+}
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -228,8 +234,12 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """Human-readable differences between two configurations, run-control fields left out. A field the saved
-    configuration lacks (added to camtl after that run was written) is no difference while it has its default."""
+    configuration lacks (added to camtl after that run was written) is no difference while it has its default, unless
+    older runs did otherwise (`LEGACY_VALUES`): then the saved run had the old value."""
     a, b = _flatten(saved), _flatten(current)
+    for key, (old, applies) in LEGACY_VALUES.items():
+        if a and key not in a and applies(a):
+            a[key] = old
     defaults = _flatten(config_to_dict(RunConfig()))
     diffs = []
     for key in sorted(set(a) | set(b)):

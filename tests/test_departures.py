@@ -467,3 +467,22 @@ def test_a_run_saved_before_the_new_fields_is_still_the_same_run():
     changed.sampling.score_mode = "train"
     assert config_differences(saved, config_to_dict(changed)) == [
         "sampling.score_mode: '<absent>' (saved) != 'train' (now)"]
+
+
+def test_an_uncertainty_run_saved_before_allocation_existed_resumes_with_the_entropy_allocation_only():
+    """Runs written before ``sampling.allocation`` used the paper's entropy allocation: resuming one of them with
+    today's default (proportional) is a difference; with ``entropy`` it is the same run. Other strategies ignore it."""
+    from camtl.config import RunConfig, config_differences, config_to_dict
+
+    saved = config_to_dict(RunConfig())
+    del saved["sampling"]["allocation"]
+    assert saved["sampling"]["strategy"] == "uncertainty"
+    assert config_differences(saved, config_to_dict(RunConfig())) == [
+        "sampling.allocation: 'entropy' (saved) != 'proportional' (now)"]
+    entropy = RunConfig()
+    entropy.sampling.allocation = "entropy"
+    assert config_differences(saved, config_to_dict(entropy)) == []
+    saved["sampling"]["strategy"] = "proportional"
+    proportional = RunConfig()
+    proportional.sampling.strategy = "proportional"
+    assert config_differences(saved, config_to_dict(proportional)) == []
