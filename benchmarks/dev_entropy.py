@@ -7,8 +7,8 @@ starved (BENCHMARKS.md, "Quality at convergence").
 
 With ``--allocation_steps N`` (default 40), it also replays MT-Uncertainty's task allocation with the trained model
 frozen: N steps of the paper's entropy allocation (``--sampling.allocation entropy``, the default floor, batch 32,
-candidates from the training files with SST-2 capped at 16,000 rows as in the converged benchmark), counting the rows
-each task gets.
+candidates from the training files with SST-2 capped at 16,000 rows as in the converged benchmark, train.py's
+scorer), counting the rows each task gets.
 A fixed model stands in for the late steps of training, where the entropies have settled.
 
     python benchmarks/dev_entropy.py outputs/converged/converged/camtl-unc-unfrozen-lr0.0001-seed42 \
@@ -56,26 +56,19 @@ def task_entropy(model, tokenizer, accelerator, name: str, data_dir: str, max_le
 
 
 def replay_allocation(model, tokenizer, accelerator, data_dir: str, max_length: int, steps: int,
-                      sst2_rows: int = 16000, batch_size: int = 32) -> dict:
-    """Rows of each task in ``steps`` batches of MT-Uncertainty's entropy allocation, the model scoring the candidates."""
+                      max_train_rows: int = 16000, seed: int = 42, batch_size: int = 32) -> dict:
+    """Rows of each task in ``steps`` batches of MT-Uncertainty's entropy allocation, the model scoring the candidates
+    with train.py's scorer; training rows capped as the converged benchmark caps them (only SST-2 has more)."""
     from camtl.sampling import UncertaintySampler
+    from camtl.trainer import EntropyScorer, MultiTaskBatches
 
     names = list(model.config.task_names)
     tasks = [resolve_labels(get_task(name)) for name in names]
-    sets = []
-    for task_id, task in enumerate(tasks):
-        rows = load_split(task, "train", data_dir=data_dir)
-        if task.name == "sst2":
-            rows = rows.select(range(min(len(rows), sst2_rows)))
-        sets.append(tokenize_split(rows, tokenizer, max_length, task_id))
-    collator = MultiTaskCollator(tokenizer)
-
-    def scorer(candidates):
-        features = [rows_to_features(sets[t], [r])[0] for t, r in candidates]
-        return predict(model, features, collator, accelerator, 64, lambda output: output.entropy.float())
-
+    sets = [tokenize_split(load_split(task, "train", data_dir=data_dir, max_rows=max_train_rows, seed=seed),
+                           tokenizer, max_length, task_id) for task_id, task in enumerate(tasks)]
     sampler = UncertaintySampler([len(ds) for ds in sets], batch_size, seed=0, allocation="entropy",
                                  regression_tasks=[t.kind == "regression" for t in tasks], task_names=names)
+    scorer = EntropyScorer(accelerator, model, MultiTaskBatches(sampler, sets, MultiTaskCollator(tokenizer)), 64)
     counts = np.zeros(len(names), dtype=np.int64)
     for _ in range(steps):
         counts += np.bincount([t for t, _ in sampler.next_batch(scorer)], minlength=len(names))
