@@ -375,7 +375,19 @@ class Predictor:
             line += f"; {majority_in_words(spec, reference)}"
             if metrics["main"] - reference["main"] < NEAR_MAJORITY:
                 line += " (**no better than always giving the most common answer**)"
+        alone = self._single_task(task)
+        if alone is not None:
+            line += (f". A separate model fine-tuned on this task alone scores {alone:.2f} on its main dev metric, "
+                     f"this one {metrics['main']:.2f}")
         return line + "."
+
+    def _single_task(self, task: str) -> float | None:
+        """The single-task baseline's mean dev score on ``task``, when the results compare with one (the default
+        model's card: ``camtl.default_model.benchmark_comparison``)."""
+        for row in (self.results.get("comparison") or {}).get("rows", []):
+            if row.get("arm") == "single-task" and task in (row.get("tasks") or {}):
+                return float(row["tasks"][task]["mean"])
+        return None
 
     def examples(self) -> list[list]:
         """``[task, text, text_pair]`` rows of the page: per task, up to :data:`EXAMPLES_PER_TASK` of its candidates

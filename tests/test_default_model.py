@@ -53,7 +53,7 @@ def trained_folder(root: Path, base: str, upper: bool, average: float = 0.7, see
     (folder / "results.json").write_text(json.dumps(results))
     (folder / "training_config.yaml").write_text(yaml.safe_dump(
         {"output_dir": str(folder), "model": {"base_model": base, "trainable": "paper" if upper else "adapters"},
-         "data": {"data_dir": str(root / "glue"), "tasks": ["sst2", "rte", "stsb"]}}))
+         "data": {"data_dir": str(root / "glue"), "tasks": ["sst2", "rte", "stsb"]}, "train": {"seed": 42 + seed}}))
     return folder
 
 
@@ -166,8 +166,62 @@ def test_a_corrupt_delta_or_a_missing_model_is_refused(tiny, tmp_path):
     (broken / "delta.safetensors").write_bytes(bytes(data))
     with pytest.raises(ValueError, match=r"delta.safetensors is corrupt: its sha256"):
         dm.ensure_default_model(broken, cache=tmp_path / "cache", base=tiny["base"])
-    with pytest.raises(dm.DefaultModelMissingError, match=r"No default model in .*manifest.json, delta.safetensors"):
+    with pytest.raises(dm.DefaultModelMissingError, match=r"No default model in .*manifest.json, config.json"):
         dm.ensure_default_model(tmp_path / "nothing", cache=tmp_path / "cache")
+
+
+def test_a_delta_over_the_file_limit_ships_in_shards_that_rebuild_the_same_model(tiny, tmp_path, monkeypatch):
+    import shutil
+
+    monkeypatch.setattr(dm, "HEADER_ROOM", 4096)  # the tiny model's shards hold a few tensors each
+    whole = (tiny["shipped"] / "delta.safetensors").stat().st_size
+    limit = whole // 3
+    shipped = dm.export_delta(tiny["folder"], tmp_path / "sharded", tiny["base"], max_file_bytes=limit)
+    shards = sorted(p.name for p in shipped.glob("delta*.safetensors"))
+    count = len(shards)
+    assert count >= 3 and shards == [f"delta-{i:05d}-of-{count:05d}.safetensors" for i in range(1, count + 1)]
+    assert all((shipped / name).stat().st_size <= limit for name in shards)
+    manifest = json.loads((shipped / "manifest.json").read_text())
+    assert manifest["format_version"] == 2 and [f["name"] for f in manifest["files"]] == shards
+    one_file = json.loads((tiny["shipped"] / "manifest.json").read_text())
+    assert one_file["format_version"] == 1 and "files" not in one_file  # what fits one file stays format 1
+
+    rebuilt = dm.ensure_default_model(shipped, cache=tmp_path / "cache", base=tiny["base"])
+    assert rebuilt.name == f"default-model-{manifest['delta_sha256'][:16]}"
+    got = load_file(str(rebuilt / "model.safetensors"))
+    expected = load_file(str(tiny["rebuilt"] / "model.safetensors"))
+    assert got.keys() == expected.keys() and all(torch.equal(got[k], expected[k]) for k in got)
+
+    broken = tmp_path / "broken"
+    shutil.copytree(shipped, broken)
+    data = bytearray((broken / shards[1]).read_bytes())
+    data[-3] ^= 0xFF
+    (broken / shards[1]).write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=rf"{shards[1]} is corrupt: its sha256"):
+        dm.ensure_default_model(broken, cache=tmp_path / "cache2", base=tiny["base"])
+    (broken / shards[-1]).unlink()
+    with pytest.raises(dm.DefaultModelMissingError, match=rf"\({shards[-1]} missing\)"):
+        dm.ensure_default_model(broken, cache=tmp_path / "cache2", base=tiny["base"])
+    manifest["format_version"] = dm.FORMAT_VERSION + 1
+    (broken / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="newer than this camtl reads"):
+        dm.ensure_default_model(broken, cache=tmp_path / "cache2", base=tiny["base"])
+    assert not (tmp_path / "cache2").exists() or not list((tmp_path / "cache2").glob("default-model-*"))
+
+
+def test_a_manifest_whose_delta_lacks_a_tensor_is_refused(tiny, tmp_path):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny["shipped"], broken)
+    tensors = load_file(str(broken / "delta.safetensors"))
+    dropped = sorted(tensors)[0]
+    del tensors[dropped]
+    manifest = json.loads((broken / "manifest.json").read_text())
+    manifest["delta_sha256"] = dm.save_delta(tensors, broken)[0]["sha256"]
+    (broken / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match=rf"lacks tensors its manifest lists: \['{dropped}'\]"):
+        dm.ensure_default_model(broken, cache=tmp_path / "cache", base=tiny["base"])
 
 
 def test_choose_ships_the_smallest_delta_within_one_point_and_the_cli_exports_it(tiny, capsys):
@@ -184,6 +238,53 @@ def test_choose_ships_the_smallest_delta_within_one_point_and_the_cli_exports_it
     assert json.loads((out / "manifest.json").read_text())["residual"] == []  # the adapters model: no base tensor
     assert dm.main(["export", str(root / "nowhere"), "--out", str(out), "--base", base]) == 2
     assert "is not a trained CA-MTL folder" in capsys.readouterr().err
+
+
+def converged_results(path: Path) -> Path:
+    """A results file as benchmarks/converged.py writes one (protocol, summary), for the tiny model's three tasks."""
+    def arm(seeds, sst2, average, serve):
+        return {"lr": {"null": 1e-4}, "seeds": seeds, "parameters_to_serve_all": serve,
+                "tasks": {"sst2": {"mean": sst2, "std": 0.01}, "rte": {"mean": 0.6, "std": 0.02},
+                          "stsb": {"mean": 0.8, "std": 0.0}}, "average": {"mean": average, "std": 0.004}}
+    path.write_text(json.dumps({"protocol": {"multi_task_steps": 2419, "global_batch": 32,
+                                             "evaluated": "last weights, full dev sets"},
+                                "summary": [["recipe", arm([42, 43, 44], 0.71, 0.702, 23_045_129)],
+                                            ["single-task", arm([42, 43], 0.69, 0.695, 113_611_465)]]}))
+    return path
+
+
+def test_the_card_compares_the_shipped_model_with_its_recipe_and_single_task(tiny, capsys):
+    root, base = tiny["root"], tiny["base"]
+    bench = converged_results(root / "converged.json")
+    first, second = (trained_folder(root, base, upper=True, average=a, seed=s) for a, s in ((0.70, 5), (0.71, 6)))
+    out = root / "compared"
+    assert dm.main(["export", str(first), str(second), "--out", str(out), "--base", base, "--benchmark", str(bench),
+                    "--arm", "recipe"]) == 0
+    shipped = json.loads((out / "results.json").read_text())["comparison"]
+    assert [row["arm"] for row in shipped["rows"]] == ["recipe", "single-task"]
+    card = (out / "README.md").read_text()
+    section = card.split("## How it compares")[1].split("\n## ")[0]
+    assert "2,419 optimizer steps of 32" in section and "its seed 48, the best of 2 seeds" in section
+    lines = [line for line in section.splitlines() if line.startswith("|")]
+    assert lines[0] == "| | seeds | sst2 | rte | stsb | average | parameters to serve these tasks |"
+    assert lines[2].startswith("| **this checkpoint** | 1 | 0.710 | 0.600 | 0.795 | **0.710** |")
+    assert lines[3] == "| its recipe, `recipe` | 3 | 0.710 ± 0.010 | 0.600 ± 0.020 | 0.800 | 0.702 ± 0.004 | 23,045,129 |"
+    assert lines[4].startswith("| single-task fine-tuning (one MiniLM per task) | 2 | 0.690 ± 0.010 |")
+    assert lines[5].startswith("| majority class") and len(lines) == 6
+    capsys.readouterr()
+    assert dm.main(["export", str(first), "--out", str(out), "--base", base, "--benchmark", str(bench),
+                    "--arm", "camtl-unc"]) == 2
+    assert "has no arm ['camtl-unc']; its arms: ['recipe', 'single-task']" in capsys.readouterr().err
+    assert dm.main(["export", str(first), "--out", str(out), "--base", base, "--benchmark", str(bench)]) == 2
+    assert "--benchmark and --arm go together" in capsys.readouterr().err
+    assert "comparison" in json.loads((out / "results.json").read_text())  # a refused export left the folder as is
+
+
+def test_the_committed_converged_results_compare_the_shipped_recipe():
+    comparison = dm.benchmark_comparison(ROOT / "benchmarks/results/converged.json", "camtl-unc-prop-unfrozen")
+    recipe, single = comparison["rows"]
+    assert comparison["source"] == "benchmarks/results/converged.json" and len(single["seeds"]) >= 2
+    assert set(recipe["tasks"]) == set(single["tasks"]) == {"cola", "sst2", "mrpc", "stsb", "rte"}
 
 
 def test_missing_majority_reference_is_computed_from_the_data(tiny, tmp_path, sample_dir):
@@ -205,20 +306,23 @@ def test_missing_majority_reference_is_computed_from_the_data(tiny, tmp_path, sa
     assert yaml.safe_load((shipped / "training_config.yaml").read_text())["data"]["data_dir"] == "data/sample/glue"
 
 
-def test_minilm_delta_sizes_of_both_training_modes(tmp_path):
+def test_minilm_delta_sizes_of_the_training_modes(tmp_path):
     """The real base: the adapters mode ships under 1 MB, the paper's mode (upper three layers trained) about 12 MB,
-    both rebuilt from the bundled base with its fingerprint."""
+    the whole encoder trained (configs/glue.yaml) about 22 MB, which ships as two shards under the 16 MB limit."""
     base = dm.bundled_base()
-    sizes = {}
-    for upper in (False, True):
+    sizes, deltas = {}, {}
+    for layers in (0, 3, 6):
         model = CaMtlForMultiTask.from_bert(base, tasks=TASKS)
         changed = [n for n in model.state_dict() if "camtl_" in n or n.startswith("heads.")]
-        if upper:
-            changed += [n for n in model.state_dict() if "camtl_" not in n and n.startswith(
-                ("bert.encoder.layer.3.", "bert.encoder.layer.4.", "bert.encoder.layer.5.", "bert.pooler."))]
+        changed += [n for n in model.state_dict() if "camtl_" not in n and n.startswith(
+            tuple(f"bert.encoder.layer.{i}." for i in range(6 - layers, 6)) + (("bert.pooler.",) if layers else ()))]
         perturb(model, changed)
-        sizes[upper] = dm.delta_bytes(dm.compute_delta(model, base))
-    assert sizes[False] < 2**20 and 10 * 2**20 < sizes[True] < 14 * 2**20, sizes
+        deltas[layers] = dm.compute_delta(model, base)
+        sizes[layers] = dm.delta_bytes(deltas[layers])
+    assert sizes[0] < 2**20 and 10 * 2**20 < sizes[3] < 14 * 2**20 and 20 * 2**20 < sizes[6] < 24 * 2**20, sizes
+    files = dm.save_delta(deltas[6]["tensors"], tmp_path)
+    assert [f["name"] for f in files] == ["delta-00001-of-00002.safetensors", "delta-00002-of-00002.safetensors"]
+    assert all((tmp_path / f["name"]).stat().st_size <= dm.MAX_FILE_BYTES for f in files)
 
 
 def test_minilm_round_trip_through_the_bundled_base(tmp_path):
