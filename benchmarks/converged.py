@@ -18,6 +18,8 @@ interrupted benchmark loses at most a few minutes. Dev metrics of the last weigh
     python benchmarks/converged.py --arms single-task camtl-unc --lrs 5e-5 1e-4 2e-4      # the sweep, seed 42
     python benchmarks/converged.py --arms single-task camtl-unc --lrs chosen --seeds 43 44  # more seeds
     python benchmarks/converged.py --budget paper --arms camtl-unc single-task --lrs 2e-5 5e-5  # GPU, paper budget
+    python benchmarks/converged.py --arms abl-authors-arch abl-authors-all abl-no-attention abl-no-layer-norm \
+        abl-no-alignment abl-no-adapter --lrs 1e-4                                          # issue 11's ablation
 """
 
 from __future__ import annotations
@@ -35,9 +37,24 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-from benchmarks.quality import ARMS, TASKS, arm_summary, majority_baseline, run_train  # noqa: E402
+from benchmarks.quality import ARMS as QUALITY_ARMS  # noqa: E402
+from benchmarks.quality import TASKS, UNFROZEN, arm_summary, majority_baseline, run_train  # noqa: E402
 from benchmarks.speed import cpu_name  # noqa: E402
 
+#: Issue 11's ablation, against ``camtl-unc-prop-unfrozen`` (configs/glue.yaml's recipe, "ours"): the authors'
+#: architecture (``preset: authors``, with their freezing of the lower half) with our sampling, then with their
+#: MT-Uncertainty too (entropy allocation, candidates scored in train mode, STS-B borrowing SST-2's scores, no floor),
+#: and ours without each conditional module in turn. README: "Departures from the paper and the authors' code".
+_UNC_PROP = ["--model.trainable", "paper", "--sampling.strategy", "uncertainty", "--sampling.allocation", "proportional"]
+ABLATION_ARMS = {
+    "abl-authors-arch": _UNC_PROP + ["--model.camtl", "{preset: authors}"],
+    "abl-authors-all": ["--model.trainable", "paper", "--model.camtl", "{preset: authors}", "--sampling.strategy",
+                        "uncertainty", "--sampling.allocation", "entropy", "--sampling.score_mode", "train",
+                        "--sampling.regression_score_source", "sst2", "--sampling.min_rows_per_task", "0"],
+    **{f"abl-no-{name.replace('_', '-')}": _UNC_PROP + ["--model.camtl", UNFROZEN[:-1] + f", conditional_{name}: false}}"]
+       for name in ("attention", "layer_norm", "alignment", "adapter")},
+}
+ARMS = {**QUALITY_ARMS, **ABLATION_ARMS}
 PASSES = {"converged": {"cola": 3, "sst2": 1, "mrpc": 3, "stsb": 3, "rte": 3},
           "paper": dict.fromkeys(TASKS, 5)}
 BATCH = 32
@@ -47,7 +64,8 @@ DEFAULT_LRS = {"single-task": [5e-5, 1e-4, 2e-4], "plain-mtl": [5e-5, 1e-4, 2e-4
                "camtl-unc": [1e-4, 2e-4, 5e-4], "camtl-unc-paper": [1e-4, 2e-4, 5e-4],
                "camtl-adapters": [1e-3, 3e-3], "camtl-unfrozen": [1e-4, 2e-4],
                "camtl-unc-unfrozen": [1e-4, 2e-4], "camtl-unc-prop-unfrozen": [1e-4, 2e-4],
-               "camtl-unc-prop": [1e-4, 2e-4]}
+               "camtl-unc-prop": [1e-4, 2e-4],
+               **dict.fromkeys(ABLATION_ARMS, [1e-4])}  # the ablation: at the rate chosen for ours
 
 
 def train_rows(data_dir: str, sst2_rows: int | None) -> dict[str, int]:

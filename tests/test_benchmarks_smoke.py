@@ -112,3 +112,30 @@ def test_quality_majority_baseline_on_real_dev_sets(glue_dir):
     assert majority["tasks"]["sst2"] == pytest.approx(444 / 872)
     assert majority["tasks"]["mrpc"] == pytest.approx((0.8122270742358079 + 279 / 408) / 2)
     assert majority["tasks"]["rte"] == pytest.approx(146 / 277)
+
+
+# ----- the converged benchmark's arms ------------------------------------------------------------------------------
+@pytest.mark.parametrize("arm", sorted(__import__("benchmarks.converged", fromlist=["ARMS"]).ARMS))
+def test_every_converged_arm_is_a_valid_run_of_the_glue_recipe(arm, tmp_path):
+    """Each arm's flags parse on top of configs/glue.yaml into a configuration train.py accepts, and its CA-MTL knobs
+    build a model (a typo in an arm would otherwise surface after an hour of the benchmark)."""
+    from benchmarks.converged import ABLATION_ARMS, ARMS, DEFAULT_LRS
+    from camtl.config import parse_config, validate_config
+    from modeling_camtl import CaMtlForMultiTask
+    from tests.camtl_fixtures import tiny_checkpoint
+
+    cfg = parse_config(["--config", "configs/glue.yaml", "--output_dir", str(tmp_path), "--data.data_dir",
+                        str(tmp_path), *ARMS[arm]], exit_on_error=False)
+    validate_config(cfg)
+    model = CaMtlForMultiTask.from_bert(str(tiny_checkpoint().parent / "bert"), tasks=[
+        {"name": "rte", "kind": "classification", "labels": ["entailment", "not_entailment"],
+         "text_fields": ["sentence1", "sentence2"]}], **dict(cfg.model.camtl))
+    assert DEFAULT_LRS[arm]
+    if arm in ABLATION_ARMS:
+        assert cfg.sampling.strategy == "uncertainty" and cfg.train.learning_rate > 0
+        knobs = model.config.to_dict()
+        if arm.startswith("abl-no-"):
+            module = "conditional_" + arm[len("abl-no-"):].replace("-", "_")
+            assert knobs[module] is False and knobs["num_frozen_layers"] == 0, knobs
+        else:
+            assert cfg.model.camtl["preset"] == "authors"
