@@ -137,8 +137,14 @@ def arm_seeds(runs: list[dict], arm: str, lrs: dict[str | None, float]) -> list[
                     "parameters_to_serve_all": sum(p["parameters_total"] for p in parts),
                     "examples_trained": sum(p["examples_trained"] for p in parts),
                     "data_fraction": sum(used.values()) / sum(total.values()),
-                    "wall_time_s": sum(p["wall_time_s"] for p in parts)})
+                    "wall_time_s": sum(_wall(p) for p in parts)})
     return out
+
+
+def _wall(run: dict) -> float:
+    """A run's wall time: its training time summed over resumes (train.py's ``wall_time_s``) when larger than this
+    script's clock, which only saw the last resume."""
+    return max(run["wall_time_s"], run.get("train_wall_time_s") or 0.0)
 
 
 def summarise(runs: list[dict], first_seed: int) -> dict:
@@ -181,7 +187,7 @@ def markdown(table: dict, runs: list[dict], first_seed: int, majority: dict | No
             cells = [f"{100 * tasks[t]:.1f}" if t in tasks else "" for t in TASKS]
             avg = f"{100 * statistics.fmean(tasks.values()):.1f}" if len(tasks) == len(TASKS) else "(partial)"
             lines.append(f"| {arm} | {lr:g} | " + " | ".join(cells) + f" | {avg} | "
-                         f"{sum(p['wall_time_s'] for p in parts) / 60:.0f} min |")
+                         f"{sum(_wall(p) for p in parts) / 60:.0f} min |")
     return "\n".join(lines)
 
 
@@ -230,6 +236,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--data_dir", default=str(ROOT.parent / "shared" / "data" / "glue"))
     parser.add_argument("--work_dir", default=str(ROOT / "outputs" / "converged"))
     parser.add_argument("--out", default=None, help="default: benchmarks/results/<budget>.json")
+    parser.add_argument("--report", action="store_true",
+                        help="only rewrite the summary and the markdown table of --out from its runs (no run)")
     args = parser.parse_args(argv)
     if args.sst2_rows is None:
         args.sst2_rows = 16000 if args.budget == "converged" else 0
@@ -250,6 +258,13 @@ def main(argv=None) -> dict:
         if previous["protocol"] != protocol:
             raise SystemExit(f"{out} was made with another protocol:\n{previous['protocol']}\nnot\n{protocol}")
         runs, commands = previous["runs"], previous["commands"]
+    if args.report:
+        if not runs:
+            raise SystemExit(f"--report: {out} holds no runs.")
+        previous = json.loads(out.read_text())
+        table = write_results(out, runs, commands, protocol, args.seeds_first, previous["majority_class"])
+        print(markdown(table, runs, args.seeds_first, previous["majority_class"]))
+        return table
     commands.append(command)
     majority = majority_baseline(args.data_dir)
     done = {run_key(r) for r in runs}
