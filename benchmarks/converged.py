@@ -63,7 +63,7 @@ BATCH = 32
 DEFAULT_LRS = {"single-task": [5e-5, 1e-4, 2e-4], "plain-mtl": [5e-5, 1e-4, 2e-4], "camtl": [1e-4, 2e-4, 5e-4],
                "camtl-unc": [1e-4, 2e-4, 5e-4], "camtl-unc-paper": [1e-4, 2e-4, 5e-4],
                "camtl-adapters": [1e-3, 3e-3], "camtl-unfrozen": [1e-4, 2e-4],
-               "camtl-unc-unfrozen": [1e-4, 2e-4], "camtl-unc-prop-unfrozen": [1e-4, 2e-4],
+               "camtl-unc-unfrozen": [1e-4, 2e-4], "camtl-unc-prop-unfrozen": [5e-5, 1e-4, 2e-4],
                "camtl-unc-prop": [1e-4, 2e-4],
                **dict.fromkeys(ABLATION_ARMS, [1e-4])}  # the ablation: at the rate chosen for ours
 
