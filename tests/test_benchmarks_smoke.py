@@ -139,3 +139,52 @@ def test_every_converged_arm_is_a_valid_run_of_the_glue_recipe(arm, tmp_path):
             assert knobs[module] is False and knobs["num_frozen_layers"] == 0, knobs
         else:
             assert cfg.model.camtl["preset"] == "authors"
+
+
+def test_converged_sweeps_chooses_per_task_adds_seeds_resumes_and_reports(monkeypatch, tmp_path, capsys):
+    """The converged benchmark's bookkeeping with train.py replaced: the sweep on the first seed, single-task's rate
+    chosen per task, more seeds at the chosen rates only, records never run twice, a resumed run's wall time counted
+    over every resume, and --report rewriting the table without a run."""
+    from benchmarks import converged
+
+    calls = []
+
+    def fake_run_train(out_dir, extra, args, save_every=0):
+        calls.append(out_dir.name)
+        lr, seed = float(extra[extra.index("--train.learning_rate") + 1]), int(extra[extra.index("--train.seed") + 1])
+        tasks = [extra[extra.index("--data.tasks") + 1].strip("[]")] if "--data.tasks" in extra else converged.TASKS
+        # single-task: cola is best at 5e-5, the others at 1e-4; the multi-task arm is best at 1e-4
+        score = {t: 0.5 + (0.1 if (lr == 5e-5) == (t == "cola") else 0.0) + 0.01 * (seed - 42) for t in tasks}
+        results = _fake_results(tasks, 10, 1000, 2000, seed)
+        results["tasks"] = {t: {"main": score[t]} for t in tasks}
+        return {**results, "steps": 10, "wall_time_s": 600.0 if "seed43" in out_dir.name else 60.0,
+                "mixed_precision": "bf16", "sampling": {"strategy": "x"}}
+
+    monkeypatch.setattr(converged, "run_train", fake_run_train)
+    monkeypatch.setattr(converged, "majority_baseline", lambda data_dir: {"tasks": dict.fromkeys(converged.TASKS, 0.5),
+                                                                          "average": 0.5})
+    monkeypatch.setattr(converged, "train_rows", lambda data_dir, cap: dict.fromkeys(converged.TASKS, 320))
+    out = tmp_path / "converged.json"
+    common = ["--work_dir", str(tmp_path / "work"), "--out", str(out)]
+    converged.main(["--arms", "single-task", "camtl-unfrozen", "--lrs", "5e-5", "1e-4", *common])
+    assert len(calls) == 2 * (5 + 1) and "single-task-lr5e-05-seed42-cola" in calls
+    table = converged.main(["--arms", "single-task", "camtl-unfrozen", "--lrs", "chosen", "--seeds", "43", *common])
+    assert len(calls) == 12 + 5 + 1  # seed 43: each task at its chosen rate, the multi-task arm at its own
+    assert {c for c in calls[12:]} == {"single-task-lr5e-05-seed43-cola", "camtl-unfrozen-lr0.0001-seed43",
+                                       *(f"single-task-lr0.0001-seed43-{t}" for t in converged.TASKS[1:])}
+    single = table["single-task"]
+    assert single["lr"] == {"cola": 5e-5, **dict.fromkeys(converged.TASKS[1:], 1e-4)} and single["seeds"] == [42, 43]
+    assert single["average"]["mean"] == pytest.approx(0.605) and single["tasks"]["cola"]["std"] > 0
+    # seed 43's runs took 600 s of training over their resumes, more than this script's clock saw
+    assert table["camtl-unfrozen"]["wall_time_s"]["mean"] == pytest.approx((60 + 600) / 2)
+    converged.main(["--arms", "single-task", "--lrs", "chosen", "--seeds", "43", *common])
+    assert len(calls) == 18  # nothing left to run
+    saved = json.loads(out.read_text())
+    assert len(saved["runs"]) == 18 and len(saved["commands"]) == 3
+    out.with_suffix(".md").write_text("stale")
+    capsys.readouterr()
+    assert converged.main(["--report", *common]) == table and len(calls) == 18
+    assert "| single-task | cola: 5e-05, sst2: 0.0001" in out.with_suffix(".md").read_text()
+    assert len(json.loads(out.read_text())["commands"]) == 3  # a report is not a command that made the runs
+    with pytest.raises(SystemExit, match="has no sweep on seed 42"):
+        converged.main(["--arms", "plain-mtl", "--lrs", "chosen", "--seeds", "43", *common])
