@@ -148,15 +148,22 @@ def _wall(run: dict) -> float:
 
 
 def summarise(runs: list[dict], first_seed: int) -> dict:
+    """Each arm at its chosen rate(s) (key: the arm), and at every other single rate that ran on more than one seed
+    (key: ``"<arm> @ <lr>"``): a rate chosen on one seed's dev scores can be that seed's luck, and the other rates'
+    spread over seeds shows it."""
     table = {}
     for arm in ARMS:
         if not any(r["arm"] == arm for r in runs):
             continue
         lrs = chosen_lrs(runs, arm, first_seed)
         seeds = arm_seeds(runs, arm, lrs)
-        if not seeds:
-            continue
-        table[arm] = {"lr": lrs, "seeds": [s["seed"] for s in seeds], **arm_summary(seeds)}
+        if seeds:
+            table[arm] = {"lr": lrs, "seeds": [s["seed"] for s in seeds], **arm_summary(seeds)}
+        for lr in sorted({r["lr"] for r in runs if r["arm"] == arm}):
+            fixed = {task: lr for task in lrs}
+            seeds = arm_seeds(runs, arm, fixed)
+            if fixed != lrs and len(seeds) > 1:
+                table[f"{arm} @ {lr:g}"] = {"lr": fixed, "seeds": [s["seed"] for s in seeds], **arm_summary(seeds)}
     return table
 
 

@@ -327,7 +327,12 @@ def benchmark_comparison(path, arm: str, baselines: Sequence[str] = ("single-tas
     rows = []
     for name in (arm, *baselines):
         row = summary[name]
-        label = f"its recipe, `{name}`" if name == arm else ARM_NAMES.get(name, f"`{name}`")
+        base, _, lr = name.partition(" @ ")  # "<arm> @ <lr>": the arm at one rate for every task
+        label = f"its recipe, `{name}`" if name == arm else ARM_NAMES.get(base, f"`{base}`")
+        if lr and name != arm:
+            label += f", learning rate {lr} for every task"
+        elif base == "single-task" and isinstance(row.get("lr"), dict) and len(set(row["lr"].values())) > 1:
+            label += ", each task at the rate chosen on the first seed"
         rows.append({"arm": name, "name": label, "seeds": row["seeds"], "lr": row.get("lr"), "tasks": row["tasks"],
                      "average": row["average"], "parameters_to_serve_all": row.get("parameters_to_serve_all")})
     chosen = (f" This checkpoint is its seed {seed}, the best of {candidates} seeds on these dev sets: its own row "

@@ -179,12 +179,18 @@ def test_converged_sweeps_chooses_per_task_adds_seeds_resumes_and_reports(monkey
     assert table["camtl-unfrozen"]["wall_time_s"]["mean"] == pytest.approx((60 + 600) / 2)
     converged.main(["--arms", "single-task", "--lrs", "chosen", "--seeds", "43", *common])
     assert len(calls) == 18  # nothing left to run
+    assert "single-task @ 0.0001" not in table  # 1e-4 has one seed of cola
+    table = converged.main(["--arms", "single-task", "--lrs", "1e-4", "--seeds", "43", *common])
+    assert calls[18:] == ["single-task-lr0.0001-seed43-cola"]
+    fixed = table["single-task @ 0.0001"]  # another rate on two seeds: a row of its own beside the chosen rates
+    assert fixed["seeds"] == [42, 43] and fixed["tasks"]["cola"]["mean"] == pytest.approx(0.505)
     saved = json.loads(out.read_text())
-    assert len(saved["runs"]) == 18 and len(saved["commands"]) == 3
+    assert len(saved["runs"]) == 19 and len(saved["commands"]) == 4
     out.with_suffix(".md").write_text("stale")
     capsys.readouterr()
-    assert converged.main(["--report", *common]) == table and len(calls) == 18
+    assert converged.main(["--report", *common]) == table and len(calls) == 19
     assert "| single-task | cola: 5e-05, sst2: 0.0001" in out.with_suffix(".md").read_text()
-    assert len(json.loads(out.read_text())["commands"]) == 3  # a report is not a command that made the runs
+    assert "| single-task @ 0.0001 | cola: 0.0001, sst2: 0.0001" in out.with_suffix(".md").read_text()
+    assert len(json.loads(out.read_text())["commands"]) == 4  # a report is not a command that made the runs
     with pytest.raises(SystemExit, match="has no sweep on seed 42"):
         converged.main(["--arms", "plain-mtl", "--lrs", "chosen", "--seeds", "43", *common])

@@ -285,6 +285,9 @@ def test_the_committed_converged_results_compare_the_shipped_recipe():
     recipe, single = comparison["rows"]
     assert comparison["source"] == "benchmarks/results/converged.json" and len(single["seeds"]) >= 2
     assert set(recipe["tasks"]) == set(single["tasks"]) == {"cola", "sst2", "mrpc", "stsb", "rte"}
+    fixed = dm.benchmark_comparison(ROOT / "benchmarks/results/converged.json", "camtl-unc-prop-unfrozen",
+                                    ["single-task @ 0.0001"])["rows"][1]
+    assert fixed["name"] == ("single-task fine-tuning (one MiniLM per task), learning rate 0.0001 for every task")
 
 
 def test_missing_majority_reference_is_computed_from_the_data(tiny, tmp_path, sample_dir):
