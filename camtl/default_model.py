@@ -42,8 +42,8 @@ from typing import Any
 
 import torch
 import yaml
-from safetensors import SafetensorError
 from huggingface_hub import split_torch_state_dict_into_shards
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -215,8 +215,8 @@ def export_delta(model_folder, out_dir=None, base: str | None = None, *, data_di
 
 def save_delta(tensors: dict[str, torch.Tensor], folder: Path, max_file_bytes: int = MAX_FILE_BYTES) -> list[dict]:
     """Write ``tensors`` into ``folder``: one ``delta.safetensors`` when it fits ``max_file_bytes``, else shards of
-    at most that size (huggingface_hub's split; one tensor larger than that is refused). Returns the files in order,
-    ``[{"name": ..., "sha256": ...}]``."""
+    at most that size (huggingface_hub's split: a tensor larger than that gets a shard of its own, which
+    :func:`export_delta` then refuses). Returns the files in order, ``[{"name": ..., "sha256": ...}]``."""
     split = split_torch_state_dict_into_shards(tensors, filename_pattern=SHARD_PATTERN,
                                                max_shard_size=max(max_file_bytes - HEADER_ROOM, 1))
     if not split.is_sharded:

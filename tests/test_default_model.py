@@ -215,7 +215,7 @@ def test_a_manifest_whose_delta_lacks_a_tensor_is_refused(tiny, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(tiny["shipped"], broken)
     tensors = load_file(str(broken / "delta.safetensors"))
-    dropped = sorted(tensors)[0]
+    dropped = min(tensors)
     del tensors[dropped]
     manifest = json.loads((broken / "manifest.json").read_text())
     manifest["delta_sha256"] = dm.save_delta(tensors, broken)[0]["sha256"]
