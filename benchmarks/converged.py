@@ -38,13 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 from benchmarks.quality import ARMS as QUALITY_ARMS  # noqa: E402
-from benchmarks.quality import (  # noqa: E402
-    TASKS,
-    UNFROZEN,
-    arm_summary,
-    majority_baseline,
-    run_train,
-)
+from benchmarks.quality import TASKS, arm_summary, majority_baseline, run_train  # noqa: E402
 from benchmarks.speed import cpu_name  # noqa: E402
 
 #: Issue 11's ablation, against ``camtl-unc-prop-unfrozen`` (configs/glue.yaml's recipe, "ours"): the authors'
@@ -57,7 +51,8 @@ ABLATION_ARMS = {
     "abl-authors-all": ["--model.trainable", "paper", "--model.camtl", "{preset: authors}", "--sampling.strategy",
                         "uncertainty", "--sampling.allocation", "entropy", "--sampling.score_mode", "train",
                         "--sampling.regression_score_source", "sst2", "--sampling.min_rows_per_task", "0"],
-    **{f"abl-no-{name.replace('_', '-')}": _UNC_PROP + ["--model.camtl", UNFROZEN[:-1] + f", conditional_{name}: false}}"]
+    **{f"abl-no-{name.replace('_', '-')}": _UNC_PROP + ["--model.camtl",
+                                                        f"{{num_frozen_layers: 0, conditional_{name}: false}}"]
        for name in ("attention", "layer_norm", "alignment", "adapter")},
 }
 ARMS = {**QUALITY_ARMS, **ABLATION_ARMS}
@@ -167,8 +162,10 @@ def summarise(runs: list[dict], first_seed: int) -> dict:
             table[arm] = {"lr": lrs, "seeds": [s["seed"] for s in seeds], **arm_summary(seeds)}
         for lr in sorted({r["lr"] for r in runs if r["arm"] == arm}):
             fixed = {task: lr for task in lrs}
+            if fixed == lrs:
+                continue
             seeds = arm_seeds(runs, arm, fixed)
-            if fixed != lrs and len(seeds) > 1:
+            if len(seeds) > 1:
                 table[f"{arm} @ {lr:g}"] = {"lr": fixed, "seeds": [s["seed"] for s in seeds], **arm_summary(seeds)}
     return table
 
@@ -265,7 +262,7 @@ def main(argv=None) -> dict:
                 "evaluated": "last weights, full dev sets"}
     command = "python benchmarks/converged.py " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None
                                                                                     else argv))
-    runs, commands = [], []
+    runs, commands, previous = [], [], {}
     if out.exists():
         previous = json.loads(out.read_text())
         if previous["protocol"] != protocol:
@@ -274,7 +271,6 @@ def main(argv=None) -> dict:
     if args.report:
         if not runs:
             raise SystemExit(f"--report: {out} holds no runs.")
-        previous = json.loads(out.read_text())
         table = write_results(out, runs, commands, protocol, args.seeds_first, previous["majority_class"])
         print(markdown(table, runs, args.seeds_first, previous["majority_class"]))
         return table

@@ -342,8 +342,7 @@ def benchmark_comparison(path, arm: str, baselines: Sequence[str] = ("single-tas
             + (f" ({budget:,} optimizer steps of {protocol.get('global_batch', 32)}; a single-task model takes its "
                "task's share of them)" if budget else "")
             + f", {protocol.get('evaluated', 'on the dev sets')}." + chosen)
-    return {"source": public_path(path), "note": note, "rows": rows,
-            "served_parameters": summary[arm].get("parameters_to_serve_all")}
+    return {"source": public_path(path), "note": note, "rows": rows}
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -295,7 +295,7 @@ def _comparison(results: dict, tasks: list[str]) -> dict | None:
 
     this = {"name": "**this checkpoint**", "seeds": "1", "average": f"**{spread(results.get('average'))}**",
             "cells": [spread((results.get("tasks") or {}).get(t, {}).get("main")) for t in tasks],
-            "serve": f"{comparison['served_parameters']:,}" if comparison.get("served_parameters") else ""}
+            "serve": f"{total:,}" if (total := (results.get("parameters") or {}).get("total")) else ""}
     rows = [this]
     for row in comparison["rows"]:
         rows.append({"name": row["name"], "seeds": str(len(row["seeds"])), "average": spread(row["average"]),
