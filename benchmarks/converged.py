@@ -25,6 +25,7 @@ interrupted benchmark loses at most a few minutes. Dev metrics of the last weigh
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import math
 import os
@@ -107,7 +108,8 @@ def run_one(arm: str, lr: float, seed: int, task: str | None, steps: int, args) 
             "used_rows": {t: res["data_fraction"]["used_rows"][t] for t in names},
             "total_rows": {t: res["data_fraction"]["total_rows"][t] for t in names},
             "train_wall_time_s": res["wall_time_s"], "wall_time_s": round(time.time() - start, 1),
-            "mixed_precision": res["mixed_precision"], "sampling": res["sampling"]}
+            "mixed_precision": res["mixed_precision"], "sampling": res["sampling"],
+            "threads": int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count())}
 
 
 def chosen_lrs(runs: list[dict], arm: str, first_seed: int) -> dict[str | None, float]:
@@ -201,8 +203,27 @@ def markdown(table: dict, runs: list[dict], first_seed: int, majority: dict | No
     return "\n".join(lines)
 
 
+def merge_on_disk(out: Path, runs: list[dict], commands: list[str]) -> None:
+    """Add to ``runs`` and ``commands`` (in place) what another process wrote to ``out`` since this one read it, so
+    two queues can fill the same results file (each runs different arms)."""
+    if not out.exists():
+        return
+    disk = json.loads(out.read_text())
+    mine = {run_key(r) for r in runs}
+    runs.extend(r for r in disk["runs"] if run_key(r) not in mine)
+    commands[:] = disk["commands"] + [c for c in commands if c not in disk["commands"]]
+
+
 def write_results(out: Path, runs: list[dict], commands: list[str], protocol: dict, first_seed: int,
                   majority: dict | None) -> dict:
+    with open(out.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        merge_on_disk(out, runs, commands)
+        return _write_results(out, runs, commands, protocol, first_seed, majority)
+
+
+def _write_results(out: Path, runs: list[dict], commands: list[str], protocol: dict, first_seed: int,
+                   majority: dict | None) -> dict:
     table = summarise(runs, first_seed)
     out.write_text(json.dumps({"commands": commands, "hardware": f"{cpu_name()}, {os.cpu_count()} cores",
                                "protocol": protocol, "majority_class": majority, "summary": table, "runs": runs},

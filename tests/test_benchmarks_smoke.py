@@ -194,3 +194,34 @@ def test_converged_sweeps_chooses_per_task_adds_seeds_resumes_and_reports(monkey
     assert len(json.loads(out.read_text())["commands"]) == 4  # a report is not a command that made the runs
     with pytest.raises(SystemExit, match="has no sweep on seed 42"):
         converged.main(["--arms", "plain-mtl", "--lrs", "chosen", "--seeds", "43", *common])
+
+
+def test_converged_two_queues_fill_one_results_file(monkeypatch, tmp_path):
+    """Two converged.py processes on different arms share one results file: each write merges what the other wrote
+    since it read the file, so neither loses the other's runs or command."""
+    from benchmarks import converged
+
+    out = tmp_path / "converged.json"
+    common = ["--work_dir", str(tmp_path / "work"), "--out", str(out)]
+    calls = []
+
+    def fake_run_train(out_dir, extra, args, save_every=0):
+        calls.append(out_dir.name)
+        if len(calls) == 1:  # while the first queue trains, the second queue runs and records another arm
+            converged.main(["--arms", "camtl-unfrozen", "--lrs", "1e-4", *common])
+        results = _fake_results(converged.TASKS, 10, 1000, 2000, 42)
+        results["tasks"] = {t: {"main": 0.5} for t in converged.TASKS}
+        return {**results, "steps": 10, "wall_time_s": 60.0, "mixed_precision": "bf16", "sampling": {"strategy": "x"}}
+
+    monkeypatch.setattr(converged, "run_train", fake_run_train)
+    monkeypatch.setattr(converged, "majority_baseline", lambda data_dir: {"tasks": dict.fromkeys(converged.TASKS, 0.5),
+                                                                          "average": 0.5})
+    monkeypatch.setattr(converged, "train_rows", lambda data_dir, cap: dict.fromkeys(converged.TASKS, 320))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    table = converged.main(["--arms", "plain-mtl", "--lrs", "1e-4", *common])
+    assert calls == ["plain-mtl-lr0.0001-seed42", "camtl-unfrozen-lr0.0001-seed42"]
+    saved = json.loads(out.read_text())
+    assert {r["arm"] for r in saved["runs"]} == {"plain-mtl", "camtl-unfrozen"} == set(table)
+    assert all(r["threads"] == 1 for r in saved["runs"])
+    assert saved["commands"] == [f"python benchmarks/converged.py --arms {arm} --lrs 1e-4 " + " ".join(common)
+                                 for arm in ("plain-mtl", "camtl-unfrozen")]
