@@ -56,7 +56,11 @@ ABLATION_ARMS = {
                                                         f"{{num_frozen_layers: 0, conditional_{name}: false}}"]
        for name in ("attention", "layer_norm", "alignment", "adapter")},
 }
-ARMS = {**QUALITY_ARMS, **ABLATION_ARMS}
+#: Issue 10's fixes, against ``camtl-unc-prop-unfrozen``: CA-MTL's modules and the heads start at zero or at random,
+#: the encoder from pretrained weights; ``-newlr5`` trains the new parameters at 5x the encoder's rate.
+FIX_ARMS = {"camtl-unc-prop-unfrozen-newlr5": QUALITY_ARMS["camtl-unc-prop-unfrozen"]
+            + ["--train.new_parameters_lr_scale", "5"]}
+ARMS = {**QUALITY_ARMS, **FIX_ARMS, **ABLATION_ARMS}
 PASSES = {"converged": {"cola": 3, "sst2": 1, "mrpc": 3, "stsb": 3, "rte": 3},
           "paper": dict.fromkeys(TASKS, 5)}
 BATCH = 32
@@ -67,6 +71,7 @@ DEFAULT_LRS = {"single-task": [5e-5, 1e-4, 2e-4], "plain-mtl": [5e-5, 1e-4, 2e-4
                "camtl-adapters": [1e-3, 3e-3], "camtl-unfrozen": [1e-4, 2e-4],
                "camtl-unc-unfrozen": [1e-4, 2e-4], "camtl-unc-prop-unfrozen": [5e-5, 1e-4, 2e-4],
                "camtl-unc-prop": [1e-4, 2e-4],
+               "camtl-unc-prop-unfrozen-newlr5": [1e-4],
                **{arm: [1e-4] for arm in ABLATION_ARMS}}  # the ablation: at the rate chosen for ours
 
 

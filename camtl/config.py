@@ -139,6 +139,9 @@ class TrainArgs:
         batch_size: training batch size per process (the global batch is batch_size x processes).
         eval_batch_size: batch size of evaluation and of uncertainty scoring.
         learning_rate: peak learning rate of AdamW.
+        new_parameters_lr_scale: the peak learning rate of the parameters that do not come from the pretrained
+            checkpoint (CA-MTL's modules, the task embeddings and the task heads), as a multiple of learning_rate:
+            they start from zero or at random, the encoder from pretrained weights (1: one rate for all).
         weight_decay: AdamW weight decay (not applied to biases and LayerNorm weights).
         warmup_ratio: fraction of the steps with a linear warm-up; linear decay to 0 afterwards.
         epochs: passes over the training data (see epoch_length); ignored when max_steps > 0.
@@ -169,6 +172,7 @@ class TrainArgs:
     batch_size: int = 16
     eval_batch_size: int = 64
     learning_rate: float = 1e-4
+    new_parameters_lr_scale: float = 1.0
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
     epochs: float = 1.0
@@ -302,6 +306,8 @@ def validate_config(cfg: RunConfig) -> None:
         ("train.eval_batch_size", t.eval_batch_size, t.eval_batch_size >= 1, "a positive integer"),
         ("train.learning_rate", t.learning_rate, math.isfinite(t.learning_rate) and t.learning_rate > 0,
          "a positive number"),
+        ("train.new_parameters_lr_scale", t.new_parameters_lr_scale,
+         math.isfinite(t.new_parameters_lr_scale) and t.new_parameters_lr_scale > 0, "a positive number (1: one rate)"),
         ("train.weight_decay", t.weight_decay, math.isfinite(t.weight_decay) and t.weight_decay >= 0, ">= 0"),
         ("train.warmup_ratio", t.warmup_ratio, 0 <= t.warmup_ratio < 1, "in [0, 1)"),
         ("train.epochs", t.epochs, math.isfinite(t.epochs) and t.epochs > 0, "a positive number"),

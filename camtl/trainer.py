@@ -35,7 +35,7 @@ from accelerate.utils import ProjectConfiguration, gather_object, set_seed
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from modeling_camtl import per_example_loss
+from modeling_camtl import is_camtl_parameter, per_example_loss
 
 from .build import (
     RunSetupError,
@@ -148,24 +148,29 @@ def setup(cfg: RunConfig) -> Run:
     return Run(cfg, tasks, accelerator, model, counts, train_sets, eval_sets, collator, resume_path)
 
 
-def optimizer_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Trainable parameters in two AdamW groups: with weight decay, and without (biases, LayerNorm weights, task
-    embeddings)."""
+def optimizer_groups(model: torch.nn.Module, weight_decay: float, lr: float,
+                     new_lr_scale: float = 1.0) -> list[dict[str, Any]]:
+    """Trainable parameters in AdamW groups: with weight decay, and without (biases, LayerNorm weights, task
+    embeddings); with ``new_lr_scale != 1`` each is split again into the pretrained parameters (rate ``lr``) and the
+    new ones, CA-MTL's modules and the task heads (rate ``lr * new_lr_scale``). Empty groups are left out."""
     no_decay = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.LayerNorm) and m.weight is not None}
-    decay, plain = [], []
+    groups: dict[tuple[bool, bool], list] = {(d, n): [] for d in (True, False) for n in (False, True)}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
         # no decay on biases, LayerNorm weights and task embeddings (decoupled decay would also move the frozen
         # rows of the task-embedding table when only new tasks train)
         no = name.endswith("bias") or id(param) in no_decay or "camtl_task.embedding" in name
-        (plain if no else decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
+        new = new_lr_scale != 1.0 and is_camtl_parameter(name.removeprefix("base_model.model."))
+        groups[(not no, new)].append(param)
+    return [{"params": params, "weight_decay": weight_decay if decay else 0.0, "lr": lr * (new_lr_scale if new else 1)}
+            for (decay, new), params in groups.items() if params]
 
 
 def build_optimizer(model, t, total_steps: int):
     """AdamW (no weight decay on biases and LayerNorm weights), linear warm-up then linear decay to 0."""
-    optimizer = torch.optim.AdamW(optimizer_groups(model, t.weight_decay), lr=t.learning_rate)
+    optimizer = torch.optim.AdamW(optimizer_groups(model, t.weight_decay, t.learning_rate, t.new_parameters_lr_scale),
+                                  lr=t.learning_rate)
     scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(t.warmup_ratio * total_steps), total_steps)
     return optimizer, scheduler
 

@@ -24,7 +24,7 @@ import yaml
 import train
 from camtl import trainer
 from camtl.checkpointing import check_output_dir, list_checkpoints
-from camtl.config import config_to_dict, resolve_config
+from camtl.config import config_to_dict, parse_config, resolve_config
 from camtl.metrics import glue_average
 
 REPO = Path(__file__).resolve().parents[1]
@@ -297,6 +297,8 @@ BAD_INPUTS = {
     "missing data folder": (["--data.data_dir", "/nonexistent/glue"], r"'/nonexistent/glue' is not a folder"),
     "task folder without train split": (["--data.tasks", "[qnli]"], r"'qnli', split 'train'.*does not exist"),
     "bad learning rate": (["--train.learning_rate", "-1"], r"train\.learning_rate=-1.*positive"),
+    "bad new-parameter rate": (["--train.new_parameters_lr_scale", "0"],
+                               r"train\.new_parameters_lr_scale=0.*positive number"),
     "bad warmup": (["--train.warmup_ratio", "1.5"], r"train\.warmup_ratio=1\.5.*\[0, 1\)"),
     "bad batch size": (["--train.batch_size", "0"], r"train\.batch_size=0.*positive integer"),
     "bad temperature": (["--sampling.temperature", "0"], r"sampling\.temperature=0.*positive"),
@@ -439,3 +441,32 @@ def test_mixed_precision_auto_resolves_to_what_the_hardware_computes_natively(gl
     assert resolve_config(cfg).train.mixed_precision == ("bf16" if native_bf16() else "no")
     explicit = train.parse_config(tiny_args(glue_dir, tmp_path / "out", "--train.mixed_precision", "no"))
     assert resolve_config(explicit).train.mixed_precision == "no"
+
+
+def test_new_parameters_take_their_own_learning_rate():
+    """new_parameters_lr_scale: CA-MTL's modules and the task heads (every parameter not in the pretrained checkpoint)
+    train at learning_rate x scale, the pretrained ones at learning_rate, weight decay as before; scale 1 keeps the
+    two groups of one rate, so older checkpoints' optimizer states still load."""
+    from tests.camtl_fixtures import tiny_checkpoint
+
+    from modeling_camtl import CaMtlForMultiTask, is_camtl_parameter
+
+    model = CaMtlForMultiTask.from_pretrained(str(tiny_checkpoint()))
+    model.set_trainable("paper")
+    trainable = {id(p): n for n, p in model.named_parameters() if p.requires_grad}
+    one = trainer.optimizer_groups(model, 0.01, 1e-4)
+    assert [(g["lr"], g["weight_decay"]) for g in one] == [(1e-4, 0.01), (1e-4, 0.0)]
+    groups = trainer.optimizer_groups(model, 0.01, 1e-4, new_lr_scale=5.0)
+    assert sorted(id(p) for g in groups for p in g["params"]) == sorted(trainable)
+    for g in groups:
+        names = [trainable[id(p)] for p in g["params"]]
+        new = g["lr"] == pytest.approx(5e-4)
+        assert new or g["lr"] == 1e-4
+        assert all(is_camtl_parameter(n) == new for n in names), names
+        assert {n.endswith("bias") or "LayerNorm" in n or "camtl_task.embedding" in n for n in names} == \
+            {g["weight_decay"] == 0.0}
+    assert {(g["lr"] == 1e-4, g["weight_decay"]) for g in groups} == {(True, 0.01), (True, 0.0), (False, 0.01),
+                                                                     (False, 0.0)}
+    cfg = parse_config(["--config", "configs/quickstart.yaml", "--train.new_parameters_lr_scale", "5"])
+    optimizer, _ = trainer.build_optimizer(model, cfg.train, 100)
+    assert sorted(g["initial_lr"] / cfg.train.learning_rate for g in optimizer.param_groups) == [1, 1, 5, 5]
