@@ -45,7 +45,8 @@ from benchmarks.speed import cpu_name  # noqa: E402
 #: Issue 11's ablation, against ``camtl-unc-prop-unfrozen`` (configs/glue.yaml's recipe, "ours"): the authors'
 #: architecture (``preset: authors``, with their freezing of the lower half) with our sampling, then with their
 #: MT-Uncertainty too (entropy allocation, candidates scored in train mode, STS-B borrowing SST-2's scores, no floor),
-#: and ours without each conditional module in turn. README: "Departures from the paper and the authors' code".
+#: and ours without each conditional module in turn, then without all four. README: "Departures from the paper and
+#: the authors' code".
 _UNC_PROP = ["--model.trainable", "paper", "--sampling.strategy", "uncertainty", "--sampling.allocation", "proportional"]
 ABLATION_ARMS = {
     "abl-authors-arch": _UNC_PROP + ["--model.camtl", "{preset: authors}"],
@@ -55,6 +56,10 @@ ABLATION_ARMS = {
     **{f"abl-no-{name.replace('_', '-')}": _UNC_PROP + ["--model.camtl",
                                                         f"{{num_frozen_layers: 0, conditional_{name}: false}}"]
        for name in ("attention", "layer_norm", "alignment", "adapter")},
+    # all four off: plain MTL with our MT-Uncertainty and freezing (what the conditional modules buy together)
+    "abl-no-modules": _UNC_PROP + ["--model.camtl", "{num_frozen_layers: 0, conditional_attention: false, "
+                                    "conditional_layer_norm: false, conditional_alignment: false, "
+                                    "conditional_adapter: false}"],
 }
 #: Issue 10's fixes, against ``camtl-unc-prop-unfrozen``: CA-MTL's modules and the heads start at zero or at random,
 #: the encoder from pretrained weights; ``-newlr5`` trains the new parameters at 5x the encoder's rate.
