@@ -135,8 +135,10 @@ def test_every_converged_arm_is_a_valid_run_of_the_glue_recipe(arm, tmp_path):
         assert cfg.sampling.strategy == "uncertainty" and cfg.train.learning_rate > 0
         knobs = model.config.to_dict()
         if arm.startswith("abl-no-"):
-            module = "conditional_" + arm[len("abl-no-"):].replace("-", "_")
-            assert knobs[module] is False and knobs["num_frozen_layers"] == 0, knobs
+            modules = ["conditional_" + m for m in ("attention", "layer_norm", "alignment", "adapter")]
+            off = modules if arm == "abl-no-modules" else ["conditional_" + arm[len("abl-no-"):].replace("-", "_")]
+            assert [knobs[m] for m in modules] == [m not in off for m in modules], knobs
+            assert knobs["num_frozen_layers"] == 0, knobs
         else:
             assert cfg.model.camtl["preset"] == "authors"
 
