@@ -447,9 +447,8 @@ def test_new_parameters_take_their_own_learning_rate():
     """new_parameters_lr_scale: CA-MTL's modules and the task heads (every parameter not in the pretrained checkpoint)
     train at learning_rate x scale, the pretrained ones at learning_rate, weight decay as before; scale 1 keeps the
     two groups of one rate, so older checkpoints' optimizer states still load."""
-    from tests.camtl_fixtures import tiny_checkpoint
-
     from modeling_camtl import CaMtlForMultiTask, is_camtl_parameter
+    from tests.camtl_fixtures import tiny_checkpoint
 
     model = CaMtlForMultiTask.from_pretrained(str(tiny_checkpoint()))
     model.set_trainable("paper")
