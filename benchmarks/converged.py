@@ -48,18 +48,23 @@ from benchmarks.speed import cpu_name  # noqa: E402
 #: and ours without each conditional module in turn, then without all four. README: "Departures from the paper and
 #: the authors' code".
 _UNC_PROP = ["--model.trainable", "paper", "--sampling.strategy", "uncertainty", "--sampling.allocation", "proportional"]
+_MODULES = ("attention", "layer_norm", "alignment", "adapter")
+
+
+def _modules_off(*names: str) -> list[str]:
+    """Ours (configs/glue.yaml's recipe: nothing frozen but the embeddings) with the named conditional modules off."""
+    off = ", ".join(f"conditional_{name}: false" for name in names)
+    return _UNC_PROP + ["--model.camtl", f"{{num_frozen_layers: 0, {off}}}"]
+
+
 ABLATION_ARMS = {
     "abl-authors-arch": _UNC_PROP + ["--model.camtl", "{preset: authors}"],
     "abl-authors-all": ["--model.trainable", "paper", "--model.camtl", "{preset: authors}", "--sampling.strategy",
                         "uncertainty", "--sampling.allocation", "entropy", "--sampling.score_mode", "train",
                         "--sampling.regression_score_source", "sst2", "--sampling.min_rows_per_task", "0"],
-    **{f"abl-no-{name.replace('_', '-')}": _UNC_PROP + ["--model.camtl",
-                                                        f"{{num_frozen_layers: 0, conditional_{name}: false}}"]
-       for name in ("attention", "layer_norm", "alignment", "adapter")},
+    **{f"abl-no-{name.replace('_', '-')}": _modules_off(name) for name in _MODULES},
     # all four off: plain MTL with our MT-Uncertainty and freezing (what the conditional modules buy together)
-    "abl-no-modules": _UNC_PROP + ["--model.camtl", "{num_frozen_layers: 0, conditional_attention: false, "
-                                    "conditional_layer_norm: false, conditional_alignment: false, "
-                                    "conditional_adapter: false}"],
+    "abl-no-modules": _modules_off(*_MODULES),
 }
 #: Issue 10's fixes, against ``camtl-unc-prop-unfrozen``: CA-MTL's modules and the heads start at zero or at random,
 #: the encoder from pretrained weights; ``-newlr5`` trains the new parameters at 5x the encoder's rate.
