@@ -377,17 +377,24 @@ class Predictor:
                 line += " (**no better than always giving the most common answer**)"
         alone = self._single_task(task)
         if alone is not None:
-            line += (f". A separate model fine-tuned on this task alone scores {alone:.2f} on its main dev metric, "
+            score, lr, seeds = alone
+            line += (f". A separate model fine-tuned on this task alone scores {score:.2f} on its main dev metric "
+                     f"(the strongest single-task baseline measured: lr {lr:g}, mean of {seeds} seeds), "
                      f"this one {metrics['main']:.2f}")
         return line + "."
 
-    def _single_task(self, task: str) -> float | None:
-        """The single-task baseline's mean dev score on ``task``, when the results compare with one (the default
-        model's card: ``camtl.default_model.benchmark_comparison``)."""
-        for row in (self.results.get("comparison") or {}).get("rows", []):
-            if row.get("arm") == "single-task" and task in (row.get("tasks") or {}):
-                return float(row["tasks"][task]["mean"])
-        return None
+    def _single_task(self, task: str) -> tuple[float, float, int] | None:
+        """The strongest single-task baseline measured on ``task`` (the highest mean dev score over the single-task
+        rows of the results' comparison, e.g. the rates swept per task and one rate for all): ``(mean, lr,
+        seeds)``, or None when the results compare with none (the default model's card:
+        ``camtl.default_model.benchmark_comparison``)."""
+        rows = [row for row in (self.results.get("comparison") or {}).get("rows", [])
+                if str(row.get("arm", "")).startswith("single-task") and task in (row.get("tasks") or {})]
+        if not rows:
+            return None
+        best = max(rows, key=lambda row: float(row["tasks"][task]["mean"]))
+        lr = (best.get("lr") or {}).get(task, float("nan"))
+        return float(best["tasks"][task]["mean"]), float(lr), len(best.get("seeds") or [])
 
     def examples(self) -> list[list]:
         """``[task, text, text_pair]`` rows of the page: per task, up to :data:`EXAMPLES_PER_TASK` of its candidates

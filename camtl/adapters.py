@@ -148,8 +148,3 @@ def load_adapter(folder: str | Path, base_model: str | None = None, check_finger
             own[name].copy_(tensor)
     return model
 
-
-def config_of_adapter(folder: str | Path) -> CaMtlConfig:
-    """The CA-MTL config an adapter was trained with, on its recorded base's shape (no weights loaded)."""
-    adapter_config = read_adapter_config(folder)
-    return CaMtlConfig(**adapter_config["base_shape"], **adapter_config["camtl_config"])

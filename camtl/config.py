@@ -18,9 +18,9 @@ import yaml
 
 from modeling_camtl import CAMTL_KNOBS as MODEL_KNOBS, CAMTL_PRESETS
 
+from .paths import PROJECT_ROOT
 from .sampling import ALLOCATIONS, SAMPLERS
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART_TASKS = ["cola", "sst2", "mrpc", "stsb", "rte"]
 SamplingStrategy = Literal["proportional", "uniform", "temperature", "sequential", "uncertainty"]
 TrainableMode = Literal["paper", "adapters", "all", "new_tasks"]

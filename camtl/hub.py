@@ -27,8 +27,8 @@ from pathlib import Path
 from huggingface_hub import HfApi, SpaceCard, SpaceCardData, constants
 from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
-ROOT = Path(__file__).resolve().parents[1]
-SPACE_TEMPLATE = ROOT / "space"
+from .paths import repository_file
+
 MODEL_ENV = "CAMTL_MODEL"  # what app.py reads to find its model
 BUNDLED_MODEL = "model"  # the Space's folder holding the default model, when no model repository is named
 AUTO_CLASSES = ("AutoConfig", "AutoModel", "AutoModelForSequenceClassification")
@@ -197,8 +197,8 @@ def make_space_folder(folder, model_repo_id: str | None = None, title: str | Non
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for name in ("app.py", "app_examples.json"):
-        shutil.copyfile(ROOT / name, folder / name)
-    shutil.copyfile(SPACE_TEMPLATE / "requirements.txt", folder / "requirements.txt")
+        shutil.copyfile(repository_file(name, "The Gradio app"), folder / name)
+    shutil.copyfile(repository_file("space/requirements.txt", "The Space template"), folder / "requirements.txt")
     if model_repo_id is None:
         from camtl.default_model import BASE_MODEL_ID, ensure_default_model
 

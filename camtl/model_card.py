@@ -33,8 +33,8 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-TEMPLATE = PROJECT_ROOT / "model_card.md"
+from .paths import PROJECT_ROOT, repository_file
+
 SAMPLE_DATA = PROJECT_ROOT / "data" / "sample"  # the bundled GLUE sample (quick start, tests)
 GLUE_DATASET = "nyu-mll/glue"
 
@@ -138,7 +138,7 @@ def build_model_card(results: dict, config: dict, training_config: dict, *, repo
     fraction = _data_fraction(results.get("data_fraction"))
     return ModelCard.from_template(
         card_data,
-        template_path=str(TEMPLATE),
+        template_path=str(repository_file("model_card.md", "The model card template")),
         model_name=model_name,
         repo_id=repo_id,
         base_model=base_model,

@@ -139,11 +139,6 @@ class TaskSampler(ABC):
     def num_tasks(self) -> int:
         return len(self.task_sizes)
 
-    @property
-    def batches_per_epoch(self) -> int:
-        """Global batches in one pass over every task: ``sum_t ceil(n_t / B)``."""
-        return self.epoch_batches("sum")
-
     def epoch_batches(self, rule: str = "sum") -> int:
         """Global batches in one epoch: ``"sum"`` (ours, ``sum_t ceil(n_t / B)``, one pass over every task) or
         ``"tasks_x_largest"`` (the authors' MT-Uncertainty epoch: ``T * max_t ceil(n_t / B)``)."""

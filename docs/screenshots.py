@@ -1,4 +1,4 @@
-"""Screenshots of the app, one per tab, in docs/ (headless Debian Chromium, see camtl/browser.py).
+"""Screenshots of the app, one per tab, in docs/ (headless Debian Chromium, see tests/browser.py).
 
     python docs/screenshots.py                      # the default model (what `python app.py` serves)
     python docs/screenshots.py --model outputs/quickstart
@@ -16,7 +16,7 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
 import app  # noqa: E402
-from camtl.browser import GradioPage, chromium  # noqa: E402
+from tests.browser import GradioPage, chromium  # noqa: E402
 
 SHOTS = {"one_task": ROOT / "docs" / "screenshot_app.png", "all_tasks": ROOT / "docs" / "screenshot_app_all_tasks.png"}
 

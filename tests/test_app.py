@@ -244,10 +244,12 @@ def test_the_page_explains_tasks_and_scores_in_plain_words():
     assert "Its dev score is unknown." in predictor.describe("mnli")
     predictor.results["comparison"] = {"rows": [
         {"arm": "recipe", "tasks": {"sst2": {"mean": 0.9, "std": 0.0}}},
-        {"arm": "single-task", "tasks": {"sst2": {"mean": 0.874, "std": 0.003}}}]}
-    assert predictor.describe("sst2").endswith(
-        "would be right on 51%. A separate model fine-tuned on this task alone scores 0.87 on its main dev metric, "
-        "this one 0.88.")
+        {"arm": "single-task", "seeds": [42, 43, 44], "lr": {"sst2": 2e-4}, "tasks": {"sst2": {"mean": 0.874}}},
+        {"arm": "single-task @ 0.0001", "seeds": [42, 43], "lr": {"sst2": 1e-4}, "tasks": {"sst2": {"mean": 0.879}}},
+        {"arm": "single-task @ 5e-05", "seeds": [42], "lr": {"sst2": 5e-5}, "tasks": {"sst2": {"mean": 0.861}}}]}
+    assert predictor.describe("sst2").endswith(  # the strongest of the single-task rows, named
+        "would be right on 51%. A separate model fine-tuned on this task alone scores 0.88 on its main dev metric "
+        "(the strongest single-task baseline measured: lr 0.0001, mean of 2 seeds), this one 0.88.")
     assert "fine-tuned on this task alone" not in predictor.describe("rte")  # no single-task score for it
     demo = app.build_demo(app.Predictor(str(tiny_checkpoint()), results=QUICKSTART_RESULTS))
     warning = [c["props"]["value"] for c in demo.config["components"] if c["props"].get("elem_id") == "quality-warning"]

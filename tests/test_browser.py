@@ -7,7 +7,7 @@ Chromium and its driver come from apt (``.ci/run`` installs them); their absence
 import pytest
 
 import app
-from camtl.browser import GradioPage, chromium
+from tests.browser import GradioPage, chromium
 from tests.camtl_fixtures import tiny_checkpoint
 
 

@@ -113,7 +113,7 @@ def test_temperature_limits():
 
 def test_sequential_goes_task_after_task():
     sampler = SequentialSampler([10, 5], 4, seed=0)
-    assert sampler.batches_per_epoch == 3 + 2
+    assert sampler.epoch_batches("sum") == 3 + 2
     batches = draw(sampler, 10)
     assert [b[0][0] for b in batches] == [0, 0, 0, 1, 1] * 2
     first_pass = [row for b in batches[:3] for _, row in b]
