@@ -39,7 +39,8 @@ from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-from transformers.utils import ModelOutput, can_return_tuple
+from transformers.processing_utils import Unpack
+from transformers.utils import ModelOutput, TransformersKwargs, can_return_tuple
 from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_camtl import CAMTL_PRESETS, CaMtlConfig, normalize_task_spec, task_num_outputs
@@ -368,9 +369,17 @@ class CaMtlLayer(GradientCheckpointingLayer):
         self.attention = CaMtlAttention(config, attention, layer_norm)
         self.intermediate = CaMtlIntermediate(config)
         self.output = CaMtlOutput(config, layer_norm, adapter)
+        self.chunk_size_feed_forward = config.chunk_size_feed_forward  # 0: no chunking (BERT's memory knob)
 
     def forward(self, hidden_states, attention_mask, padding_bias, cond, **kwargs):
         attention_output = self.attention(hidden_states, attention_mask, padding_bias, cond, **kwargs)  # (B, T, H)
+        if not self.chunk_size_feed_forward:
+            return self.feed_forward(attention_output, cond)
+        # as BERT's apply_chunking_to_forward: the position-wise feed-forward in slices of the sequence (same result)
+        chunks = attention_output.split(self.chunk_size_feed_forward, dim=1)  # n x (B, <=chunk, H)
+        return torch.cat([self.feed_forward(chunk, cond) for chunk in chunks], dim=1)  # (B, T, H)
+
+    def feed_forward(self, attention_output, cond):
         return self.output(self.intermediate(attention_output), attention_output, cond)  # (B, T, H)
 
 
@@ -464,7 +473,8 @@ class CaMtlPreTrainedModel(PreTrainedModel):
     def _check_and_adjust_attn_implementation(self, attn_implementation, is_init_check=False, **kwargs):
         """transformers' check of a requested attention backend (``from_pretrained(attn_implementation=...)``,
         ``set_attn_implementation``), after CA-MTL's own: the conditional layers need an additive mask."""
-        check_attention_backend(self.config, attn_implementation)
+        if attn_implementation in ALL_ATTENTION_FUNCTIONS.valid_keys():  # a name transformers knows: ours first
+            check_attention_backend(self.config, attn_implementation)  # (before flash attention's import errors)
         applicable = super()._check_and_adjust_attn_implementation(attn_implementation, is_init_check, **kwargs)
         check_attention_backend(self.config, applicable)
         return applicable
@@ -649,7 +659,7 @@ class CaMtlModel(CaMtlPreTrainedModel):
         token_type_ids: torch.LongTensor | None = None,
         task_ids: torch.LongTensor | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> BaseModelOutputWithPooling:
         passed_on = _refuse_unused(kwargs)
         passed_on.pop("output_hidden_states", None)  # the layers' outputs are captured by hooks
@@ -788,7 +798,7 @@ class CaMtlForMultiTask(CaMtlPreTrainedModel):
         task_ids: torch.LongTensor | None = None,
         labels: torch.Tensor | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> CaMtlMultiTaskOutput:
         passed_on = _refuse_unused(kwargs)
         reference = input_ids if input_ids is not None else inputs_embeds
