@@ -8,7 +8,7 @@ import torch
 from transformers import AutoTokenizer
 
 import train
-from camtl.data import GLUE_TASKS
+from camtl.tasks import GLUE_TASKS
 from modeling_camtl import CaMtlForMultiTask
 from tests.conftest import GLUE_DIR, REPO_ROOT
 from tests.test_modeling import randomize_conditioning
