@@ -66,14 +66,80 @@ class CaMtlGenerator(nn.Module):
         return F.linear(cond, self.weight, self.bias)  # (B, out)
 
 
+class CaMtlTaskTable(nn.Module):
+    """A table of per-task rows ``weight`` (N, *row) gathered by index, whose rows can train on their own.
+
+    ``separate(rows)`` makes those rows Parameters of their own (``row_<i>``) and freezes ``weight``, so that
+    ``requires_grad=False`` alone protects every other row whatever the optimizer does (decoupled weight decay,
+    momentum, ...): no optimizer ever holds the tensor of the old rows. ``merge()`` folds them back. The state dict
+    always holds the whole table under the one ordinary name ``weight`` (the separate rows folded in), so a
+    checkpoint saved while rows are separate loads as an ordinary model.
+    """
+
+    def __init__(self, num_rows: int, *row_shape: int, init_std: float | None = None):
+        super().__init__()
+        self.init_std = init_std  # initialisation: N(0, init_std), zeros for 0, N(0, initializer_range) for None
+        self.weight = nn.Parameter(torch.empty(num_rows, *row_shape))
+        self.own_ids = nn.Buffer(torch.zeros(0, dtype=torch.long), persistent=False)  # (R,) rows held apart
+
+    def own_rows(self) -> list:
+        """The separate row Parameters, in the order of ``own_ids``."""
+        return [self._parameters[f"row_{i}"] for i in self.own_ids.tolist()]
+
+    def table(self) -> torch.Tensor:
+        """The whole table (N, *row), the separate rows in their places (their gradient goes to them alone)."""
+        if self.own_ids.numel() == 0:
+            return self.weight
+        return self.weight.index_copy(0, self.own_ids, torch.stack(self.own_rows()))  # (N, *row)
+
+    def forward(self, index: torch.LongTensor) -> torch.Tensor:
+        return self.table()[index]  # (B, *row)
+
+    @torch.no_grad()
+    def merge(self) -> None:
+        """Fold the separate rows back into ``weight`` (trainable again if they were)."""
+        if self.own_ids.numel() == 0:
+            return
+        trainable = any(p.requires_grad for p in self.own_rows())
+        self.weight.copy_(self.table())
+        for i in self.own_ids.tolist():
+            del self._parameters[f"row_{i}"]
+        self.own_ids = torch.zeros(0, dtype=torch.long, device=self.weight.device)
+        self.weight.requires_grad_(trainable)
+
+    @torch.no_grad()
+    def separate(self, rows: list) -> list:
+        """Hold ``rows`` apart as trainable Parameters of their own and freeze ``weight``; return those Parameters."""
+        self.merge()
+        for i in sorted(set(rows)):
+            self.register_parameter(f"row_{i}", nn.Parameter(self.weight[i].clone()))
+        self.own_ids = torch.tensor(sorted(set(rows)), dtype=torch.long, device=self.weight.device)
+        self.weight.requires_grad_(False)
+        return self.own_rows()
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        table = self.table()
+        destination[prefix + "weight"] = table if keep_vars else table.detach()
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        own = {name: self._parameters.pop(name) for name in list(self._parameters) if name != "weight"}
+        try:
+            super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)  # ``weight`` alone
+        finally:
+            self._parameters.update(own)
+        with torch.no_grad():
+            for i, row in zip(self.own_ids.tolist(), own.values()):
+                row.copy_(self.weight[i])
+
+
 class CaMtlTaskEncoder(nn.Module):
-    """Task embedding ``z_i`` and its transformation ``c`` shared by every generator: ``c = z + MLP(z)``
-    (``task_transform="residual_mlp"``) or ``c = W z + b`` (``"linear"``, the authors')."""
+    """Task embedding ``z_i`` (a :class:`CaMtlTaskTable`, (num_tasks, C)) and its transformation ``c`` shared by every
+    generator: ``c = z + MLP(z)`` (``task_transform="residual_mlp"``) or ``c = W z + b`` (``"linear"``, the authors')."""
 
     def __init__(self, config: CaMtlConfig):
         super().__init__()
         d = config.task_embedding_dim
-        self.embedding = nn.Embedding(max(len(config.tasks), 1), d)
+        self.embedding = CaMtlTaskTable(max(len(config.tasks), 1), d)
         self.linear = config.task_transform == "linear"
         if self.linear:
             self.transform = nn.Linear(d, d)
@@ -421,8 +487,15 @@ class CaMtlPreTrainedModel(PreTrainedModel):
         elif isinstance(module, CaMtlZeroLinear):
             init.zeros_(module.weight)
             init.zeros_(module.bias)
-        elif isinstance(module, CaMtlTaskEncoder):
-            init.normal_(module.embedding.weight, mean=0.0, std=self.config.task_embedding_init_std)
+        elif isinstance(module, CaMtlTaskTable):
+            # the task embedding: N(0, initializer_range), what every model so far was trained with (transformers 5
+            # skips the _init_weights of a remote-code module without parameters of its own, such as the task encoder
+            # that read task_embedding_init_std)
+            std = self.config.initializer_range if module.init_std is None else module.init_std
+            if std > 0:
+                init.normal_(module.weight, mean=0.0, std=std)
+            else:
+                init.zeros_(module.weight)
         elif isinstance(module, CaMtlEmbeddings):
             init.copy_(module.position_ids, torch.arange(module.position_ids.shape[-1]).expand((1, -1)))
         elif isinstance(module, CaMtlForMultiTask):
@@ -477,10 +550,14 @@ class CaMtlPreTrainedModel(PreTrainedModel):
         - ``"adapters"`` (parameter-efficient): the whole pretrained backbone is frozen; only the CA-MTL modules
           (``camtl_*``: task embeddings and conditioning) and the task heads train.
         - ``"all"``: everything trains.
-        - ``"tasks"`` (continual learning, with ``tasks=[names]``): only those tasks' embedding rows and heads train;
-          every other task's outputs stay bit-identical (train the task embedding without weight decay: decoupled
-          decay would move the frozen rows). Refused (``ValueError``) while every conditioning generator is zero:
-          the rows would get no gradient.
+        - ``"tasks"`` (continual learning, with ``tasks=[names]``): only those tasks' own parameters train: their
+          task-embedding rows (held apart as Parameters of their own, see :class:`CaMtlTaskTable`) and heads. Every
+          other task's outputs stay bit-identical with any optimizer, weight decay and momentum included: nothing
+          they use is trainable. Refused (``ValueError``) while every conditioning generator is zero: the rows would
+          get no gradient.
+
+        Any other mode folds held-apart rows back into their tables. Call it again after ``add_task`` or
+        ``remove_task``.
         """
         if mode not in TRAINABLE_MODES:
             raise ValueError(f"Unknown trainable mode {mode!r}; valid modes: {list(TRAINABLE_MODES)}")
@@ -491,28 +568,27 @@ class CaMtlPreTrainedModel(PreTrainedModel):
                 "set_trainable('tasks') would train nothing but the heads: every conditioning generator of this model "
                 "is zero (its CA-MTL modules were never trained), so a task-embedding row gets no gradient. Train the "
                 "model with its CA-MTL modules first (set_trainable('paper') or 'adapters'), then add tasks.")
-        hook = getattr(self, "_task_rows_hook", None)
-        if hook is not None:
-            hook.remove()
-            self._task_rows_hook = None
+        for table in self.modules():
+            if isinstance(table, CaMtlTaskTable):
+                table.merge()
+        own = set()
         if mode == "tasks":
             task_ids = [self.task_id(t) for t in tasks]
             heads = tuple(f"heads.{self.config.task_names[i]}." for i in task_ids)
-            embedding = self.get_base_model().camtl_task.embedding.weight
+            own = {id(p) for p in self._separate_task_rows(task_ids)}
         counts = {"trainable": 0, "frozen": 0}
         for name, param in self.named_parameters():
             if mode == "tasks":
-                param.requires_grad = name.startswith(heads) or param is embedding
+                param.requires_grad = name.startswith(heads) or id(param) in own
             else:
                 param.requires_grad = _is_trainable(name, mode, self.config)
             counts["trainable" if param.requires_grad else "frozen"] += param.numel()
-        if mode == "tasks":
-            rows = torch.zeros(embedding.shape[0], 1, dtype=embedding.dtype, device=embedding.device)
-            rows[task_ids] = 1
-            self._task_rows_hook = embedding.register_hook(lambda grad: grad * rows)  # old rows get no gradient
-            counts["trainable"] -= embedding.numel() - len(task_ids) * embedding.shape[1]
-            counts["frozen"] += embedding.numel() - len(task_ids) * embedding.shape[1]
         return counts
+
+    def _separate_task_rows(self, task_ids: list) -> list:
+        """Hold the rows of ``task_ids`` apart in every per-task table (the task embedding and each task adapter);
+        return the new Parameters."""
+        return self.get_base_model().camtl_task.embedding.separate(task_ids)
 
     def _conditioning_is_inert(self) -> bool:
         """True when the model has conditioning generators and every one is zero: the outputs do not depend on the
@@ -772,7 +848,7 @@ class CaMtlForMultiTask(CaMtlPreTrainedModel):
     def add_task(self, spec, init_from: str = "mean") -> int:
         """Add a task (a task-embedding row and a head) and return its id. Existing tasks keep their ids and, until
         the model is trained further, their exact outputs; train the new task with ``set_trainable("tasks",
-        tasks=[name])`` to keep them bit-identical.
+        tasks=[name])`` to keep them bit-identical under any optimizer.
 
         ``init_from``: ``"mean"`` (mean of the existing task embeddings) or the name of an existing task whose
         embedding (and head, when it has as many outputs) the new task starts from.
@@ -783,10 +859,9 @@ class CaMtlForMultiTask(CaMtlPreTrainedModel):
         if init_from != "mean" and init_from not in self.config.task_names:
             raise ValueError(f"init_from must be 'mean' or an existing task ({self.config.describe_tasks()}), "
                              f"got {init_from!r}")
-        old = self.get_base_model().camtl_task.embedding.weight
-        with torch.no_grad():
-            row = old.mean(0, keepdim=True) if init_from == "mean" else old[self.task_id(init_from)][None]
-            self._set_task_embeddings(torch.cat([old, row]))  # (num_tasks + 1, C)
+        old = self.get_base_model().camtl_task.embedding.table().detach()  # (num_tasks, C)
+        row = old.mean(0, keepdim=True) if init_from == "mean" else old[self.task_id(init_from)][None]  # (1, C)
+        self._set_task_embeddings(torch.cat([old, row]))  # (num_tasks + 1, C)
         head = nn.Linear(self.config.hidden_size, self._num_outputs(spec), device=old.device,
                          dtype=next(iter(self.heads.values())).weight.dtype)
         with torch.no_grad():
@@ -806,22 +881,23 @@ class CaMtlForMultiTask(CaMtlPreTrainedModel):
         task_id = self.task_id(name)
         if len(self.config.tasks) == 1:
             raise ValueError("Cannot remove the only task of the model")
-        old = self.get_base_model().camtl_task.embedding.weight
-        with torch.no_grad():
-            self._set_task_embeddings(old[[i for i in range(old.shape[0]) if i != task_id]])  # (num_tasks - 1, C)
+        old = self.get_base_model().camtl_task.embedding.table().detach()  # (num_tasks, C)
+        self._set_task_embeddings(old[[i for i in range(old.shape[0]) if i != task_id]])  # (num_tasks - 1, C)
         del self.heads[self.config.task_names[task_id]]
         self.config.tasks = [t for i, t in enumerate(self.config.tasks) if i != task_id]
         self._register_task_buffers()
 
     def _set_task_embeddings(self, rows: torch.Tensor) -> None:
-        """Replace the task-embedding table by a new ``nn.Embedding`` holding ``rows`` (num_tasks, C), on the old
-        table's device and dtype and as trainable as it was."""
+        """Replace the task-embedding table by a new :class:`CaMtlTaskTable` holding ``rows`` (num_tasks, C), on the
+        old table's device and dtype; trainable when the old table was ordinary and trainable (rows held apart by
+        ``set_trainable("tasks")`` are folded back: call ``set_trainable`` again)."""
         encoder = self.get_base_model().camtl_task
-        old = encoder.embedding.weight
-        embedding = nn.Embedding(rows.shape[0], rows.shape[1], device=old.device, dtype=old.dtype)
+        old = encoder.embedding
+        trainable = old.weight.requires_grad and old.own_ids.numel() == 0
+        embedding = CaMtlTaskTable(*rows.shape, init_std=old.init_std).to(device=old.weight.device, dtype=old.weight.dtype)
         with torch.no_grad():
             embedding.weight.copy_(rows)
-        embedding.weight.requires_grad_(old.requires_grad)
+        embedding.weight.requires_grad_(trainable)
         encoder.embedding = embedding
 
     def rename_task(self, old_name: str, new_name: str) -> None:
