@@ -16,6 +16,11 @@ the task transformation and what the alignment reads, the layer-norm gain's FiLM
 Conditioning is gathered per example (``task_embedding[task_ids]``): a batch may mix tasks freely, with no Python
 loop over the tasks of a batch and no host synchronisation for it.
 
+Adding a task later (``add_task``, optionally ``add_task_adapters``): per-task weights live in ``CaMtlTaskTable``s
+(the task embedding, and ``CaMtlTaskAdapter``'s ``y = h + up_t(act(down_t(h)))`` on a layer's output for the rows of
+an adapted task only, ``h`` exactly for every other row). ``set_trainable("tasks", tasks=[name])`` holds the new
+task's rows apart as Parameters of their own, so the old tasks' outputs stay bit-identical under any optimizer.
+
 Parameter names follow BERT (``bert.encoder.layer.N.attention.self.query`` ...) so any BERT checkpoint loads with
 only the new parameters missing; every new parameter's name contains ``camtl_`` and the task heads live in
 ``heads.<task name>``.
@@ -134,7 +139,8 @@ class CaMtlTaskTable(nn.Module):
 
 class CaMtlTaskEncoder(nn.Module):
     """Task embedding ``z_i`` (a :class:`CaMtlTaskTable`, (num_tasks, C)) and its transformation ``c`` shared by every
-    generator: ``c = z + MLP(z)`` (``task_transform="residual_mlp"``) or ``c = W z + b`` (``"linear"``, the authors')."""
+    generator: ``c = z + MLP(z)`` (``task_transform="residual_mlp"``) or ``c = W z + b`` (``"linear"``, the
+    authors')."""
 
     def __init__(self, config: CaMtlConfig):
         super().__init__()
@@ -264,6 +270,31 @@ class CaMtlReplacingAdapter(nn.Module):
         return self.conditional_layer_norm(adapted, self.LayerNorm, cond)  # (B, T, H)
 
 
+class CaMtlTaskAdapter(nn.Module):
+    """Per-task bottleneck adapters of the tasks in ``config.task_adapter_tasks`` (slot ``s`` = its position there),
+    on a layer's output ``h``: ``y = h + up_s(act(down_s(h)))`` for the rows of an adapted task, ``y = h`` exactly for
+    every other row. Each weight is a :class:`CaMtlTaskTable` with one row per slot, gathered by each row's slot: a
+    mixed batch is one pair of batched matmuls. ``up`` starts at zero (identity at init), and
+    ``set_trainable("tasks")`` holds the trained tasks' slots apart as it does their task embeddings.
+    """
+
+    def __init__(self, config: CaMtlConfig):
+        super().__init__()
+        slots, hidden, size = len(config.task_adapter_tasks), config.hidden_size, config.task_adapter_size
+        self.down = CaMtlTaskTable(slots, hidden, size)  # (A, H, r), N(0, initializer_range)
+        self.down_bias = CaMtlTaskTable(slots, size, init_std=0.0)  # (A, r)
+        self.up = CaMtlTaskTable(slots, size, hidden, init_std=0.0)  # (A, r, H), zero: the identity at init
+        self.up_bias = CaMtlTaskTable(slots, hidden, init_std=0.0)  # (A, H)
+        self.act = ACT2FN[config.hidden_act]
+
+    def forward(self, hidden_states: torch.Tensor, slot: torch.LongTensor) -> torch.Tensor:
+        """``hidden_states`` (B, T, H); ``slot`` (B,) each row's adapter slot, -1 for a task without one."""
+        index = slot.clamp(min=0)  # (B,) rows without an adapter read slot 0, then keep h below
+        down = torch.baddbmm(self.down_bias(index).unsqueeze(1), hidden_states, self.down(index))  # (B, T, r)
+        delta = torch.baddbmm(self.up_bias(index).unsqueeze(1), self.act(down), self.up(index))  # (B, T, H)
+        return torch.where((slot >= 0)[:, None, None], hidden_states + delta, hidden_states)  # (B, T, H)
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # BERT-layout encoder with the conditional modules
 # --------------------------------------------------------------------------------------------------------------------
@@ -390,10 +421,14 @@ class CaMtlLayer(GradientCheckpointingLayer):
         self.attention = CaMtlAttention(config, attention, layer_norm)
         self.intermediate = CaMtlIntermediate(config)
         self.output = CaMtlOutput(config, layer_norm, adapter)
+        self.camtl_task_adapter = CaMtlTaskAdapter(config) if layer_idx in config.task_adapter_layer_ids else None
 
-    def forward(self, hidden_states, attention_mask, cond):
+    def forward(self, hidden_states, attention_mask, cond, adapter_slot=None):
         attention_output = self.attention(hidden_states, attention_mask, cond)  # (B, T, H)
-        return self.output(self.intermediate(attention_output), attention_output, cond)  # (B, T, H)
+        layer_output = self.output(self.intermediate(attention_output), attention_output, cond)  # (B, T, H)
+        if self.camtl_task_adapter is not None:
+            layer_output = self.camtl_task_adapter(layer_output, adapter_slot)  # (B, T, H): + the row's own adapter
+        return layer_output
 
 
 class CaMtlEncoder(nn.Module):
@@ -401,10 +436,10 @@ class CaMtlEncoder(nn.Module):
         super().__init__()
         self.layer = nn.ModuleList([CaMtlLayer(config, i) for i in range(config.num_hidden_layers)])
 
-    def forward(self, hidden_states, attention_mask, cond, output_hidden_states: bool = False):
+    def forward(self, hidden_states, attention_mask, cond, output_hidden_states: bool = False, adapter_slot=None):
         all_hidden = (hidden_states,) if output_hidden_states else None
         for layer in self.layer:
-            hidden_states = layer(hidden_states, attention_mask, cond)  # positional, for gradient checkpointing
+            hidden_states = layer(hidden_states, attention_mask, cond, adapter_slot)  # positional: checkpointing
             if output_hidden_states:
                 all_hidden = all_hidden + (hidden_states,)
         return hidden_states, all_hidden
@@ -496,6 +531,8 @@ class CaMtlPreTrainedModel(PreTrainedModel):
                 init.normal_(module.weight, mean=0.0, std=std)
             else:
                 init.zeros_(module.weight)
+        elif isinstance(module, CaMtlModel):
+            init.copy_(module.camtl_adapter_slot, module._adapter_slots())
         elif isinstance(module, CaMtlEmbeddings):
             init.copy_(module.position_ids, torch.arange(module.position_ids.shape[-1]).expand((1, -1)))
         elif isinstance(module, CaMtlForMultiTask):
@@ -588,7 +625,16 @@ class CaMtlPreTrainedModel(PreTrainedModel):
     def _separate_task_rows(self, task_ids: list) -> list:
         """Hold the rows of ``task_ids`` apart in every per-task table (the task embedding and each task adapter);
         return the new Parameters."""
-        return self.get_base_model().camtl_task.embedding.separate(task_ids)
+        base = self.get_base_model()
+        rows = base.camtl_task.embedding.separate(task_ids)
+        names = [self.config.task_names[i] for i in task_ids]
+        slots = [self.config.task_adapter_tasks.index(n) for n in names if n in self.config.task_adapter_tasks]
+        if slots:
+            for adapter in base.modules():
+                if isinstance(adapter, CaMtlTaskAdapter):
+                    for table in (adapter.down, adapter.down_bias, adapter.up, adapter.up_bias):
+                        rows += table.separate(slots)
+        return rows
 
     def _conditioning_is_inert(self) -> bool:
         """True when the model has conditioning generators and every one is zero: the outputs do not depend on the
@@ -646,7 +692,14 @@ class CaMtlModel(CaMtlPreTrainedModel):
             if config.conditional_alignment else None
         self.encoder = CaMtlEncoder(config)
         self.pooler = CaMtlPooler(config) if add_pooling_layer else None
+        self.camtl_adapter_slot = nn.Buffer(self._adapter_slots(), persistent=False)  # (num_tasks,) -1: no adapter
         self.post_init()
+
+    def _adapter_slots(self) -> torch.LongTensor:
+        """(num_tasks,) each task's slot in the task adapters (``config.task_adapter_tasks``), -1 for none."""
+        adapted = self.config.task_adapter_tasks
+        return torch.tensor([adapted.index(n) if n in adapted else -1 for n in self.config.task_names],
+                            dtype=torch.long)
 
     def get_input_embeddings(self):
         return self.embeddings.word_embeddings
@@ -689,7 +742,8 @@ class CaMtlModel(CaMtlPreTrainedModel):
             hidden = self.camtl_alignment(hidden, task_embedding if self.config.alignment_input == "raw" else cond)
         output_hidden_states = bool(output_hidden_states if output_hidden_states is not None
                                     else self.config.output_hidden_states)
-        hidden, all_hidden = self.encoder(hidden, mask, cond, output_hidden_states)
+        adapter_slot = self.camtl_adapter_slot[task_ids] if self.config.task_adapter_tasks else None  # (B,)
+        hidden, all_hidden = self.encoder(hidden, mask, cond, output_hidden_states, adapter_slot)
         pooled = None
         if self.pooler is not None:
             if self.config.pooling == "mean":
@@ -874,7 +928,66 @@ class CaMtlForMultiTask(CaMtlPreTrainedModel):
         self.heads[spec["name"]] = head
         self.config.tasks = self.config.tasks + [spec]
         self._register_task_buffers()
+        self._refresh_adapter_slots()
         return len(self.config.tasks) - 1
+
+    def add_task_adapters(self, tasks: list, size: int | None = None, layers: list | None = None) -> int:
+        """Give each task of ``tasks`` a per-task bottleneck adapter (:class:`CaMtlTaskAdapter`) of bottleneck
+        ``size`` in ``layers`` (default every layer), and return the number of new parameters. Its up-projection
+        starts at zero: every output is unchanged until it trains (``set_trainable("tasks", tasks=...)`` trains it
+        with the task's embedding row and head). Rows of other tasks never read it. The first call fixes ``size``
+        and ``layers`` for the model (``config.task_adapter_size``, ``config.task_adapter_layers``)."""
+        config = self.config
+        names = [config.task_names[self.task_id(t)] for t in tasks]
+        again = [n for n in names if n in config.task_adapter_tasks]
+        if again or len(set(names)) != len(names):
+            raise ValueError(f"add_task_adapters: {again or names} already have an adapter or are repeated "
+                             f"(tasks with adapters: {config.task_adapter_tasks})")
+        if config.task_adapter_tasks:
+            fixed = {"size": (size, config.task_adapter_size), "layers": (layers, config.task_adapter_layers)}
+            for field, (asked, have) in fixed.items():
+                if asked is not None and asked != have:
+                    raise ValueError(f"add_task_adapters: this model's task adapters have {field}={have}, got {asked}")
+        else:
+            if size is None:
+                raise ValueError("add_task_adapters needs size (the bottleneck size) for the model's first adapters")
+            config.task_adapter_size, config.task_adapter_layers = size, layers
+        before = sum(p.numel() for p in self.parameters())
+        old_slots = len(config.task_adapter_tasks)
+        config.task_adapter_tasks = config.task_adapter_tasks + names
+        try:
+            config.validate_task_adapters()
+        except ValueError:
+            config.task_adapter_tasks = config.task_adapter_tasks[:old_slots]
+            raise
+        self._rebuild_task_adapters(list(range(old_slots)))
+        return sum(p.numel() for p in self.parameters()) - before
+
+    def _rebuild_task_adapters(self, kept: list) -> None:
+        """Build every layer's task adapters for ``config.task_adapter_tasks``; slot ``j`` of the new ones takes
+        slot ``kept[j]`` of the old ones; the slots past ``kept`` start as new (down random, up zero)."""
+        base = self.get_base_model()
+        config, reference = self.config, base.camtl_task.embedding.weight
+        for i, layer in enumerate(base.encoder.layer):
+            old = layer.camtl_task_adapter
+            new = CaMtlTaskAdapter(config).to(device=reference.device, dtype=reference.dtype) \
+                if i in config.task_adapter_layer_ids else None
+            if new is not None:
+                with torch.no_grad():
+                    for name in ("down", "down_bias", "up", "up_bias"):
+                        table = getattr(new, name).weight
+                        if name == "down":
+                            nn.init.normal_(table, std=config.initializer_range)
+                        else:
+                            nn.init.zeros_(table)
+                        if old is not None and kept:
+                            table[: len(kept)] = getattr(old, name).table()[kept]
+            layer.camtl_task_adapter = new
+        self._refresh_adapter_slots()
+
+    def _refresh_adapter_slots(self) -> None:
+        base = self.get_base_model()
+        base.camtl_adapter_slot = base._adapter_slots().to(base.camtl_task.embedding.weight.device)
 
     def remove_task(self, name: str) -> None:
         """Remove a task (its embedding row and head). Tasks after it move down by one id."""
@@ -883,9 +996,15 @@ class CaMtlForMultiTask(CaMtlPreTrainedModel):
             raise ValueError("Cannot remove the only task of the model")
         old = self.get_base_model().camtl_task.embedding.table().detach()  # (num_tasks, C)
         self._set_task_embeddings(old[[i for i in range(old.shape[0]) if i != task_id]])  # (num_tasks - 1, C)
-        del self.heads[self.config.task_names[task_id]]
+        name = self.config.task_names[task_id]
+        del self.heads[name]
         self.config.tasks = [t for i, t in enumerate(self.config.tasks) if i != task_id]
         self._register_task_buffers()
+        adapted = self.config.task_adapter_tasks
+        if name in adapted:
+            self.config.task_adapter_tasks = [n for n in adapted if n != name]
+            self._rebuild_task_adapters([j for j, n in enumerate(adapted) if n != name])
+        self._refresh_adapter_slots()
 
     def _set_task_embeddings(self, rows: torch.Tensor) -> None:
         """Replace the task-embedding table by a new :class:`CaMtlTaskTable` holding ``rows`` (num_tasks, C), on the
@@ -894,7 +1013,8 @@ class CaMtlForMultiTask(CaMtlPreTrainedModel):
         encoder = self.get_base_model().camtl_task
         old = encoder.embedding
         trainable = old.weight.requires_grad and old.own_ids.numel() == 0
-        embedding = CaMtlTaskTable(*rows.shape, init_std=old.init_std).to(device=old.weight.device, dtype=old.weight.dtype)
+        embedding = CaMtlTaskTable(*rows.shape, init_std=old.init_std)
+        embedding = embedding.to(device=old.weight.device, dtype=old.weight.dtype)
         with torch.no_grad():
             embedding.weight.copy_(rows)
         embedding.weight.requires_grad_(trainable)
@@ -908,6 +1028,7 @@ class CaMtlForMultiTask(CaMtlPreTrainedModel):
             raise ValueError(f"Task {new_name!r} already exists. Existing tasks: {self.config.describe_tasks()}")
         self.heads = nn.ModuleDict({(new_name if key == old_name else key): head for key, head in self.heads.items()})
         self.config.tasks = [spec if i == task_id else t for i, t in enumerate(self.config.tasks)]
+        self.config.task_adapter_tasks = [new_name if n == old_name else n for n in self.config.task_adapter_tasks]
 
     # ----- building from a BERT checkpoint -----
     @classmethod

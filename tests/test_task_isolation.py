@@ -197,3 +197,86 @@ def test_train_py_new_tasks_keeps_old_tasks_bit_identical(tiny_trained_folder, t
     assert not torch.equal(after.bert.camtl_task.embedding.weight[2],
                            before.bert.camtl_task.embedding.weight.mean(0))
     assert torch.isfinite(cola).all()
+
+
+# ----- per-task adapters (CaMtlTaskAdapter) -----
+def adapted_tiny(size: int = 4) -> CaMtlForMultiTask:
+    model = trained_tiny()
+    model.add_task(NEW_TASK)
+    model.add_task_adapters(["new"], size=size)
+    return model
+
+
+def test_task_adapter_is_the_identity_at_init_and_counts_its_parameters():
+    model = trained_tiny()
+    new_id = model.add_task(NEW_TASK)
+    ids = torch.tensor([0, new_id, 1, new_id, 2, 0])
+    before = logits_of(model, ids)
+    added = model.add_task_adapters(["new"], size=4)
+    assert added == 2 * (32 * 4 + 4 + 4 * 32 + 32)  # both layers: down (H x r) + bias, up (r x H) + bias
+    assert model.config.task_adapter_tasks == ["new"] and model.bert.camtl_adapter_slot.tolist() == [-1, -1, -1, 0]
+    assert torch.equal(logits_of(model, ids), before)
+    up = model.bert.encoder.layer[1].camtl_task_adapter.up.weight
+    assert up.shape == (1, 4, 32) and not up.any()
+    counts = model.set_trainable("tasks", tasks=["new"])
+    assert counts["trainable"] == 8 + (32 * 4 + 4) + added
+
+
+@pytest.mark.parametrize("optimizer_name", list(OPTIMIZERS))
+def test_task_adapter_trains_and_old_tasks_stay_bit_identical(optimizer_name):
+    model = adapted_tiny()
+    old_ids, new_ids = torch.tensor([0, 1, 2, 0, 1, 2]), torch.full((6,), 3)
+    before, new_before = logits_of(model, old_ids), logits_of(model, new_ids)
+    model.set_trainable("tasks", tasks=["new"])
+    train_new_task(model, optimizer_name)
+    assert model.bert.encoder.layer[0].camtl_task_adapter.up.row_0.detach().any()  # the adapter trained
+    assert torch.equal(logits_of(model, old_ids), before)
+    assert not torch.equal(logits_of(model, new_ids), new_before)
+    mixed = torch.tensor([0, 3, 2, 3, 1, 3])  # one forward pass: old rows identical, new rows their own
+    together = logits_of(model, mixed)
+    assert torch.equal(together[[0, 2, 4]], before[[0, 2, 4]])
+    torch.testing.assert_close(together[[1, 3, 5]], logits_of(model, new_ids)[[1, 3, 5]], rtol=1e-5, atol=1e-6)
+
+
+def test_task_adapters_save_load_remove_rename(tmp_path):
+    model = adapted_tiny()
+    model.set_trainable("tasks", tasks=["new"])
+    train_new_task(model, "adamw_defaults")
+    ids = torch.tensor([0, 3, 1, 3, 2, 0])
+    logits = logits_of(model, ids)
+    model.save_pretrained(tmp_path)
+    loaded, info = CaMtlForMultiTask.from_pretrained(tmp_path, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    assert loaded.config.task_adapter_tasks == ["new"] and loaded.config.task_adapter_size == 4
+    assert torch.equal(logits_of(loaded.eval(), ids), logits)
+    second = {**NEW_TASK, "name": "second"}
+    loaded.add_task(second)
+    loaded.add_task_adapters(["second"])  # size and layers are the model's
+    assert loaded.bert.camtl_adapter_slot.tolist() == [-1, -1, -1, 0, 1]
+    assert torch.equal(logits_of(loaded, ids), logits)
+    loaded.rename_task("new", "renamed")
+    assert loaded.config.task_adapter_tasks == ["renamed", "second"]
+    loaded.remove_task("renamed")
+    assert loaded.config.task_adapter_tasks == ["second"] and loaded.bert.camtl_adapter_slot.tolist() == [-1, -1, -1, 0]
+    assert torch.equal(logits_of(loaded, torch.tensor([0, 1, 2, 0, 1, 2])), logits_of(model, torch.tensor(
+        [0, 1, 2, 0, 1, 2])))
+    loaded.remove_task("second")
+    assert loaded.config.task_adapter_tasks == [] and loaded.bert.encoder.layer[0].camtl_task_adapter is None
+
+
+def test_task_adapter_errors_name_the_problem():
+    model = adapted_tiny()
+    with pytest.raises(ValueError, match=r"\['new'\] already have an adapter"):
+        model.add_task_adapters(["new"])
+    with pytest.raises(ValueError, match="have size=4, got 8"):
+        model.add_task_adapters(["sst2"], size=8)
+    with pytest.raises(ValueError, match="Unknown task 'nope'"):
+        model.add_task_adapters(["nope"])
+    with pytest.raises(ValueError, match="needs size"):
+        trained_tiny().add_task_adapters(["sst2"])
+    with pytest.raises(ValueError, match="task_adapter_tasks must be distinct task names"):
+        tiny_config(task_adapter_size=4, task_adapter_tasks=["nope"])
+    with pytest.raises(ValueError, match="need task_adapter_size"):
+        tiny_config(task_adapter_tasks=["sst2"])
+    with pytest.raises(ValueError, match="task_adapter_layers must be distinct layer indices"):
+        tiny_config(task_adapter_size=4, task_adapter_tasks=["sst2"], task_adapter_layers=[5])
