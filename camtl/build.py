@@ -126,6 +126,10 @@ def continue_model(cfg: RunConfig, tasks: Sequence[TaskDef]) -> tuple[CaMtlForMu
     for task in new:
         model.add_task(task.to_spec(), init_from="mean")
     center_regression_heads(model, [t.name for t in new])
+    if cfg.model.new_task_adapter_size and new:
+        added = model.add_task_adapters([t.name for t in new], size=cfg.model.new_task_adapter_size)
+        log(f"Task adapters of size {cfg.model.new_task_adapter_size} for {[t.name for t in new]}: "
+            f"{added:,} parameters")
     log(f"Continuing from {cfg.model.init_from}: tasks {model.config.task_names}, new {[t.name for t in new]}")
     if cfg.model.trainable == "new_tasks":
         if not new:

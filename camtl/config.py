@@ -60,12 +60,16 @@ class ModelArgs:
         camtl: CA-MTL knob overrides passed to CaMtlForMultiTask.from_bert, e.g. {adapter_size: 32};
             {preset: authors} selects the authors' architecture (README, "Departures from the paper and the
             authors' code"), which the other keys then override.
+        new_task_adapter_size: with init_from, give every new task its own bottleneck adapter of this size in
+            every layer (model.add_task_adapters), trained with its embedding row and head in new_tasks mode;
+            other tasks' rows never read it. null: no adapter (only the row and the head train).
     """
 
     base_model: str | None = None
     trainable: TrainableMode = "paper"
     init_from: str | None = None
     camtl: dict[str, Any] = field(default_factory=dict)
+    new_task_adapter_size: int | None = None
 
 
 @dataclass
@@ -353,6 +357,9 @@ def validate_config(cfg: RunConfig) -> None:
         ("sampling.warmup_steps", s.warmup_steps, s.warmup_steps >= 0, "a non-negative integer"),
         ("sampling.candidates_per_task", s.candidates_per_task,
          s.candidates_per_task is None or s.candidates_per_task >= 1, "a positive integer or null"),
+        ("model.new_task_adapter_size", cfg.model.new_task_adapter_size,
+         cfg.model.new_task_adapter_size is None or (cfg.model.new_task_adapter_size >= 1 and cfg.model.init_from),
+         "a positive integer with model.init_from (the model the new tasks are added to), or null"),
     ]
     for name, value, ok, allowed in checks:
         if not ok:

@@ -27,6 +27,7 @@ CAMTL_KNOBS = (
     "conditional_attention_film", "conditional_layer_norm_gain", "conditional_alignment", "conditional_attention",
     "conditional_layer_norm", "conditional_adapter", "num_frozen_layers", "freeze_embeddings",
     "frozen_attention_generators", "pooling", "classifier_dropout",
+    "task_adapter_size", "task_adapter_layers", "task_adapter_tasks",
 )
 #: Named sets of knob values. ``authors``: the architecture of the authors' code (CAMTL/CA-MTL on GitHub,
 #: ``src/model/encoders/ca_mtl_base.py`` and ``conditional_modules.py``), every departure of ours switched to theirs;
@@ -194,6 +195,14 @@ class CaMtlConfig(PreTrainedConfig):
             Sentence representation fed to the heads: ``"pooler"`` (BERT's pooler on the first token) or ``"mean"``.
         classifier_dropout (`float`, *optional*):
             Dropout before the task heads. Default: ``hidden_dropout_prob``.
+        task_adapter_size (`int`, *optional*):
+            Bottleneck size of the per-task adapters (``CaMtlTaskAdapter``) of the tasks in ``task_adapter_tasks``:
+            ``y = h + up_t(act(down_t(h)))`` on each listed layer's output, for the rows of task ``t`` only; every
+            other row gets exactly ``h``. Set by ``CaMtlForMultiTask.add_task_adapters``.
+        task_adapter_layers (`list[int]`, *optional*):
+            Layers whose output the task adapters modulate. Default: every layer.
+        task_adapter_tasks (`list[str]`, defaults to `[]`):
+            The tasks that have a task adapter, in slot order.
     """
 
     model_type = "camtl"
@@ -237,6 +246,9 @@ class CaMtlConfig(PreTrainedConfig):
     freeze_embeddings: bool = True
     frozen_attention_generators: bool = False
     pooling: str = "pooler"
+    task_adapter_size: int | None = None
+    task_adapter_layers: list | None = None
+    task_adapter_tasks: list | None = None
 
     def __post_init__(self, **kwargs):
         self.tasks = [normalize_task_spec(spec, i) for i, spec in enumerate(self.tasks or [])]
@@ -244,6 +256,9 @@ class CaMtlConfig(PreTrainedConfig):
             self.conditional_layers = [int(i) for i in self.conditional_layers]
         if self.adapter_layers is not None:
             self.adapter_layers = [int(i) for i in self.adapter_layers]
+        self.task_adapter_tasks = [str(name) for name in (self.task_adapter_tasks or [])]
+        if self.task_adapter_layers is not None:
+            self.task_adapter_layers = [int(i) for i in self.task_adapter_layers]
         if isinstance(self.conditional_attention_layers, (list, tuple)):
             self.conditional_attention_layers = [int(i) for i in self.conditional_attention_layers]
         # the authors' sizes (None) resolve to numbers, so the saved config says what was built
@@ -285,6 +300,7 @@ class CaMtlConfig(PreTrainedConfig):
             layers = getattr(self, field)
             if isinstance(layers, list) and (any(not 0 <= i < n for i in layers) or len(set(layers)) != len(layers)):
                 raise ValueError(f"{field} must be distinct layer indices in [0, {n - 1}], got {layers}")
+        self.validate_task_adapters()
         if self.num_frozen_layers is not None and not 0 <= self.num_frozen_layers <= n:
             raise ValueError(f"num_frozen_layers must be in [0, {n}], got {self.num_frozen_layers}")
         if self.pooling not in POOLING_CHOICES:
@@ -295,6 +311,22 @@ class CaMtlConfig(PreTrainedConfig):
         for field in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
             if not 0 <= getattr(self, field) < 1:
                 raise ValueError(f"{field} must be in [0, 1), got {getattr(self, field)}")
+
+    def validate_task_adapters(self):
+        """Raise ``ValueError`` naming the first invalid per-task adapter field."""
+        adapted = self.task_adapter_tasks
+        unknown = [name for name in adapted if name not in self.task_names]
+        if unknown or len(set(adapted)) != len(adapted):
+            raise ValueError(f"task_adapter_tasks must be distinct task names ({self.describe_tasks()}), got {adapted}")
+        size = self.task_adapter_size
+        if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 1):
+            raise ValueError(f"task_adapter_size must be a positive integer or null, got {size!r}")
+        if adapted and size is None:
+            raise ValueError(f"task_adapter_tasks {adapted} need task_adapter_size (the adapters' bottleneck size)")
+        layers, n = self.task_adapter_layers, self.num_hidden_layers
+        if layers is not None and (not layers or any(not 0 <= i < n for i in layers)
+                                   or len(set(layers)) != len(layers)):
+            raise ValueError(f"task_adapter_layers must be distinct layer indices in [0, {n - 1}], got {layers}")
 
     # ----- resolved views of the knobs (None means "as in the paper") -----
     @property
@@ -314,6 +346,15 @@ class CaMtlConfig(PreTrainedConfig):
     @property
     def adapter_layer_ids(self) -> list:
         return list(self.adapter_layers) if self.adapter_layers is not None else [self.num_hidden_layers - 1]
+
+    @property
+    def task_adapter_layer_ids(self) -> list:
+        """Layers with per-task adapters: none without adapted tasks, else ``task_adapter_layers`` (default all)."""
+        if not self.task_adapter_tasks:
+            return []
+        if self.task_adapter_layers is not None:
+            return list(self.task_adapter_layers)
+        return list(range(self.num_hidden_layers))
 
     @property
     def frozen_layer_count(self) -> int:
