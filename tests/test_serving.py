@@ -218,3 +218,27 @@ def test_the_trained_default_model_exports_within_1e_4_on_real_rows_of_every_tas
     got = runner(**batch).logits
     finite = torch.isfinite(expected)
     assert torch.equal(finite, torch.isfinite(got)) and (got - expected)[finite].abs().max() <= 1e-4
+
+
+def test_the_app_serves_every_backend_with_the_same_answers_and_errors(exported, checkpoint, monkeypatch, tmp_path):
+    import gradio as gr
+
+    import app
+
+    monkeypatch.setenv("CAMTL_CACHE", str(tmp_path))
+    torch_predictor = app.Predictor(str(checkpoint))
+    onnx_predictor = app.Predictor(str(exported), backend="onnx")
+    assert onnx_predictor.pipe.backend == "onnx" and list(onnx_predictor.tasks) == GLUE
+    answer, _, note = onnx_predictor.predict("sst2", "a gripping, funny film")
+    expected, _, expected_note = torch_predictor.predict("sst2", "a gripping, funny film")
+    assert answer == pytest.approx(expected, abs=1e-4) and note.split("(")[0] == expected_note.split("(")[0]
+    assert onnx_predictor.predict("stsb", "A man plays.", "Someone plays.")[1] == pytest.approx(
+        torch_predictor.predict("stsb", "A man plays.", "Someone plays.")[1], abs=1e-3)
+    assert [row[0] for row in onnx_predictor.predict_all("A man plays.", "Someone plays.")] == \
+        [row[0] for row in torch_predictor.predict_all("A man plays.", "Someone plays.")]
+    with pytest.raises(gr.Error, match="Unknown task 'qqp'"):
+        onnx_predictor.predict("qqp", "a film")
+    with pytest.raises(gr.Error, match="empty"):
+        onnx_predictor.predict("sst2", "  ")
+    with pytest.raises(SystemExit):
+        app.main(["--backend", "tensorrt"])
