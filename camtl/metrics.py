@@ -7,6 +7,8 @@ that is averaged across tasks, following the GLUE leaderboard:
 - ``accuracy`` (SST-2, RTE, WNLI, QNLI, MNLI): ``accuracy``; main = accuracy.
 - ``f1`` (MRPC, QQP): ``f1`` and ``accuracy``; main = their mean.
 - ``pearson_spearman`` (STS-B): ``pearson`` and ``spearman``; main = their mean.
+- ``f1_micro`` / ``f1_macro`` (multi-label tasks): ``f1_micro``, ``f1_macro`` and ``subset_accuracy`` (every label
+  right) of the labels whose sigmoid reaches the threshold (0.5); main = the named F1.
 
 F1 is binary F1 of class 1 for two classes, macro F1 for more. Degenerate inputs (constant
 predictions or labels, a single example) give 0.0 rather than NaN, and no warning.
@@ -27,7 +29,8 @@ import numpy as np
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
-METRICS: tuple[str, ...] = ("mcc", "accuracy", "f1", "pearson_spearman")
+METRICS: tuple[str, ...] = ("mcc", "accuracy", "f1", "pearson_spearman", "f1_micro", "f1_macro")
+from modeling_camtl.pipeline_camtl import MULTI_LABEL_THRESHOLD  # noqa: E402  (one home: the pipeline's default)
 
 
 class _HasMetric(Protocol):
@@ -42,12 +45,16 @@ def compute_task_metrics(task: _HasMetric | str, predictions: Any, labels: Any) 
         task: a `camtl.tasks.TaskDef` or a metric name from `METRICS`.
         predictions: class ids (N,) or logits (N, C) for classification (argmax taken);
             scores (N,) or (N, 1) for regression.
-        labels: gold ids or scores (N,); float ids (as the collator makes them) are fine.
+            multi-label (``f1_micro``/``f1_macro``): 0/1 predictions or logits (N, L) (a logit counts when its
+            sigmoid reaches `MULTI_LABEL_THRESHOLD`, i.e. logit >= 0 at 0.5; give 0/1 to use another threshold).
+        labels: gold ids or scores (N,); float ids (as the collator makes them) are fine. Multi-label: multi-hot (N, L).
     """
     metric = task if isinstance(task, str) else task.metric
     if metric not in METRICS:
         raise ValueError(f"Unknown metric {metric!r}; valid metrics: {list(METRICS)}.")
     preds = np.asarray(predictions)
+    if metric in ("f1_micro", "f1_macro"):
+        return multi_label_metrics(metric, preds, np.asarray(labels))
     golds = np.asarray(labels).reshape(-1)
     if metric == "pearson_spearman":
         return regression_metrics(preds.reshape(-1) if preds.ndim == 2 and preds.shape[1] == 1 else preds, golds)
@@ -78,6 +85,24 @@ def classification_metrics(
         f1 = _finite(f1_score(golds, preds, average=average, zero_division=0.0))
         return {"f1": f1, "accuracy": accuracy, "main": (f1 + accuracy) / 2}
     raise ValueError(f"{metric!r} is not a classification metric; valid: ['mcc', 'accuracy', 'f1'].")
+
+
+def multi_label_metrics(metric: str, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Micro and macro F1 and subset accuracy of a multi-label task, with ``"main"`` the one ``metric`` names.
+
+    ``predictions`` (N, L): 0/1, or logits (any other value; a label is predicted when its sigmoid reaches
+    `MULTI_LABEL_THRESHOLD`); ``labels`` (N, L) multi-hot."""
+    preds, golds = np.asarray(predictions, dtype=np.float64), np.asarray(labels, dtype=np.float64)
+    if preds.ndim != 2 or preds.shape != golds.shape or len(preds) == 0:
+        raise ValueError(f"multi-label predictions and labels must both have shape (N, labels), N > 0; got "
+                         f"{preds.shape} and {golds.shape}")
+    if not np.isin(preds, (0.0, 1.0)).all():
+        preds = 1 / (1 + np.exp(-preds)) >= MULTI_LABEL_THRESHOLD  # logits
+    preds, golds = preds.astype(np.int64), (golds >= 0.5).astype(np.int64)
+    scores = {f"f1_{average}": _finite(f1_score(golds, preds, average=average, zero_division=0.0))
+              for average in ("micro", "macro")}
+    scores["subset_accuracy"] = float((preds == golds).all(axis=1).mean())
+    return {**scores, "main": scores[metric]}
 
 
 def regression_metrics(predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
