@@ -30,7 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from camtl.data import MultiTaskCollator, get_task, load_split, resolve_labels, tokenize_split  # noqa: E402
+from camtl.readers import MultiTaskCollator, tokenize_split  # noqa: E402
+from camtl.tasks import get_task, load_split, resolve_labels  # noqa: E402
 from camtl.trainer import predict, rows_to_features  # noqa: E402
 
 CONFIDENT = 0.5  # a normalised entropy below this is a confident prediction

@@ -64,7 +64,7 @@ from .checkpointing import (
     save_model,
 )
 from .config import RunConfig, config_to_dict, dump_config, flat_hparams, resolve_config, validate_config
-from .data import TaskDef
+from .tasks import TaskDef
 from .interrupt import StopRequest, stopped_at_once_line, stopped_line
 from .metrics import compute_task_metrics, glue_average, majority_class_reference
 from .model_card import write_model_card

