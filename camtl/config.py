@@ -132,9 +132,10 @@ class SamplingArgs:
             the k-th regression task. The authors' code takes sst2's (when mrpc is present too).
         score_mode: uncertainty only: the model's mode while it scores the candidates: eval (ours, no
             dropout) or train (the authors', dropout on).
-        candidates_per_task: uncertainty only: candidates drawn from every task and scored at each step. null = the
-            global batch size (the paper's: 5 tasks x 32 = 160 rows scored for 32 trained); fewer cost less to score.
-            With allocation proportional: the candidates of the batch's one task (null = 2 x the global batch).
+        candidates_per_task: uncertainty only: the rows drawn as candidates from a task each time it is scored.
+            Allocation entropy scores every task at each step (null = the global batch size, the paper's: 5 tasks x
+            32 = 160 rows scored for 32 trained; fewer cost less to score); allocation proportional scores the
+            batch's one task (null = 2 x the global batch).
         allocation: uncertainty only: how a batch is split over the tasks. proportional (ours, the default): one
             task per batch drawn by its size, as the proportional strategy does; the entropy picks that task's rows
             (its most uncertain candidates). entropy (the paper's): the most uncertain candidates of all tasks, with
