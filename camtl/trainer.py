@@ -25,7 +25,7 @@ import shlex
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -64,11 +64,11 @@ from .checkpointing import (
     save_model,
 )
 from .config import RunConfig, config_to_dict, dump_config, flat_hparams, resolve_config, validate_config
-from .tasks import TaskDef
 from .interrupt import StopRequest, stopped_at_once_line, stopped_line
 from .metrics import compute_task_metrics, glue_average, majority_class_reference
 from .model_card import write_model_card
 from .sampling import EntropyUncertaintySampler, Example, TaskSampler, make_sampler
+from .tasks import TaskDef
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -181,9 +181,11 @@ class LoopState:
 
     @classmethod
     def from_dict(cls, state: dict[str, Any]) -> LoopState:
-        """The state of a ``trainer_state.json``; ValueError naming the keys it lacks or does not know."""
+        """The state of a ``trainer_state.json``; ValueError naming the keys it lacks or does not know. (A field added
+        later needs a default, the value older runs had: their checkpoints lack it.)"""
         names = [f.name for f in fields(cls)]
-        missing, unknown = sorted(set(names) - set(state)), sorted(set(state) - set(names))
+        required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
+        missing, unknown = sorted(set(required) - set(state)), sorted(set(state) - set(names))
         if missing or unknown:
             raise ValueError(f"Not a camtl trainer state: missing keys {missing}, unknown keys {unknown}; "
                              f"expected {names}.")
