@@ -484,10 +484,12 @@ def check_backend(backend: str) -> str:
 
 
 def model_fingerprint(path) -> str:
-    """sha256 (16 hex digits) of a checkpoint folder's config and weights: the name of its cached export."""
+    """sha256 (16 hex digits) of a checkpoint folder's config, code and weights, and of this export's format: the name
+    of its cached export."""
     folder = Path(path)
-    files = [folder / "config.json", *sorted(folder.glob("*.safetensors")), *sorted(folder.glob("*.bin"))]
-    digest = hashlib.sha256()
+    files = [folder / "config.json", *sorted(folder.glob("*.py")), *sorted(folder.glob("*.safetensors")),
+             *sorted(folder.glob("*.bin"))]
+    digest = hashlib.sha256(f"camtl-onnx-{FORMAT_VERSION}-opset{OPSET}".encode())
     for file in files:
         if file.is_file():
             digest.update(file.name.encode() + b"\0" + _sha256(file).encode())
