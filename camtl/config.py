@@ -56,8 +56,8 @@ class ModelArgs:
     Args:
         base_model: BERT-layout checkpoint (folder or Hub id). Default: the bundled all-MiniLM-L6-v2.
         trainable: which parameters train: paper (embeddings and lower half frozen), adapters (backbone
-            frozen), all, or new_tasks (with init_from: only the added tasks' embedding rows and heads, so the
-            old tasks' outputs stay bit-identical). new_tasks is the model's set_trainable("tasks", tasks=names)
+            frozen), all, or new_tasks (with init_from: only the added tasks' embedding rows, heads and, with
+            new_task_adapter_size, their own adapters, so the old tasks' outputs stay bit-identical). new_tasks is the model's set_trainable("tasks", tasks=names)
             with the names found for you: the tasks of data.tasks that init_from lacks (two names because the
             model's mode trains any tasks it is given, the run's only the new ones).
         init_from: continue from a trained CA-MTL model (folder or Hub id) instead of base_model. Its tasks keep
