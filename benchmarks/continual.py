@@ -223,7 +223,14 @@ class Bench:
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
         self.pad_id = self.tokenizer.pad_token_id
         self.old = {name: encode(self.tokenizer, old_task_rows(name)) for name in OLD_TASKS}
-        self.before = {name: self.old_logits(self.model, name) for name in OLD_TASKS}
+        self._before: dict = {}  # (task, rows) -> the unchanged model's logits, computed when first needed
+
+    def before(self, name: str, rows: int | None = None) -> torch.Tensor:
+        """The unchanged model's logits on the first ``rows`` dev rows of old task ``name`` (None: all), batched as
+        ``old_logits`` batches them for the changed model (the same batches: a bit-for-bit comparison)."""
+        if (name, rows) not in self._before:
+            self._before[(name, rows)] = self.old_logits(self.model, name, rows)
+        return self._before[(name, rows)]
 
     def old_logits(self, model, name: str, rows: int | None = None) -> torch.Tensor:
         logits = predict(model, self.old[name][:rows], model.task_id(name), self.pad_id)
@@ -265,7 +272,7 @@ def run_continual(bench: Bench, arm: str, task: str, seed: int, lr: float, args,
     score = task_score(spec, predict(model, test, new_id, bench.pad_id), test)
     rows = None if full_old_dev else args.old_rows  # every dev row, or the first ``--old-rows`` of each old task
     after = {name: bench.old_logits(model, name, rows) for name in OLD_TASKS}
-    before = {name: bench.before[name][:rows] for name in OLD_TASKS}
+    before = {name: bench.before(name, rows) for name in OLD_TASKS}
     before_scores, after_scores = bench.old_scores(before, rows), bench.old_scores(after, rows)
     reference = dict(bench.model.named_parameters())  # the old tables' rows: the first ones of the grown tables
     changed = [name for name, p in model.named_parameters()
