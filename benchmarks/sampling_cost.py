@@ -13,7 +13,8 @@ Settings:
   unc-paper-pool-grouped  the same with ``--train.group_by_length true`` (length-sorted pieces, accumulated);
   unc-pool-16/-8      MT-Uncertainty with 16 / 8 candidates per task;
   unc-prop(-48)       MT-Uncertainty with ``--sampling.allocation proportional``: one task per batch, drawn as
-                      proportional draws it, its 32 most uncertain of 64 (48) candidates of that task.
+                      proportional draws it, its 32 most uncertain of 64 (48) candidates of that task;
+  unc-prop-grouped    the default (unc-prop) with ``--train.group_by_length true``.
 
     python benchmarks/sampling_cost.py                      # 3 rounds of 15 steps per setting
 """
@@ -51,24 +52,30 @@ SETTINGS = {
     "unc-prop": ["--sampling.strategy", "uncertainty", "--sampling.allocation", "proportional"],
     "unc-prop-48": ["--sampling.strategy", "uncertainty", "--sampling.allocation", "proportional",
                     "--sampling.candidates_per_task", "48"],
+    "unc-prop-grouped": ["--sampling.strategy", "uncertainty", "--sampling.allocation", "proportional",
+                         "--train.group_by_length", "true"],
 }
 
 
-def build(name: str, extra: list[str], args) -> trainer.Run:
+def build(name: str, extra: list[str], args) -> tuple[trainer.Run, trainer.LoopState]:
     cfg = parse_config(["--config", str(ROOT / "configs" / "glue.yaml"), "--data.data_dir", args.data_dir,
                               "--output_dir", str(Path(args.work_dir) / name), "--overwrite_output_dir", "true",
                               "--train.max_steps", "100000", "--train.report_to", "none",
                               "--train.mixed_precision", args.mixed_precision, "--train.learning_rate", "1e-4",
                               "--model.camtl", "{}",  # the paper's freezing, whatever glue.yaml's recipe says
                               *extra])
-    run = trainer.setup(cfg)
-    trainer.prepare(run)
+    run = trainer.prepare(trainer.setup(cfg))
     run.model.train()
-    run.state, _ = trainer._start_state(run)
-    return run
+    state, _ = trainer._start_state(run)
+    return run, state
 
 
-def timed_steps(run: trainer.Run, steps: int) -> dict:
+def _ratio(value: float | None) -> str:
+    """A ratio cell of the table: '-' where its reference setting was not measured."""
+    return "-" if value is None else f"{value:.2f}"
+
+
+def timed_steps(run: trainer.Run, state: trainer.LoopState, steps: int) -> dict:
     real = padded = 0
     original_next = run.batches.next
 
@@ -82,7 +89,7 @@ def timed_steps(run: trainer.Run, steps: int) -> dict:
     run.batches.next = counting_next
     start = time.perf_counter()
     for _ in range(steps):
-        trainer._train_step(run, run.state)
+        trainer._train_step(run, state)
     seconds = (time.perf_counter() - start) / steps
     run.batches.next = original_next
     return {"s_per_step": seconds, "real_tokens": real / steps, "padded_tokens": padded / steps}
@@ -101,11 +108,11 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     command = "python benchmarks/sampling_cost.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     runs = {name: build(name, SETTINGS[name], args) for name in args.settings}
-    for run in runs.values():
-        timed_steps(run, args.warmup)
+    for run, state in runs.values():
+        timed_steps(run, state, args.warmup)
     rounds = []
     for _ in range(args.rounds):
-        rounds.append({name: timed_steps(run, args.steps) for name, run in runs.items()})
+        rounds.append({name: timed_steps(run, state, args.steps) for name, (run, state) in runs.items()})
     summary = {}
     for name in runs:
         per_round = [r[name] for r in rounds]
@@ -118,7 +125,7 @@ def main(argv=None) -> dict:
             "real_tokens_per_step": statistics.fmean(r["real_tokens"] for r in per_round),
             "padded_tokens_per_step": statistics.fmean(r["padded_tokens"] for r in per_round),
         }
-    precision = next(iter(runs.values())).cfg.train.mixed_precision
+    precision = next(iter(runs.values()))[0].cfg.train.mixed_precision
     result = {"command": command, "hardware": f"{cpu_name()}, {os.cpu_count()} cores, CPU only",
               "mixed_precision": precision, "steps_per_round": args.steps, "rounds": rounds, "summary": summary}
     out = Path(args.out)
@@ -128,8 +135,8 @@ def main(argv=None) -> dict:
              "| setting | s/step (median) | x proportional | x balanced | real tokens/step | padded tokens/step |",
              "|---|---:|---:|---:|---:|---:|"]
     for name, row in summary.items():
-        lines.append(f"| {name} | {row['s_per_step_median']:.3f} | {row['ratio_to_proportional'] or 0:.2f} | "
-                     f"{row['ratio_to_balanced'] or 0:.2f} | {row['real_tokens_per_step']:.0f} | "
+        lines.append(f"| {name} | {row['s_per_step_median']:.3f} | {_ratio(row['ratio_to_proportional'])} | "
+                     f"{_ratio(row['ratio_to_balanced'])} | {row['real_tokens_per_step']:.0f} | "
                      f"{row['padded_tokens_per_step']:.0f} |")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -1,5 +1,6 @@
-"""The run configuration of `camtl.trainer` (what ``train.py`` parses): dataclasses read by jsonargparse from a YAML file
-and the command line, their validation, and their resolution (bundled base model, absolute folders, mixed precision).
+"""The run configuration of `camtl.trainer` (what ``train.py`` parses): dataclasses read by jsonargparse from a YAML
+file and the command line, their validation, and their resolution (bundled base model, absolute folders, mixed
+precision).
 """
 
 from __future__ import annotations
@@ -10,25 +11,30 @@ import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal, get_args
 
 import torch
 import yaml
 
-from modeling_camtl import CAMTL_KNOBS as MODEL_KNOBS, CAMTL_PRESETS
+from modeling_camtl import CAMTL_KNOBS as MODEL_KNOBS
+from modeling_camtl import CAMTL_PRESETS
 
 from .paths import PROJECT_ROOT
-from .sampling import ALLOCATIONS, SAMPLERS
+from .sampling import ALLOCATIONS, REGRESSION_SCORES, SAMPLERS, SETTING_RULES, check_setting
 
 QUICKSTART_TASKS = ["cola", "sst2", "mrpc", "stsb", "rte"]
-SamplingStrategy = Literal["proportional", "uniform", "temperature", "sequential", "uncertainty"]
+#: The choices of ``sampling.strategy``, ``sampling.allocation`` and ``sampling.regression_scores``: camtl.sampling's.
+SamplingStrategy = Literal[tuple(SAMPLERS)]
+Allocation = Literal[tuple(ALLOCATIONS)]
+RegressionScores = Literal[REGRESSION_SCORES]
 TrainableMode = Literal["paper", "adapters", "all", "new_tasks"]
 MixedPrecision = Literal["auto", "no", "bf16", "fp16"]
 
-#: Keys that ``model.camtl`` may set: a preset (``preset: authors``) and CA-MTL knob overrides (the BERT architecture
-#: comes from the base model).
-CAMTL_KNOBS = ("preset", *MODEL_KNOBS, "hidden_dropout_prob", "attention_probs_dropout_prob", "attn_implementation")
+#: Keys of ``model.camtl`` that are not knobs of the model's config: a preset (``preset: authors``), BERT's two dropout
+#: rates and the attention implementation (the rest of BERT's architecture comes from the base model).
+RUN_ONLY_KNOBS = ("preset", "hidden_dropout_prob", "attention_probs_dropout_prob", "attn_implementation")
+#: Keys that ``model.camtl`` may set: the model's CA-MTL knobs (`modeling_camtl.CAMTL_KNOBS`) and `RUN_ONLY_KNOBS`.
+CAMTL_KNOBS = (*MODEL_KNOBS, *RUN_ONLY_KNOBS)
 #: Fields that may differ between two invocations of the same run (resume, overwrite, interruption).
 RUN_CONTROL_FIELDS = ("output_dir", "overwrite_output_dir", "resume_from_checkpoint", "logging_dir",
                       "train.max_steps_this_run", "train.report_to")
@@ -77,7 +83,8 @@ class DataArgs:
     """The tasks and their data.
 
     Args:
-        tasks: GLUE task names (cola, sst2, mrpc, stsb, rte, wnli, qnli, mnli, qqp) and/or file tasks
+        tasks: GLUE task names (cola, sst2, mrpc, stsb, rte, wnli, qnli, mnli, qqp), built-in auxiliary tasks
+            (sick_e, sick_r, snli, trec, mr, subj, cr, mpqa, cb, boolq, wic, ag_news, qnli_dev) and/or file tasks
             ({name, train_file, validation_file, text_columns, label_column, kind, labels, ...}; a relative file
             path is looked up in data_dir, then in the working directory; .txt files with tabs are TSV).
         data_dir: folder in the GLUE TSV layout (<data_dir>/SST-2/train.tsv); null reads nyu-mll/glue
@@ -85,6 +92,13 @@ class DataArgs:
         max_length: maximum tokens per example (longer inputs are truncated).
         max_train_rows: keep at most this many training rows per task (a seeded random sample).
         max_eval_rows: keep at most this many dev rows per task (a seeded random sample).
+        extra_dir: folder of the auxiliary sets that the built-in tasks sick_e, sick_r, snli, trec, mr, subj, cr,
+            mpqa, cb, boolq, wic and ag_news read (camtl/tasks.py: EXTRA_TASKS; qnli_dev reads data_dir's QNLI). A
+            relative path is read from the working directory, else from the project root (when the data is read, so
+            that runs saved before this setting existed resume unchanged).
+        protected_tasks: tasks whose dev sets no training row may hold, besides the dev sets of data.tasks (which
+            are always protected): the leakage filter (camtl/leakage.py) drops every training row that equals or
+            contains one of their sentences, or is most of one. For a donor run whose target is evaluated later.
     """
 
     tasks: list[str | dict[str, Any]] = field(default_factory=lambda: list(QUICKSTART_TASKS))
@@ -92,6 +106,9 @@ class DataArgs:
     max_length: int = 128
     max_train_rows: int | None = None
     max_eval_rows: int | None = None
+    # issue 22: auxiliary tasks and the leakage filter
+    extra_dir: str | None = "../shared/data/extra"
+    protected_tasks: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -115,24 +132,31 @@ class SamplingArgs:
             the k-th regression task. The authors' code takes sst2's (when mrpc is present too).
         score_mode: uncertainty only: the model's mode while it scores the candidates: eval (ours, no
             dropout) or train (the authors', dropout on).
-        candidates_per_task: uncertainty only: candidates drawn from every task and scored at each step. null = the
-            global batch size (the paper's: 5 tasks x 32 = 160 rows scored for 32 trained); fewer cost less to score.
-            With allocation proportional: the candidates of the batch's one task (null = 2 x the global batch).
+        candidates_per_task: uncertainty only: the rows drawn as candidates from a task each time it is scored.
+            Allocation entropy scores every task at each step (null = the global batch size, the paper's: 5 tasks x
+            32 = 160 rows scored for 32 trained; fewer cost less to score); allocation proportional scores the
+            batch's one task (null = 2 x the global batch).
         allocation: uncertainty only: how a batch is split over the tasks. proportional (ours, the default): one
             task per batch drawn by its size, as the proportional strategy does; the entropy picks that task's rows
             (its most uncertain candidates). entropy (the paper's): the most uncertain candidates of all tasks, with
             the floor. See camtl/sampling.py and BENCHMARKS.md for why.
+        task_budgets: per-task cap on training rows, {task: rows} (a seeded sample of that many, after the leakage
+            filter): the rows a task brings, hence its share of the batches under proportional sampling (and
+            proportional allocation), so that a large auxiliary set does not crowd the GLUE tasks out. Tasks not
+            named keep all their rows (data.max_train_rows still applies to every task).
     """
 
     strategy: SamplingStrategy = "uncertainty"
     temperature: float = 2.0
     min_rows_per_task: int | None = None
     warmup_steps: int = 0
-    regression_scores: Literal["borrow", "own"] = "borrow"
+    regression_scores: RegressionScores = "borrow"
     regression_score_source: str | None = None
     score_mode: Literal["eval", "train"] = "eval"
     candidates_per_task: int | None = None
-    allocation: Literal["entropy", "proportional"] = "proportional"
+    allocation: Allocation = "proportional"
+    # issue 22: many tasks of very different sizes
+    task_budgets: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -264,7 +288,7 @@ def flat_hparams(cfg: RunConfig) -> dict[str, Any]:
             for k, v in _flatten(config_to_dict(cfg)).items()}
 
 
-def _resolve_path(path: str) -> str:
+def resolve_path(path: str) -> str:
     """``path`` as given when it exists from the working directory, else from the project root."""
     if os.path.isabs(path) or os.path.exists(path) or not (PROJECT_ROOT / path).exists():
         return os.path.abspath(path)
@@ -284,7 +308,7 @@ def resolve_config(cfg: RunConfig) -> RunConfig:
     if cfg.model.init_from is not None and os.path.exists(cfg.model.init_from):
         cfg.model.init_from = os.path.abspath(cfg.model.init_from)
     if cfg.data.data_dir is not None:
-        cfg.data.data_dir = _resolve_path(cfg.data.data_dir)
+        cfg.data.data_dir = resolve_path(cfg.data.data_dir)
     if cfg.logging_dir is None:
         cfg.logging_dir = os.path.join(cfg.output_dir, "logs")
     if cfg.train.mixed_precision == "auto":
@@ -294,7 +318,7 @@ def resolve_config(cfg: RunConfig) -> RunConfig:
 
 def native_bf16() -> bool:
     """Whether this machine computes bf16 natively: a CUDA GPU that supports it, else a CPU with AVX512-BF16 or AMX
-    (where bf16 autocast makes a MiniLM training step about 1.4x and inference about 2x faster than fp32)."""
+    (where bf16 autocast trains and predicts faster than fp32: BENCHMARKS.md has the figures)."""
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
     cpu = getattr(torch, "cpu", None)
@@ -333,13 +357,6 @@ def validate_config(cfg: RunConfig) -> None:
          "a positive integer or null"),
         ("data.max_eval_rows", d.max_eval_rows, d.max_eval_rows is None or d.max_eval_rows >= 1,
          "a positive integer or null"),
-        ("sampling.temperature", s.temperature, math.isfinite(s.temperature) and s.temperature > 0,
-         "a positive number"),
-        ("sampling.min_rows_per_task", s.min_rows_per_task, s.min_rows_per_task is None or s.min_rows_per_task >= 0,
-         "a non-negative integer or null"),
-        ("sampling.warmup_steps", s.warmup_steps, s.warmup_steps >= 0, "a non-negative integer"),
-        ("sampling.candidates_per_task", s.candidates_per_task,
-         s.candidates_per_task is None or s.candidates_per_task >= 1, "a positive integer or null"),
         ("model.new_task_adapter_size", cfg.model.new_task_adapter_size,
          cfg.model.new_task_adapter_size is None or (cfg.model.new_task_adapter_size >= 1 and cfg.model.init_from),
          "a positive integer with model.init_from (the model the new tasks are added to), or null"),
@@ -347,10 +364,8 @@ def validate_config(cfg: RunConfig) -> None:
     for name, value, ok, allowed in checks:
         if not ok:
             raise ValueError(f"Bad value {name}={value!r}: must be {allowed}.")
-    if s.strategy not in SAMPLERS:
-        raise ValueError(f"Unknown sampling strategy {s.strategy!r}; valid strategies: {list(SAMPLERS)}.")
-    if s.allocation not in ALLOCATIONS:
-        raise ValueError(f"Unknown sampling.allocation {s.allocation!r}; valid allocations: {list(ALLOCATIONS)}.")
+    for name in SETTING_RULES:  # the samplers' own rules; make_sampler checks the strategy and the allocation
+        check_setting(name, getattr(s, name), prefix="sampling.")
     modes = list(get_args(TrainableMode))
     if cfg.model.trainable not in modes:
         raise ValueError(f"Unknown trainable mode {cfg.model.trainable!r}; valid modes: {modes}.")
@@ -365,6 +380,10 @@ def validate_config(cfg: RunConfig) -> None:
     if cfg.model.camtl.get("preset", "ours") not in CAMTL_PRESETS:
         raise ValueError(f"Unknown model.camtl preset {cfg.model.camtl['preset']!r}; valid presets: "
                          f"{list(CAMTL_PRESETS)}.")
+    bad_budgets = {k: v for k, v in s.task_budgets.items() if not (isinstance(v, int) and v >= 1)}
+    if bad_budgets:
+        raise ValueError(f"Bad value sampling.task_budgets={s.task_budgets!r}: every budget must be a positive "
+                         f"integer (rows), not {bad_budgets}.")
     if not d.tasks:
         raise ValueError("data.tasks is empty: name at least one task (GLUE names such as 'rte', or file tasks).")
     if d.data_dir is not None and not os.path.isdir(d.data_dir):

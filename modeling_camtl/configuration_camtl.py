@@ -10,24 +10,20 @@ import re
 from transformers import PreTrainedConfig
 
 TASK_KINDS = ("classification", "regression")
-POOLING_CHOICES = ("pooler", "mean")
-#: Fields whose value must be one of a few words: ours (the default) first, the authors' design second.
+#: Fields whose value must be one of a few words: the default first (ours), then the others (the authors' design).
 CHOICE_FIELDS = {
     "conditional_attention_film": ("per_block", "shared"),
     "task_transform": ("residual_mlp", "linear"),
     "alignment_input": ("transformed", "raw"),
     "conditional_layer_norm_gain": ("scale", "film"),
     "adapter_style": ("residual", "replace"),
+    "pooling": ("pooler", "mean"),
 }
-#: The CA-MTL fields of the config (BERT's own fields and ``tasks`` aside), one home for every list of knobs.
-CAMTL_KNOBS = (
-    "task_embedding_dim", "task_embedding_init_std", "generator_init_std", "task_transform", "alignment_input",
-    "conditional_layers", "conditional_attention_layers", "adapter_layers", "adapter_size", "adapter_style",
-    "reinit_adapter_layers", "conditional_attention_blocks", "conditional_attention_span",
-    "conditional_attention_film", "conditional_layer_norm_gain", "conditional_alignment", "conditional_attention",
-    "conditional_layer_norm", "conditional_adapter", "num_frozen_layers", "freeze_embeddings",
-    "frozen_attention_generators", "pooling", "classifier_dropout",
-    "task_adapter_size", "task_adapter_layers", "task_adapter_tasks",
+#: BERT's architecture fields: `CaMtlForMultiTask.from_bert` copies them from the BERT checkpoint.
+BERT_FIELDS = (
+    "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "hidden_act",
+    "hidden_dropout_prob", "attention_probs_dropout_prob", "max_position_embeddings", "type_vocab_size",
+    "initializer_range", "layer_norm_eps", "pad_token_id",
 )
 #: Named sets of knob values. ``authors``: the architecture of the authors' code (CAMTL/CA-MTL on GitHub,
 #: ``src/model/encoders/ca_mtl_base.py`` and ``conditional_modules.py``), every departure of ours switched to theirs;
@@ -48,58 +44,82 @@ CAMTL_PRESETS = {
         "reinit_adapter_layers": True,  # the adapter (top) layer is trained from scratch
     },
 }
-_TASK_NAME = re.compile(r"^[A-Za-z0-9_\-]+$")
+#: The one home of the task-spec rules (`check_task_fields`): a task's name, its kind and, for a data task, its metric.
+TASK_NAME_RULE = "letters, digits, '_' or '-', starting with a letter or a digit (e.g. 'sst2', 'sick_e')"
+_TASK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
+#: The metrics that fit each task kind.
+METRICS_FOR_KIND = {
+    "classification": ("mcc", "accuracy", "f1"),
+    "regression": ("pearson_spearman",),
+}
+TASK_SPEC_FIELDS = ("name", "kind", "labels", "text_fields", "label_range")
+
+
+def check_task_fields(name, kind, labels, text_fields, label_range=None, metric=None, where=None) -> dict:
+    """The one check of a task's fields, shared by the model config (`normalize_task_spec`) and the data side
+    (``camtl.tasks.TaskDef``): returns them normalised, or raises ``ValueError`` naming the bad field and the valid
+    choices.
+
+    - ``name``: `TASK_NAME_RULE` (it names the task's head module and its config entry);
+    - ``kind``: one of `TASK_KINDS`;
+    - ``labels``: at least two distinct names for classification (``None``: not known yet, a data file will tell);
+      none for regression;
+    - ``text_fields``: one or two names of input texts;
+    - ``label_range``: ``[lo, hi]`` with ``lo < hi``, regression only (``None`` stays ``None``);
+    - ``metric`` (data tasks only, ``None``: not checked): one of ``METRICS_FOR_KIND[kind]``.
+
+    ``where`` prefixes the messages (``"tasks[3]"``); default ``"Task <name>"``.
+    """
+    if not isinstance(name, str) or not _TASK_NAME.match(name):
+        raise ValueError(f"{where or 'Task'}: invalid task name {name!r}: use {TASK_NAME_RULE}")
+    where = f"{where} ({name})" if where else f"Task {name!r}"
+    if kind not in TASK_KINDS:
+        raise ValueError(f"{where}: unknown kind {kind!r}; valid kinds: {list(TASK_KINDS)}")
+    if labels is not None:
+        labels = [str(label) for label in ([labels] if isinstance(labels, str) else labels)]
+    if kind == "classification" and labels is not None:
+        if len(labels) < 2:
+            raise ValueError(f"{where}: labels: a classification task needs at least 2 label names, got {labels}")
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"{where}: labels: duplicate label names in {labels}")
+    if kind == "regression" and labels:
+        raise ValueError(f"{where}: labels: a regression task has no labels, got {labels}")
+    text_fields = [str(f) for f in ([text_fields] if isinstance(text_fields, str) else text_fields)]
+    if len(text_fields) not in (1, 2):
+        raise ValueError(f"{where}: text_fields must name one text or a pair, got {text_fields}")
+    if label_range is not None:
+        if kind != "regression":
+            raise ValueError(f"{where}: label_range is for regression tasks only")
+        label_range = [float(v) for v in label_range]
+        if len(label_range) != 2 or not label_range[0] < label_range[1]:
+            raise ValueError(f"{where}: label_range must be [lo, hi] with lo < hi, got {label_range}")
+    if metric is not None and metric not in METRICS_FOR_KIND[kind]:
+        raise ValueError(f"{where}: metric {metric!r} does not fit a {kind} task; valid: {list(METRICS_FOR_KIND[kind])}")
+    return {"name": name, "kind": kind, "labels": labels, "text_fields": text_fields, "label_range": label_range}
 
 
 def normalize_task_spec(spec, index: int = 0) -> dict:
     """Return one task spec as a plain, JSON-safe dict, or raise ``ValueError`` naming the bad field.
 
-    A spec is a dict (or an object with ``to_spec()``) with:
-      - ``name``: unique id, letters, digits, ``_`` or ``-`` (it names the task's head module);
-      - ``kind``: ``"classification"`` or ``"regression"``;
-      - ``labels``: label names, at least two, for classification; empty for regression;
-      - ``text_fields``: the names of the one or two input texts (e.g. ``["premise", "hypothesis"]``);
-      - ``label_range``: ``[lo, hi]`` of a regression target (used to score its uncertainty), default ``[0, 1]``.
+    A spec is a dict (or an object with ``to_spec()``) with ``name``, ``kind`` (default classification), ``labels``,
+    ``text_fields`` (default ``["text"]``) and, for regression, ``label_range`` (used to score its uncertainty, default
+    ``[0, 1]``); the rules are `check_task_fields`'.
     """
     if hasattr(spec, "to_spec"):
         spec = spec.to_spec()
     if not isinstance(spec, dict):
         raise ValueError(f"tasks[{index}] must be a dict with name/kind/labels/text_fields, got {type(spec).__name__}")
-    unknown = set(spec) - {"name", "kind", "labels", "text_fields", "label_range"}
+    unknown = set(spec) - set(TASK_SPEC_FIELDS)
     if unknown:
-        raise ValueError(
-            f"tasks[{index}] has unknown field(s) {sorted(unknown)}; valid fields: name, kind, labels, text_fields, "
-            "label_range"
-        )
-    name = spec.get("name")
-    if not isinstance(name, str) or not _TASK_NAME.match(name):
-        raise ValueError(f"tasks[{index}].name must be a non-empty string of letters, digits, '_' or '-', got {name!r}")
+        raise ValueError(f"tasks[{index}] has unknown field(s) {sorted(unknown)}; valid fields: "
+                         + ", ".join(TASK_SPEC_FIELDS))
     kind = spec.get("kind", "classification")
-    if kind not in TASK_KINDS:
-        raise ValueError(f"tasks[{index}] ({name}).kind must be one of {list(TASK_KINDS)}, got {kind!r}")
-    labels = [str(label) for label in (spec.get("labels") or [])]
-    if kind == "classification" and len(labels) < 2:
-        raise ValueError(f"tasks[{index}] ({name}).labels must list at least two label names, got {labels}")
-    if kind == "classification" and len(set(labels)) != len(labels):
-        raise ValueError(f"tasks[{index}] ({name}).labels has duplicates: {labels}")
-    if kind == "regression" and labels:
-        raise ValueError(f"tasks[{index}] ({name}) is a regression task: labels must be empty, got {labels}")
-    text_fields = spec.get("text_fields") or ["text"]
-    if isinstance(text_fields, str):
-        text_fields = [text_fields]
-    text_fields = [str(f) for f in text_fields]
-    if len(text_fields) not in (1, 2):
-        raise ValueError(f"tasks[{index}] ({name}).text_fields must name one text or a pair, got {text_fields}")
-    label_range = spec.get("label_range")
-    if kind == "regression":
-        label_range = [0.0, 1.0] if label_range is None else [float(v) for v in label_range]
-        if len(label_range) != 2 or not label_range[0] < label_range[1]:
-            raise ValueError(f"tasks[{index}] ({name}).label_range must be [lo, hi] with lo < hi, got {label_range}")
-    elif label_range is not None:
-        raise ValueError(f"tasks[{index}] ({name}).label_range is only for regression tasks")
-    out = {"name": name, "kind": kind, "labels": labels, "text_fields": text_fields}
-    if kind == "regression":
-        out["label_range"] = label_range
+    out = check_task_fields(spec.get("name"), kind, spec.get("labels") or [], spec.get("text_fields") or ["text"],
+                            spec.get("label_range"), where=f"tasks[{index}]")
+    if kind != "regression":
+        del out["label_range"]
+    elif out["label_range"] is None:
+        out["label_range"] = [0.0, 1.0]
     return out
 
 
@@ -279,8 +299,6 @@ class CaMtlConfig(PreTrainedConfig):
         self.validate_task_adapters()
         if self.num_frozen_layers is not None and not 0 <= self.num_frozen_layers <= n:
             raise ValueError(f"num_frozen_layers must be in [0, {n}], got {self.num_frozen_layers}")
-        if self.pooling not in POOLING_CHOICES:
-            raise ValueError(f"pooling must be one of {list(POOLING_CHOICES)}, got {self.pooling!r}")
         for field in ("task_embedding_init_std", "generator_init_std"):
             if getattr(self, field) < 0:
                 raise ValueError(f"{field} must be >= 0, got {getattr(self, field)}")
@@ -358,4 +376,11 @@ class CaMtlConfig(PreTrainedConfig):
         return ", ".join(f"{i}={name}" for i, name in enumerate(self.task_names)) or "(none: config.tasks is empty)"
 
 
-__all__ = ["CAMTL_KNOBS", "CAMTL_PRESETS", "CaMtlConfig", "normalize_task_spec"]
+#: The CA-MTL knobs: every field the class declares beyond BERT's architecture (`BERT_FIELDS`) and ``tasks``, so a knob
+#: added to the class is in every list of knobs (``from_bert``'s overrides, a run's ``model.camtl``, the adapter
+#: files' config) without another edit.
+CAMTL_KNOBS = tuple(name for name in CaMtlConfig.__annotations__ if name not in BERT_FIELDS and name != "tasks")
+
+
+__all__ = ["BERT_FIELDS", "CAMTL_KNOBS", "CAMTL_PRESETS", "METRICS_FOR_KIND", "TASK_KINDS", "CaMtlConfig",
+           "check_task_fields", "normalize_task_spec"]
