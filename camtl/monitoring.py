@@ -82,6 +82,8 @@ REFERENCE_STEM = "monitoring_reference"
 FORMAT_VERSION = 1
 SIGNALS = ("probabilities", "labels", "representation", "length", "out_of_distribution")
 STATUSES = ("ok", "warn", "alarm")
+MIN_REFERENCE_ROWS = 10
+RECENT_FLAGS = 1024  # flags kept for Monitor.flag_for
 TEXT_CHARS = 200  # an atypical input is shown by its first characters
 ARRAYS = ("logits", "reduced", "lengths", "unk_share", "pca_components", "pca_mean")
 
@@ -327,8 +329,9 @@ class TaskReference:
                       train_max_length: int | None = None, seed: int = 0) -> TaskReference:
         """Build from features: ``held_out`` (rows the model did not train on, with their ``labels`` for the
         calibration; None: no calibration), ``train_pooled`` (n, H): pooled vectors of TRAINING rows for the PCA."""
-        if len(held_out) < 10:
-            raise ValueError(f"Task {spec['name']!r}: a reference needs at least 10 held-out rows, got {len(held_out)}")
+        if len(held_out) < MIN_REFERENCE_ROWS:
+            raise ValueError(f"Task {spec['name']!r}: a reference needs at least {MIN_REFERENCE_ROWS} held-out rows, "
+                             f"got {len(held_out)}")
         pca = PCA(n_components=min(components, *train_pooled.shape), random_state=seed).fit(train_pooled)
         ref = cls(dict(spec), held_out.logits.astype(np.float32), np.zeros((0, 0), np.float32),
                   held_out.lengths.astype(np.int32), held_out.unk_share.astype(np.float32),
@@ -430,6 +433,21 @@ class Reference:
                 "Stale monitoring reference (made " + str(self.meta.get("created", "at an unknown time")) + "): "
                 + "; ".join(what) + ". Rebuild it: `python -m camtl.monitoring build MODEL_FOLDER` (train.py writes "
                 "one at the end of training).")
+
+
+def find_reference(model_folder) -> Path | None:
+    """Where the reference of a model folder lies: the folder itself, or for the default model's rebuilt folder
+    (``camtl.default_model``: ``default-model-<sha>`` in the cache) the repository's ``default_model/``; None when
+    there is none."""
+    folder = Path(str(model_folder))
+    if (folder / f"{REFERENCE_STEM}.json").is_file():
+        return folder
+    if folder.name.startswith("default-model-"):
+        from .default_model import DEFAULT_MODEL_DIR
+
+        if (DEFAULT_MODEL_DIR / f"{REFERENCE_STEM}.json").is_file():
+            return DEFAULT_MODEL_DIR
+    return None
 
 
 def build_reference(model, tokenizer, held_out: Mapping[str, Any], train: Mapping[str, Any], components: int = 16,
@@ -643,7 +661,7 @@ class Monitor:
         self._rows = {name: collections.deque(maxlen=window) for name in reference.tasks}
         self.requests = collections.Counter()
         self.last_flags: list[RequestFlag] = []
-        self._tokenizer = None
+        self._recent = collections.OrderedDict()  # (task, token ids) -> RequestFlag of the latest attached requests
 
     @property
     def tasks(self) -> list[str]:
@@ -682,6 +700,11 @@ class Monitor:
         self.requests[task] += m
         self.last_flags = out
         return out
+
+    def flag_for(self, task: str, input_ids: Sequence[int]) -> RequestFlag | None:
+        """The flag of the latest request of ``task`` with these token ids seen through :meth:`attach` (None if none
+        among the latest ones): how a server finds the flag of the answer it just gave, whatever ran in between."""
+        return self._recent.get((task, tuple(int(i) for i in input_ids)))
 
     def window_features(self, task: str) -> Features:
         """The task's current window as :class:`Features`."""
@@ -745,6 +768,10 @@ class Monitor:
                 got = self.observe(names[tid], logits[rows], None if pooled is None else pooled[rows], unk[rows],
                                    lengths[rows], [texts[i] for i in rows])
                 flags.update(zip(rows, got))
+                for i, f in zip(rows, got):
+                    self._recent[(names[tid], tuple(input_ids[i][mask[i].bool()].tolist()))] = f
+            while len(self._recent) > RECENT_FLAGS:
+                self._recent.popitem(last=False)
             self.last_flags = [flags[i] for i in sorted(flags)]
 
         return _Handles([_encoder(model).register_forward_hook(on_encoder),
@@ -786,6 +813,43 @@ def reference_rows(task_names: Sequence[str], data_dir: str, held_out_rows: int,
         held[name] = load_split(task, "validation", data_dir, max_rows=held_out_rows, seed=seed)
         train[name] = load_split(task, "train", data_dir, max_rows=train_rows, seed=seed)
     return held, train
+
+
+def write_reference_for_run(folder, tasks: Sequence, data_dir, held_out_rows: int, train_rows: int, seed: int,
+                            train_max_length: int, log=print) -> Path | None:
+    """What train.py does at the end of a run (``train.monitoring_reference``): the reference of the model saved in
+    ``folder``, over a seeded sample of up to ``held_out_rows`` dev rows (held out) and ``train_rows`` train rows (PCA)
+    of each task (`TaskDef`s), written into ``folder``. A task whose splits cannot be read is left out (it is then not
+    monitored), with a log line."""
+    from transformers import AutoTokenizer
+
+    from modeling_camtl import CaMtlForMultiTask
+
+    from .data import load_split
+
+    started = time.perf_counter()
+    model = CaMtlForMultiTask.from_pretrained(str(folder)).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    held, train = {}, {}
+    for task in tasks:
+        try:
+            held[task.name] = load_split(task, "validation", data_dir, max_rows=int(held_out_rows), seed=seed)
+            train[task.name] = load_split(task, "train", data_dir, max_rows=int(train_rows), seed=seed)
+        except (ValueError, FileNotFoundError, OSError) as err:
+            held.pop(task.name, None)
+            log(f"Monitoring reference: task {task.name} left out ({err})")
+            continue
+        if len(held[task.name]) < MIN_REFERENCE_ROWS:
+            log(f"Monitoring reference: task {task.name} left out (only {len(held.pop(task.name))} dev rows; a "
+                f"reference needs {MIN_REFERENCE_ROWS})")
+    if not held:
+        return None
+    source = (f"held out: up to {held_out_rows} dev rows per task (seed {seed}); PCA: up to {train_rows} train rows "
+              "per task")
+    path = build_reference(model, tokenizer, held, train, train_max_length=train_max_length, source=source).save(
+        folder)[0]
+    log(f"Monitoring reference for {sorted(held)} in {path} ({time.perf_counter() - started:.0f}s)")
+    return path
 
 
 def build_for_folder(folder, data_dir: str, held_out_rows: int = 1000, train_rows: int = 1000, out=None,
