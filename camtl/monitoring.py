@@ -454,7 +454,7 @@ def build_reference(model, tokenizer, held_out: Mapping[str, Any], train: Mappin
                     k: int = 5, flag_quantile: float = 0.005, train_max_length: int | None = None,
                     batch_size: int = 32, source: str | None = None) -> Reference:
     """A :class:`Reference` for ``model`` from rows per task: ``held_out[task]`` (rows it did not train on, with labels:
-    a `camtl.data.load_split` dataset, or a list of ``{"text_a", "text_b", "label"}``) and ``train[task]`` (training
+    a `camtl.tasks.load_split` dataset, or a list of ``{"text_a", "text_b", "label"}``) and ``train[task]`` (training
     rows, for the PCA basis only; their labels are not read). ``train_max_length``: the length it was trained on
     (longer inputs count as truncated)."""
     tasks, fingerprints = {}, task_fingerprints(model)
@@ -805,7 +805,7 @@ def reference_rows(task_names: Sequence[str], data_dir: str, held_out_rows: int,
                    tasks: Sequence | None = None) -> tuple[dict, dict]:
     """``(held_out, train)`` rows per task from a data folder: the validation split (GLUE: dev.tsv) and a seeded
     sample of the train split."""
-    from camtl.data import get_task, load_split
+    from camtl.tasks import get_task, load_split
 
     held, train = {}, {}
     for i, name in enumerate(task_names):
@@ -825,7 +825,7 @@ def write_reference_for_run(folder, tasks: Sequence, data_dir, held_out_rows: in
 
     from modeling_camtl import CaMtlForMultiTask
 
-    from .data import load_split
+    from .tasks import load_split
 
     started = time.perf_counter()
     model = CaMtlForMultiTask.from_pretrained(str(folder)).eval()

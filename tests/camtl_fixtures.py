@@ -53,8 +53,8 @@ def tiny_reference():
     GLUE rows: 40 dev rows held out and 40 train rows per task."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from camtl.data import load_split
     from camtl.monitoring import build_reference
+    from camtl.tasks import load_split
     from tests.conftest import GLUE_DIR
 
     folder = tiny_checkpoint()

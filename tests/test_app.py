@@ -361,7 +361,7 @@ def test_a_model_object_or_a_pipeline_serves_too():
 
 
 def test_monitoring_tab_shows_each_tasks_status_over_the_traffic_served(glue_dir):
-    from camtl.data import load_split
+    from camtl.tasks import load_split
     from tests.camtl_fixtures import tiny_reference
 
     demo = app.build_demo(str(tiny_checkpoint()), reference=tiny_reference(), monitor_window=50)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from camtl import monitoring as M
-from camtl.data import load_split
+from camtl.tasks import load_split
 from tests.conftest import GLUE_DIR, REPO_ROOT
 
 AG_NEWS = REPO_ROOT.parent / "shared" / "data" / "extra" / "AGNews" / "test.csv"
