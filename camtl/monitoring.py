@@ -348,6 +348,8 @@ class TaskReference:
             meta["ece_before"] = expected_calibration_error(raw, labels)
             meta["ece_after"] = expected_calibration_error(calibrated, labels)
             meta["estimated_accuracy"] = float(calibrated.max(-1).mean())
+            # ATC (Garg et al., ICLR 2022): the confidence above which as many held-out rows lie as were right
+            meta["atc_threshold"] = float(np.quantile(calibrated.max(-1), 1 - meta["accuracy"]))
         if spec["kind"] == "regression":
             meta["score_quintiles"] = np.quantile(held_out.logits[:, 0], [0.2, 0.4, 0.6, 0.8]).tolist()
         ref.meta = meta
@@ -521,7 +523,9 @@ class Test:
 @dataclass
 class TaskStatus:
     """A task's status over its window: ``status`` (ok / warn / alarm), ``reasons``, every ``tests`` entry,
-    ``estimated_accuracy`` (None for regression), the reference's accuracy, descriptors and ``atypical`` inputs."""
+    ``estimated_accuracy`` (the mean calibrated confidence; None for regression), the reference's accuracy, the
+    ``accuracy_estimates`` (that one and ATC's: the share of answers above the confidence threshold at which the
+    held-out rows' share equals their accuracy), descriptors and ``atypical`` inputs."""
 
     task: str
     status: str
@@ -531,6 +535,7 @@ class TaskStatus:
     tests: list[Test] = field(default_factory=list)
     estimated_accuracy: float | None = None
     reference_accuracy: float | None = None
+    accuracy_estimates: dict = field(default_factory=dict)  # average_confidence (= estimated_accuracy), ATC's
     descriptors: dict = field(default_factory=dict)
     atypical: list[dict] = field(default_factory=list)
 
@@ -587,9 +592,13 @@ def compare(ref: TaskReference, window: Features, alpha: float = 0.05, warn_alph
         elif corrected < warn_alpha:
             level = max(level, 1)
             reasons.append(f"{t.signal}: p = {t.p_value:.2g} (Bonferroni x{m}: {corrected:.2g} < {warn_alpha})")
-    estimated = None
+    estimated, estimates = None, {}
     if not ref.regression:
-        estimated = float(ref.probabilities(window.logits).max(-1).mean())
+        confidence = ref.probabilities(window.logits).max(-1)  # (n,)
+        estimated = float(confidence.mean())
+        estimates = {"average_confidence": estimated}
+        if "atc_threshold" in ref.meta:
+            estimates["thresholded_confidence"] = float((confidence > ref.meta["atc_threshold"]).mean())
         reference = ref.meta.get("accuracy")
         if reference is not None and estimated < reference - accuracy_drop:
             level = max(level, 1)
@@ -607,7 +616,8 @@ def compare(ref: TaskReference, window: Features, alpha: float = 0.05, warn_alph
             odd.append({"text": (window.texts[i][:TEXT_CHARS] if window.texts else None), "distance": float(dist[i]),
                         "unk_share": float(window.unk_share[i]), "flagged": bool(flags[i])})
     return TaskStatus(status=STATUSES[level], reasons=reasons or ["no signal differs from the reference"],
-                      tests=tests, estimated_accuracy=estimated, descriptors=descriptors, atypical=odd, **base)
+                      tests=tests, estimated_accuracy=estimated, accuracy_estimates=estimates,
+                      descriptors=descriptors, atypical=odd, **base)
 
 
 def flag(ref: TaskReference, unk_share: np.ndarray, reduced: np.ndarray | None,
