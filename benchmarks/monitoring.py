@@ -55,6 +55,7 @@ SHIFTS = {
 }
 MIX_SHARES, MIX_WINDOWS = (0.05, 0.10, 0.25, 0.50), (50, 100, 200, 500)
 SAMPLE = 1000  # rows of a large shifted set
+TRAIN_ROWS = 500  # train rows per task for the PCA basis
 SCENARIOS = ("no_shift", *SHIFTS, "label_shift", "mix")
 
 
@@ -68,7 +69,7 @@ def read_rows(source: str) -> tuple[list[str], list[str] | None, np.ndarray | No
 
     if source.startswith("glue:"):
         _, task, split = source.split(":")
-        ds = load_split(task, split, GLUE, max_rows=SAMPLE if split == "train" else None, seed=0)
+        ds = load_split(task, split, GLUE, max_rows=TRAIN_ROWS if split == "train" else None, seed=0)
         pairs = list(ds["text_b"]) if task in ("mrpc", "stsb", "rte") else None
         return list(ds["text_a"]), pairs, np.asarray(ds["label"], dtype=float)
     if source in ("cola", "mrpc"):  # wrong routing: GLUE dev rows sent to SST-2 (a pair joined into one text)

@@ -884,10 +884,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     build.add_argument("folder")
     build.add_argument("--data-dir", default="../shared/data/glue", help="the tasks' data (GLUE TSV layout)")
     build.add_argument("--out", default=None)
-    for p in (build, sub.add_parser("build-default", help="the shipped default model's, into default_model/")):
-        p.add_argument("--held-out-rows", type=int, default=1000)
-        p.add_argument("--train-rows", type=int, default=1000)
-    sub.choices["build-default"].add_argument("--data-dir", default="../shared/data/glue")
+    default = sub.add_parser("build-default", help="the shipped default model's, into default_model/ (or --out)")
+    default.add_argument("--data-dir", default="../shared/data/glue")
+    default.add_argument("--out", default=None)
+    for p in (build, default):
+        p.add_argument("--held-out-rows", type=int, default=1000, help="dev rows per task (a seeded sample)")
+        p.add_argument("--train-rows", type=int, default=1000, help="train rows per task for the PCA basis")
     args = parser.parse_args(argv)
     if args.command == "build":
         path = build_for_folder(args.folder, args.data_dir, args.held_out_rows, args.train_rows, args.out)
@@ -895,7 +897,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from camtl.default_model import DEFAULT_MODEL_DIR, ensure_default_model
 
         path = build_for_folder(ensure_default_model(), args.data_dir, args.held_out_rows, args.train_rows,
-                                out=DEFAULT_MODEL_DIR, source=(
+                                out=args.out or DEFAULT_MODEL_DIR, source=(
                                     "held out: GLUE dev rows (the shipped model's evaluation sets: it never trained "
                                     f"on them; up to {args.held_out_rows} per task, seeded sample); PCA: "
                                     f"{args.train_rows} GLUE train rows per task"))
