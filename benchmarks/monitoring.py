@@ -179,7 +179,23 @@ def cr_whole_set(ctx, rows: M.Features, labels: np.ndarray) -> dict:
         conf = M.softmax(rows.logits, t).max(-1)
         out[f"calibrated_on_{name}"] = {"temperature": t, "average_confidence": float(conf.mean()),
                                         "thresholded_confidence": float((conf > threshold).mean())}
+    out["importance_weighted"] = importance_weighted_accuracy(ctx.full_reference["sst2"], dev, dev_labels, rows)
     return out
+
+
+def importance_weighted_accuracy(ref: M.TaskReference, dev: M.Features, labels: np.ndarray,
+                                 target: M.Features) -> float:
+    """The held-out rows' accuracy reweighted towards ``target`` (covariate shift): weights ``p(target | x) /
+    p(reference | x)`` from a logistic regression on the reduced pooled vectors, clipped to [0.01, 100]."""
+    from sklearn.linear_model import LogisticRegression
+
+    x_ref, x_target = ref.reduce(dev.pooled), ref.reduce(target.pooled)
+    x = np.concatenate([x_ref, x_target])
+    y = np.r_[np.zeros(len(x_ref)), np.ones(len(x_target))]
+    p = LogisticRegression(max_iter=1000, class_weight="balanced").fit(x, y).predict_proba(x_ref)[:, 1]
+    w = np.clip(p / (1 - p), 0.01, 100)
+    correct = dev.logits.argmax(-1) == labels
+    return float((w * correct).sum() / w.sum())
 
 
 def label_shift(ctx, window: int, windows: int, rng) -> dict:

@@ -28,18 +28,24 @@ compares it with the reference:
 | signal | test | effect size |
 |---|---|---|
 | ``probabilities`` | Kolmogorov-Smirnov, two samples, on the calibrated probability (2) | KS statistic D |
-| ``labels`` | chi-square of the predicted labels against the reference's shares (3) | Cohen's w |
-| ``representation`` | MMD (RBF kernel, median bandwidth) of the reduced pooled vectors, permutation p | MMD^2 |
+| ``labels`` | chi-square of homogeneity: the window's predicted labels against the reference's (3) | Cramer's V |
+| ``representation`` | MMD (RBF kernel, median bandwidth) of the reduced pooled vectors, permutation p (4) | MMD^2 |
 | ``length`` | Kolmogorov-Smirnov on the input lengths in tokens | KS statistic D |
-| ``out_of_distribution`` | binomial test of the share of flagged requests against the reference's | x the reference's |
+| ``out_of_distribution`` | Fisher's exact test: the share of flagged requests against the reference's (5) | ratio |
 
 (2) Of the second label (two labels), of the top label (more), or the predicted score (regression). (3) Regression:
-the reference's quintiles of the predicted score.
+the reference's quintiles of the predicted score. (4) The bandwidth is the median distance of the pooled sample, so
+that the permutation test is exact. (5) The reference rows' own flags, each row's distance taken to the others.
+Every test compares two samples: the window with the reference rows, whose own sampling noise counts too (a test
+against the reference's shares taken as exact raised 6-19% false alarms on windows of 200, BENCHMARKS.md).
 
 The window is **alarm** when one signal's p-value, Bonferroni-corrected over the signals, is below ``alpha`` (0.05),
-**warn** when one is below ``warn_alpha`` (0.2) after correction or when the estimated accuracy (the mean calibrated
-confidence of the window's answers) is more than ``accuracy_drop`` (5 points) below the reference's accuracy, else
-**ok**. Each status carries its reasons and the window's most atypical inputs (farthest from the reference).
+**warn** when one is below ``warn_alpha`` (0.2) after correction or when the estimated accuracy is more than
+``accuracy_drop`` (5 points) below the reference's accuracy, else **ok**. The estimated accuracy is ATC's (Garg et
+al., ICLR 2022, "average thresholded confidence"): the share of the window's answers whose calibrated confidence is
+above the threshold at which the held-out rows' share equals their accuracy. The mean calibrated confidence is given
+beside it; under shift it overestimates more (CR product reviews sent to SST-2: BENCHMARKS.md). Each status
+carries its reasons and the window's most atypical inputs (farthest from the reference).
 
 Each request also gets a cheap **out-of-distribution flag** (:meth:`Monitor.observe` returns it): more than
 ``max_unk_share`` (0.5) of its tokens unknown, or its reduced pooled vector farther from the reference rows (mean
@@ -283,7 +289,7 @@ class TaskReference:
     unk_share: np.ndarray  # (n,)
     pca_components: np.ndarray  # (d, H)
     pca_mean: np.ndarray  # (H,)
-    meta: dict = field(default_factory=dict)  # temperature, accuracy, thresholds, bandwidth, fingerprint, rows, ...
+    meta: dict = field(default_factory=dict)  # temperature, accuracy, thresholds, rows, ...
 
     @property
     def regression(self) -> bool:
@@ -323,6 +329,12 @@ class TaskReference:
     def distance(self, reduced: np.ndarray) -> np.ndarray:
         return knn_distance(reduced, self.reduced, self.meta["k"])
 
+    def loo_flags(self, max_unk_share: float = 0.5) -> np.ndarray:
+        """The reference rows' own out-of-distribution flags (n,), each row's distance taken to the others."""
+        if getattr(self, "_loo", None) is None:
+            self._loo = knn_distance(self.reduced, self.reduced, self.meta["k"], leave_one_out=True)
+        return (self.unk_share > max_unk_share) | (self._loo > self.meta["distance_threshold"])
+
     @classmethod
     def from_features(cls, spec: Mapping, held_out: Features, labels: np.ndarray | None, train_pooled: np.ndarray,
                       components: int = 16, k: int = 5, flag_quantile: float = 0.005,
@@ -357,7 +369,6 @@ class TaskReference:
         meta["label_share"] = (counts / len(held_out)).tolist()
         loo = knn_distance(ref.reduced, ref.reduced, k, leave_one_out=True)
         meta["distance_threshold"] = float(np.quantile(loo, 1 - flag_quantile))
-        meta["bandwidth"] = _median_distance(ref.reduced, seed)
         limit = train_max_length or int(ref.lengths.max()) + 1
         meta["truncation_rate"] = float((ref.lengths > limit).mean())
         meta["mean_length"] = float(ref.lengths.mean())
@@ -560,26 +571,29 @@ def compare(ref: TaskReference, window: Features, alpha: float = 0.05, warn_alph
     tests.append(Test("probabilities", float(d.statistic), float(d.pvalue), float(d.statistic), "KS D",
                       "predicted score" if ref.regression else "calibrated probability"))
     counts = np.bincount(ref.label_bins(window.logits), minlength=ref.num_bins)
-    expected = np.clip(np.asarray(ref.meta["label_share"]), 1e-3, None)
-    expected = expected / expected.sum() * n
-    chi = stats.chisquare(counts, expected)
-    tests.append(Test("labels", float(chi.statistic), float(chi.pvalue), math.sqrt(float(chi.statistic) / n),
-                      "Cohen's w", "window shares " + ", ".join(f"{c / n:.2f}" for c in counts)))
+    table = np.stack([np.bincount(ref.label_bins(ref.logits), minlength=ref.num_bins), counts])  # (2, bins)
+    table = table[:, table.sum(0) > 0]
+    chi, p = (0.0, 1.0) if table.shape[1] < 2 else stats.chi2_contingency(table, correction=False)[:2]
+    tests.append(Test("labels", float(chi), float(p), math.sqrt(float(chi) / table.sum()), "Cramer's V",
+                      "window shares " + ", ".join(f"{c / n:.2f}" for c in counts)))
     reduced = None
     if window.pooled is not None:
         reduced = ref.reduce(window.pooled)
         sample = ref.reduced[np.random.default_rng(seed).permutation(len(ref.reduced))[:mmd_rows]]
-        mmd2, p = mmd_test(sample, reduced, ref.meta["bandwidth"], permutations, rng)
+        bandwidth = _median_distance(np.concatenate([sample, reduced]), seed)  # of the pooled sample: exact test
+        mmd2, p = mmd_test(sample, reduced, bandwidth, permutations, rng)
         tests.append(Test("representation", mmd2, p, mmd2, "MMD^2", f"{permutations} permutations"))
     d = stats.ks_2samp(ref.lengths, window.lengths)
     tests.append(Test("length", float(d.statistic), float(d.pvalue), float(d.statistic), "KS D",
                       f"mean {window.lengths.mean():.1f} tokens (reference {ref.lengths.mean():.1f})"))
     flags = flag(ref, window.unk_share, reduced, max_unk_share)
-    expected_share = max(ref.meta["flag_quantile"], 1 / len(ref.reduced))
-    share = float(flags.mean())
-    p = float(stats.binomtest(int(flags.sum()), n, expected_share, alternative="greater").pvalue)
-    tests.append(Test("out_of_distribution", share, p, share / expected_share, "x reference share",
-                      f"{int(flags.sum())} of {n} requests flagged"))
+    share, flagged = float(flags.mean()), int(flags.sum())
+    ref_flagged = int(ref.loo_flags(max_unk_share).sum())  # the reference rows' own flags, each left out in turn
+    p = float(stats.fisher_exact([[flagged, n - flagged], [ref_flagged, len(ref.logits) - ref_flagged]],
+                                 alternative="greater")[1])
+    ratio = share / ((ref_flagged + 0.5) / (len(ref.logits) + 1))
+    tests.append(Test("out_of_distribution", share, p, ratio, "x reference share",
+                      f"{flagged} of {n} requests flagged (reference: {ref_flagged} of {len(ref.logits)})"))
 
     m = len(tests)
     reasons, level = [], 0
@@ -595,10 +609,10 @@ def compare(ref: TaskReference, window: Features, alpha: float = 0.05, warn_alph
     estimated, estimates = None, {}
     if not ref.regression:
         confidence = ref.probabilities(window.logits).max(-1)  # (n,)
-        estimated = float(confidence.mean())
-        estimates = {"average_confidence": estimated}
+        estimates = {"average_confidence": float(confidence.mean())}
         if "atc_threshold" in ref.meta:
             estimates["thresholded_confidence"] = float((confidence > ref.meta["atc_threshold"]).mean())
+        estimated = estimates.get("thresholded_confidence", estimates["average_confidence"])
         reference = ref.meta.get("accuracy")
         if reference is not None and estimated < reference - accuracy_drop:
             level = max(level, 1)
