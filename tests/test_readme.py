@@ -15,6 +15,7 @@ cannot run here are still checked for real, each as `check_command` says:
   listed, no request).
 * ``python -m camtl.monitoring ...``: run with 16 rows a task, written into ``outputs/`` (``build-default`` would
   rewrite the repository's ``default_model/``).
+* ``python -m camtl.serving ...``: run as written (an export, a prediction).
 * ``python app.py ...``: starts a server that runs until stopped; run with ``launch`` replaced (the model loaded, the
   page built, the launch arguments checked).
 
@@ -129,6 +130,11 @@ def check_command(command: str, already_run: list[dict], monkeypatch, capsys) ->
         assert hub.main([*words[3:], "--dry-run"]) == 0
         assert capsys.readouterr().out.rstrip().endswith("Nothing was uploaded and no local file changed.")
         return "run with --dry-run (an upload needs the network)"
+    if words[:3] == ["python", "-m", "camtl.serving"]:
+        from camtl import serving
+
+        assert serving.main(words[3:]) == 0
+        return "run"
     if words[:2] == ["python", "app.py"]:
         import gradio as gr
 
