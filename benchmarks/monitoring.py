@@ -298,7 +298,61 @@ def run(scenarios=SCENARIOS, windows: int = 200, shift_windows: int = 100) -> di
         append(results, {"key": key, "scenario": sc, **record, "seconds": round(time.perf_counter() - started, 1)})
     if any(r["scenario"] == "mix" for r in results["records"]):
         plot(results)
+    RESULTS.with_suffix(".md").write_text("# Monitoring benchmark (benchmarks/monitoring.py)\n\n" + table(results))
     return results
+
+
+def pct(x) -> str:
+    return "" if x is None else f"{100 * x:.1f}"
+
+
+def table(results: dict) -> str:
+    """The records as Markdown tables (``benchmarks/results/monitoring.md``)."""
+    records = results["records"]
+    sig = list(M.SIGNALS)
+    head = "| alarm % | " + " | ".join(s.replace("_", " ") for s in sig) + " | flagged % |"
+    lines = ["## No shift: false alarms (windows of dev rows against a reference of the other dev rows)", "",
+             "| task | window | reference rows | windows " + head + " estimated acc. (ATC / mean conf.) | real acc. |",
+             "|---|---|---|---|---|" + "---|" * len(sig) + "---|---|---|"]
+    for r in (r for r in records if r["scenario"] == "no_shift"):
+        est = r.get("estimated_accuracy") or {}
+        lines.append(f"| {r['task']} | {r['window']} | {r['reference_rows']} | {r['windows']} | "
+                     f"{pct(r['alarm_rate'])} | " + " | ".join(pct(r["signal_rates"][s]) for s in sig)
+                     + f" | {pct(r['flagged_share'])} | {pct(est.get('thresholded_confidence'))} / "
+                       f"{pct(est.get('average_confidence'))} | {pct(r.get('real_accuracy'))} |")
+    lines += ["", "## Shifted traffic: detection power (windows of 200 against all the task's dev rows)", "",
+              "| scenario | sent as | windows " + head + " estimated acc. (ATC / mean conf.) | real acc. |",
+              "|---|---|---|---|" + "---|" * len(sig) + "---|---|---|"]
+    for r in (r for r in records if r["scenario"] not in ("no_shift", "mix")):
+        est = r.get("estimated_accuracy") or {}
+        name = r["scenario"] + (" (90% positive)" if r["scenario"] == "label_shift" else "")
+        lines.append(f"| {name} | {r['task']} | {r['windows']} | {pct(r['alarm_rate'])} | "
+                     + " | ".join(pct(r["signal_rates"][s]) for s in sig)
+                     + f" | {pct(r['flagged_share'])} | {pct(est.get('thresholded_confidence'))} / "
+                       f"{pct(est.get('average_confidence'))} | {pct(r.get('real_accuracy'))} |")
+    mixes = [r for r in records if r["scenario"] == "mix"]
+    if mixes:
+        windows = sorted({r["window"] for r in mixes})
+        lines += ["", "## SST-2 with AG News mixed in: alarm rate % by window size", "",
+                  "| AG News share | " + " | ".join(str(w) for w in windows) + " |",
+                  "|---|" + "---|" * len(windows)]
+        for share in sorted({r["ag_news_share"] for r in mixes}):
+            by = {r["window"]: r for r in mixes if r["ag_news_share"] == share}
+            lines.append(f"| {share:.0%} | " + " | ".join(pct(by[w]["alarm_rate"]) if w in by else ""
+                                                        for w in windows) + " |")
+    cr = next((r for r in records if r["scenario"] == "cr" and "whole_set" in r), None)
+    if cr:
+        w = cr["whole_set"]
+        lines += ["", f"## CR: estimated against real accuracy, all {w['rows']} rows at once", "",
+                  "| calibration set | temperature | ATC | mean confidence | real |", "|---|---|---|---|---|"]
+        for key, label in (("calibrated_on_sst2_dev", "SST-2 dev"),
+                           ("calibrated_on_sst2_dev_and_mpqa", "SST-2 dev + 500 MPQA phrases")):
+            c = w[key]
+            lines.append(f"| {label} | {c['temperature']:.2f} | {pct(c['thresholded_confidence'])} | "
+                         f"{pct(c['average_confidence'])} | {pct(w['real_accuracy'])} |")
+        lines.append(f"| importance-weighted SST-2 dev accuracy (logistic regression on the reduced vectors) | | "
+                     f"{pct(w['importance_weighted'])} | | {pct(w['real_accuracy'])} |")
+    return "\n".join(lines) + "\n"
 
 
 def plot(results: dict) -> None:
@@ -310,20 +364,23 @@ def plot(results: dict) -> None:
 
     records = [r for r in results["records"] if r["scenario"] == "mix"]
     panels = ["alarm", *M.SIGNALS]
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.2), sharey=True)
+    fig, grid = plt.subplots(2, 3, figsize=(10.5, 6.4), sharey=True)
+    axes = grid.ravel()
     for ax, panel in zip(axes, panels):
         for share in sorted({r["ag_news_share"] for r in records}):
             rows = sorted((r for r in records if r["ag_news_share"] == share), key=lambda r: r["window"])
             rate = [r["alarm_rate"] if panel == "alarm" else r["signal_rates"][panel] for r in rows]
             ax.plot([r["window"] for r in rows], rate, marker="o", label=f"{share:.0%} AG News")
         ax.set_xscale("log")
+        ax.minorticks_off()
         ax.set_xticks(MIX_WINDOWS, [str(w) for w in MIX_WINDOWS])
-        ax.set_title(panel.replace("_", " "), fontsize=10)
+        ax.set_title("alarm (any signal, Bonferroni)" if panel == "alarm" else panel.replace("_", " "), fontsize=10)
         ax.set_xlabel("window (requests)")
         ax.axhline(0.05, color="grey", lw=0.6, ls=":")
         ax.set_ylim(-0.02, 1.02)
-    axes[0].set_ylabel("share of windows detected")
-    axes[0].legend(fontsize=8)
+    for ax in grid[:, 0]:
+        ax.set_ylabel("share of windows detected")
+    axes[2].legend(fontsize=9, loc="center right")  # the labels panel: its lines stay near 0
     fig.suptitle("SST-2 traffic mixed with AG News: detection power per signal (the default model)", fontsize=11)
     fig.tight_layout()
     PLOT.parent.mkdir(parents=True, exist_ok=True)
