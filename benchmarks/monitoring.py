@@ -90,6 +90,18 @@ def read_rows(source: str) -> tuple[list[str], list[str] | None, np.ndarray | No
     return list(ds["text_a"]), list(ds["text_b"]) if pair else None, labels
 
 
+def nli_labels(source: str) -> list[str]:
+    """The label names of an NLI source's rows, in :func:`read_rows`'s order."""
+    import datasets
+
+    from camtl.tasks import get_task, load_split
+
+    names = get_task(source).labels
+    ds = datasets.concatenate_datasets([load_split(source, split, GLUE, extra_dir=EXTRA)
+                                        for split in ("train", "validation")])
+    return [names[i] for i in ds.shuffle(seed=0).select(range(min(len(ds), SAMPLE)))["label"]]
+
+
 def features(model, tokenizer, source: str, task: str) -> tuple[M.Features, np.ndarray | None]:
     """The model's features of ``source``'s rows sent as ``task`` (cached in :data:`FEATURES`)."""
     path = FEATURES / f"{source.replace(':', '-')}--{task}.npz"
@@ -151,6 +163,8 @@ def no_shift(ctx, task: str, window: int, windows: int, rng) -> dict:
 def shifted(ctx, name: str, window: int, windows: int, rng) -> dict:
     task, source = SHIFTS[name]
     rows, labels = features(ctx.model, ctx.tokenizer, source, task)
+    if source in ("snli", "sick_e"):  # NLI labels as RTE's: entailment (0) or not (1)
+        labels = np.asarray([0.0 if label == "entailment" else 1.0 for label in nli_labels(source)])
     ref = ctx.full_reference[task]
     statuses, real = [], []
     for i in range(windows):

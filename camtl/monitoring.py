@@ -816,8 +816,10 @@ def status_table(statuses: Mapping[str, TaskStatus]) -> list[list]:
     rows = []
     for name, s in statuses.items():
         acc = "" if s.estimated_accuracy is None else f"{s.estimated_accuracy:.1%}"
+        mean = s.accuracy_estimates.get("average_confidence")
         if acc and s.reference_accuracy is not None:
-            acc += f" (reference {s.reference_accuracy:.1%})"
+            acc += (f" (ATC; mean confidence {mean:.1%}; " if "thresholded_confidence" in s.accuracy_estimates
+                    else " (") + f"reference {s.reference_accuracy:.1%})"
         rows.append([name, s.status, f"{s.window} of {s.requests}", acc, "; ".join(s.reasons)])
     return rows
 

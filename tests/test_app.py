@@ -380,7 +380,8 @@ def test_monitoring_tab_shows_each_tasks_status_over_the_traffic_served(glue_dir
         demo.close()
     rows = {row[0]: row for row in table["data"]}
     assert rows["sst2"][1] in app.STATUS_WORDS.values() and rows["sst2"][2] == "35 of 35"
-    assert rows["sst2"][3].endswith(f"(reference {tiny_reference().tasks['sst2'].meta['accuracy']:.1%})")
+    assert rows["sst2"][3].endswith(f"reference {tiny_reference().tasks['sst2'].meta['accuracy']:.1%})")
+    assert "(ATC; mean confidence " in rows["sst2"][3]
     assert rows["rte"][2] == "1 of 1" and "too few requests" in rows["rte"][4]
     assert "| representation |" in details and "**rte: ok**" in details
 
