@@ -54,12 +54,13 @@ distance to its ``k`` = 5 nearest) than all but ``flag_quantile`` (0.5%) of the 
 The monitor is fed by :meth:`Monitor.attach` (forward hooks on the model: the pipeline, the app or a user's own server
 feed it by running the model) or by :meth:`Monitor.observe` with the logits, pooled vectors and token ids.
 
-Statistics come from scipy (KS, chi-square, binomial) and scikit-learn (PCA); the MMD permutation test is a few lines
+Statistics come from scipy (KS, chi-square, Fisher) and scikit-learn (PCA); the MMD permutation test is a few lines
 of numpy. Libraries weighed, and why none is a dependency: Evidently (Apache-2.0) and NannyML (Apache-2.0) are
-dashboards over pandas frames with their own pins (NannyML's estimator of accuracy, CBPE, is the same idea as ours:
-calibrated confidences), heavy for a library that serves a model; alibi-detect (BSL 1.1 since 0.11: not open source
-for production use) pins numpy < 2 in its releases we know; Frouros (BSD-3) has the tests we use but adds little over
-scipy and lags numpy 2; River (BSD-3) targets streaming learners, not two-sample tests. Measured figures (false
+dashboards over pandas frames with large dependency trees, heavy for a library that serves a model (NannyML's
+accuracy estimate, CBPE, is our mean calibrated confidence); alibi-detect is under the Business Source License 1.1
+since January 2024 (not open source for production use) and does not support numpy 2 (SeldonIO/alibi-detect#902);
+Frouros (BSD-3) has the tests we use but adds little over scipy; River (BSD-3) targets streaming learners and
+one-stream drift detectors, not two-sample tests against a reference. Measured figures (false
 alarms, detection power, estimated against real accuracy): BENCHMARKS.md, "Monitoring".
 """
 
