@@ -73,6 +73,7 @@ import hashlib
 import json
 import math
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -687,6 +688,7 @@ class Monitor:
         self.requests = collections.Counter()
         self.last_flags: list[RequestFlag] = []
         self._recent = collections.OrderedDict()  # (task, token ids) -> RequestFlag of the latest attached requests
+        self._lock = threading.Lock()  # a server feeds and reads the windows from several threads
 
     @property
     def tasks(self) -> list[str]:
@@ -720,21 +722,25 @@ class Monitor:
             out.append(RequestFlag(task, bool(reasons), reasons, float(unk_share[i]),
                                    None if distance is None else float(distance[i]),
                                    ref.meta["distance_threshold"] if distance is not None else None))
-            self._rows[task].append((logits[i], None if pooled is None else pooled[i], int(lengths[i]),
-                                     float(unk_share[i]), None if texts is None else texts[i]))
-        self.requests[task] += m
+        with self._lock:
+            for i in range(m):
+                self._rows[task].append((logits[i], None if pooled is None else pooled[i], int(lengths[i]),
+                                         float(unk_share[i]), None if texts is None else texts[i]))
+            self.requests[task] += m
         self.last_flags = out
         return out
 
     def flag_for(self, task: str, input_ids: Sequence[int]) -> RequestFlag | None:
         """The flag of the latest request of ``task`` with these token ids seen through :meth:`attach` (None if none
         among the latest ones): how a server finds the flag of the answer it just gave, whatever ran in between."""
-        return self._recent.get((task, tuple(int(i) for i in input_ids)))
+        with self._lock:
+            return self._recent.get((task, tuple(int(i) for i in input_ids)))
 
     def window_features(self, task: str) -> Features:
         """The task's current window as :class:`Features`."""
         ref = self._ref(task)
-        rows = list(self._rows[task])
+        with self._lock:
+            rows = list(self._rows[task])
         if not rows:
             k = _num_outputs(ref.spec)
             return Features(np.zeros((0, k), np.float32), None, np.zeros(0, np.int32), np.zeros(0, np.float32), [])
@@ -751,9 +757,12 @@ class Monitor:
                        requests=self.requests[task], **self.options)
 
     def reset(self) -> None:
-        for rows in self._rows.values():
-            rows.clear()
-        self.requests.clear()
+        """Forget every request seen (the windows, the counts and the flags)."""
+        with self._lock:
+            for rows in self._rows.values():
+                rows.clear()
+            self.requests.clear()
+            self._recent.clear()
 
     # ----- feeding from the model itself -----
     def attach(self, pipe_or_model, tokenizer=None):
@@ -793,10 +802,11 @@ class Monitor:
                 got = self.observe(names[tid], logits[rows], None if pooled is None else pooled[rows], unk[rows],
                                    lengths[rows], [texts[i] for i in rows])
                 flags.update(zip(rows, got))
-                for i, f in zip(rows, got):
-                    self._recent[(names[tid], tuple(input_ids[i][mask[i].bool()].tolist()))] = f
-            while len(self._recent) > RECENT_FLAGS:
-                self._recent.popitem(last=False)
+                with self._lock:
+                    for i, f in zip(rows, got):
+                        self._recent[(names[tid], tuple(input_ids[i][mask[i].bool()].tolist()))] = f
+                    while len(self._recent) > RECENT_FLAGS:
+                        self._recent.popitem(last=False)
             self.last_flags = [flags[i] for i in sorted(flags)]
 
         return _Handles([_encoder(model).register_forward_hook(on_encoder),
