@@ -67,6 +67,7 @@ from .config import RunConfig, config_to_dict, dump_config, flat_hparams, resolv
 from .interrupt import StopRequest, stopped_at_once_line, stopped_line
 from .metrics import compute_task_metrics, glue_average, majority_class_reference
 from .model_card import write_model_card
+from .monitoring import write_reference_for_run
 from .sampling import EntropyUncertaintySampler, Example, TaskSampler, make_sampler
 from .tasks import TaskDef
 
@@ -542,6 +543,10 @@ def _finish(run: Run, state: LoopState, exact: bool | None, command_line: str | 
     if acc.is_main_process:
         (out / RESULTS_FILE).write_text(json.dumps(results, indent=1), encoding="utf-8")
         write_model_card(out, results, training_config=config_to_dict(run.cfg))  # the checkpoint's README.md
+        if t.monitoring_reference:
+            d = run.cfg.data  # a run that caps its rows caps the reference's too (min with monitoring_rows)
+            write_reference_for_run(out, run.tasks, d.data_dir, min(t.monitoring_rows, d.max_eval_rows or math.inf),
+                                    min(t.monitoring_rows, d.max_train_rows or math.inf), t.seed, d.max_length, log)
     log(f"Dev average {results['average']:.4f} (step {final['step']}); "
                 + ", ".join(f"{k}={v['main']:.4f}" for k, v in results["tasks"].items()))
     log(f"Data used: {fraction['overall']:.1%} of the training rows ("
