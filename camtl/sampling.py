@@ -17,6 +17,10 @@ pass. Strategies:
 ``uniform``        each batch is one task, drawn with probability ``1 / num_tasks``
 ``temperature``    each batch is one task, drawn with probability ``n_t^(1/T) / sum(n^(1/T))``
 ``sequential``     task after task: ``ceil(n_t / B)`` batches of task 0, then task 1, ... (cycles)
+``mixed``          every batch holds every task: ``min_rows_per_task`` rows each (default 1), the rest drawn
+                   row by row with probability ``n_t / sum(n)``: each task's expected share of the rows is
+                   about its share of the data, as ``proportional`` gives it in whole batches. For the gradient
+                   aggregators (``train.gradient_aggregation``), which need several tasks in one step
 ``uncertainty``    MT-Uncertainty (CA-MTL, Pilault et al. 2021): draw a candidate batch of size
                    ``B`` (or ``candidates_per_task``) from every task, score every candidate's normalised prediction entropy,
                    train on the ``B`` most uncertain candidates overall (a mixed-task batch);
@@ -463,9 +467,38 @@ def score_sources(regression_tasks: Sequence[bool], task_names: Sequence[str] | 
     return sources
 
 
+# ----- mixed batches for the gradient aggregators (issue 27) -----------------------------------------------------------
+class MixedSampler(TaskSampler):
+    """Every global batch holds rows of every task: ``min_rows_per_task`` of each (None: 1), then the remaining
+    ``B - T x floor`` rows split over the tasks by one multinomial draw with ``p_t = n_t / sum(n)`` (the counter-based
+    generator of the draw). Task ``t``'s expected rows per batch are ``floor + (B - T floor) n_t / sum(n)``: the floor
+    over-samples small tasks by about ``floor x T / B`` of the batch (one row in 32 per task with the defaults);
+    ``epoch_batches`` counts the same batches as ``proportional``'s. The batch is ordered task after task."""
+
+    name = "mixed"
+
+    def __init__(self, task_sizes: Sequence[int], batch_size: int, seed: int = 0, rank: int = 0,
+                 world_size: int = 1, min_rows_per_task: int | None = None):
+        super().__init__(task_sizes, batch_size, seed, rank, world_size)
+        floor = 1 if min_rows_per_task is None else min_rows_per_task
+        if not (isinstance(floor, int) and floor >= 1 and floor * self.num_tasks <= batch_size):
+            raise ValueError(f"The mixed strategy puts min_rows_per_task rows of every task in each batch: it must be "
+                             f"an integer in [1, batch_size // num_tasks = {batch_size // self.num_tasks}] (or None "
+                             f"for 1), got {min_rows_per_task!r}; a global batch of {batch_size} rows holds at most "
+                             f"{batch_size} tasks.")
+        self.min_rows_per_task = floor
+
+    def _global_batch(self, scorer: Scorer | None) -> list[Example]:
+        sizes = np.asarray(self.task_sizes, dtype=np.float64)
+        rest = self.batch_size - self.min_rows_per_task * self.num_tasks
+        counts = self.min_rows_per_task + self._rng().multinomial(rest, sizes / sizes.sum())  # (num_tasks,)
+        return [(t, row) for t, stream in enumerate(self.streams) for row in stream.take(int(counts[t]))]
+
+
 SAMPLERS: dict[str, type[TaskSampler]] = {
     cls.name: cls
-    for cls in (ProportionalSampler, UniformSampler, TemperatureSampler, SequentialSampler, UncertaintySampler)
+    for cls in (ProportionalSampler, UniformSampler, TemperatureSampler, SequentialSampler, UncertaintySampler,
+                MixedSampler)
 }
 
 
@@ -495,7 +528,8 @@ def make_sampler(strategy: str, task_sizes: Sequence[int], batch_size: int, seed
     mine = {k: v for k, v in settings.items() if strategy in defaults[k]}
     for key, value in settings.items():
         if key not in mine and key not in TASK_DESCRIPTIONS and any(value != d for d in defaults[key].values()):
-            raise ValueError(f"{key}={value!r} is a setting of the {' and '.join(defaults[key])} strategy, which the "
+            raise ValueError(f"{key}={value!r} is a setting of the {' and '.join(defaults[key])} "
+                             f"{'strategies' if len(defaults[key]) > 1 else 'strategy'}, which the "
                              f"{strategy} strategy does not read; leave it at its default or choose that strategy.")
     return SAMPLERS[strategy](task_sizes, batch_size, seed=seed, rank=rank, world_size=world_size, **mine)
 
@@ -505,6 +539,7 @@ __all__ = [
     "DEFAULT_SCORE_SOURCE",
     "SAMPLERS",
     "Example",
+    "MixedSampler",
     "ProportionalSampler",
     "Scorer",
     "SequentialSampler",

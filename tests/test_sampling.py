@@ -41,7 +41,7 @@ def draw(sampler, n):
 
 def test_registry_matches_the_config_choices():
     assert set(typing.get_args(SamplingStrategy)) == set(SAMPLERS) == {
-        "proportional", "uniform", "temperature", "sequential", "uncertainty"}
+        "proportional", "uniform", "temperature", "sequential", "uncertainty", "mixed"}
     with pytest.raises(ValueError, match="valid strategies.*proportional.*uncertainty"):
         make_sampler("roundrobin", SIZES, 8)
 
@@ -471,7 +471,7 @@ def test_make_sampler_refuses_settings_it_would_ignore():
     make_sampler("uncertainty", SIZES, 4, temperature=2.0, task_names=["a", "b", "c"])  # defaults and task facts: fine
     with pytest.raises(ValueError, match="temperature=3.0 is a setting of the temperature strategy"):
         make_sampler("uncertainty", SIZES, 4, temperature=3.0)
-    with pytest.raises(ValueError, match="min_rows_per_task=2 is a setting of the uncertainty strategy"):
+    with pytest.raises(ValueError, match="min_rows_per_task=2 is a setting of the uncertainty and mixed strategies"):
         make_sampler("proportional", SIZES, 4, min_rows_per_task=2)
     with pytest.raises(ValueError, match=r"Unknown sampler setting\(s\) \['temprature'\]; valid settings: .*temperature"):
         make_sampler("temperature", SIZES, 4, temprature=3.0)
