@@ -3,6 +3,7 @@
     python app.py                                  # the project's trained default model (camtl.default_model)
     python app.py --model PATH_OR_HUB_ID           # any CA-MTL checkpoint folder or Hub model id
     CAMTL_MODEL=user/camtl-glue python app.py      # the same through the environment (how the Space is pointed)
+    python app.py --backend auto                   # ONNX Runtime (int8 only where its dev scores hold): camtl.serving
     python app.py --check-examples [--write]       # run the page's candidate examples through the model
 
 What the page says about the model comes from the model folder's ``results.json`` (train.py writes it, the default
@@ -132,15 +133,25 @@ def default_model_folder() -> str:
         raise CheckpointNotFoundError(str(err)) from err
 
 
-def load_pipeline(model_or_path):
+def load_pipeline(model_or_path, backend: str = "torch"):
     """A ``CaMtlClassificationPipeline`` for a checkpoint folder, a Hub id or a model object (with ``.tokenizer``).
 
     The repository's own pipeline class is used when importable (running from the repo); elsewhere (a Space) the
-    class that travels with the checkpoint (``pipeline(model=..., trust_remote_code=True)``)."""
+    class that travels with the checkpoint (``pipeline(model=..., trust_remote_code=True)``). A ``backend`` other than
+    ``torch`` (``onnx``, ``onnx-int8``, ``auto``: ONNX Runtime, see ``camtl.serving``) needs the camtl package."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, Pipeline, pipeline
 
     if isinstance(model_or_path, Pipeline):
         return model_or_path
+    if backend != "torch":
+        try:
+            from camtl.serving import load_pipeline as load_serving_pipeline
+        except ImportError as e:
+            raise ValueError(f"--backend {backend} runs ONNX Runtime through the camtl package, which is not "
+                             f"importable here ({e}): install it (pip install -e .) or use --backend torch") from e
+        if not isinstance(model_or_path, str):
+            raise ValueError(f"--backend {backend} needs a checkpoint or export folder, not a model object")
+        return load_serving_pipeline(model_or_path, backend)
     try:
         from modeling_camtl.pipeline_camtl import CaMtlClassificationPipeline
     except ImportError:
@@ -279,12 +290,12 @@ def quality_warning(results: dict) -> str | None:
 class Predictor:
     """The model, loaded once, behind the page's two plain functions."""
 
-    def __init__(self, model_or_path, name: str | None = None, results: dict | None = None):
+    def __init__(self, model_or_path, name: str | None = None, results: dict | None = None, backend: str = "torch"):
         path = None
         if isinstance(model_or_path, str) or model_or_path is None:
             path, resolved_name = resolve_model(model_or_path)
             name = name or resolved_name
-        self.pipe = load_pipeline(path if path is not None else model_or_path)
+        self.pipe = load_pipeline(path if path is not None else model_or_path, backend)
         self.tasks = {t["name"]: t for t in self.pipe.tasks}  # in task-id order
         self.info = {n: task_info(t) for n, t in self.tasks.items()}
         self.max_tokens = self.pipe.max_length
@@ -588,6 +599,9 @@ def main(argv=None) -> int:
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
                         help="address to serve on (0.0.0.0 to serve the network; a Space sets GRADIO_SERVER_NAME)")
     parser.add_argument("--port", type=int, default=None, help="port (default: $GRADIO_SERVER_PORT or 7860)")
+    parser.add_argument("--backend", default="torch", choices=("torch", "onnx", "onnx-int8", "auto"),
+                        help="what runs the model: PyTorch, ONNX Runtime fp32 or int8 (camtl.serving; a checkpoint "
+                             "is exported once into the cache), or auto: the fastest whose dev scores hold")
     parser.add_argument("--check-examples", action="store_true",
                         help="run app_examples.json's candidates through the model and report; serve nothing")
     parser.add_argument("--write", action="store_true", help="with --check-examples: mark in app_examples.json "
@@ -595,7 +609,7 @@ def main(argv=None) -> int:
                                                              "shown, the others as not shown")
     args = parser.parse_args(argv)
     try:
-        predictor = Predictor(args.model)
+        predictor = Predictor(args.model, backend=args.backend)
     except CheckpointNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

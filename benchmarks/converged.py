@@ -87,7 +87,7 @@ DEFAULT_LRS = {"single-task": [5e-5, 1e-4, 2e-4], "plain-mtl": [5e-5, 1e-4, 2e-4
 
 def train_rows(data_dir: str, sst2_rows: int | None) -> dict[str, int]:
     """Training rows of each task (SST-2 capped at ``sst2_rows``)."""
-    from camtl.data import get_task, load_split
+    from camtl.tasks import get_task, load_split
 
     rows = {name: len(load_split(get_task(name), "train", data_dir)) for name in TASKS}
     if sst2_rows:

@@ -30,7 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from camtl.data import MultiTaskCollator, get_task, load_split, resolve_labels, tokenize_split  # noqa: E402
+from camtl.readers import MultiTaskCollator, tokenize_split  # noqa: E402
+from camtl.tasks import get_task, load_split, resolve_labels  # noqa: E402
 from camtl.trainer import predict, rows_to_features  # noqa: E402
 
 CONFIDENT = 0.5  # a normalised entropy below this is a confident prediction
@@ -59,15 +60,15 @@ def replay_allocation(model, tokenizer, accelerator, data_dir: str, max_length: 
                       max_train_rows: int = 16000, seed: int = 42, batch_size: int = 32) -> dict:
     """Rows of each task in ``steps`` batches of MT-Uncertainty's entropy allocation, the model scoring the candidates
     with train.py's scorer; training rows capped as the converged benchmark caps them (only SST-2 has more)."""
-    from camtl.sampling import UncertaintySampler
+    from camtl.sampling import EntropyUncertaintySampler
     from camtl.trainer import EntropyScorer, MultiTaskBatches
 
     names = list(model.config.task_names)
     tasks = [resolve_labels(get_task(name)) for name in names]
     sets = [tokenize_split(load_split(task, "train", data_dir=data_dir, max_rows=max_train_rows, seed=seed),
                            tokenizer, max_length, task_id) for task_id, task in enumerate(tasks)]
-    sampler = UncertaintySampler([len(ds) for ds in sets], batch_size, seed=0, allocation="entropy",
-                                 regression_tasks=[t.kind == "regression" for t in tasks], task_names=names)
+    sampler = EntropyUncertaintySampler([len(ds) for ds in sets], batch_size, seed=0,
+                                        regression_tasks=[t.kind == "regression" for t in tasks], task_names=names)
     scorer = EntropyScorer(accelerator, model, MultiTaskBatches(sampler, sets, MultiTaskCollator(tokenizer)), 64)
     counts = np.zeros(len(names), dtype=np.int64)
     for _ in range(steps):

@@ -172,7 +172,7 @@ def markdown(table: dict, majority: dict | None = None) -> str:
 def majority_baseline(data_dir: str) -> dict:
     """Each task's dev metric when every row gets the training set's majority class (the mean score for STS-B,
     whose correlations are then undefined: 0). The floor any trained arm should clear."""
-    from camtl.data import get_task
+    from camtl.tasks import get_task
     from camtl.metrics import majority_class_from_data
 
     reference = majority_class_from_data([get_task(name) for name in TASKS], data_dir)

@@ -13,7 +13,8 @@ Settings:
   unc-paper-pool-grouped  the same with ``--train.group_by_length true`` (length-sorted pieces, accumulated);
   unc-pool-16/-8      MT-Uncertainty with 16 / 8 candidates per task;
   unc-prop(-48)       MT-Uncertainty with ``--sampling.allocation proportional``: one task per batch, drawn as
-                      proportional draws it, its 32 most uncertain of 64 (48) candidates of that task.
+                      proportional draws it, its 32 most uncertain of 64 (48) candidates of that task;
+  unc-prop-grouped    the default (unc-prop) with ``--train.group_by_length true``.
 
     python benchmarks/sampling_cost.py                      # 3 rounds of 15 steps per setting
 """
@@ -51,6 +52,8 @@ SETTINGS = {
     "unc-prop": ["--sampling.strategy", "uncertainty", "--sampling.allocation", "proportional"],
     "unc-prop-48": ["--sampling.strategy", "uncertainty", "--sampling.allocation", "proportional",
                     "--sampling.candidates_per_task", "48"],
+    "unc-prop-grouped": ["--sampling.strategy", "uncertainty", "--sampling.allocation", "proportional",
+                         "--train.group_by_length", "true"],
 }
 
 
@@ -66,6 +69,11 @@ def build(name: str, extra: list[str], args) -> trainer.Run:
     run.model.train()
     run.state, _ = trainer._start_state(run)
     return run
+
+
+def _ratio(value: float | None) -> str:
+    """A ratio cell of the table: '-' where its reference setting was not measured."""
+    return "-" if value is None else f"{value:.2f}"
 
 
 def timed_steps(run: trainer.Run, steps: int) -> dict:
@@ -128,8 +136,8 @@ def main(argv=None) -> dict:
              "| setting | s/step (median) | x proportional | x balanced | real tokens/step | padded tokens/step |",
              "|---|---:|---:|---:|---:|---:|"]
     for name, row in summary.items():
-        lines.append(f"| {name} | {row['s_per_step_median']:.3f} | {row['ratio_to_proportional'] or 0:.2f} | "
-                     f"{row['ratio_to_balanced'] or 0:.2f} | {row['real_tokens_per_step']:.0f} | "
+        lines.append(f"| {name} | {row['s_per_step_median']:.3f} | {_ratio(row['ratio_to_proportional'])} | "
+                     f"{_ratio(row['ratio_to_balanced'])} | {row['real_tokens_per_step']:.0f} | "
                      f"{row['padded_tokens_per_step']:.0f} |")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

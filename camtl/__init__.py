@@ -1,6 +1,6 @@
 """camtl: the training side of CA-MTL (the model itself is ``modeling_camtl``, which travels with checkpoints).
 
-Submodules, imported explicitly (``from camtl.data import load_split``) so that ``import camtl`` stays cheap:
+Submodules, imported explicitly (``from camtl.tasks import load_split``) so that ``import camtl`` stays cheap:
 
 - ``config``: the run's settings (``train.py``'s options), parsed and validated;
 - ``data``: task definitions, reading and tokenising task files, the multi-task collator;

@@ -17,8 +17,9 @@ from transformers.utils import logging as hf_logging
 
 from modeling_camtl import CaMtlForMultiTask, is_camtl_parameter
 
-from .config import RunConfig
-from .data import MultiTaskCollator, TaskDef, get_task, load_split, resolve_labels, tokenize_split
+from .config import RunConfig, resolve_path
+from .readers import MultiTaskCollator, tokenize_split
+from .tasks import TaskDef, get_task, load_split, resolve_labels
 from .weights import naming_damaged_weights
 
 logger = logging.getLogger("camtl.train")
@@ -125,6 +126,10 @@ def continue_model(cfg: RunConfig, tasks: Sequence[TaskDef]) -> tuple[CaMtlForMu
     for task in new:
         model.add_task(task.to_spec(), init_from="mean")
     center_regression_heads(model, [t.name for t in new])
+    if cfg.model.new_task_adapter_size and new:
+        added = model.add_task_adapters([t.name for t in new], size=cfg.model.new_task_adapter_size)
+        log(f"Task adapters of size {cfg.model.new_task_adapter_size} for {[t.name for t in new]}: "
+            f"{added:,} parameters")
     log(f"Continuing from {cfg.model.init_from}: tasks {model.config.task_names}, new {[t.name for t in new]}")
     if cfg.model.trainable == "new_tasks":
         if not new:
@@ -155,6 +160,7 @@ def get_dataloaders(cfg: RunConfig, tasks: Sequence[TaskDef], tokenizer, acceler
     its own rank-strided share; they do not go through ``accelerator.prepare``.
     """
     d = cfg.data
+    extra_dir = resolve_path(d.extra_dir) if d.extra_dir is not None else None
     trained = set(trained_task_ids(cfg, tasks))
     train_sets: list = [None] * len(tasks)  # None: not trained in this run (model.trainable=new_tasks)
     eval_sets: list = [None] * len(tasks)
@@ -167,7 +173,7 @@ def get_dataloaders(cfg: RunConfig, tasks: Sequence[TaskDef], tokenizer, acceler
             progress.set_postfix_str(f"{tasks[task_id].name} {split}")
             rows = d.max_train_rows if split == "train" else d.max_eval_rows
             ds = load_split(tasks[task_id], split, data_dir=d.data_dir, max_rows=rows,
-                            seed=cfg.train.seed if rows is not None else None)
+                            seed=cfg.train.seed if rows is not None else None, extra_dir=extra_dir)
             (train_sets if split == "train" else eval_sets)[task_id] = tokenize_split(ds, tokenizer, d.max_length,
                                                                                       task_id)
             progress.update()

@@ -64,12 +64,16 @@ class ModelArgs:
         camtl: CA-MTL knob overrides passed to CaMtlForMultiTask.from_bert, e.g. {adapter_size: 32};
             {preset: authors} selects the authors' architecture (README, "Departures from the paper and the
             authors' code"), which the other keys then override.
+        new_task_adapter_size: with init_from, give every new task its own bottleneck adapter of this size in
+            every layer (model.add_task_adapters), trained with its embedding row and head in new_tasks mode;
+            other tasks' rows never read it. null: no adapter (only the row and the head train).
     """
 
     base_model: str | None = None
     trainable: TrainableMode = "paper"
     init_from: str | None = None
     camtl: dict[str, Any] = field(default_factory=dict)
+    new_task_adapter_size: int | None = None
 
 
 @dataclass
@@ -77,7 +81,8 @@ class DataArgs:
     """The tasks and their data.
 
     Args:
-        tasks: GLUE task names (cola, sst2, mrpc, stsb, rte, wnli, qnli, mnli, qqp) and/or file tasks
+        tasks: GLUE task names (cola, sst2, mrpc, stsb, rte, wnli, qnli, mnli, qqp), built-in auxiliary tasks
+            (sick_e, sick_r, snli, trec, mr, subj, cr, mpqa, cb, boolq, wic, ag_news, qnli_dev) and/or file tasks
             ({name, train_file, validation_file, text_columns, label_column, kind, labels, ...}; a relative file
             path is looked up in data_dir, then in the working directory; .txt files with tabs are TSV).
         data_dir: folder in the GLUE TSV layout (<data_dir>/SST-2/train.tsv); null reads nyu-mll/glue
@@ -85,6 +90,13 @@ class DataArgs:
         max_length: maximum tokens per example (longer inputs are truncated).
         max_train_rows: keep at most this many training rows per task (a seeded random sample).
         max_eval_rows: keep at most this many dev rows per task (a seeded random sample).
+        extra_dir: folder of the auxiliary sets that the built-in tasks sick_e, sick_r, snli, trec, mr, subj, cr,
+            mpqa, cb, boolq, wic and ag_news read (camtl/tasks.py: EXTRA_TASKS; qnli_dev reads data_dir's QNLI). A
+            relative path is read from the working directory, else from the project root (when the data is read, so
+            that runs saved before this setting existed resume unchanged).
+        protected_tasks: tasks whose dev sets no training row may hold, besides the dev sets of data.tasks (which
+            are always protected): the leakage filter (camtl/leakage.py) drops every training row that equals or
+            contains one of their sentences, or is most of one. For a donor run whose target is evaluated later.
     """
 
     tasks: list[str | dict[str, Any]] = field(default_factory=lambda: list(QUICKSTART_TASKS))
@@ -92,6 +104,9 @@ class DataArgs:
     max_length: int = 128
     max_train_rows: int | None = None
     max_eval_rows: int | None = None
+    # issue 22: auxiliary tasks and the leakage filter
+    extra_dir: str | None = "../shared/data/extra"
+    protected_tasks: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -106,7 +121,6 @@ class SamplingArgs:
         min_rows_per_task: uncertainty with allocation entropy only: rows of every task in each global batch (its
             most uncertain candidates) before the rest is chosen by uncertainty. null = global batch // (2 x tasks);
             0 = the paper's rule exactly, which can starve a task whose predictions are confidently wrong.
-            mixed: rows of every task in each global batch (null = 1).
         warmup_steps: uncertainty only: the first batches are balanced over the tasks and not scored.
         regression_scores: uncertainty only: borrow (a regression task's candidates take the scores of a
             classification task's, as the authors' code does for STS-B) or own (the model's binary entropy
@@ -123,6 +137,10 @@ class SamplingArgs:
             task per batch drawn by its size, as the proportional strategy does; the entropy picks that task's rows
             (its most uncertain candidates). entropy (the paper's): the most uncertain candidates of all tasks, with
             the floor. See camtl/sampling.py and BENCHMARKS.md for why.
+        task_budgets: per-task cap on training rows, {task: rows} (a seeded sample of that many, after the leakage
+            filter): the rows a task brings, hence its share of the batches under proportional sampling (and
+            proportional allocation), so that a large auxiliary set does not crowd the GLUE tasks out. Tasks not
+            named keep all their rows (data.max_train_rows still applies to every task).
     """
 
     strategy: SamplingStrategy = "uncertainty"
@@ -134,6 +152,8 @@ class SamplingArgs:
     score_mode: Literal["eval", "train"] = "eval"
     candidates_per_task: int | None = None
     allocation: Literal["entropy", "proportional"] = "proportional"
+    # issue 22: many tasks of very different sizes
+    task_budgets: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -282,7 +302,7 @@ def flat_hparams(cfg: RunConfig) -> dict[str, Any]:
             for k, v in _flatten(config_to_dict(cfg)).items()}
 
 
-def _resolve_path(path: str) -> str:
+def resolve_path(path: str) -> str:
     """``path`` as given when it exists from the working directory, else from the project root."""
     if os.path.isabs(path) or os.path.exists(path) or not (PROJECT_ROOT / path).exists():
         return os.path.abspath(path)
@@ -302,7 +322,7 @@ def resolve_config(cfg: RunConfig) -> RunConfig:
     if cfg.model.init_from is not None and os.path.exists(cfg.model.init_from):
         cfg.model.init_from = os.path.abspath(cfg.model.init_from)
     if cfg.data.data_dir is not None:
-        cfg.data.data_dir = _resolve_path(cfg.data.data_dir)
+        cfg.data.data_dir = resolve_path(cfg.data.data_dir)
     if cfg.logging_dir is None:
         cfg.logging_dir = os.path.join(cfg.output_dir, "logs")
     if cfg.train.mixed_precision == "auto":
@@ -358,6 +378,9 @@ def validate_config(cfg: RunConfig) -> None:
         ("sampling.warmup_steps", s.warmup_steps, s.warmup_steps >= 0, "a non-negative integer"),
         ("sampling.candidates_per_task", s.candidates_per_task,
          s.candidates_per_task is None or s.candidates_per_task >= 1, "a positive integer or null"),
+        ("model.new_task_adapter_size", cfg.model.new_task_adapter_size,
+         cfg.model.new_task_adapter_size is None or (cfg.model.new_task_adapter_size >= 1 and cfg.model.init_from),
+         "a positive integer with model.init_from (the model the new tasks are added to), or null"),
     ]
     for name, value, ok, allowed in checks:
         if not ok:
@@ -381,6 +404,10 @@ def validate_config(cfg: RunConfig) -> None:
     if cfg.model.camtl.get("preset", "ours") not in CAMTL_PRESETS:
         raise ValueError(f"Unknown model.camtl preset {cfg.model.camtl['preset']!r}; valid presets: "
                          f"{list(CAMTL_PRESETS)}.")
+    bad_budgets = {k: v for k, v in s.task_budgets.items() if not (isinstance(v, int) and v >= 1)}
+    if bad_budgets:
+        raise ValueError(f"Bad value sampling.task_budgets={s.task_budgets!r}: every budget must be a positive "
+                         f"integer (rows), not {bad_budgets}.")
     if not d.tasks:
         raise ValueError("data.tasks is empty: name at least one task (GLUE names such as 'rte', or file tasks).")
     if d.data_dir is not None and not os.path.isdir(d.data_dir):

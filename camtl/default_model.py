@@ -259,7 +259,7 @@ def shipped_results(results: dict, config, training_config: dict, data_dir: str 
     out = {k: results[k] for k in RESULT_KEYS if k in results}
     if "majority_class" in out and "eval_rows" in out:
         return out
-    from camtl.data import get_task, load_split
+    from camtl.tasks import get_task, load_split
     from camtl.metrics import majority_class_from_data
 
     data_dir = data_dir or (training_config.get("data") or {}).get("data_dir")

@@ -39,7 +39,7 @@ def compute_task_metrics(task: _HasMetric | str, predictions: Any, labels: Any) 
     """GLUE metrics of one task, with a ``"main"`` key.
 
     Args:
-        task: a `camtl.data.TaskDef` or a metric name from `METRICS`.
+        task: a `camtl.tasks.TaskDef` or a metric name from `METRICS`.
         predictions: class ids (N,) or logits (N, C) for classification (argmax taken);
             scores (N,) or (N, 1) for regression.
         labels: gold ids or scores (N,); float ids (as the collator makes them) are fine.
@@ -131,8 +131,8 @@ def majority_class_reference(tasks: Any, train_labels: Any, dev_labels: Any) -> 
 
 
 def majority_class_from_data(tasks: Any, data_dir: str | None) -> dict[str, Any]:
-    """`majority_class_reference` of `TaskDef`s read from their train and dev splits (``camtl.data.load_split``)."""
-    from camtl.data import load_split  # camtl.data reads files: imported only here
+    """`majority_class_reference` of `TaskDef`s read from their train and dev splits (``camtl.tasks.load_split``)."""
+    from camtl.tasks import load_split  # camtl.tasks reads files: imported only here
 
     splits = [[load_split(task, split, data_dir)["label"] for task in tasks] for split in ("train", "validation")]
     return majority_class_reference(tasks, *splits)

@@ -17,19 +17,20 @@ pass. Strategies:
 ``uniform``        each batch is one task, drawn with probability ``1 / num_tasks``
 ``temperature``    each batch is one task, drawn with probability ``n_t^(1/T) / sum(n^(1/T))``
 ``sequential``     task after task: ``ceil(n_t / B)`` batches of task 0, then task 1, ... (cycles)
-``mixed``          every batch holds every task: ``min_rows_per_task`` rows each (default 1), the rest drawn
-                   row by row with probability ``n_t / sum(n)``: each task's expected share of the rows is
-                   about its share of the data, as ``proportional`` gives it in whole batches. For the gradient
+``uncertainty``    MT-Uncertainty (CA-MTL, Pilault et al. 2021): candidates scored by their normalised
+                   prediction entropy, the most uncertain trained on; one class per ``allocation``:
+  ``entropy``      `EntropyUncertaintySampler`, the paper's: a candidate batch of ``B`` (or
+                   ``candidates_per_task``) rows from every task, the ``B`` most uncertain overall (a
+                   mixed-task batch); by default every task keeps a floor of ``B // (2 * num_tasks)``
+                   rows per batch (``min_rows_per_task=0`` is the paper's rule exactly), optionally after
+                   ``warmup_steps`` balanced batches
+  ``proportional`` `ProportionalUncertaintySampler`, ours (the default): each batch is one task drawn
+                   as ``proportional`` draws it, its ``B`` most uncertain of ``candidates_per_task``
+                   (default ``2B``) rows of that task
+``mixed``          every batch holds every task: one row each, the rest drawn row by row with
+                   probability ``n_t / sum(n)``: each task's expected share of the rows is about its
+                   share of the data, as ``proportional`` gives it in whole batches. For the gradient
                    aggregators (``train.gradient_aggregation``), which need several tasks in one step
-``uncertainty``    MT-Uncertainty (CA-MTL, Pilault et al. 2021): draw a candidate batch of size
-                   ``B`` (or ``candidates_per_task``) from every task, score every candidate's normalised prediction entropy,
-                   train on the ``B`` most uncertain candidates overall (a mixed-task batch);
-                   by default every task keeps a floor of ``B // (2 * num_tasks)`` rows per
-                   batch (``min_rows_per_task=0`` is the paper's rule exactly), optionally after
-                   ``warmup_steps`` balanced batches. That is ``allocation="entropy"``; by default
-                   (``allocation="proportional"``, ours) the entropy picks rows only *within* a task:
-                   each batch is one task drawn as ``proportional`` draws it, its ``B`` most
-                   uncertain of ``candidates_per_task`` (default ``2B``)
 =================  ==========================================================================
 
 Why the floor: with the paper's rule alone, a task whose predictions become *confidently wrong*
@@ -53,7 +54,6 @@ trained rows over its size).
 
 from __future__ import annotations
 
-import inspect
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -278,19 +278,8 @@ class SequentialSampler(TaskSampler):
 
 
 class UncertaintySampler(TaskSampler):
-    """MT-Uncertainty sampling (CA-MTL, Pilault et al., ICLR 2021, Algorithm 1), with a per-task floor, or (the
-    default) with the task of each batch drawn by its size and the entropy picking that task's rows.
-
-    With ``allocation="entropy"`` (the paper's), at every step a candidate batch of ``candidates_per_task`` rows (by
-    default ``batch_size``, the paper's) is drawn from every task; ``scorer`` gives each candidate's normalised
-    prediction entropy ``H_i`` (in [0, 1]). As in the paper, each score is weighted by how uncertain its task's
-    candidate batch is relative to the most uncertain task:
-    ``H'_i = H_i * mean_t(H) / max_t' mean_t'(H)``.
-
-    The training batch is then:
-
-    1. the floor: the ``min_rows_per_task`` most uncertain candidates of every task;
-    2. the rest of the batch: the candidates with the highest ``H'`` among those left.
+    """What the two MT-Uncertainty allocations (`ALLOCATIONS`) share: a ``scorer`` (each candidate's normalised
+    prediction entropy, in [0, 1]), the scores of regression tasks, and unscored warm-up batches.
 
     A regression prediction has no entropy of its own. With ``regression_scores="borrow"`` (the
     default, as the authors' code does for STS-B) candidate ``i`` of a regression task takes the score of
@@ -300,52 +289,22 @@ class UncertaintySampler(TaskSampler):
     model's binary entropy of the prediction's place in the label range, which peaks where an untrained
     head predicts and so favours regression tasks early on).
 
-    ``min_rows_per_task=0`` is the paper's rule exactly; ``None`` (the default) is
-    ``batch_size // (2 * num_tasks)``, so at most half of each batch is reserved. During the first
-    ``warmup_steps`` draws the batch is balanced over the tasks and nothing is scored (an untrained
-    head's entropy says little). The batch is ordered by ``H'``, most uncertain first; ties keep the
-    candidate order.
-
-    ``allocation="proportional"`` (ours, the default) lets the entropy choose rows within a task only: each batch is
-    one task, drawn exactly as `ProportionalSampler` draws it (the same random stream: with ``candidates_per_task
-    == batch_size`` the batches are the proportional sampler's), and its ``batch_size`` most uncertain of
-    ``candidates_per_task`` candidates of that task (default ``2 x batch_size``). Only that task's candidates are
-    scored. A task that borrows its scores (``regression_scores="borrow"``) takes its next ``batch_size`` rows
-    unscored: another task's entropies say nothing about which of its own rows are hard. ``min_rows_per_task`` does
-    not apply; warm-up batches are the next ``batch_size`` rows, unscored.
+    During the first ``warmup_steps`` draws nothing is scored (an untrained head's entropy says little).
+    ``candidates_per_task`` is how many rows of a task are drawn as candidates when that task is scored; each
+    allocation has its own default.
     """
 
     name = "uncertainty"
     needs_scorer = True
+    #: the `ALLOCATIONS` key of the class (``sampling.allocation``)
+    allocation: ClassVar[str]
 
     def __init__(self, task_sizes: Sequence[int], batch_size: int, seed: int = 0, rank: int = 0,
-                 world_size: int = 1, min_rows_per_task: int | None = None, warmup_steps: int = 0,
+                 world_size: int = 1, *, candidates_per_task: int, warmup_steps: int = 0,
                  regression_tasks: Sequence[bool] | None = None, regression_scores: str = "borrow",
-                 task_names: Sequence[str] | None = None, regression_score_source: str | None = None,
-                 candidates_per_task: int | None = None, allocation: str = "proportional"):
+                 task_names: Sequence[str] | None = None, regression_score_source: str | None = None):
         super().__init__(task_sizes, batch_size, seed, rank, world_size)
-        if allocation not in ALLOCATIONS:
-            raise ValueError(f"Unknown allocation {allocation!r}; valid allocations: {list(ALLOCATIONS)}.")
-        self.allocation = allocation
-        if allocation == "proportional":
-            if min_rows_per_task is not None:
-                raise ValueError(f"min_rows_per_task (here {min_rows_per_task!r}) is the floor of the entropy "
-                                 "allocation; allocation='proportional' draws one task per batch and has no floor: "
-                                 "leave it None.")
-            if candidates_per_task is None:
-                candidates_per_task = 2 * batch_size
-            if not (isinstance(candidates_per_task, int) and candidates_per_task >= batch_size):
-                raise ValueError(f"With allocation='proportional', candidates_per_task is the candidates of the "
-                                 f"batch's task: an integer >= batch_size ({batch_size}), or None for "
-                                 f"{2 * batch_size}, got {candidates_per_task!r}.")
-        if candidates_per_task is None:
-            candidates_per_task = batch_size
-        if not (isinstance(candidates_per_task, int) and candidates_per_task >= 1
-                and candidates_per_task * self.num_tasks >= batch_size):
-            raise ValueError(f"candidates_per_task must be an integer with candidates_per_task x num_tasks >= "
-                             f"batch_size (>= {math.ceil(batch_size / self.num_tasks)} here), or None for the "
-                             f"batch size ({batch_size}, the paper's), got {candidates_per_task!r}.")
-        #: candidates drawn from every task at each step (the paper: the batch size)
+        #: candidates drawn from a task each time it is scored
         self.pool = candidates_per_task
         if regression_scores not in ("borrow", "own"):
             raise ValueError(f"regression_scores must be 'borrow' or 'own', got {regression_scores!r}.")
@@ -359,24 +318,56 @@ class UncertaintySampler(TaskSampler):
         #: for every task, the task whose candidate scores it uses (itself unless it borrows)
         self.score_source = np.arange(self.num_tasks) if regression_scores == "own" else \
             score_sources(regression, task_names, regression_score_source)
+        if not (isinstance(warmup_steps, int) and warmup_steps >= 0):
+            raise ValueError(f"warmup_steps must be a non-negative integer, got {warmup_steps!r}.")
+        self.warmup_steps = warmup_steps
+
+
+class EntropyUncertaintySampler(UncertaintySampler):
+    """MT-Uncertainty sampling as the paper allocates it (CA-MTL, Pilault et al., ICLR 2021, Algorithm 1): the
+    entropy chooses across tasks, with a per-task floor.
+
+    At every step a candidate batch of ``candidates_per_task`` rows (by default ``batch_size``, the paper's) is drawn
+    from every task and scored. As in the paper, each score is weighted by how uncertain its task's candidate batch is
+    relative to the most uncertain task: ``H'_i = H_i * mean_t(H) / max_t' mean_t'(H)``. The training batch is then:
+
+    1. the floor: the ``min_rows_per_task`` most uncertain candidates of every task;
+    2. the rest of the batch: the candidates with the highest ``H'`` among those left.
+
+    ``min_rows_per_task=0`` is the paper's rule exactly; ``None`` (the default) is
+    ``batch_size // (2 * num_tasks)``, so at most half of each batch is reserved. Warm-up batches are balanced
+    over the tasks. The batch is ordered by ``H'``, most uncertain first; ties keep the candidate order.
+    """
+
+    allocation = "entropy"
+
+    def __init__(self, task_sizes: Sequence[int], batch_size: int, seed: int = 0, rank: int = 0,
+                 world_size: int = 1, *, candidates_per_task: int | None = None, min_rows_per_task: int | None = None,
+                 **scoring: Any):
+        """``scoring``: `UncertaintySampler`'s ``warmup_steps``, ``regression_tasks``, ``regression_scores``,
+        ``task_names``, ``regression_score_source``."""
+        super().__init__(task_sizes, batch_size, seed, rank, world_size,
+                         candidates_per_task=batch_size if candidates_per_task is None else candidates_per_task,
+                         **scoring)
+        if not (isinstance(self.pool, int) and self.pool >= 1 and self.pool * self.num_tasks >= batch_size):
+            raise ValueError(f"candidates_per_task must be an integer with candidates_per_task x num_tasks >= "
+                             f"batch_size (>= {math.ceil(batch_size / self.num_tasks)} here), or None for the "
+                             f"batch size ({batch_size}, the paper's), got {candidates_per_task!r}.")
         if min_rows_per_task is None:
-            min_rows_per_task = batch_size // (2 * self.num_tasks) if allocation == "entropy" else 0
+            min_rows_per_task = batch_size // (2 * self.num_tasks)
         # (min_rows_per_task <= batch_size / num_tasks <= candidates_per_task: every task has the rows of its floor)
         if not (isinstance(min_rows_per_task, int) and 0 <= min_rows_per_task * self.num_tasks <= batch_size):
             raise ValueError(f"min_rows_per_task must be an integer in [0, batch_size // num_tasks = "
                              f"{batch_size // self.num_tasks}] (or None for batch_size // (2 * num_tasks)), got "
                              f"{min_rows_per_task!r}.")
-        if not (isinstance(warmup_steps, int) and warmup_steps >= 0):
-            raise ValueError(f"warmup_steps must be a non-negative integer, got {warmup_steps!r}.")
-        self.min_rows_per_task, self.warmup_steps = min_rows_per_task, warmup_steps
+        #: the floor: rows of every task in each batch
+        self.min_rows_per_task = min_rows_per_task
 
     def candidates(self) -> list[Example]:
         """The next candidate batch of every task, task after task (advances the task streams)."""
         return [(t, row) for t, stream in enumerate(self.streams) for row in stream.take(self.pool)]
 
     def _global_batch(self, scorer: Scorer | None) -> list[Example]:
-        if self.allocation == "proportional":
-            return self._one_task_batch(scorer)
         if self.draws < self.warmup_steps:
             return self._balanced_batch()
         candidates = self.candidates()
@@ -395,17 +386,6 @@ class UncertaintySampler(TaskSampler):
         chosen[rest] = True
         return [candidates[i] for i in order if chosen[i]]
 
-    def _one_task_batch(self, scorer: Scorer) -> list[Example]:
-        """``allocation="proportional"``: the task as `ProportionalSampler` draws it, its most uncertain candidates."""
-        sizes = np.asarray(self.task_sizes, dtype=np.float64)
-        task = int(self._rng().choice(self.num_tasks, p=sizes / sizes.sum()))
-        stream = self.streams[task]
-        if self.draws < self.warmup_steps or self.score_source[task] != task:
-            return [(task, row) for row in stream.take(self.batch_size)]
-        candidates = [(task, row) for row in stream.take(self.pool)]
-        order = np.argsort(-_scores(scorer, candidates), kind="stable")[: self.batch_size]  # most uncertain first
-        return [candidates[i] for i in order]
-
     def _balanced_batch(self) -> list[Example]:
         """``batch_size // T`` rows of every task; the remainder goes to tasks in turn (rotating each draw)."""
         counts = np.full(self.num_tasks, self.batch_size // self.num_tasks)
@@ -421,6 +401,42 @@ class UncertaintySampler(TaskSampler):
         return (per_task * (means / top if top > 0 else 1.0)).reshape(-1)  # (T * P,)
 
 
+class ProportionalUncertaintySampler(UncertaintySampler):
+    """MT-Uncertainty with proportional allocation (ours, the default): the entropy chooses rows within a task only.
+
+    Each batch is one task, drawn exactly as `ProportionalSampler` draws it (the same random stream: with
+    ``candidates_per_task == batch_size`` the batches are the proportional sampler's), and its ``batch_size`` most
+    uncertain of ``candidates_per_task`` candidates of that task (default ``2 x batch_size``), most uncertain first.
+    Only that task's candidates are scored. A task that borrows its scores (``regression_scores="borrow"``) takes its
+    next ``batch_size`` rows unscored: another task's entropies say nothing about which of its own rows are hard. So
+    do warm-up batches. There is no floor: every task's share of the batches is its share of the rows.
+    """
+
+    allocation = "proportional"
+
+    def __init__(self, task_sizes: Sequence[int], batch_size: int, seed: int = 0, rank: int = 0,
+                 world_size: int = 1, *, candidates_per_task: int | None = None, **scoring: Any):
+        """``scoring``: `UncertaintySampler`'s ``warmup_steps``, ``regression_tasks``, ``regression_scores``,
+        ``task_names``, ``regression_score_source``."""
+        super().__init__(task_sizes, batch_size, seed, rank, world_size,
+                         candidates_per_task=2 * batch_size if candidates_per_task is None else candidates_per_task,
+                         **scoring)
+        if not (isinstance(self.pool, int) and self.pool >= batch_size):
+            raise ValueError(f"With allocation='proportional', candidates_per_task is the candidates of the "
+                             f"batch's task: an integer >= batch_size ({batch_size}), or None for "
+                             f"{2 * batch_size}, got {candidates_per_task!r}.")
+
+    def _global_batch(self, scorer: Scorer | None) -> list[Example]:
+        sizes = np.asarray(self.task_sizes, dtype=np.float64)
+        task = int(self._rng().choice(self.num_tasks, p=sizes / sizes.sum()))  # as ProportionalSampler draws it
+        stream = self.streams[task]
+        if self.draws < self.warmup_steps or self.score_source[task] != task:
+            return [(task, row) for row in stream.take(self.batch_size)]
+        candidates = [(task, row) for row in stream.take(self.pool)]
+        order = np.argsort(-_scores(scorer, candidates), kind="stable")[: self.batch_size]  # most uncertain first
+        return [candidates[i] for i in order]
+
+
 def _scores(scorer: Scorer, candidates: list[Example]) -> np.ndarray:
     """The scorer's value of every candidate, as a float64 vector; ValueError when it returned another count."""
     scores = np.asarray(scorer(candidates), dtype=np.float64).reshape(-1)
@@ -429,9 +445,12 @@ def _scores(scorer: Scorer, candidates: list[Example]) -> np.ndarray:
     return scores
 
 
-#: How MT-Uncertainty splits a batch over the tasks: ``entropy`` (the paper's: the most uncertain candidates overall,
-#: with the floor) or ``proportional`` (one task per batch by its size; the entropy picks rows within it).
-ALLOCATIONS = ("entropy", "proportional")
+#: MT-Uncertainty's two allocations (``sampling.allocation``), one class each: ``entropy`` (the paper's: the most
+#: uncertain candidates of all tasks, with the floor) and ``proportional`` (one task per batch by its size; the entropy
+#: picks rows within it).
+ALLOCATIONS: dict[str, type[UncertaintySampler]] = {
+    cls.allocation: cls for cls in (EntropyUncertaintySampler, ProportionalUncertaintySampler)
+}
 
 #: The task a regression task borrows its uncertainty scores from by default, when present: MRPC (paraphrase) is the
 #: closest to STS-B (similarity). The authors' code copies SST-2's scores when STS-B and MRPC are both present.
@@ -469,8 +488,8 @@ def score_sources(regression_tasks: Sequence[bool], task_names: Sequence[str] | 
 
 # ----- mixed batches for the gradient aggregators (issue 27) -----------------------------------------------------------
 class MixedSampler(TaskSampler):
-    """Every global batch holds rows of every task: ``min_rows_per_task`` of each (None: 1), then the remaining
-    ``B - T x floor`` rows split over the tasks by one multinomial draw with ``p_t = n_t / sum(n)`` (the counter-based
+    """Every global batch holds rows of every task: ``min_rows_per_task`` of each (1 through ``sampling.strategy
+    mixed``, which has no setting of its own), then the remaining ``B - T x floor`` rows split over the tasks by one multinomial draw with ``p_t = n_t / sum(n)`` (the counter-based
     generator of the draw). Task ``t``'s expected rows per batch are ``floor + (B - T floor) n_t / sum(n)``: the floor
     over-samples small tasks by about ``floor x T / B`` of the batch (one row in 32 per task with the defaults);
     ``epoch_batches`` counts the same batches as ``proportional``'s. The batch is ordered task after task."""
@@ -478,13 +497,13 @@ class MixedSampler(TaskSampler):
     name = "mixed"
 
     def __init__(self, task_sizes: Sequence[int], batch_size: int, seed: int = 0, rank: int = 0,
-                 world_size: int = 1, min_rows_per_task: int | None = None):
+                 world_size: int = 1, min_rows_per_task: int = 1):
         super().__init__(task_sizes, batch_size, seed, rank, world_size)
-        floor = 1 if min_rows_per_task is None else min_rows_per_task
+        floor = min_rows_per_task
         if not (isinstance(floor, int) and floor >= 1 and floor * self.num_tasks <= batch_size):
             raise ValueError(f"The mixed strategy puts min_rows_per_task rows of every task in each batch: it must be "
-                             f"an integer in [1, batch_size // num_tasks = {batch_size // self.num_tasks}] (or None "
-                             f"for 1), got {min_rows_per_task!r}; a global batch of {batch_size} rows holds at most "
+                             f"an integer in [1, batch_size // num_tasks = {batch_size // self.num_tasks}], got "
+                             f"{min_rows_per_task!r}; a global batch of {batch_size} rows holds at most "
                              f"{batch_size} tasks.")
         self.min_rows_per_task = floor
 
@@ -495,52 +514,70 @@ class MixedSampler(TaskSampler):
         return [(t, row) for t, stream in enumerate(self.streams) for row in stream.take(int(counts[t]))]
 
 
+#: The strategies (``sampling.strategy``); ``uncertainty`` is one class per allocation (`ALLOCATIONS`).
 SAMPLERS: dict[str, type[TaskSampler]] = {
     cls.name: cls
     for cls in (ProportionalSampler, UniformSampler, TemperatureSampler, SequentialSampler, UncertaintySampler,
                 MixedSampler)
 }
 
-
-#: Settings that describe the tasks rather than choose how to sample them: a strategy that does not read them ignores them.
+#: The settings each strategy reads beyond the common arguments, with their defaults (those of the classes and of
+#: ``SamplingArgs``). ``allocation`` chooses the uncertainty class; ``min_rows_per_task`` is the entropy allocation's.
+STRATEGY_SETTINGS: dict[str, dict[str, Any]] = {
+    "temperature": {"temperature": 2.0},
+    "uncertainty": {"allocation": "proportional", "min_rows_per_task": None, "warmup_steps": 0,
+                    "regression_scores": "borrow", "regression_score_source": None, "candidates_per_task": None},
+}
+#: Settings that describe the tasks rather than choose how to sample them: a strategy that does not read them ignores
+#: them (the uncertainty samplers read them).
 TASK_DESCRIPTIONS = ("regression_tasks", "task_names")
 
 
 def make_sampler(strategy: str, task_sizes: Sequence[int], batch_size: int, seed: int = 0, rank: int = 0,
                  world_size: int = 1, **settings: Any) -> TaskSampler:
-    """The sampler of ``strategy`` (one of `SAMPLERS`) with its ``settings`` (its class's keyword arguments, e.g.
-    ``temperature`` for temperature, ``min_rows_per_task`` for uncertainty).
+    """The sampler of ``strategy`` (one of `SAMPLERS`) with its ``settings`` (`STRATEGY_SETTINGS`, e.g.
+    ``temperature`` for temperature; for uncertainty, ``allocation`` chooses the class of `ALLOCATIONS` and the
+    others are its keyword arguments).
 
     A setting of another strategy is accepted at its default value (a configuration holds every strategy's settings)
     and refused otherwise, as is a name that no strategy knows: ValueError naming the valid choices.
     """
     if strategy not in SAMPLERS:
         raise ValueError(f"Unknown sampling strategy {strategy!r}; valid strategies: {list(SAMPLERS)}.")
-    common = set(inspect.signature(TaskSampler.__init__).parameters)  # self, task_sizes, ..., world_size
-    defaults: dict[str, dict[str, Any]] = {}  # setting -> {strategy: its default}
-    for name, cls in SAMPLERS.items():
-        for param in inspect.signature(cls.__init__).parameters.values():
-            if param.name not in common:
-                defaults.setdefault(param.name, {})[name] = param.default
-    unknown = sorted(set(settings) - set(defaults))
+    owner = {key: name for name, keys in STRATEGY_SETTINGS.items() for key in keys}  # setting -> its strategy
+    unknown = sorted(set(settings) - set(owner) - set(TASK_DESCRIPTIONS))
     if unknown:
-        raise ValueError(f"Unknown sampler setting(s) {unknown}; valid settings: {sorted(defaults)}.")
-    mine = {k: v for k, v in settings.items() if strategy in defaults[k]}
+        raise ValueError(f"Unknown sampler setting(s) {unknown}; valid settings: "
+                         f"{sorted([*owner, *TASK_DESCRIPTIONS])}.")
     for key, value in settings.items():
-        if key not in mine and key not in TASK_DESCRIPTIONS and any(value != d for d in defaults[key].values()):
-            raise ValueError(f"{key}={value!r} is a setting of the {' and '.join(defaults[key])} "
-                             f"{'strategies' if len(defaults[key]) > 1 else 'strategy'}, which the "
-                             f"{strategy} strategy does not read; leave it at its default or choose that strategy.")
-    return SAMPLERS[strategy](task_sizes, batch_size, seed=seed, rank=rank, world_size=world_size, **mine)
+        if key in owner and owner[key] != strategy and value != STRATEGY_SETTINGS[owner[key]][key]:
+            raise ValueError(f"{key}={value!r} is a setting of the {owner[key]} strategy, which the {strategy} "
+                             "strategy does not read; leave it at its default or choose that strategy.")
+    mine = {k: v for k, v in settings.items() if owner.get(k) == strategy}
+    common = dict(seed=seed, rank=rank, world_size=world_size)
+    if strategy != "uncertainty":
+        return SAMPLERS[strategy](task_sizes, batch_size, **common, **mine)
+    mine.update((k, settings[k]) for k in TASK_DESCRIPTIONS if k in settings)
+    allocation = mine.pop("allocation", STRATEGY_SETTINGS["uncertainty"]["allocation"])
+    if allocation not in ALLOCATIONS:
+        raise ValueError(f"Unknown allocation {allocation!r}; valid allocations: {list(ALLOCATIONS)}.")
+    if allocation == "proportional" and mine.pop("min_rows_per_task", None) is not None:
+        raise ValueError(f"min_rows_per_task (here {settings['min_rows_per_task']!r}) is the floor of the entropy "
+                         "allocation; allocation='proportional' draws one task per batch and has no floor: leave it "
+                         "None.")
+    return ALLOCATIONS[allocation](task_sizes, batch_size, **common, **mine)
 
 
 __all__ = [
     "ALLOCATIONS",
     "DEFAULT_SCORE_SOURCE",
     "SAMPLERS",
+    "STRATEGY_SETTINGS",
+    "EntropyUncertaintySampler",
     "Example",
     "MixedSampler",
     "ProportionalSampler",
+    "ProportionalUncertaintySampler",
     "Scorer",
     "SequentialSampler",
     "TaskSampler",

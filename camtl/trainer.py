@@ -62,7 +62,7 @@ from .checkpointing import (
     save_model,
 )
 from .config import RunConfig, config_to_dict, dump_config, flat_hparams, resolve_config, validate_config
-from .data import TaskDef
+from .tasks import TaskDef
 from .interrupt import StopRequest, stopped_at_once_line, stopped_line
 from .metrics import compute_task_metrics, glue_average, majority_class_reference
 from .model_card import write_model_card
@@ -75,7 +75,7 @@ from .optimisation import (
     make_loss_weighting,
     weighted_batch_loss,
 )
-from .sampling import Example, TaskSampler, make_sampler
+from .sampling import EntropyUncertaintySampler, Example, TaskSampler, make_sampler
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -556,7 +556,8 @@ def sampling_summary(run: Run) -> dict[str, Any]:
         summary["min_rows_per_task"] = run.sampler.min_rows_per_task
     if s.strategy == "uncertainty":
         names = [run.tasks[i].name for i in run.trained_ids]
-        floor = run.sampler.min_rows_per_task if run.sampler.allocation == "entropy" else None  # none: one task a batch
+        # the floor of the entropy allocation; proportional allocation has none (one task a batch)
+        floor = run.sampler.min_rows_per_task if isinstance(run.sampler, EntropyUncertaintySampler) else None
         summary.update(min_rows_per_task=floor, warmup_steps=run.sampler.warmup_steps,
                        regression_scores=s.regression_scores, score_mode=s.score_mode,
                        score_sources={names[t]: names[src] for t, src in enumerate(run.sampler.score_source)
@@ -582,7 +583,8 @@ def _evaluate_and_keep_best(run: Run, state: dict[str, Any], step: int) -> None:
     log(f"step {step}: dev average {metrics['average']:.4f} ("
                 + ", ".join(f"{k} {v['main']:.4f}" for k, v in metrics["tasks"].items())
                 + f"); data used {entry['data_fraction']:.1%}")
-    if cfg.train.final_model == "best" and (state["best"] is None or metrics["average"] > state["best"]["metrics"]["average"]):
+    best = state["best"]
+    if cfg.train.final_model == "best" and (best is None or metrics["average"] > best["metrics"]["average"]):
         state["best"] = entry
         save_model(accelerator, run.model, run.out / BEST_DIR, extra={"step": step, **metrics})
 

@@ -3,7 +3,15 @@
 
 from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
 
-from .configuration_camtl import CAMTL_KNOBS, CAMTL_PRESETS, CaMtlConfig, normalize_task_spec
+from .configuration_camtl import (
+    CAMTL_KNOBS,
+    CAMTL_PRESETS,
+    METRICS_FOR_KIND,
+    TASK_KINDS,
+    CaMtlConfig,
+    check_task_fields,
+    normalize_task_spec,
+)
 from .modeling_camtl import (
     CaMtlForMultiTask,
     CaMtlModel,
@@ -25,6 +33,9 @@ __all__ = [
     "CaMtlModel",
     "CaMtlMultiTaskOutput",
     "CaMtlPreTrainedModel",
+    "METRICS_FOR_KIND",
+    "TASK_KINDS",
+    "check_task_fields",
     "is_camtl_parameter",
     "normalize_task_spec",
     "per_example_loss",

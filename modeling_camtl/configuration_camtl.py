@@ -27,6 +27,7 @@ CAMTL_KNOBS = (
     "conditional_attention_film", "conditional_layer_norm_gain", "conditional_alignment", "conditional_attention",
     "conditional_layer_norm", "conditional_adapter", "num_frozen_layers", "freeze_embeddings",
     "frozen_attention_generators", "pooling", "classifier_dropout",
+    "task_adapter_size", "task_adapter_layers", "task_adapter_tasks",
 )
 #: Named sets of knob values. ``authors``: the architecture of the authors' code (CAMTL/CA-MTL on GitHub,
 #: ``src/model/encoders/ca_mtl_base.py`` and ``conditional_modules.py``), every departure of ours switched to theirs;
@@ -47,58 +48,82 @@ CAMTL_PRESETS = {
         "reinit_adapter_layers": True,  # the adapter (top) layer is trained from scratch
     },
 }
-_TASK_NAME = re.compile(r"^[A-Za-z0-9_\-]+$")
+#: The one home of the task-spec rules (`check_task_fields`): a task's name, its kind and, for a data task, its metric.
+TASK_NAME_RULE = "letters, digits, '_' or '-', starting with a letter or a digit (e.g. 'sst2', 'sick_e')"
+_TASK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
+#: The metrics that fit each task kind.
+METRICS_FOR_KIND = {
+    "classification": ("mcc", "accuracy", "f1"),
+    "regression": ("pearson_spearman",),
+}
+TASK_SPEC_FIELDS = ("name", "kind", "labels", "text_fields", "label_range")
+
+
+def check_task_fields(name, kind, labels, text_fields, label_range=None, metric=None, where=None) -> dict:
+    """The one check of a task's fields, shared by the model config (`normalize_task_spec`) and the data side
+    (``camtl.tasks.TaskDef``): returns them normalised, or raises ``ValueError`` naming the bad field and the valid
+    choices.
+
+    - ``name``: `TASK_NAME_RULE` (it names the task's head module and its config entry);
+    - ``kind``: one of `TASK_KINDS`;
+    - ``labels``: at least two distinct names for classification (``None``: not known yet, a data file will tell);
+      none for regression;
+    - ``text_fields``: one or two names of input texts;
+    - ``label_range``: ``[lo, hi]`` with ``lo < hi``, regression only (``None`` stays ``None``);
+    - ``metric`` (data tasks only, ``None``: not checked): one of ``METRICS_FOR_KIND[kind]``.
+
+    ``where`` prefixes the messages (``"tasks[3]"``); default ``"Task <name>"``.
+    """
+    if not isinstance(name, str) or not _TASK_NAME.match(name):
+        raise ValueError(f"{where or 'Task'}: invalid task name {name!r}: use {TASK_NAME_RULE}")
+    where = f"{where} ({name})" if where else f"Task {name!r}"
+    if kind not in TASK_KINDS:
+        raise ValueError(f"{where}: unknown kind {kind!r}; valid kinds: {list(TASK_KINDS)}")
+    if labels is not None:
+        labels = [str(label) for label in ([labels] if isinstance(labels, str) else labels)]
+    if kind == "classification" and labels is not None:
+        if len(labels) < 2:
+            raise ValueError(f"{where}: labels: a classification task needs at least 2 label names, got {labels}")
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"{where}: labels: duplicate label names in {labels}")
+    if kind == "regression" and labels:
+        raise ValueError(f"{where}: labels: a regression task has no labels, got {labels}")
+    text_fields = [str(f) for f in ([text_fields] if isinstance(text_fields, str) else text_fields)]
+    if len(text_fields) not in (1, 2):
+        raise ValueError(f"{where}: text_fields must name one text or a pair, got {text_fields}")
+    if label_range is not None:
+        if kind != "regression":
+            raise ValueError(f"{where}: label_range is for regression tasks only")
+        label_range = [float(v) for v in label_range]
+        if len(label_range) != 2 or not label_range[0] < label_range[1]:
+            raise ValueError(f"{where}: label_range must be [lo, hi] with lo < hi, got {label_range}")
+    if metric is not None and metric not in METRICS_FOR_KIND[kind]:
+        raise ValueError(f"{where}: metric {metric!r} does not fit a {kind} task; valid: {list(METRICS_FOR_KIND[kind])}")
+    return {"name": name, "kind": kind, "labels": labels, "text_fields": text_fields, "label_range": label_range}
 
 
 def normalize_task_spec(spec, index: int = 0) -> dict:
     """Return one task spec as a plain, JSON-safe dict, or raise ``ValueError`` naming the bad field.
 
-    A spec is a dict (or an object with ``to_spec()``) with:
-      - ``name``: unique id, letters, digits, ``_`` or ``-`` (it names the task's head module);
-      - ``kind``: ``"classification"`` or ``"regression"``;
-      - ``labels``: label names, at least two, for classification; empty for regression;
-      - ``text_fields``: the names of the one or two input texts (e.g. ``["premise", "hypothesis"]``);
-      - ``label_range``: ``[lo, hi]`` of a regression target (used to score its uncertainty), default ``[0, 1]``.
+    A spec is a dict (or an object with ``to_spec()``) with ``name``, ``kind`` (default classification), ``labels``,
+    ``text_fields`` (default ``["text"]``) and, for regression, ``label_range`` (used to score its uncertainty, default
+    ``[0, 1]``); the rules are `check_task_fields`'.
     """
     if hasattr(spec, "to_spec"):
         spec = spec.to_spec()
     if not isinstance(spec, dict):
         raise ValueError(f"tasks[{index}] must be a dict with name/kind/labels/text_fields, got {type(spec).__name__}")
-    unknown = set(spec) - {"name", "kind", "labels", "text_fields", "label_range"}
+    unknown = set(spec) - set(TASK_SPEC_FIELDS)
     if unknown:
-        raise ValueError(
-            f"tasks[{index}] has unknown field(s) {sorted(unknown)}; valid fields: name, kind, labels, text_fields, "
-            "label_range"
-        )
-    name = spec.get("name")
-    if not isinstance(name, str) or not _TASK_NAME.match(name):
-        raise ValueError(f"tasks[{index}].name must be a non-empty string of letters, digits, '_' or '-', got {name!r}")
+        raise ValueError(f"tasks[{index}] has unknown field(s) {sorted(unknown)}; valid fields: "
+                         + ", ".join(TASK_SPEC_FIELDS))
     kind = spec.get("kind", "classification")
-    if kind not in TASK_KINDS:
-        raise ValueError(f"tasks[{index}] ({name}).kind must be one of {list(TASK_KINDS)}, got {kind!r}")
-    labels = [str(label) for label in (spec.get("labels") or [])]
-    if kind == "classification" and len(labels) < 2:
-        raise ValueError(f"tasks[{index}] ({name}).labels must list at least two label names, got {labels}")
-    if kind == "classification" and len(set(labels)) != len(labels):
-        raise ValueError(f"tasks[{index}] ({name}).labels has duplicates: {labels}")
-    if kind == "regression" and labels:
-        raise ValueError(f"tasks[{index}] ({name}) is a regression task: labels must be empty, got {labels}")
-    text_fields = spec.get("text_fields") or ["text"]
-    if isinstance(text_fields, str):
-        text_fields = [text_fields]
-    text_fields = [str(f) for f in text_fields]
-    if len(text_fields) not in (1, 2):
-        raise ValueError(f"tasks[{index}] ({name}).text_fields must name one text or a pair, got {text_fields}")
-    label_range = spec.get("label_range")
-    if kind == "regression":
-        label_range = [0.0, 1.0] if label_range is None else [float(v) for v in label_range]
-        if len(label_range) != 2 or not label_range[0] < label_range[1]:
-            raise ValueError(f"tasks[{index}] ({name}).label_range must be [lo, hi] with lo < hi, got {label_range}")
-    elif label_range is not None:
-        raise ValueError(f"tasks[{index}] ({name}).label_range is only for regression tasks")
-    out = {"name": name, "kind": kind, "labels": labels, "text_fields": text_fields}
-    if kind == "regression":
-        out["label_range"] = label_range
+    out = check_task_fields(spec.get("name"), kind, spec.get("labels") or [], spec.get("text_fields") or ["text"],
+                            spec.get("label_range"), where=f"tasks[{index}]")
+    if kind != "regression":
+        del out["label_range"]
+    elif out["label_range"] is None:
+        out["label_range"] = [0.0, 1.0]
     return out
 
 
@@ -170,6 +195,14 @@ class CaMtlConfig(PreTrainedConfig):
             Sentence representation fed to the heads: ``"pooler"`` (BERT's pooler on the first token) or ``"mean"``.
         classifier_dropout (`float`, *optional*):
             Dropout before the task heads. Default: ``hidden_dropout_prob``.
+        task_adapter_size (`int`, *optional*):
+            Bottleneck size of the per-task adapters (``CaMtlTaskAdapter``) of the tasks in ``task_adapter_tasks``:
+            ``y = h + up_t(act(down_t(h)))`` on each listed layer's output, for the rows of task ``t`` only; every
+            other row gets exactly ``h``. Set by ``CaMtlForMultiTask.add_task_adapters``.
+        task_adapter_layers (`list[int]`, *optional*):
+            Layers whose output the task adapters modulate. Default: every layer.
+        task_adapter_tasks (`list[str]`, defaults to `[]`):
+            The tasks that have a task adapter, in slot order.
     """
 
     model_type = "camtl"
@@ -213,6 +246,9 @@ class CaMtlConfig(PreTrainedConfig):
     freeze_embeddings: bool = True
     frozen_attention_generators: bool = False
     pooling: str = "pooler"
+    task_adapter_size: int | None = None
+    task_adapter_layers: list | None = None
+    task_adapter_tasks: list | None = None
 
     def __post_init__(self, **kwargs):
         self.tasks = [normalize_task_spec(spec, i) for i, spec in enumerate(self.tasks or [])]
@@ -220,6 +256,9 @@ class CaMtlConfig(PreTrainedConfig):
             self.conditional_layers = [int(i) for i in self.conditional_layers]
         if self.adapter_layers is not None:
             self.adapter_layers = [int(i) for i in self.adapter_layers]
+        self.task_adapter_tasks = [str(name) for name in (self.task_adapter_tasks or [])]
+        if self.task_adapter_layers is not None:
+            self.task_adapter_layers = [int(i) for i in self.task_adapter_layers]
         if isinstance(self.conditional_attention_layers, (list, tuple)):
             self.conditional_attention_layers = [int(i) for i in self.conditional_attention_layers]
         # the authors' sizes (None) resolve to numbers, so the saved config says what was built
@@ -261,6 +300,7 @@ class CaMtlConfig(PreTrainedConfig):
             layers = getattr(self, field)
             if isinstance(layers, list) and (any(not 0 <= i < n for i in layers) or len(set(layers)) != len(layers)):
                 raise ValueError(f"{field} must be distinct layer indices in [0, {n - 1}], got {layers}")
+        self.validate_task_adapters()
         if self.num_frozen_layers is not None and not 0 <= self.num_frozen_layers <= n:
             raise ValueError(f"num_frozen_layers must be in [0, {n}], got {self.num_frozen_layers}")
         if self.pooling not in POOLING_CHOICES:
@@ -271,6 +311,22 @@ class CaMtlConfig(PreTrainedConfig):
         for field in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
             if not 0 <= getattr(self, field) < 1:
                 raise ValueError(f"{field} must be in [0, 1), got {getattr(self, field)}")
+
+    def validate_task_adapters(self):
+        """Raise ``ValueError`` naming the first invalid per-task adapter field."""
+        adapted = self.task_adapter_tasks
+        unknown = [name for name in adapted if name not in self.task_names]
+        if unknown or len(set(adapted)) != len(adapted):
+            raise ValueError(f"task_adapter_tasks must be distinct task names ({self.describe_tasks()}), got {adapted}")
+        size = self.task_adapter_size
+        if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 1):
+            raise ValueError(f"task_adapter_size must be a positive integer or null, got {size!r}")
+        if adapted and size is None:
+            raise ValueError(f"task_adapter_tasks {adapted} need task_adapter_size (the adapters' bottleneck size)")
+        layers, n = self.task_adapter_layers, self.num_hidden_layers
+        if layers is not None and (not layers or any(not 0 <= i < n for i in layers)
+                                   or len(set(layers)) != len(layers)):
+            raise ValueError(f"task_adapter_layers must be distinct layer indices in [0, {n - 1}], got {layers}")
 
     # ----- resolved views of the knobs (None means "as in the paper") -----
     @property
@@ -290,6 +346,15 @@ class CaMtlConfig(PreTrainedConfig):
     @property
     def adapter_layer_ids(self) -> list:
         return list(self.adapter_layers) if self.adapter_layers is not None else [self.num_hidden_layers - 1]
+
+    @property
+    def task_adapter_layer_ids(self) -> list:
+        """Layers with per-task adapters: none without adapted tasks, else ``task_adapter_layers`` (default all)."""
+        if not self.task_adapter_tasks:
+            return []
+        if self.task_adapter_layers is not None:
+            return list(self.task_adapter_layers)
+        return list(range(self.num_hidden_layers))
 
     @property
     def frozen_layer_count(self) -> int:
@@ -317,4 +382,5 @@ class CaMtlConfig(PreTrainedConfig):
         return ", ".join(f"{i}={name}" for i, name in enumerate(self.task_names)) or "(none: config.tasks is empty)"
 
 
-__all__ = ["CAMTL_KNOBS", "CAMTL_PRESETS", "CaMtlConfig", "normalize_task_spec"]
+__all__ = ["CAMTL_KNOBS", "CAMTL_PRESETS", "METRICS_FOR_KIND", "TASK_KINDS", "CaMtlConfig", "check_task_fields",
+           "normalize_task_spec"]

@@ -16,6 +16,11 @@ the task transformation and what the alignment reads, the layer-norm gain's FiLM
 Conditioning is gathered per example (``task_embedding[task_ids]``): a batch may mix tasks freely, with no Python
 loop over the tasks of a batch and no host synchronisation for it.
 
+Adding a task later (``add_task``, optionally ``add_task_adapters``): per-task weights live in ``CaMtlTaskTable``s
+(the task embedding, and ``CaMtlTaskAdapter``'s ``y = h + up_t(act(down_t(h)))`` on a layer's output for the rows of
+an adapted task only, ``h`` exactly for every other row). ``set_trainable("tasks", tasks=[name])`` holds the new
+task's rows apart as Parameters of their own, so the old tasks' outputs stay bit-identical under any optimizer.
+
 Parameter names follow BERT (``bert.encoder.layer.N.attention.self.query`` ...) so any BERT checkpoint loads with
 only the new parameters missing; every new parameter's name contains ``camtl_`` and the task heads live in
 ``heads.<task name>``.
@@ -66,14 +71,81 @@ class CaMtlGenerator(nn.Module):
         return F.linear(cond, self.weight, self.bias)  # (B, out)
 
 
+class CaMtlTaskTable(nn.Module):
+    """A table of per-task rows ``weight`` (N, *row) gathered by index, whose rows can train on their own.
+
+    ``separate(rows)`` makes those rows Parameters of their own (``row_<i>``) and freezes ``weight``, so that
+    ``requires_grad=False`` alone protects every other row whatever the optimizer does (decoupled weight decay,
+    momentum, ...): no optimizer ever holds the tensor of the old rows. ``merge()`` folds them back. The state dict
+    always holds the whole table under the one ordinary name ``weight`` (the separate rows folded in), so a
+    checkpoint saved while rows are separate loads as an ordinary model.
+    """
+
+    def __init__(self, num_rows: int, *row_shape: int, init_std: float | None = None):
+        super().__init__()
+        self.init_std = init_std  # initialisation: N(0, init_std), zeros for 0, N(0, initializer_range) for None
+        self.weight = nn.Parameter(torch.empty(num_rows, *row_shape))
+        self.own_ids = nn.Buffer(torch.zeros(0, dtype=torch.long), persistent=False)  # (R,) rows held apart
+
+    def own_rows(self) -> list:
+        """The separate row Parameters, in the order of ``own_ids``."""
+        return [self._parameters[f"row_{i}"] for i in self.own_ids.tolist()]
+
+    def table(self) -> torch.Tensor:
+        """The whole table (N, *row), the separate rows in their places (their gradient goes to them alone)."""
+        if self.own_ids.numel() == 0:
+            return self.weight
+        return self.weight.index_copy(0, self.own_ids, torch.stack(self.own_rows()))  # (N, *row)
+
+    def forward(self, index: torch.LongTensor) -> torch.Tensor:
+        return self.table()[index]  # (B, *row)
+
+    @torch.no_grad()
+    def merge(self) -> None:
+        """Fold the separate rows back into ``weight`` (trainable again if they were)."""
+        if self.own_ids.numel() == 0:
+            return
+        trainable = any(p.requires_grad for p in self.own_rows())
+        self.weight.copy_(self.table())
+        for i in self.own_ids.tolist():
+            del self._parameters[f"row_{i}"]
+        self.own_ids = torch.zeros(0, dtype=torch.long, device=self.weight.device)
+        self.weight.requires_grad_(trainable)
+
+    @torch.no_grad()
+    def separate(self, rows: list) -> list:
+        """Hold ``rows`` apart as trainable Parameters of their own and freeze ``weight``; return those Parameters."""
+        self.merge()
+        for i in sorted(set(rows)):
+            self.register_parameter(f"row_{i}", nn.Parameter(self.weight[i].clone()))
+        self.own_ids = torch.tensor(sorted(set(rows)), dtype=torch.long, device=self.weight.device)
+        self.weight.requires_grad_(False)
+        return self.own_rows()
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        table = self.table()
+        destination[prefix + "weight"] = table if keep_vars else table.detach()
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        own = {name: self._parameters.pop(name) for name in list(self._parameters) if name != "weight"}
+        try:
+            super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)  # ``weight`` alone
+        finally:
+            self._parameters.update(own)
+        with torch.no_grad():
+            for i, row in zip(self.own_ids.tolist(), own.values()):
+                row.copy_(self.weight[i])
+
+
 class CaMtlTaskEncoder(nn.Module):
-    """Task embedding ``z_i`` and its transformation ``c`` shared by every generator: ``c = z + MLP(z)``
-    (``task_transform="residual_mlp"``) or ``c = W z + b`` (``"linear"``, the authors')."""
+    """Task embedding ``z_i`` (a :class:`CaMtlTaskTable`, (num_tasks, C)) and its transformation ``c`` shared by every
+    generator: ``c = z + MLP(z)`` (``task_transform="residual_mlp"``) or ``c = W z + b`` (``"linear"``, the
+    authors')."""
 
     def __init__(self, config: CaMtlConfig):
         super().__init__()
         d = config.task_embedding_dim
-        self.embedding = nn.Embedding(max(len(config.tasks), 1), d)
+        self.embedding = CaMtlTaskTable(max(len(config.tasks), 1), d)
         self.linear = config.task_transform == "linear"
         if self.linear:
             self.transform = nn.Linear(d, d)
@@ -196,6 +268,31 @@ class CaMtlReplacingAdapter(nn.Module):
         if self.conditional_layer_norm is None:
             return self.LayerNorm(adapted)
         return self.conditional_layer_norm(adapted, self.LayerNorm, cond)  # (B, T, H)
+
+
+class CaMtlTaskAdapter(nn.Module):
+    """Per-task bottleneck adapters of the tasks in ``config.task_adapter_tasks`` (slot ``s`` = its position there),
+    on a layer's output ``h``: ``y = h + up_s(act(down_s(h)))`` for the rows of an adapted task, ``y = h`` exactly for
+    every other row. Each weight is a :class:`CaMtlTaskTable` with one row per slot, gathered by each row's slot: a
+    mixed batch is one pair of batched matmuls. ``up`` starts at zero (identity at init), and
+    ``set_trainable("tasks")`` holds the trained tasks' slots apart as it does their task embeddings.
+    """
+
+    def __init__(self, config: CaMtlConfig):
+        super().__init__()
+        slots, hidden, size = len(config.task_adapter_tasks), config.hidden_size, config.task_adapter_size
+        self.down = CaMtlTaskTable(slots, hidden, size)  # (A, H, r), N(0, initializer_range)
+        self.down_bias = CaMtlTaskTable(slots, size, init_std=0.0)  # (A, r)
+        self.up = CaMtlTaskTable(slots, size, hidden, init_std=0.0)  # (A, r, H), zero: the identity at init
+        self.up_bias = CaMtlTaskTable(slots, hidden, init_std=0.0)  # (A, H)
+        self.act = ACT2FN[config.hidden_act]
+
+    def forward(self, hidden_states: torch.Tensor, slot: torch.LongTensor) -> torch.Tensor:
+        """``hidden_states`` (B, T, H); ``slot`` (B,) each row's adapter slot, -1 for a task without one."""
+        index = slot.clamp(min=0)  # (B,) rows without an adapter read slot 0, then keep h below
+        down = torch.baddbmm(self.down_bias(index).unsqueeze(1), hidden_states, self.down(index))  # (B, T, r)
+        delta = torch.baddbmm(self.up_bias(index).unsqueeze(1), self.act(down), self.up(index))  # (B, T, H)
+        return torch.where((slot >= 0)[:, None, None], hidden_states + delta, hidden_states)  # (B, T, H)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -324,10 +421,14 @@ class CaMtlLayer(GradientCheckpointingLayer):
         self.attention = CaMtlAttention(config, attention, layer_norm)
         self.intermediate = CaMtlIntermediate(config)
         self.output = CaMtlOutput(config, layer_norm, adapter)
+        self.camtl_task_adapter = CaMtlTaskAdapter(config) if layer_idx in config.task_adapter_layer_ids else None
 
-    def forward(self, hidden_states, attention_mask, cond):
+    def forward(self, hidden_states, attention_mask, cond, adapter_slot=None):
         attention_output = self.attention(hidden_states, attention_mask, cond)  # (B, T, H)
-        return self.output(self.intermediate(attention_output), attention_output, cond)  # (B, T, H)
+        layer_output = self.output(self.intermediate(attention_output), attention_output, cond)  # (B, T, H)
+        if self.camtl_task_adapter is not None:
+            layer_output = self.camtl_task_adapter(layer_output, adapter_slot)  # (B, T, H): + the row's own adapter
+        return layer_output
 
 
 class CaMtlEncoder(nn.Module):
@@ -335,10 +436,10 @@ class CaMtlEncoder(nn.Module):
         super().__init__()
         self.layer = nn.ModuleList([CaMtlLayer(config, i) for i in range(config.num_hidden_layers)])
 
-    def forward(self, hidden_states, attention_mask, cond, output_hidden_states: bool = False):
+    def forward(self, hidden_states, attention_mask, cond, output_hidden_states: bool = False, adapter_slot=None):
         all_hidden = (hidden_states,) if output_hidden_states else None
         for layer in self.layer:
-            hidden_states = layer(hidden_states, attention_mask, cond)  # positional, for gradient checkpointing
+            hidden_states = layer(hidden_states, attention_mask, cond, adapter_slot)  # positional: checkpointing
             if output_hidden_states:
                 all_hidden = all_hidden + (hidden_states,)
         return hidden_states, all_hidden
@@ -421,8 +522,17 @@ class CaMtlPreTrainedModel(PreTrainedModel):
         elif isinstance(module, CaMtlZeroLinear):
             init.zeros_(module.weight)
             init.zeros_(module.bias)
-        elif isinstance(module, CaMtlTaskEncoder):
-            init.normal_(module.embedding.weight, mean=0.0, std=self.config.task_embedding_init_std)
+        elif isinstance(module, CaMtlTaskTable):
+            # the task embedding: N(0, initializer_range), what every model so far was trained with (transformers 5
+            # skips the _init_weights of a remote-code module without parameters of its own, such as the task encoder
+            # that read task_embedding_init_std)
+            std = self.config.initializer_range if module.init_std is None else module.init_std
+            if std > 0:
+                init.normal_(module.weight, mean=0.0, std=std)
+            else:
+                init.zeros_(module.weight)
+        elif isinstance(module, CaMtlModel):
+            init.copy_(module.camtl_adapter_slot, module._adapter_slots())
         elif isinstance(module, CaMtlEmbeddings):
             init.copy_(module.position_ids, torch.arange(module.position_ids.shape[-1]).expand((1, -1)))
         elif isinstance(module, CaMtlForMultiTask):
@@ -477,10 +587,14 @@ class CaMtlPreTrainedModel(PreTrainedModel):
         - ``"adapters"`` (parameter-efficient): the whole pretrained backbone is frozen; only the CA-MTL modules
           (``camtl_*``: task embeddings and conditioning) and the task heads train.
         - ``"all"``: everything trains.
-        - ``"tasks"`` (continual learning, with ``tasks=[names]``): only those tasks' embedding rows and heads train;
-          every other task's outputs stay bit-identical (train the task embedding without weight decay: decoupled
-          decay would move the frozen rows). Refused (``ValueError``) while every conditioning generator is zero:
-          the rows would get no gradient.
+        - ``"tasks"`` (continual learning, with ``tasks=[names]``): only those tasks' own parameters train: their
+          task-embedding rows (held apart as Parameters of their own, see :class:`CaMtlTaskTable`) and heads. Every
+          other task's outputs stay bit-identical with any optimizer, weight decay and momentum included: nothing
+          they use is trainable. Refused (``ValueError``) while every conditioning generator is zero: the rows would
+          get no gradient.
+
+        Any other mode folds held-apart rows back into their tables. Call it again after ``add_task`` or
+        ``remove_task``.
         """
         if mode not in TRAINABLE_MODES:
             raise ValueError(f"Unknown trainable mode {mode!r}; valid modes: {list(TRAINABLE_MODES)}")
@@ -491,28 +605,36 @@ class CaMtlPreTrainedModel(PreTrainedModel):
                 "set_trainable('tasks') would train nothing but the heads: every conditioning generator of this model "
                 "is zero (its CA-MTL modules were never trained), so a task-embedding row gets no gradient. Train the "
                 "model with its CA-MTL modules first (set_trainable('paper') or 'adapters'), then add tasks.")
-        hook = getattr(self, "_task_rows_hook", None)
-        if hook is not None:
-            hook.remove()
-            self._task_rows_hook = None
+        for table in self.modules():
+            if isinstance(table, CaMtlTaskTable):
+                table.merge()
+        own = set()
         if mode == "tasks":
             task_ids = [self.task_id(t) for t in tasks]
             heads = tuple(f"heads.{self.config.task_names[i]}." for i in task_ids)
-            embedding = self.get_base_model().camtl_task.embedding.weight
+            own = {id(p) for p in self._separate_task_rows(task_ids)}
         counts = {"trainable": 0, "frozen": 0}
         for name, param in self.named_parameters():
             if mode == "tasks":
-                param.requires_grad = name.startswith(heads) or param is embedding
+                param.requires_grad = name.startswith(heads) or id(param) in own
             else:
                 param.requires_grad = _is_trainable(name, mode, self.config)
             counts["trainable" if param.requires_grad else "frozen"] += param.numel()
-        if mode == "tasks":
-            rows = torch.zeros(embedding.shape[0], 1, dtype=embedding.dtype, device=embedding.device)
-            rows[task_ids] = 1
-            self._task_rows_hook = embedding.register_hook(lambda grad: grad * rows)  # old rows get no gradient
-            counts["trainable"] -= embedding.numel() - len(task_ids) * embedding.shape[1]
-            counts["frozen"] += embedding.numel() - len(task_ids) * embedding.shape[1]
         return counts
+
+    def _separate_task_rows(self, task_ids: list) -> list:
+        """Hold the rows of ``task_ids`` apart in every per-task table (the task embedding and each task adapter);
+        return the new Parameters."""
+        base = self.get_base_model()
+        rows = base.camtl_task.embedding.separate(task_ids)
+        names = [self.config.task_names[i] for i in task_ids]
+        slots = [self.config.task_adapter_tasks.index(n) for n in names if n in self.config.task_adapter_tasks]
+        if slots:
+            for adapter in base.modules():
+                if isinstance(adapter, CaMtlTaskAdapter):
+                    for table in (adapter.down, adapter.down_bias, adapter.up, adapter.up_bias):
+                        rows += table.separate(slots)
+        return rows
 
     def _conditioning_is_inert(self) -> bool:
         """True when the model has conditioning generators and every one is zero: the outputs do not depend on the
@@ -570,7 +692,14 @@ class CaMtlModel(CaMtlPreTrainedModel):
             if config.conditional_alignment else None
         self.encoder = CaMtlEncoder(config)
         self.pooler = CaMtlPooler(config) if add_pooling_layer else None
+        self.camtl_adapter_slot = nn.Buffer(self._adapter_slots(), persistent=False)  # (num_tasks,) -1: no adapter
         self.post_init()
+
+    def _adapter_slots(self) -> torch.LongTensor:
+        """(num_tasks,) each task's slot in the task adapters (``config.task_adapter_tasks``), -1 for none."""
+        adapted = self.config.task_adapter_tasks
+        return torch.tensor([adapted.index(n) if n in adapted else -1 for n in self.config.task_names],
+                            dtype=torch.long)
 
     def get_input_embeddings(self):
         return self.embeddings.word_embeddings
@@ -613,7 +742,8 @@ class CaMtlModel(CaMtlPreTrainedModel):
             hidden = self.camtl_alignment(hidden, task_embedding if self.config.alignment_input == "raw" else cond)
         output_hidden_states = bool(output_hidden_states if output_hidden_states is not None
                                     else self.config.output_hidden_states)
-        hidden, all_hidden = self.encoder(hidden, mask, cond, output_hidden_states)
+        adapter_slot = self.camtl_adapter_slot[task_ids] if self.config.task_adapter_tasks else None  # (B,)
+        hidden, all_hidden = self.encoder(hidden, mask, cond, output_hidden_states, adapter_slot)
         pooled = None
         if self.pooler is not None:
             if self.config.pooling == "mean":
@@ -772,7 +902,7 @@ class CaMtlForMultiTask(CaMtlPreTrainedModel):
     def add_task(self, spec, init_from: str = "mean") -> int:
         """Add a task (a task-embedding row and a head) and return its id. Existing tasks keep their ids and, until
         the model is trained further, their exact outputs; train the new task with ``set_trainable("tasks",
-        tasks=[name])`` to keep them bit-identical.
+        tasks=[name])`` to keep them bit-identical under any optimizer.
 
         ``init_from``: ``"mean"`` (mean of the existing task embeddings) or the name of an existing task whose
         embedding (and head, when it has as many outputs) the new task starts from.
@@ -783,10 +913,9 @@ class CaMtlForMultiTask(CaMtlPreTrainedModel):
         if init_from != "mean" and init_from not in self.config.task_names:
             raise ValueError(f"init_from must be 'mean' or an existing task ({self.config.describe_tasks()}), "
                              f"got {init_from!r}")
-        old = self.get_base_model().camtl_task.embedding.weight
-        with torch.no_grad():
-            row = old.mean(0, keepdim=True) if init_from == "mean" else old[self.task_id(init_from)][None]
-            self._set_task_embeddings(torch.cat([old, row]))  # (num_tasks + 1, C)
+        old = self.get_base_model().camtl_task.embedding.table().detach()  # (num_tasks, C)
+        row = old.mean(0, keepdim=True) if init_from == "mean" else old[self.task_id(init_from)][None]  # (1, C)
+        self._set_task_embeddings(torch.cat([old, row]))  # (num_tasks + 1, C)
         head = nn.Linear(self.config.hidden_size, self._num_outputs(spec), device=old.device,
                          dtype=next(iter(self.heads.values())).weight.dtype)
         with torch.no_grad():
@@ -799,29 +928,96 @@ class CaMtlForMultiTask(CaMtlPreTrainedModel):
         self.heads[spec["name"]] = head
         self.config.tasks = self.config.tasks + [spec]
         self._register_task_buffers()
+        self._refresh_adapter_slots()
         return len(self.config.tasks) - 1
+
+    def add_task_adapters(self, tasks: list, size: int | None = None, layers: list | None = None) -> int:
+        """Give each task of ``tasks`` a per-task bottleneck adapter (:class:`CaMtlTaskAdapter`) of bottleneck
+        ``size`` in ``layers`` (default every layer), and return the number of new parameters. Its up-projection
+        starts at zero: every output is unchanged until it trains (``set_trainable("tasks", tasks=...)`` trains it
+        with the task's embedding row and head). Rows of other tasks never read it. The first call fixes ``size``
+        and ``layers`` for the model (``config.task_adapter_size``, ``config.task_adapter_layers``)."""
+        config = self.config
+        names = [config.task_names[self.task_id(t)] for t in tasks]
+        again = [n for n in names if n in config.task_adapter_tasks]
+        if again or len(set(names)) != len(names):
+            raise ValueError(f"add_task_adapters: {again or names} already have an adapter or are repeated "
+                             f"(tasks with adapters: {config.task_adapter_tasks})")
+        if config.task_adapter_tasks:
+            fixed = {"size": (size, config.task_adapter_size), "layers": (layers, config.task_adapter_layers)}
+            for field, (asked, have) in fixed.items():
+                if asked is not None and asked != have:
+                    raise ValueError(f"add_task_adapters: this model's task adapters have {field}={have}, got {asked}")
+        else:
+            if size is None:
+                raise ValueError("add_task_adapters needs size (the bottleneck size) for the model's first adapters")
+            config.task_adapter_size, config.task_adapter_layers = size, layers
+        before = sum(p.numel() for p in self.parameters())
+        old_slots = len(config.task_adapter_tasks)
+        config.task_adapter_tasks = config.task_adapter_tasks + names
+        try:
+            config.validate_task_adapters()
+        except ValueError:
+            config.task_adapter_tasks = config.task_adapter_tasks[:old_slots]
+            raise
+        self._rebuild_task_adapters(list(range(old_slots)))
+        return sum(p.numel() for p in self.parameters()) - before
+
+    def _rebuild_task_adapters(self, kept: list) -> None:
+        """Build every layer's task adapters for ``config.task_adapter_tasks``; slot ``j`` of the new ones takes
+        slot ``kept[j]`` of the old ones; the slots past ``kept`` start as new (down random, up zero)."""
+        base = self.get_base_model()
+        config, reference = self.config, base.camtl_task.embedding.weight
+        for i, layer in enumerate(base.encoder.layer):
+            old = layer.camtl_task_adapter
+            new = CaMtlTaskAdapter(config).to(device=reference.device, dtype=reference.dtype) \
+                if i in config.task_adapter_layer_ids else None
+            if new is not None:
+                with torch.no_grad():
+                    for name in ("down", "down_bias", "up", "up_bias"):
+                        table = getattr(new, name).weight
+                        if name == "down":
+                            nn.init.normal_(table, std=config.initializer_range)
+                        else:
+                            nn.init.zeros_(table)
+                        if old is not None and kept:
+                            table[: len(kept)] = getattr(old, name).table()[kept]
+            layer.camtl_task_adapter = new
+        self._refresh_adapter_slots()
+
+    def _refresh_adapter_slots(self) -> None:
+        base = self.get_base_model()
+        base.camtl_adapter_slot = base._adapter_slots().to(base.camtl_task.embedding.weight.device)
 
     def remove_task(self, name: str) -> None:
         """Remove a task (its embedding row and head). Tasks after it move down by one id."""
         task_id = self.task_id(name)
         if len(self.config.tasks) == 1:
             raise ValueError("Cannot remove the only task of the model")
-        old = self.get_base_model().camtl_task.embedding.weight
-        with torch.no_grad():
-            self._set_task_embeddings(old[[i for i in range(old.shape[0]) if i != task_id]])  # (num_tasks - 1, C)
-        del self.heads[self.config.task_names[task_id]]
+        old = self.get_base_model().camtl_task.embedding.table().detach()  # (num_tasks, C)
+        self._set_task_embeddings(old[[i for i in range(old.shape[0]) if i != task_id]])  # (num_tasks - 1, C)
+        name = self.config.task_names[task_id]
+        del self.heads[name]
         self.config.tasks = [t for i, t in enumerate(self.config.tasks) if i != task_id]
         self._register_task_buffers()
+        adapted = self.config.task_adapter_tasks
+        if name in adapted:
+            self.config.task_adapter_tasks = [n for n in adapted if n != name]
+            self._rebuild_task_adapters([j for j, n in enumerate(adapted) if n != name])
+        self._refresh_adapter_slots()
 
     def _set_task_embeddings(self, rows: torch.Tensor) -> None:
-        """Replace the task-embedding table by a new ``nn.Embedding`` holding ``rows`` (num_tasks, C), on the old
-        table's device and dtype and as trainable as it was."""
+        """Replace the task-embedding table by a new :class:`CaMtlTaskTable` holding ``rows`` (num_tasks, C), on the
+        old table's device and dtype; trainable when the old table was ordinary and trainable (rows held apart by
+        ``set_trainable("tasks")`` are folded back: call ``set_trainable`` again)."""
         encoder = self.get_base_model().camtl_task
-        old = encoder.embedding.weight
-        embedding = nn.Embedding(rows.shape[0], rows.shape[1], device=old.device, dtype=old.dtype)
+        old = encoder.embedding
+        trainable = old.weight.requires_grad and old.own_ids.numel() == 0
+        embedding = CaMtlTaskTable(*rows.shape, init_std=old.init_std)
+        embedding = embedding.to(device=old.weight.device, dtype=old.weight.dtype)
         with torch.no_grad():
             embedding.weight.copy_(rows)
-        embedding.weight.requires_grad_(old.requires_grad)
+        embedding.weight.requires_grad_(trainable)
         encoder.embedding = embedding
 
     def rename_task(self, old_name: str, new_name: str) -> None:
@@ -832,6 +1028,7 @@ class CaMtlForMultiTask(CaMtlPreTrainedModel):
             raise ValueError(f"Task {new_name!r} already exists. Existing tasks: {self.config.describe_tasks()}")
         self.heads = nn.ModuleDict({(new_name if key == old_name else key): head for key, head in self.heads.items()})
         self.config.tasks = [spec if i == task_id else t for i, t in enumerate(self.config.tasks)]
+        self.config.task_adapter_tasks = [new_name if n == old_name else n for n in self.config.task_adapter_tasks]
 
     # ----- building from a BERT checkpoint -----
     @classmethod

@@ -8,7 +8,7 @@ import torch
 from transformers import AutoTokenizer
 
 import train
-from camtl.data import GLUE_TASKS
+from camtl.tasks import GLUE_TASKS
 from modeling_camtl import CaMtlForMultiTask
 from tests.conftest import GLUE_DIR, REPO_ROOT
 from tests.test_modeling import randomize_conditioning
@@ -82,3 +82,28 @@ def test_truncated_init_from_is_named(trained_folder, tmp_path):
         train.main(common_args(tmp_path / "run", folder) + ["--data.tasks", "[" + ", ".join(OLD) + "]"])
     assert f"file: {weights} (" in str(error.value)
     assert not (tmp_path / "run").exists()
+
+
+def test_new_task_with_its_own_adapter_trains_under_5_percent(trained_folder, tmp_path):
+    """--model.new_task_adapter_size: the new task's row, head and its own adapter in every layer train (under 5% of
+    the model); the old tasks' logits on real rows stay bit-identical, in mixed batches with the new task's rows."""
+    out = tmp_path / "run"
+    results = train.main(common_args(out, trained_folder) + [
+        "--model.trainable", "new_tasks", "--model.new_task_adapter_size", "64", "--sampling.strategy",
+        "proportional", "--data.tasks", "[" + ", ".join(OLD) + ", " + SICK_TASK + "]"])
+    adapter = 6 * (384 * 64 + 64 + 64 * 384 + 384)  # six layers: down + bias, up + bias
+    counts = results["parameters"]
+    assert counts["trainable"] == 64 + 3 * 385 + adapter
+    assert counts["trainable"] / counts["total"] < 0.05
+    before = CaMtlForMultiTask.from_pretrained(trained_folder).eval()
+    after = CaMtlForMultiTask.from_pretrained(out).eval()
+    assert after.config.task_adapter_tasks == ["sick_e"] and after.config.task_adapter_size == 64
+    assert after.bert.encoder.layer[5].camtl_task_adapter.up.weight.any()  # it trained
+    batch = real_batch(AutoTokenizer.from_pretrained(out))
+    inputs = {k: v for k, v in batch.items() if k not in ("labels", "task_ids")}
+    mixed = batch["task_ids"].clone()
+    mixed[1::2] = 3  # every other row is SICK-E's
+    with torch.no_grad():
+        old = before(**inputs, task_ids=batch["task_ids"]).logits
+        together = after(**inputs, task_ids=mixed).logits
+    assert torch.equal(together[0::2, :2], old[0::2])

@@ -1,4 +1,4 @@
-"""Tests of camtl.data on the real GLUE files (full copies and the in-repo sample), offline."""
+"""Tests of camtl.tasks and camtl.readers on the real GLUE files (full copies and the in-repo sample), offline."""
 
 from __future__ import annotations
 
@@ -11,17 +11,9 @@ import datasets
 import pytest
 import torch
 
-from camtl import data as camtl_data
-from camtl.data import (
-    GLUE_TASKS,
-    MultiTaskCollator,
-    TaskDef,
-    get_task,
-    load_split,
-    resolve_labels,
-    tokenize_split,
-    user_task,
-)
+from camtl import readers
+from camtl.readers import MultiTaskCollator, tokenize_split
+from camtl.tasks import GLUE_TASKS, TaskDef, get_task, load_split, resolve_labels, user_task
 
 # Official row counts (../shared/data/glue/MANIFEST.tsv); None: not available offline.
 FULL_ROWS = {
@@ -146,7 +138,7 @@ def test_rte_leading_quotes_not_corrupted(glue_dir: Path) -> None:
 def test_mrpc_bom_header(glue_dir: Path) -> None:
     """MRPC's header starts with a BOM; the first column must still be 'Quality'."""
     assert (glue_dir / "MRPC" / "train.tsv").read_bytes()[:3] == b"\xef\xbb\xbf"
-    raw = camtl_data._read_table(str(glue_dir / "MRPC" / "train.tsv"), "tsv")
+    raw = readers.read_table(str(glue_dir / "MRPC" / "train.tsv"), "tsv")
     assert raw.column_names[0] == "Quality"
     assert load_split(get_task("mrpc"), "train", glue_dir)[0]["label"] == 1
 
@@ -178,7 +170,7 @@ def test_glue_hub_path_maps_hub_columns(monkeypatch: pytest.MonkeyPatch) -> None
         calls.append((args, kwargs))
         return hub
 
-    monkeypatch.setattr(camtl_data.datasets, "load_dataset", fake_load_dataset)
+    monkeypatch.setattr(readers.datasets, "load_dataset", fake_load_dataset)
     ds = load_split(get_task("mnli"), "validation", data_dir=None)
     assert calls == [(("nyu-mll/glue", "mnli"), {"split": "validation_matched"})]
     assert ds.to_dict() == {"text_a": ["A man sleeps.", "A dog runs."],
@@ -244,21 +236,21 @@ def test_get_task_accepts_folder_names_and_lists_known_ones() -> None:
         get_task("sst3")
     assert "cola" in str(err.value) and "qqp" in str(err.value)
     assert TaskDef.from_dict({"name": "rte"}) is GLUE_TASKS["rte"]
-    with pytest.raises(ValueError, match="not a GLUE task") as err:
+    with pytest.raises(ValueError, match="not a built-in task") as err:
         TaskDef.from_dict({"name": "mytask", "kind": "classification"})
     assert "train_file" in str(err.value)
-    with pytest.raises(ValueError, match="'rte' is a built-in GLUE task"):
+    with pytest.raises(ValueError, match="'rte' is a built-in task"):
         TaskDef.from_dict({"name": "rte", "metric": "f1"})
 
 
 @pytest.mark.parametrize(
     ("kwargs", "expected"),
     [
-        (dict(name="Bad Name"), "Invalid task name"),
+        (dict(name="Bad Name"), "invalid task name"),
         (dict(kind="ranking"), "unknown kind 'ranking'"),
         (dict(metric="pearson_spearman"), "valid: \\['mcc', 'accuracy', 'f1'\\]"),
         (dict(labels=["a", "a"]), "duplicate label"),
-        (dict(labels=["only"]), "at least 2 labels"),
+        (dict(labels=["only"]), "at least 2 label names"),
         (dict(format="xlsx"), "valid formats"),
         (dict(label_encoding="guess"), "valid: \\['auto', 'name', 'index'\\]"),
         (dict(kind="regression", labels=["a", "b"]), "regression task has no labels"),

@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import pytest
 
-from camtl.data import get_task, user_task
+from camtl.tasks import get_task, user_task
 from camtl.metrics import compute_task_metrics, glue_average
 
 # labels / predictions: TP=2, FN=1, TN=2, FP=1

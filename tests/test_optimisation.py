@@ -258,7 +258,7 @@ def test_aggregation_needs_a_mixed_sampler_and_names_the_choices():
 
 
 def test_mixed_sampler_holds_every_task_in_every_batch():
-    from camtl.sampling import make_sampler
+    from camtl.sampling import MixedSampler, make_sampler
 
     sampler = make_sampler("mixed", [100, 10, 5], 8, seed=3)
     counts = []
@@ -270,7 +270,7 @@ def test_mixed_sampler_holds_every_task_in_every_batch():
     # the 5 rows beyond the floor go by task size: task 0's share ~ 1 + 5 * 100 / 115
     assert counts[:, 0].float().mean().item() == pytest.approx(1 + 5 * 100 / 115, abs=0.2)
     with pytest.raises(ValueError, match="min_rows_per_task"):
-        make_sampler("mixed", [1, 1, 1], 2)
+        MixedSampler([1, 1, 1], 2)
 
 
 def test_aggregation_params_subsets(tiny):

