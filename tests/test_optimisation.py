@@ -294,3 +294,11 @@ def test_each_aggregation_trains(glue_dir, tmp_path, aggregation):
     assert results["steps"] == 3 and results["sampling"] == {"strategy": "mixed", "min_rows_per_task": 1}
     assert all(torch.isfinite(torch.tensor(e["loss"])) for e in results["loss_history"])
     assert all(len(e["tasks"]) == 3 for e in results["loss_history"])  # every task in every step
+
+
+def test_benchmark_ratios_are_paired_by_round():
+    from benchmarks.optimisation import paired_ratios
+
+    # round 2 is slow for both: paired ratios stay 2, unpaired medians would not see it as noise
+    times = {"default": [1.0, 3.0, 1.0], "pcgrad": [2.0, 6.0, 2.0]}
+    assert paired_ratios(times, "default") == {"default": 1.0, "pcgrad": 2.0}
