@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -66,21 +67,22 @@ def build_runs(methods: list[str], args) -> dict:
     from camtl.config import parse_config, resolve_config, validate_config
 
     work = Path(tempfile.mkdtemp(prefix="camtl-opt-bench-"))
-    runs = {}
-    first = None
+    runs: dict = {}
+    setup = None
     for name in methods:
         cfg = parse_config(recipe_args(args.data_dir, args.sst2_rows, args.max_length, str(work / name))
                            + METHODS[name], exit_on_error=False)
-        if first is None:
-            run = first = trainer.setup(cfg)
+        if setup is None:
+            setup = trainer.setup(cfg)
+            mine = setup
         else:
             cfg = resolve_config(cfg)
             validate_config(cfg)
-            run = dataclasses.replace(first, cfg=cfg, sampler=None, batches=None, scorer=None, optimizer=None,
-                                      scheduler=None, weighting=None, aggregator=None, aggregated=None)
-        trainer.prepare(run)
-        if first is not run and run.weighting.name != "uncertainty":
-            run.optimizer, run.scheduler = first.optimizer, first.scheduler
+            mine = dataclasses.replace(setup, cfg=cfg)
+        run = trainer.prepare(mine)
+        if runs and run.weighting.name != "uncertainty":
+            first = next(iter(runs.values()))
+            run = dataclasses.replace(run, optimizer=first.optimizer, scheduler=first.scheduler)
         run.model.train()
         runs[name] = run
     return runs
@@ -90,7 +92,7 @@ def time_steps(runs: dict, rounds: int, warmup: int) -> dict[str, list[float]]:
     """Seconds of each method's steps, interleaved: ``warmup`` untimed steps each, then ``rounds`` rounds."""
     from camtl import trainer
 
-    states = {name: {"window": trainer._empty_window(len(run.tasks))} for name, run in runs.items()}
+    states = {name: SimpleNamespace(window=trainer.LossWindow.empty(len(run.tasks))) for name, run in runs.items()}
     for _ in range(warmup):
         for name, run in runs.items():
             trainer._train_step(run, states[name])

@@ -116,7 +116,7 @@ def order_for_init(cfg: RunConfig, tasks: Sequence[TaskDef]) -> list[TaskDef]:
 
 def continue_model(cfg: RunConfig, tasks: Sequence[TaskDef]) -> tuple[CaMtlForMultiTask, dict[str, int]]:
     """Load a trained CA-MTL model (``model.init_from``), add the new tasks of ``tasks`` and freeze per
-    ``model.trainable`` (``new_tasks``: only the added tasks' embedding rows and heads train)."""
+    ``model.trainable`` (``new_tasks``: only the added tasks' embedding rows, heads and own adapters train)."""
     from transformers import AutoTokenizer
 
     with naming_damaged_weights(cfg.model.init_from):

@@ -1,5 +1,6 @@
-"""The run configuration of `camtl.trainer` (what ``train.py`` parses): dataclasses read by jsonargparse from a YAML file
-and the command line, their validation, and their resolution (bundled base model, absolute folders, mixed precision).
+"""The run configuration of `camtl.trainer` (what ``train.py`` parses): dataclasses read by jsonargparse from a YAML
+file and the command line, their validation, and their resolution (bundled base model, absolute folders, mixed
+precision).
 """
 
 from __future__ import annotations
@@ -10,19 +11,22 @@ import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal, get_args
 
 import torch
 import yaml
 
-from modeling_camtl import CAMTL_KNOBS as MODEL_KNOBS, CAMTL_PRESETS
+from modeling_camtl import CAMTL_KNOBS as MODEL_KNOBS
+from modeling_camtl import CAMTL_PRESETS
 
 from .paths import PROJECT_ROOT
-from .sampling import ALLOCATIONS, SAMPLERS
+from .sampling import ALLOCATIONS, REGRESSION_SCORES, SAMPLERS, SETTING_RULES, check_setting
 
 QUICKSTART_TASKS = ["cola", "sst2", "mrpc", "stsb", "rte"]
-SamplingStrategy = Literal["proportional", "uniform", "temperature", "sequential", "uncertainty", "mixed"]
+#: The choices of ``sampling.strategy``, ``sampling.allocation`` and ``sampling.regression_scores``: camtl.sampling's.
+SamplingStrategy = Literal[tuple(SAMPLERS)]
+Allocation = Literal[tuple(ALLOCATIONS)]
+RegressionScores = Literal[REGRESSION_SCORES]
 TrainableMode = Literal["paper", "adapters", "all", "new_tasks"]
 MixedPrecision = Literal["auto", "no", "bf16", "fp16"]
 # the optimisation toolbox (issue 27): camtl/optimisation.py
@@ -30,9 +34,11 @@ LossWeightingName = Literal["equal", "uncertainty", "dwa", "random"]
 GradientAggregation = Literal["none", "pcgrad", "cagrad", "upgrad", "mgda", "imtl_g"]
 AggregationParams = Literal["shared", "conditioning_and_top"]
 
-#: Keys that ``model.camtl`` may set: a preset (``preset: authors``) and CA-MTL knob overrides (the BERT architecture
-#: comes from the base model).
-CAMTL_KNOBS = ("preset", *MODEL_KNOBS, "hidden_dropout_prob", "attention_probs_dropout_prob", "attn_implementation")
+#: Keys of ``model.camtl`` that are not knobs of the model's config: a preset (``preset: authors``), BERT's two dropout
+#: rates and the attention implementation (the rest of BERT's architecture comes from the base model).
+RUN_ONLY_KNOBS = ("preset", "hidden_dropout_prob", "attention_probs_dropout_prob", "attn_implementation")
+#: Keys that ``model.camtl`` may set: the model's CA-MTL knobs (`modeling_camtl.CAMTL_KNOBS`) and `RUN_ONLY_KNOBS`.
+CAMTL_KNOBS = (*MODEL_KNOBS, *RUN_ONLY_KNOBS)
 #: Fields that may differ between two invocations of the same run (resume, overwrite, interruption).
 RUN_CONTROL_FIELDS = ("output_dir", "overwrite_output_dir", "resume_from_checkpoint", "logging_dir",
                       "train.max_steps_this_run", "train.report_to")
@@ -54,8 +60,8 @@ class ModelArgs:
     Args:
         base_model: BERT-layout checkpoint (folder or Hub id). Default: the bundled all-MiniLM-L6-v2.
         trainable: which parameters train: paper (embeddings and lower half frozen), adapters (backbone
-            frozen), all, or new_tasks (with init_from: only the added tasks' embedding rows and heads, so the
-            old tasks' outputs stay bit-identical). new_tasks is the model's set_trainable("tasks", tasks=names)
+            frozen), all, or new_tasks (with init_from: only the added tasks' embedding rows, heads and, with
+            new_task_adapter_size, their own adapters, so the old tasks' outputs stay bit-identical). new_tasks is the model's set_trainable("tasks", tasks=names)
             with the names found for you: the tasks of data.tasks that init_from lacks (two names because the
             model's mode trains any tasks it is given, the run's only the new ones).
         init_from: continue from a trained CA-MTL model (folder or Hub id) instead of base_model. Its tasks keep
@@ -130,9 +136,10 @@ class SamplingArgs:
             the k-th regression task. The authors' code takes sst2's (when mrpc is present too).
         score_mode: uncertainty only: the model's mode while it scores the candidates: eval (ours, no
             dropout) or train (the authors', dropout on).
-        candidates_per_task: uncertainty only: candidates drawn from every task and scored at each step. null = the
-            global batch size (the paper's: 5 tasks x 32 = 160 rows scored for 32 trained); fewer cost less to score.
-            With allocation proportional: the candidates of the batch's one task (null = 2 x the global batch).
+        candidates_per_task: uncertainty only: the rows drawn as candidates from a task each time it is scored.
+            Allocation entropy scores every task at each step (null = the global batch size, the paper's: 5 tasks x
+            32 = 160 rows scored for 32 trained; fewer cost less to score); allocation proportional scores the
+            batch's one task (null = 2 x the global batch).
         allocation: uncertainty only: how a batch is split over the tasks. proportional (ours, the default): one
             task per batch drawn by its size, as the proportional strategy does; the entropy picks that task's rows
             (its most uncertain candidates). entropy (the paper's): the most uncertain candidates of all tasks, with
@@ -147,11 +154,11 @@ class SamplingArgs:
     temperature: float = 2.0
     min_rows_per_task: int | None = None
     warmup_steps: int = 0
-    regression_scores: Literal["borrow", "own"] = "borrow"
+    regression_scores: RegressionScores = "borrow"
     regression_score_source: str | None = None
     score_mode: Literal["eval", "train"] = "eval"
     candidates_per_task: int | None = None
-    allocation: Literal["entropy", "proportional"] = "proportional"
+    allocation: Allocation = "proportional"
     # issue 22: many tasks of very different sizes
     task_budgets: dict[str, int] = field(default_factory=dict)
 
@@ -332,7 +339,7 @@ def resolve_config(cfg: RunConfig) -> RunConfig:
 
 def native_bf16() -> bool:
     """Whether this machine computes bf16 natively: a CUDA GPU that supports it, else a CPU with AVX512-BF16 or AMX
-    (where bf16 autocast makes a MiniLM training step about 1.4x and inference about 2x faster than fp32)."""
+    (where bf16 autocast trains and predicts faster than fp32: BENCHMARKS.md has the figures)."""
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
     cpu = getattr(torch, "cpu", None)
@@ -371,13 +378,6 @@ def validate_config(cfg: RunConfig) -> None:
          "a positive integer or null"),
         ("data.max_eval_rows", d.max_eval_rows, d.max_eval_rows is None or d.max_eval_rows >= 1,
          "a positive integer or null"),
-        ("sampling.temperature", s.temperature, math.isfinite(s.temperature) and s.temperature > 0,
-         "a positive number"),
-        ("sampling.min_rows_per_task", s.min_rows_per_task, s.min_rows_per_task is None or s.min_rows_per_task >= 0,
-         "a non-negative integer or null"),
-        ("sampling.warmup_steps", s.warmup_steps, s.warmup_steps >= 0, "a non-negative integer"),
-        ("sampling.candidates_per_task", s.candidates_per_task,
-         s.candidates_per_task is None or s.candidates_per_task >= 1, "a positive integer or null"),
         ("model.new_task_adapter_size", cfg.model.new_task_adapter_size,
          cfg.model.new_task_adapter_size is None or (cfg.model.new_task_adapter_size >= 1 and cfg.model.init_from),
          "a positive integer with model.init_from (the model the new tasks are added to), or null"),
@@ -385,10 +385,8 @@ def validate_config(cfg: RunConfig) -> None:
     for name, value, ok, allowed in checks:
         if not ok:
             raise ValueError(f"Bad value {name}={value!r}: must be {allowed}.")
-    if s.strategy not in SAMPLERS:
-        raise ValueError(f"Unknown sampling strategy {s.strategy!r}; valid strategies: {list(SAMPLERS)}.")
-    if s.allocation not in ALLOCATIONS:
-        raise ValueError(f"Unknown sampling.allocation {s.allocation!r}; valid allocations: {list(ALLOCATIONS)}.")
+    for name in SETTING_RULES:  # the samplers' own rules; make_sampler checks the strategy and the allocation
+        check_setting(name, getattr(s, name), prefix="sampling.")
     modes = list(get_args(TrainableMode))
     if cfg.model.trainable not in modes:
         raise ValueError(f"Unknown trainable mode {cfg.model.trainable!r}; valid modes: {modes}.")

@@ -123,7 +123,7 @@ def _fake_run(model, batch, weighting):
         accelerator=SimpleNamespace(num_processes=1, backward=lambda loss: loss.backward(), device="cpu"),
         cfg=SimpleNamespace(train=SimpleNamespace(group_by_length=False)), model=model, tasks=model.config.tasks,
         batches=SimpleNamespace(task_counts=torch.bincount(batch["task_ids"], minlength=num_tasks)),
-        is_regression=model.is_regression, weighting=weighting)
+        is_regression=model.is_regression, weighting=weighting, aggregator=None)
 
 
 def test_equal_is_the_models_loss_exactly_and_uncertainty_starts_there(tiny):

@@ -13,6 +13,7 @@ cannot run here are still checked for real, each as `check_command` says:
 * ``python train.py ...`` identical once shortened to a command already run: parsed and validated only.
 * ``python -m camtl.hub ...``: pushes to the Hub; run with ``--dry-run`` (the folder staged and checked, the upload
   listed, no request).
+* ``python -m camtl.serving ...``: run as written (an export, a prediction).
 * ``python app.py ...``: starts a server that runs until stopped; run with ``launch`` replaced (the model loaded, the
   page built, the launch arguments checked).
 
@@ -127,6 +128,11 @@ def check_command(command: str, already_run: list[dict], monkeypatch, capsys) ->
         assert hub.main([*words[3:], "--dry-run"]) == 0
         assert capsys.readouterr().out.rstrip().endswith("Nothing was uploaded and no local file changed.")
         return "run with --dry-run (an upload needs the network)"
+    if words[:3] == ["python", "-m", "camtl.serving"]:
+        from camtl import serving
+
+        assert serving.main(words[3:]) == 0
+        return "run"
     if words[:2] == ["python", "app.py"]:
         import gradio as gr
 

@@ -44,6 +44,17 @@ def test_registry_matches_the_config_choices():
         make_sampler("roundrobin", SIZES, 8)
 
 
+def test_strategy_settings_have_the_run_configuration_defaults():
+    """make_sampler accepts another strategy's setting at its default: the defaults are the configuration's, so a run
+    of any strategy passes every sampling setting of its configuration."""
+    from camtl.config import SamplingArgs
+    from camtl.sampling import STRATEGY_SETTINGS
+
+    defaults = SamplingArgs()
+    assert {k: v for settings in STRATEGY_SETTINGS.values() for k, v in settings.items()} == {
+        k: getattr(defaults, k) for settings in STRATEGY_SETTINGS.values() for k in settings}
+
+
 def test_stream_is_without_replacement_within_a_pass():
     stream = TaskStream(10, seed=3, task_id=1)
     first, second = stream.take(10), stream.take(10)
