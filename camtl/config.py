@@ -29,6 +29,10 @@ Allocation = Literal[tuple(ALLOCATIONS)]
 RegressionScores = Literal[REGRESSION_SCORES]
 TrainableMode = Literal["paper", "adapters", "all", "new_tasks"]
 MixedPrecision = Literal["auto", "no", "bf16", "fp16"]
+# the optimisation toolbox (issue 27): camtl/optimisation.py
+LossWeightingName = Literal["equal", "uncertainty", "dwa", "random"]
+GradientAggregation = Literal["none", "pcgrad", "cagrad", "upgrad", "mgda", "imtl_g"]
+AggregationParams = Literal["shared", "conditioning_and_top"]
 
 #: Keys of ``model.camtl`` that are not knobs of the model's config: a preset (``preset: authors``), BERT's two dropout
 #: rates and the attention implementation (the rest of BERT's architecture comes from the base model).
@@ -117,8 +121,8 @@ class SamplingArgs:
 
     Args:
         strategy: proportional (to task size), uniform, temperature (p ~ n^(1/T)), sequential (task
-            after task) or uncertainty (MT-Uncertainty, the paper's: the most uncertain of a candidate
-            batch from every task).
+            after task), uncertainty (MT-Uncertainty, the paper's: the most uncertain of a candidate
+            batch from every task) or mixed (every task in every batch, for train.gradient_aggregation).
         temperature: T of the temperature strategy (1 = proportional, large = uniform).
         min_rows_per_task: uncertainty with allocation entropy only: rows of every task in each global batch (its
             most uncertain candidates) before the rest is chosen by uncertainty. null = global batch // (2 x tasks);
@@ -199,6 +203,17 @@ class TrainArgs:
             monitoring_reference.safetensors + .json): what the model does on each task's dev rows, which it did not
             train on, with a PCA basis fitted on its train rows, so that a served model's traffic can be watched.
         monitoring_rows: dev rows and train rows per task (a seeded sample of each) that the reference reads.
+        loss_weighting: how the tasks' losses are combined (camtl/optimisation.py): equal (the mean over the tasks
+            present of each task's mean loss), uncertainty (Kendall et al.: trained log-variances), dwa (dynamic
+            weight average) or random (random loss weighting). A task absent from a batch is left out, never zero.
+        dwa_temperature: dwa only: the softmax temperature of the loss ratios.
+        dwa_period: dwa only: batches per period over which each task's loss is averaged (null: one epoch).
+        gradient_aggregation: none (the gradient of the weighted loss) or a TorchJD aggregator of the per-task
+            gradients over aggregation_params: pcgrad, cagrad, upgrad, mgda or imtl_g. Needs batches holding several
+            tasks (sampling.strategy mixed, or uncertainty with allocation entropy); one backward per task.
+        aggregation_params: the parameters whose per-task gradients are aggregated: shared (every trainable
+            parameter but the task heads and the task-embedding rows) or conditioning_and_top (CA-MTL's conditional
+            modules, the last encoder layer and the pooler: cheaper). The others take the weighted loss's gradient.
     """
 
     batch_size: int = 16
@@ -225,6 +240,12 @@ class TrainArgs:
     # monitoring (issue 24): the reference that camtl.monitoring compares served traffic with
     monitoring_reference: bool = True
     monitoring_rows: int = 200
+    # ----- the optimisation toolbox (issue 27; camtl/optimisation.py, checked by validate_optimisation) -----
+    loss_weighting: LossWeightingName = "equal"
+    dwa_temperature: float = 2.0
+    dwa_period: int | None = None
+    gradient_aggregation: GradientAggregation = "none"
+    aggregation_params: AggregationParams = "shared"
 
 
 @dataclass
@@ -377,6 +398,7 @@ def validate_config(cfg: RunConfig) -> None:
     modes = list(get_args(TrainableMode))
     if cfg.model.trainable not in modes:
         raise ValueError(f"Unknown trainable mode {cfg.model.trainable!r}; valid modes: {modes}.")
+    validate_optimisation(cfg)
     if t.mixed_precision not in get_args(MixedPrecision):
         raise ValueError(f"Unknown mixed_precision {t.mixed_precision!r}; valid: {list(get_args(MixedPrecision))}.")
     if t.mixed_precision == "fp16" and not torch.cuda.is_available():
@@ -398,6 +420,32 @@ def validate_config(cfg: RunConfig) -> None:
         raise FileNotFoundError(f"data.data_dir {d.data_dir!r} is not a folder (expected the GLUE layout "
                                 "<data_dir>/<CoLA|SST-2|...>/{train,dev}.tsv, or null for the Hub).")
 
+
+# ----- the optimisation toolbox (issue 27) ----------------------------------------------------------------------------
+def validate_optimisation(cfg: RunConfig) -> None:
+    """ValueError for a bad loss weighting or gradient aggregation setting, naming the valid choices."""
+    t, s = cfg.train, cfg.sampling
+    for name, value, kind in (("train.loss_weighting", t.loss_weighting, LossWeightingName),
+                              ("train.gradient_aggregation", t.gradient_aggregation, GradientAggregation),
+                              ("train.aggregation_params", t.aggregation_params, AggregationParams)):
+        if value not in get_args(kind):
+            raise ValueError(f"Unknown {name} {value!r}; valid: {list(get_args(kind))}.")
+    if not (math.isfinite(t.dwa_temperature) and t.dwa_temperature > 0):
+        raise ValueError(f"Bad value train.dwa_temperature={t.dwa_temperature!r}: must be a positive number.")
+    if t.dwa_period is not None and t.dwa_period < 1:
+        raise ValueError(f"Bad value train.dwa_period={t.dwa_period!r}: must be a positive integer or null.")
+    if t.gradient_aggregation == "none":
+        return
+    mixed = s.strategy == "mixed" or (s.strategy == "uncertainty" and s.allocation == "entropy")
+    if not mixed:
+        raise ValueError(f"train.gradient_aggregation {t.gradient_aggregation!r} reconciles the gradients of the "
+                         f"tasks of one batch, but sampling.strategy {s.strategy!r}"
+                         + (f" (allocation {s.allocation!r})" if s.strategy == "uncertainty" else "")
+                         + " gives one task per batch: use sampling.strategy mixed (or uncertainty with allocation "
+                         "entropy), or gradient_aggregation none.")
+    if t.group_by_length:
+        raise ValueError("train.gradient_aggregation needs the whole batch in one piece: set train.group_by_length "
+                         "false.")
 
 
 def parse_config(args: Sequence[str] | None = None, *, exit_on_error: bool = True) -> RunConfig:

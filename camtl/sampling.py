@@ -27,6 +27,10 @@ pass. Strategies:
   ``proportional`` `ProportionalUncertaintySampler`, ours (the default): each batch is one task drawn
                    as ``proportional`` draws it, its ``B`` most uncertain of ``candidates_per_task``
                    (default ``2B``) rows of that task
+``mixed``          every batch holds every task: one row each, the rest drawn row by row with
+                   probability ``n_t / sum(n)``: each task's expected share of the rows is about its
+                   share of the data, as ``proportional`` gives it in whole batches. For the gradient
+                   aggregators (``train.gradient_aggregation``), which need several tasks in one step
 =================  ==========================================================================
 
 Why the floor: with the paper's rule alone, a task whose predictions become *confidently wrong*
@@ -509,10 +513,40 @@ def score_sources(regression_tasks: Sequence[bool], task_names: Sequence[str] | 
     return sources
 
 
+# ----- mixed batches for the gradient aggregators (issue 27) -----------------------------------------------------------
+class MixedSampler(TaskSampler):
+    """Every global batch holds rows of every task: ``min_rows_per_task`` of each (1 through ``sampling.strategy
+    mixed``, which has no setting of its own), then the remaining ``B - T x floor`` rows split over the tasks by one
+    multinomial draw with ``p_t = n_t / sum(n)`` (the counter-based generator of the draw). Task ``t``'s expected rows
+    per batch are ``floor + (B - T floor) n_t / sum(n)``: the floor over-samples small tasks by about ``floor x T / B``
+    of the batch (one row in 32 per task with the defaults); ``epoch_batches`` counts the same batches as
+    ``proportional``'s. The batch is ordered task after task."""
+
+    name = "mixed"
+
+    def __init__(self, task_sizes: Sequence[int], batch_size: int, seed: int = 0, rank: int = 0,
+                 world_size: int = 1, min_rows_per_task: int = 1):
+        super().__init__(task_sizes, batch_size, seed, rank, world_size)
+        floor = min_rows_per_task
+        if not (isinstance(floor, int) and floor >= 1 and floor * self.num_tasks <= batch_size):
+            raise ValueError(f"The mixed strategy puts min_rows_per_task rows of every task in each batch: it must be "
+                             f"an integer in [1, batch_size // num_tasks = {batch_size // self.num_tasks}], got "
+                             f"{min_rows_per_task!r}; a global batch of {batch_size} rows holds at most "
+                             f"{batch_size} tasks.")
+        self.min_rows_per_task = floor
+
+    def _global_batch(self, scorer: Scorer | None) -> list[Example]:
+        sizes = np.asarray(self.task_sizes, dtype=np.float64)
+        rest = self.batch_size - self.min_rows_per_task * self.num_tasks
+        counts = self.min_rows_per_task + self._rng().multinomial(rest, sizes / sizes.sum())  # (num_tasks,)
+        return [(t, row) for t, stream in enumerate(self.streams) for row in stream.take(int(counts[t]))]
+
+
 #: The strategies (``sampling.strategy``); ``uncertainty`` is one class per allocation (`ALLOCATIONS`).
 SAMPLERS: dict[str, type[TaskSampler]] = {
     cls.name: cls
-    for cls in (ProportionalSampler, UniformSampler, TemperatureSampler, SequentialSampler, UncertaintySampler)
+    for cls in (ProportionalSampler, UniformSampler, TemperatureSampler, SequentialSampler, UncertaintySampler,
+                MixedSampler)
 }
 
 #: The settings each strategy reads beyond the common arguments, with their defaults (those of the classes and of
@@ -571,6 +605,7 @@ __all__ = [
     "STRATEGY_SETTINGS",
     "EntropyUncertaintySampler",
     "Example",
+    "MixedSampler",
     "ProportionalSampler",
     "ProportionalUncertaintySampler",
     "Scorer",

@@ -68,6 +68,15 @@ from .interrupt import StopRequest, stopped_at_once_line, stopped_line
 from .metrics import compute_task_metrics, glue_average, majority_class_reference
 from .model_card import write_model_card
 from .monitoring import write_reference_for_run
+from .optimisation import (
+    LossWeighting,
+    aggregated_backward,
+    aggregation_parameters,
+    average_extra_gradients,
+    make_aggregator,
+    make_loss_weighting,
+    weighted_batch_loss,
+)
 from .sampling import EntropyUncertaintySampler, Example, TaskSampler, make_sampler
 from .tasks import TaskDef
 
@@ -118,6 +127,11 @@ class Run(RunSetup):
     is_regression: torch.Tensor  # (num_tasks,) bool
     steps_per_epoch: int
     total_steps: int
+    # the optimisation toolbox (camtl.optimisation): train.loss_weighting; train.gradient_aggregation's TorchJD
+    # aggregator (None for none) and the names of the parameters whose per-task gradients it reconciles
+    weighting: LossWeighting | None = None
+    aggregator: Any = None
+    aggregated: list[str] | None = None
 
 
 @dataclass
@@ -134,9 +148,10 @@ class LossWindow:
     def empty(cls, num_tasks: int) -> LossWindow:
         return cls(task_sum=[0.0] * num_tasks, task_n=[0] * num_tasks)
 
-    def add(self, accelerator: Accelerator, loss: torch.Tensor, task_losses: torch.Tensor) -> None:
+    def add(self, accelerator: Accelerator, loss: torch.Tensor, task_losses: torch.Tensor) -> torch.Tensor:
         """Add one batch's loss (the mean of the processes' losses: the global batch's loss) and its per-task
-        losses (averaged over the processes that had the task)."""
+        losses (averaged over the processes that had the task); returns those per-task losses ((num_tasks,), nan
+        where no process had the task; the same on every process)."""
         task_losses = task_losses.detach().float()  # (num_tasks,), nan where absent
         present = ~torch.isnan(task_losses)
         stats = torch.cat([loss.detach().float().reshape(1), torch.nan_to_num(task_losses), present.float()])
@@ -149,6 +164,8 @@ class LossWindow:
         for i in range(n_tasks):
             self.task_sum[i] += stats[1 + i]
             self.task_n[i] += round(stats[1 + n_tasks + i])
+        sums, had = torch.tensor(stats[1:1 + n_tasks]), torch.tensor(stats[1 + n_tasks:])
+        return torch.where(had > 0, sums / had.clamp(min=1), torch.full_like(sums, float("nan")))
 
 
 @dataclass
@@ -260,10 +277,14 @@ def optimizer_groups(model: torch.nn.Module, weight_decay: float, lr: float,
             for (decay, new), params in groups.items() if params]
 
 
-def build_optimizer(model, t, total_steps: int):
-    """AdamW (no weight decay on biases and LayerNorm weights), linear warm-up then linear decay to 0."""
-    optimizer = torch.optim.AdamW(optimizer_groups(model, t.weight_decay, t.learning_rate, t.new_parameters_lr_scale),
-                                  lr=t.learning_rate)
+def build_optimizer(model, t, total_steps: int, extra_parameters: Sequence[torch.nn.Parameter] = ()):
+    """AdamW (no weight decay on biases and LayerNorm weights), linear warm-up then linear decay to 0.
+    ``extra_parameters`` (a loss weighting's own, e.g. uncertainty weighting's log-variances): one more group, at the
+    peak rate, without weight decay."""
+    groups = optimizer_groups(model, t.weight_decay, t.learning_rate, t.new_parameters_lr_scale)
+    if extra_parameters:
+        groups.append({"params": list(extra_parameters), "weight_decay": 0.0, "lr": t.learning_rate})
+    optimizer = torch.optim.AdamW(groups, lr=t.learning_rate)
     scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(t.warmup_ratio * total_steps), total_steps)
     return optimizer, scheduler
 
@@ -319,7 +340,17 @@ def prepare(setup: RunSetup, on_output_dir: Callable[[], None] | None = None) ->
         on_output_dir()
     steps_per_epoch = math.ceil(sampler.epoch_batches(t.epoch_length) / t.gradient_accumulation_steps)
     total_steps = t.max_steps if t.max_steps > 0 else max(1, math.ceil(t.epochs * steps_per_epoch))
-    optimizer, scheduler = build_optimizer(setup.model, t, total_steps)
+    weighting = make_loss_weighting(
+        t.loss_weighting, [ds is not None for ds in setup.train_sets], seed=t.seed, temperature=t.dwa_temperature,
+        period=t.dwa_period or steps_per_epoch * t.gradient_accumulation_steps).to(acc.device)
+    optimizer, scheduler = build_optimizer(setup.model, t, total_steps, weighting.extra_parameters())
+    aggregator = aggregated = None
+    if t.gradient_aggregation != "none":
+        aggregator = make_aggregator(t.gradient_aggregation)
+        aggregated = aggregation_parameters(setup.model, t.aggregation_params)
+        if not aggregated:
+            raise RunSetupError(f"train.aggregation_params {t.aggregation_params!r} selects no trainable parameter "
+                                f"of this model (model.trainable {cfg.model.trainable!r}): choose 'shared'.")
     if world > 1:
         unused = unused_parameters(setup)
         # DDP must then look for them at every step (a pass over the graph); otherwise it would wait for their
@@ -330,6 +361,8 @@ def prepare(setup: RunSetup, on_output_dir: Callable[[], None] | None = None) ->
     model, optimizer = acc.prepare(setup.model, optimizer)
     # Not prepared (a prepared scheduler steps once per process per update); saved with the checkpoints.
     acc.register_for_checkpointing(scheduler)
+    if weighting.stateful:  # after the scheduler: checkpoints of equal-weighted runs keep their layout
+        acc.register_for_checkpointing(weighting)
     batches = MultiTaskBatches(sampler, [setup.train_sets[i] for i in trained], setup.collator, acc.device,
                                task_ids=trained, num_tasks=len(setup.tasks))
     scorer = EntropyScorer(acc, model, batches, t.eval_batch_size, cfg.sampling.score_mode) \
@@ -338,7 +371,8 @@ def prepare(setup: RunSetup, on_output_dir: Callable[[], None] | None = None) ->
     return Run(**{**parts, "model": model}, sampler=sampler, batches=batches, scorer=scorer, optimizer=optimizer,
                scheduler=scheduler,
                is_regression=torch.tensor([task.kind == "regression" for task in setup.tasks], device=acc.device),
-               steps_per_epoch=steps_per_epoch, total_steps=total_steps)
+               steps_per_epoch=steps_per_epoch, total_steps=total_steps, weighting=weighting, aggregator=aggregator,
+               aggregated=aggregated)
 
 
 def train(cfg: RunConfig, command_line: str | None = None) -> dict[str, Any]:
@@ -453,13 +487,14 @@ def _train_step(run: Run, state: LoopState) -> None:
         with acc.accumulate(run.model):
             batch = run.batches.next(run.scorer)
             loss, task_losses = _forward_backward(run, batch)
+            average_extra_gradients(run.weighting, acc)
             if acc.sync_gradients and t.max_grad_norm > 0:
                 acc.clip_grad_norm_(run.model.parameters(), t.max_grad_norm)
             run.optimizer.step()
             if acc.sync_gradients and not acc.optimizer_step_was_skipped:
                 run.scheduler.step()
             run.optimizer.zero_grad()
-        state.window.add(acc, loss, task_losses)
+        run.weighting.observe(state.window.add(acc, loss, task_losses))
 
 
 def _forward_backward(run: Run, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -472,10 +507,31 @@ def _forward_backward(run: Run, batch: dict[str, torch.Tensor]) -> tuple[torch.T
     acc, world = run.accelerator, run.accelerator.num_processes
     lengths = batch["attention_mask"].sum(-1).tolist()  # (b,) real tokens per row
     pieces = length_pieces(lengths) if run.cfg.train.group_by_length else [list(range(len(lengths)))]
+    weighting = getattr(run, "weighting", None)  # (a stand-in run of a test may have neither)
+    weighting = weighting if weighting is not None and weighting.name != "equal" else None
+    if weighting is not None:  # train.loss_weighting: the tasks present in the global batch, their weights
+        weights, regulariser = weighting.weights(run.batches.task_counts > 0)  # (num_tasks,), ()
+    if getattr(run, "aggregator", None) is not None:  # train.gradient_aggregation: camtl.optimisation
+        if weighting is None:
+            weights, regulariser = torch.ones(len(run.tasks), device=acc.device), torch.zeros((), device=acc.device)
+        with acc.no_sync(run.model) if world > 1 else contextlib.nullcontext():  # it averages the gradients itself
+            output = run.model(**batch)
+            per_example = per_example_loss(output.logits, batch["labels"], run.is_regression[batch["task_ids"]])
+            loss = aggregated_backward(
+                acc.unwrap_model(run.model), per_example, batch["task_ids"], run.batches.task_counts, weights,
+                regulariser, acc, run.aggregator, run.aggregated,
+                run.weighting.extra_parameters() if weighting is not None else [], seed=run.cfg.train.seed,
+                draw=run.sampler.draws)
+        return loss, output.task_losses
     if len(pieces) == 1:
         output = run.model(**batch)
-        loss = output.loss if world == 1 else global_batch_loss(
-            output.logits, batch["labels"], batch["task_ids"], run.is_regression, run.batches.task_counts, world)
+        if weighting is not None:
+            loss = weighted_batch_loss(
+                per_example_loss(output.logits, batch["labels"], run.is_regression[batch["task_ids"]]),
+                batch["task_ids"], run.batches.task_counts, world, weights, regulariser)
+        else:
+            loss = output.loss if world == 1 else global_batch_loss(
+                output.logits, batch["labels"], batch["task_ids"], run.is_regression, run.batches.task_counts, world)
         acc.backward(loss)
         return loss, output.task_losses
     total = torch.zeros((), device=acc.device)
@@ -489,8 +545,15 @@ def _forward_backward(run: Run, batch: dict[str, torch.Tensor]) -> tuple[torch.T
         sync = contextlib.nullcontext() if k == len(pieces) - 1 else acc.no_sync(run.model)
         with sync:
             output = run.model(**part)
-            loss = global_batch_loss(output.logits, part["labels"], part["task_ids"], run.is_regression,
-                                     run.batches.task_counts, world)
+            if weighting is not None:  # the regulariser once, with the last piece; weights afresh (a new graph)
+                weights, regulariser = weighting.weights(run.batches.task_counts > 0)
+                loss = weighted_batch_loss(
+                    per_example_loss(output.logits, part["labels"], run.is_regression[part["task_ids"]]),
+                    part["task_ids"], run.batches.task_counts, world, weights,
+                    regulariser if k == len(pieces) - 1 else torch.zeros_like(regulariser))
+            else:
+                loss = global_batch_loss(output.logits, part["labels"], part["task_ids"], run.is_regression,
+                                         run.batches.task_counts, world)
             acc.backward(loss)
         total += loss.detach()
         counts = torch.bincount(part["task_ids"], minlength=len(run.tasks))  # (num_tasks,)
@@ -563,6 +626,8 @@ def sampling_summary(run: Run) -> dict[str, Any]:
     summary: dict[str, Any] = {"strategy": s.strategy}
     if s.strategy == "temperature":
         summary["temperature"] = s.temperature
+    if s.strategy == "mixed":
+        summary["min_rows_per_task"] = run.sampler.min_rows_per_task
     if s.strategy == "uncertainty":
         names = [run.tasks[i].name for i in run.trained_ids]
         # the floor of the entropy allocation; proportional allocation has none (one task a batch)

@@ -39,7 +39,7 @@ def draw(sampler, n):
 
 def test_registry_matches_the_config_choices():
     assert set(typing.get_args(SamplingStrategy)) == set(SAMPLERS) == {
-        "proportional", "uniform", "temperature", "sequential", "uncertainty"}
+        "proportional", "uniform", "temperature", "sequential", "uncertainty", "mixed"}
     with pytest.raises(ValueError, match="valid strategies.*proportional.*uncertainty"):
         make_sampler("roundrobin", SIZES, 8)
 
