@@ -91,6 +91,7 @@ class Run:
     is_regression: torch.Tensor | None = None
     steps_per_epoch: int = 0
     total_steps: int = 0
+    leakage: dict | None = None  # the leakage filter's counts (camtl.leakage, issue 22)
 
     @property
     def out(self) -> Path:
@@ -142,10 +143,10 @@ def setup(cfg: RunConfig) -> Run:
         accelerator.wait_for_everyone()  # every process has checked before anyone writes
         set_seed(t.seed)  # the same initialisation of the new parameters on every process
         model, counts = build_model(cfg, tasks)
-        train_sets, eval_sets, collator = get_dataloaders(cfg, tasks, model.tokenizer, accelerator)
+        train_sets, eval_sets, collator, leakage = get_dataloaders(cfg, tasks, model.tokenizer, accelerator)
     except (ValueError, FileNotFoundError, OSError) as e:
         raise RunSetupError(str(e)) from e
-    return Run(cfg, tasks, accelerator, model, counts, train_sets, eval_sets, collator, resume_path)
+    return Run(cfg, tasks, accelerator, model, counts, train_sets, eval_sets, collator, resume_path, leakage=leakage)
 
 
 def optimizer_groups(model: torch.nn.Module, weight_decay: float, lr: float,
@@ -431,6 +432,7 @@ def _finish(run: Run, state: dict[str, Any], exact: bool | None, command_line: s
         "data_fraction": fraction,
         "parameters": run.parameter_counts,
         "eval_rows": {task.name: len(ds) for task, ds in zip(run.tasks, run.eval_sets)},
+        "leakage": run.leakage,
         "majority_class": majority_class_reference(  # the floor: a task not trained here takes its dev labels
             run.tasks, [(tr if tr is not None else ev)["labels"] for tr, ev in zip(run.train_sets, run.eval_sets)],
             [ev["labels"] for ev in run.eval_sets]),
