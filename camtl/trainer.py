@@ -96,6 +96,7 @@ class RunSetup:
     eval_sets: list
     collator: Any
     resume_path: Path | None
+    leakage: dict  # the leakage filter's counts (camtl.leakage)
 
     @property
     def out(self) -> Path:
@@ -252,10 +253,11 @@ def setup(cfg: RunConfig) -> RunSetup:
         accelerator.wait_for_everyone()  # every process has checked before anyone writes
         set_seed(t.seed)  # the same initialisation of the new parameters on every process
         model, counts = build_model(cfg, tasks)
-        train_sets, eval_sets, collator = get_dataloaders(cfg, tasks, model.tokenizer, accelerator)
+        train_sets, eval_sets, collator, leakage = get_dataloaders(cfg, tasks, model.tokenizer, accelerator)
     except (ValueError, FileNotFoundError, OSError) as e:
         raise RunSetupError(str(e)) from e
-    return RunSetup(cfg, tasks, accelerator, model, counts, train_sets, eval_sets, collator, resume_path)
+    return RunSetup(cfg, tasks, accelerator, model, counts, train_sets, eval_sets, collator, resume_path,
+                    leakage)
 
 
 def optimizer_groups(model: torch.nn.Module, weight_decay: float, lr: float,
@@ -591,6 +593,7 @@ def _finish(run: Run, state: LoopState, exact: bool | None, command_line: str | 
         "data_fraction": fraction,
         "parameters": run.parameter_counts,
         "eval_rows": {task.name: len(ds) for task, ds in zip(run.tasks, run.eval_sets)},
+        "leakage": run.leakage,
         "majority_class": majority_class_reference(  # the floor: a task not trained here takes its dev labels
             run.tasks, [(tr if tr is not None else ev)["labels"] for tr, ev in zip(run.train_sets, run.eval_sets)],
             [ev["labels"] for ev in run.eval_sets]),

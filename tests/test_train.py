@@ -144,7 +144,7 @@ def test_training_lowers_the_loss(trained, glue_dir):
     tasks = trainer.resolve_tasks(cfg)
     set_seed(cfg.train.seed)
     model, _ = trainer.build_model(cfg, tasks)
-    train_sets, _, collator = trainer.get_dataloaders(cfg, tasks, model.tokenizer, Accelerator(cpu=True))
+    train_sets, _, collator, _ = trainer.get_dataloaders(cfg, tasks, model.tokenizer, Accelerator(cpu=True))
 
     def mean_task_loss():
         model.eval()
