@@ -754,7 +754,7 @@ def global_batch_loss(logits: torch.Tensor, labels: torch.Tensor, task_ids: torc
     one-process loss of the global batch.
 
     Args:
-        logits: (b, K) the model's logits (``-inf`` past each row's labels; regression in column 0).
+        logits: (b, K) the model's logits (the dtype's minimum past each row's labels; regression in column 0).
         labels: (b,) class ids (as floats) or regression targets.
         task_ids: (b,) task of each row.
         is_regression: (num_tasks,) bool.

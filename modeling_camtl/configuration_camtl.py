@@ -10,7 +10,9 @@ import re
 from transformers import PreTrainedConfig
 
 TASK_KINDS = ("classification", "regression")
-#: Fields whose value must be one of a few words: the default first (ours), then the others (the authors' design).
+#: transformers' ``problem_type`` of each task kind (a config's ``problem_type`` is derived from its tasks).
+PROBLEM_TYPE_OF_KIND = {"classification": "single_label_classification", "regression": "regression"}
+#: Fields whose value must be one of a few words: ours (the default) first, the authors' design second.
 CHOICE_FIELDS = {
     "conditional_attention_film": ("per_block", "shared"),
     "task_transform": ("residual_mlp", "linear"),
@@ -123,6 +125,11 @@ def normalize_task_spec(spec, index: int = 0) -> dict:
     return out
 
 
+def task_num_outputs(spec: dict) -> int:
+    """Number of logit columns of a (normalised) task: its label count, or 1 for a regression score."""
+    return len(spec["labels"]) if spec["kind"] != "regression" else 1
+
+
 class CaMtlConfig(PreTrainedConfig):
     r"""Configuration of a CA-MTL model (Pilault, El hattami and Pal, ICLR 2021): BERT's hyper-parameters, the tasks,
     and the knobs of the task-conditioned modules.
@@ -199,6 +206,13 @@ class CaMtlConfig(PreTrainedConfig):
             Layers whose output the task adapters modulate. Default: every layer.
         task_adapter_tasks (`list[str]`, defaults to `[]`):
             The tasks that have a task adapter, in slot order.
+
+    transformers' sequence-classifier fields are derived from ``tasks``, never free: ``num_labels`` (the width of
+    ``logits``: the largest number of outputs over the tasks), ``id2label`` / ``label2id`` (the one task's labels for
+    a single-task model, else ``LABEL_i`` per column: each task's label names live in ``tasks``) and
+    ``problem_type`` (the tasks' common kind, ``None`` when they mix kinds). A value that contradicts the tasks,
+    given at construction, to ``from_pretrained`` or set later, raises ``ValueError``; setting ``tasks`` re-derives
+    them. (A saved config's generic ``LABEL_i`` map of another size, written before they were derived, is replaced.)
     """
 
     model_type = "camtl"
@@ -248,6 +262,7 @@ class CaMtlConfig(PreTrainedConfig):
 
     def __post_init__(self, **kwargs):
         self.tasks = [normalize_task_spec(spec, i) for i, spec in enumerate(self.tasks or [])]
+        self._init_label_fields(kwargs.get("num_labels"))
         if self.conditional_layers is not None:
             self.conditional_layers = [int(i) for i in self.conditional_layers]
         if self.adapter_layers is not None:
@@ -305,6 +320,78 @@ class CaMtlConfig(PreTrainedConfig):
         for field in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
             if not 0 <= getattr(self, field) < 1:
                 raise ValueError(f"{field} must be in [0, 1), got {getattr(self, field)}")
+
+    # ----- transformers' classifier fields, derived from the tasks -----
+    def derived_label_fields(self) -> dict:
+        """``id2label``, ``label2id`` and ``problem_type`` as the tasks define them (empty without tasks)."""
+        if not self.tasks:
+            return {}
+        if len(self.tasks) == 1 and self.tasks[0]["kind"] != "regression":
+            names = list(self.tasks[0]["labels"])
+        else:
+            names = [f"LABEL_{i}" for i in range(max(task_num_outputs(t) for t in self.tasks))]
+        kinds = {t["kind"] for t in self.tasks}
+        return {"id2label": dict(enumerate(names)), "label2id": {name: i for i, name in enumerate(names)},
+                "problem_type": PROBLEM_TYPE_OF_KIND[kinds.pop()] if len(kinds) == 1 else None}
+
+    def _init_label_fields(self, num_labels) -> None:
+        """At construction: refuse given fields that contradict the tasks, then store the derived ones."""
+        derived = self.derived_label_fields()
+        if not derived:
+            return
+        if num_labels is not None and num_labels != len(derived["id2label"]):
+            self._refuse_label_field("num_labels", num_labels, len(derived["id2label"]))
+        for key in ("id2label", "label2id"):
+            given = getattr(self, key)
+            if given is None:
+                continue
+            given = {int(k): v for k, v in given.items()} if key == "id2label" else {k: int(v) for k, v in given.items()}
+            stale = all(re.fullmatch(r"LABEL_\d+", str(name)) for name in (given.values() if key == "id2label"
+                                                                            else given.keys()))
+            if given != derived[key] and not stale:  # a generic map of another size: an older save, re-derived
+                self._refuse_label_field(key, given, derived[key])
+        if self.problem_type is not None and self.problem_type != derived["problem_type"]:
+            self._refuse_label_field("problem_type", self.problem_type, derived["problem_type"])
+        for key, value in derived.items():
+            object.__setattr__(self, key, value)
+
+    def _refuse_label_field(self, key, value, derived):
+        kinds = ", ".join(f"{t['name']}: {t['kind']} ({task_num_outputs(t)} outputs)" for t in self.tasks)
+        raise ValueError(f"{key}={value!r} contradicts the tasks ({kinds}), which give {key}={derived!r}. CA-MTL "
+                         f"derives num_labels, id2label, label2id and problem_type from config.tasks: change the tasks "
+                         f"(their labels and kind) instead")
+
+    def __setattr__(self, key, value):
+        if getattr(self, "_post_init_done", False) and self.tasks:
+            if key == "tasks":
+                super().__setattr__(key, value)
+                for field, derived in self.derived_label_fields().items():
+                    object.__setattr__(self, field, derived)
+                return
+            if key in ("id2label", "label2id", "problem_type"):
+                derived = self.derived_label_fields()[key]
+                normalised = value
+                if key == "id2label" and isinstance(value, dict):
+                    normalised = {int(k): v for k, v in value.items()}
+                if normalised != derived:
+                    self._refuse_label_field(key, value, derived)
+                value = derived
+        super().__setattr__(key, value)
+
+    @property
+    def num_labels(self) -> int | None:
+        """The width of ``logits`` (derived from the tasks; see the class docstring)."""
+        return len(self.id2label) if self.id2label is not None else None
+
+    @num_labels.setter
+    def num_labels(self, num_labels: int):
+        if getattr(self, "_post_init_done", False) and self.tasks:
+            if num_labels != self.num_labels:
+                self._refuse_label_field("num_labels", num_labels, self.num_labels)
+            return
+        if self.id2label is None or self.num_labels != num_labels:
+            self.id2label = {i: f"LABEL_{i}" for i in range(num_labels)}
+            self.label2id = dict(zip(self.id2label.values(), self.id2label.keys()))
 
     def validate_task_adapters(self):
         """Raise ``ValueError`` naming the first invalid per-task adapter field."""
@@ -383,4 +470,4 @@ CAMTL_KNOBS = tuple(name for name in CaMtlConfig.__annotations__ if name not in 
 
 
 __all__ = ["BERT_FIELDS", "CAMTL_KNOBS", "CAMTL_PRESETS", "METRICS_FOR_KIND", "TASK_KINDS", "CaMtlConfig",
-           "check_task_fields", "normalize_task_spec"]
+           "check_task_fields", "normalize_task_spec", "task_num_outputs"]

@@ -31,6 +31,7 @@ library, torch and transformers: ``configuration_camtl.py`` (the config) and ``p
 """
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -39,11 +40,15 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
+from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling
-from transformers.utils import ModelOutput, can_return_tuple
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.processing_utils import Unpack
+from transformers.utils import ModelOutput, TransformersKwargs, can_return_tuple
+from transformers.utils.output_capturing import capture_outputs
 
-from .configuration_camtl import BERT_FIELDS, CAMTL_PRESETS, CaMtlConfig, normalize_task_spec
+from .configuration_camtl import BERT_FIELDS, CAMTL_PRESETS, CaMtlConfig, normalize_task_spec, task_num_outputs
 from .pipeline_camtl import save_pipeline_files
 
 AUTO_MAP = {
@@ -310,46 +315,85 @@ class CaMtlEmbeddings(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.position_ids = nn.Buffer(torch.arange(config.max_position_embeddings).expand((1, -1)), persistent=False)
 
-    def forward(self, input_ids: torch.LongTensor, token_type_ids: torch.LongTensor) -> torch.Tensor:
-        seq_len = input_ids.shape[1]
+    def forward(self, input_ids: torch.LongTensor | None, token_type_ids: torch.LongTensor,
+                inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+        """``inputs_embeds`` (B, T, H), when given, replaces the word embeddings of ``input_ids``, as in BERT."""
+        if inputs_embeds is None:
+            inputs_embeds = self.word_embeddings(input_ids)  # (B, T, H)
+        seq_len = inputs_embeds.shape[1]
         position_ids = self.position_ids[:, :seq_len]  # (1, T)
-        x = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
+        x = inputs_embeds + self.token_type_embeddings(token_type_ids)
         x = x + self.position_embeddings(position_ids)  # (B, T, H)
         return self.dropout(self.LayerNorm(x))
 
 
+#: Attention backends of transformers' registry that take an additive float bias: the conditional layers pass their
+#: block bias ``M(c)`` plus the padding as the additive mask (B, 1, T, T) (eager, sdpa), or ``M(c)`` as flex
+#: attention's ``position_bias``. Others (flash attention: a padding mask only) cannot; a model with conditional
+#: attention refuses them with a ``ValueError``.
+BIAS_ATTENTION_BACKENDS = ("eager", "sdpa", "flex_attention")
+
+
+def check_attention_backend(config: CaMtlConfig, attn_implementation: str | None) -> None:
+    """``ValueError`` when ``attn_implementation`` cannot carry the conditional attention bias of ``config``'s model."""
+    conditional = config.conditional_attention and config.conditional_attention_layer_ids
+    if conditional and attn_implementation is not None and attn_implementation not in BIAS_ATTENTION_BACKENDS:
+        raise ValueError(
+            f"attn_implementation={attn_implementation!r} cannot take CA-MTL's conditional attention bias (an additive "
+            f"(batch, 1, T, T) mask, in layers {config.conditional_attention_layer_ids}): use one of "
+            f"{list(BIAS_ATTENTION_BACKENDS)}, or a config without conditional attention (conditional_attention=False)")
+
+
+def eager_attention_forward(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                            attention_mask: torch.Tensor | None, scaling: float, dropout: float = 0.0, **kwargs):
+    """BERT's eager attention: ``softmax(Q K^T * scaling + mask) V``. Returns the context (B, T, nh, hs) and the
+    attention probabilities (B, nh, T, T)."""
+    scores = (query @ key.transpose(2, 3)) * scaling  # (B, nh, T, T)
+    if attention_mask is not None:
+        scores = scores + attention_mask  # additive: padding (and M(c) in the conditional layers)
+    probs = F.dropout(scores.softmax(dim=-1), p=dropout, training=module.training)  # (B, nh, T, T)
+    return (probs @ value).transpose(1, 2).contiguous(), probs
+
+
 class CaMtlSelfAttention(nn.Module):
+    """BERT's self-attention through transformers' attention registry (``config._attn_implementation``: eager, sdpa,
+    flex attention, ...). A conditional layer adds ``M(c)`` to the scores by passing ``M(c) + padding`` as the
+    additive mask. Returns the context (B, T, H) and the attention probabilities (eager; None elsewhere)."""
+
     def __init__(self, config: CaMtlConfig, conditional: bool):
         super().__init__()
         self.config = config
         self.num_heads = config.num_attention_heads
         self.head_size = config.hidden_size // config.num_attention_heads
+        self.scaling = self.head_size**-0.5
+        self.is_causal = False  # read by transformers' sdpa: without it, an unpadded batch would be causal
         self.query = nn.Linear(config.hidden_size, config.hidden_size)
         self.key = nn.Linear(config.hidden_size, config.hidden_size)
         self.value = nn.Linear(config.hidden_size, config.hidden_size)
         self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
         self.camtl_block_bias = CaMtlBlockDiagonalBias(config) if conditional else None
 
-    def forward(self, hidden_states, attention_mask, cond):
+    def forward(self, hidden_states, attention_mask, padding_bias, cond, **kwargs):
+        """``attention_mask``: the backend's mask (``create_bidirectional_mask``) or None; ``padding_bias`` (B, 1, T)
+        additive padding (0 or the dtype's minimum) or None, which the conditional layers fold into ``M(c)``."""
         bsz, seq_len, _ = hidden_states.shape
         shape = (bsz, seq_len, self.num_heads, self.head_size)
         q = self.query(hidden_states).view(shape).transpose(1, 2)  # (B, nh, T, hs)
         k = self.key(hidden_states).view(shape).transpose(1, 2)  # (B, nh, T, hs)
         v = self.value(hidden_states).view(shape).transpose(1, 2)  # (B, nh, T, hs)
-        bias = attention_mask  # (B, 1, 1, T) additive, or None
-        if self.camtl_block_bias is not None:
-            padding = None if attention_mask is None else attention_mask[:, 0]  # (B, 1, T)
-            bias = self.camtl_block_bias(cond, seq_len, padding).unsqueeze(1).to(q.dtype)  # (B, 1, T, T): M(c) + mask
-        dropout = self.dropout.p if self.training else 0.0
-        if self.config._attn_implementation == "eager":
-            scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_size)  # (B, nh, T, T)
-            if bias is not None:
-                scores = scores + bias
-            probs = F.dropout(scores.softmax(dim=-1), p=dropout, training=self.training)
-            context = probs @ v  # (B, nh, T, hs)
-        else:
-            context = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout)  # (B, nh, T, hs)
-        return context.transpose(1, 2).reshape(bsz, seq_len, -1)  # (B, T, H)
+        implementation = self.config._attn_implementation
+        if self.camtl_block_bias is not None:  # (the backend was checked by CaMtlModel.forward)
+            if implementation == "flex_attention":
+                # flex's additive-mask path crashes in torch 2.13's CPU kernels (it indexes the mask as m[b][0][q][k]):
+                # M(c) goes as its additive position_bias (B, nh, T, T) instead, the padding stays in its BlockMask
+                bias = self.camtl_block_bias(cond, seq_len).unsqueeze(1).to(q.dtype)  # (B, 1, T, T)
+                kwargs["position_bias"] = bias.expand(-1, self.num_heads, -1, -1)  # (B, nh, T, T), a view
+            else:
+                attention_mask = self.camtl_block_bias(cond, seq_len, padding_bias).unsqueeze(1).to(q.dtype)  # (B,1,T,T)
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
+        context, probs = attention_interface(self, q, k, v, attention_mask, dropout=self.dropout.p if self.training
+                                             else 0.0, scaling=self.scaling, **kwargs)  # (B, T, nh, hs)
+        return context.reshape(bsz, seq_len, -1), probs  # (B, T, H), (B, nh, T, T) or None
 
 
 class CaMtlSelfOutput(nn.Module):
@@ -373,8 +417,9 @@ class CaMtlAttention(nn.Module):
         self.self = CaMtlSelfAttention(config, conditional_attention)
         self.output = CaMtlSelfOutput(config, conditional_layer_norm)
 
-    def forward(self, hidden_states, attention_mask, cond):
-        return self.output(self.self(hidden_states, attention_mask, cond), hidden_states, cond)
+    def forward(self, hidden_states, attention_mask, padding_bias, cond, **kwargs):
+        context, _ = self.self(hidden_states, attention_mask, padding_bias, cond, **kwargs)  # (B, T, H)
+        return self.output(context, hidden_states, cond)
 
 
 class CaMtlIntermediate(nn.Module):
@@ -421,14 +466,22 @@ class CaMtlLayer(GradientCheckpointingLayer):
         self.attention = CaMtlAttention(config, attention, layer_norm)
         self.intermediate = CaMtlIntermediate(config)
         self.output = CaMtlOutput(config, layer_norm, adapter)
+        self.chunk_size_feed_forward = config.chunk_size_feed_forward  # 0: no chunking (BERT's memory knob)
         self.camtl_task_adapter = CaMtlTaskAdapter(config) if layer_idx in config.task_adapter_layer_ids else None
 
-    def forward(self, hidden_states, attention_mask, cond, adapter_slot=None):
-        attention_output = self.attention(hidden_states, attention_mask, cond)  # (B, T, H)
-        layer_output = self.output(self.intermediate(attention_output), attention_output, cond)  # (B, T, H)
+    def forward(self, hidden_states, attention_mask, padding_bias, cond, adapter_slot=None, **kwargs):
+        attention_output = self.attention(hidden_states, attention_mask, padding_bias, cond, **kwargs)  # (B, T, H)
+        if not self.chunk_size_feed_forward:
+            layer_output = self.feed_forward(attention_output, cond)  # (B, T, H)
+        else:  # as BERT's apply_chunking_to_forward: the position-wise feed-forward in slices of the sequence
+            chunks = attention_output.split(self.chunk_size_feed_forward, dim=1)  # n x (B, <=chunk, H)
+            layer_output = torch.cat([self.feed_forward(chunk, cond) for chunk in chunks], dim=1)  # (B, T, H)
         if self.camtl_task_adapter is not None:
             layer_output = self.camtl_task_adapter(layer_output, adapter_slot)  # (B, T, H): + the row's own adapter
         return layer_output
+
+    def feed_forward(self, attention_output, cond):
+        return self.output(self.intermediate(attention_output), attention_output, cond)  # (B, T, H)
 
 
 class CaMtlEncoder(nn.Module):
@@ -436,13 +489,10 @@ class CaMtlEncoder(nn.Module):
         super().__init__()
         self.layer = nn.ModuleList([CaMtlLayer(config, i) for i in range(config.num_hidden_layers)])
 
-    def forward(self, hidden_states, attention_mask, cond, output_hidden_states: bool = False, adapter_slot=None):
-        all_hidden = (hidden_states,) if output_hidden_states else None
-        for layer in self.layer:
-            hidden_states = layer(hidden_states, attention_mask, cond, adapter_slot)  # positional: checkpointing
-            if output_hidden_states:
-                all_hidden = all_hidden + (hidden_states,)
-        return hidden_states, all_hidden
+    def forward(self, hidden_states, attention_mask, padding_bias, cond, adapter_slot=None, **kwargs):
+        for layer in self.layer:  # tensors positional, for gradient checkpointing
+            hidden_states = layer(hidden_states, attention_mask, padding_bias, cond, adapter_slot, **kwargs)
+        return hidden_states  # (B, T, H)
 
 
 class CaMtlPooler(nn.Module):
@@ -458,18 +508,25 @@ class CaMtlPooler(nn.Module):
 TRAINABLE_MODES = ("paper", "adapters", "all", "tasks")
 
 
-def _refuse_unused(kwargs: dict) -> None:
-    """TypeError for a keyword argument that the forward would not use. Generic callers (PEFT's wrappers, pipelines)
-    pass transformers' usual arguments (``output_attentions``, ``inputs_embeds``, ...) as None: those are accepted."""
-    used = sorted(k for k, v in kwargs.items() if v is not None)
+#: Keyword arguments the forward passes on (to the output capture and the attention functions) besides its own.
+PASSED_ON_KWARGS = ("output_attentions", "output_hidden_states")
+
+
+def _refuse_unused(kwargs: dict) -> dict:
+    """TypeError for a keyword argument that the forward would not use; returns the ones it passes on
+    (``PASSED_ON_KWARGS``). Generic callers (PEFT's wrappers, pipelines) pass transformers' usual arguments
+    (``position_ids``, ``head_mask``, ...) as None: those are accepted."""
+    used = sorted(k for k, v in kwargs.items() if v is not None and k not in PASSED_ON_KWARGS)
     if used:
-        raise TypeError(f"CA-MTL's forward does not use {used}; it takes input_ids, attention_mask, token_type_ids, "
-                        "task_ids, labels (CaMtlForMultiTask), output_hidden_states and return_dict.")
+        raise TypeError(f"CA-MTL's forward does not use {used}; it takes input_ids or inputs_embeds, attention_mask, "
+                        "token_type_ids, task_ids, labels (CaMtlForMultiTask), output_attentions, "
+                        "output_hidden_states and return_dict.")
+    return {k: v for k, v in kwargs.items() if k in PASSED_ON_KWARGS and v is not None}
 
 
 def per_example_loss(logits: torch.Tensor, labels: torch.Tensor, is_regression: torch.Tensor) -> torch.Tensor:
     """Each row's loss, in float32: cross-entropy for a classification row, squared error of column 0 for a regression
-    row. ``logits`` (B, K) with ``-inf`` past a row's labels; ``labels`` (B,) class ids (as floats) or targets;
+    row. ``logits`` (B, K) with the dtype's minimum past a row's labels; ``labels`` (B,) class ids (as floats) or targets;
     ``is_regression`` (B,) bool. Returns (B,)."""
     targets = torch.where(is_regression, torch.zeros_like(labels), labels).long()  # (B,), 0 for regression rows
     ce = F.cross_entropy(logits.float(), targets, reduction="none")  # (B,)
@@ -508,8 +565,20 @@ class CaMtlPreTrainedModel(PreTrainedModel):
     base_model_prefix = "bert"
     supports_gradient_checkpointing = True
     _supports_sdpa = True
+    _supports_flex_attn = True
+    _supports_flash_attn = True  # only without conditional attention: see check_attention_backend
+    _can_record_outputs = {"hidden_states": CaMtlLayer, "attentions": CaMtlSelfAttention}  # as BERT's
     _no_split_modules = ["CaMtlEmbeddings", "CaMtlLayer"]
     _keys_to_ignore_on_load_unexpected = [r"position_ids"]
+
+    def _check_and_adjust_attn_implementation(self, attn_implementation, is_init_check=False, **kwargs):
+        """transformers' check of a requested attention backend (``from_pretrained(attn_implementation=...)``,
+        ``set_attn_implementation``), after CA-MTL's own: the conditional layers need an additive mask."""
+        if attn_implementation in ALL_ATTENTION_FUNCTIONS.valid_keys():  # a name transformers knows: ours first
+            check_attention_backend(self.config, attn_implementation)  # (before flash attention's import errors)
+        applicable = super()._check_and_adjust_attn_implementation(attn_implementation, is_init_check, **kwargs)
+        check_attention_backend(self.config, applicable)
+        return applicable
 
     @torch.no_grad()
     def _init_weights(self, module):
@@ -675,7 +744,11 @@ class CaMtlModel(CaMtlPreTrainedModel):
     """The CA-MTL encoder: hidden states and pooled output, conditioned on each example's task.
 
     ``forward(input_ids, attention_mask, token_type_ids, task_ids)`` returns a ``BaseModelOutputWithPooling`` with
-    ``last_hidden_state`` (B, T, H) and ``pooler_output`` (B, H) (``hidden_states`` too if asked).
+    ``last_hidden_state`` (B, T, H) and ``pooler_output`` (B, H); ``hidden_states`` (the aligned embeddings and each
+    layer's output) and ``attentions`` (each layer's probabilities (B, nh, T, T)) when asked, by argument or config,
+    as in BERT: ``output_attentions`` gives probabilities with eager attention; sdpa warns and gives an empty tuple;
+    a config with ``output_attentions=True`` needs eager attention. ``inputs_embeds`` (B, T, H) may replace
+    ``input_ids``, as in BERT.
     """
 
     _auto_class = "AutoModel"
@@ -707,51 +780,61 @@ class CaMtlModel(CaMtlPreTrainedModel):
     def set_input_embeddings(self, value):
         self.embeddings.word_embeddings = value
 
-    @can_return_tuple  # return_dict=False (argument or config): a tuple, as transformers' models give
+    @capture_outputs  # hidden_states / attentions (argument or config) and return_dict, as in BERT
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.LongTensor | None = None,
         task_ids: torch.LongTensor | None = None,
-        output_hidden_states: bool | None = None,
-        **kwargs,
+        inputs_embeds: torch.FloatTensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> BaseModelOutputWithPooling:
-        _refuse_unused(kwargs)
-        if input_ids is None or input_ids.dim() != 2:
+        passed_on = _refuse_unused(kwargs)
+        passed_on.pop("output_hidden_states", None)  # the layers' outputs are captured by hooks
+        check_attention_backend(self.config, self.config._attn_implementation)  # also when set behind our back
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Give exactly one of input_ids (batch, seq_len) and inputs_embeds (batch, seq_len, "
+                             "hidden_size)")
+        if input_ids is not None and input_ids.dim() != 2:
             raise ValueError("input_ids must be a LongTensor of shape (batch, seq_len)")
-        bsz, seq_len = input_ids.shape
+        if inputs_embeds is not None and (inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != self.config.hidden_size):
+            raise ValueError(f"inputs_embeds must have shape (batch, seq_len, {self.config.hidden_size}), "
+                             f"got {tuple(inputs_embeds.shape)}")
+        reference = input_ids if input_ids is not None else inputs_embeds
+        bsz, seq_len = reference.shape[:2]
         if seq_len > self.config.max_position_embeddings:
             raise ValueError(f"Input of {seq_len} tokens is longer than the model's limit of "
                              f"{self.config.max_position_embeddings} positions: truncate it (tokenizer truncation=True)")
-        device = input_ids.device
+        device = reference.device
         task_ids = self._task_ids_tensor(task_ids, bsz, device)  # (B,)
         if token_type_ids is None:
-            token_type_ids = torch.zeros_like(input_ids)
-        mask = None
-        if attention_mask is not None:
-            if attention_mask.shape != input_ids.shape:
-                raise ValueError(f"attention_mask must have the shape of input_ids {tuple(input_ids.shape)}, "
-                                 f"got {tuple(attention_mask.shape)}")
-            dtype = self.embeddings.word_embeddings.weight.dtype
-            mask = (1.0 - attention_mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min  # (B, 1, 1, T)
+            token_type_ids = torch.zeros((bsz, seq_len), dtype=torch.long, device=device)
+        if attention_mask is not None and attention_mask.shape != (bsz, seq_len):
+            raise ValueError(f"attention_mask must have shape (batch, seq_len) {(bsz, seq_len)}, "
+                             f"got {tuple(attention_mask.shape)}")
 
         task_embedding, cond = self.camtl_task(task_ids)  # (B, C) each: z and its transformation c
-        hidden = self.embeddings(input_ids, token_type_ids)  # (B, T, H)
+        hidden = self.embeddings(input_ids, token_type_ids, inputs_embeds)  # (B, T, H)
         if self.camtl_alignment is not None:
             hidden = self.camtl_alignment(hidden, task_embedding if self.config.alignment_input == "raw" else cond)
-        output_hidden_states = bool(output_hidden_states if output_hidden_states is not None
-                                    else self.config.output_hidden_states)
+        backend_mask = create_bidirectional_mask(config=self.config, inputs_embeds=hidden,
+                                                 attention_mask=attention_mask)  # the backend's own form, or None
+        padding_bias = None  # (B, 1, T) additive, for the conditional layers' M(c) + padding
+        if attention_mask is not None:
+            dtype = hidden.dtype
+            padding_bias = (1.0 - attention_mask[:, None, :].to(dtype)) * torch.finfo(dtype).min
         adapter_slot = self.camtl_adapter_slot[task_ids] if self.config.task_adapter_tasks else None  # (B,)
-        hidden, all_hidden = self.encoder(hidden, mask, cond, output_hidden_states, adapter_slot)
+        hidden = self.encoder(hidden, backend_mask, padding_bias, cond, adapter_slot, **passed_on)  # (B, T, H)
         pooled = None
         if self.pooler is not None:
             if self.config.pooling == "mean":
-                weights = (attention_mask if attention_mask is not None else torch.ones_like(input_ids)).to(hidden.dtype)
+                weights = (attention_mask if attention_mask is not None
+                           else torch.ones((bsz, seq_len), device=device)).to(hidden.dtype)  # (B, T)
                 pooled = (hidden * weights[..., None]).sum(1) / weights.sum(1, keepdim=True).clamp(min=1)  # (B, H)
             else:
                 pooled = self.pooler(hidden)  # (B, H)
-        return BaseModelOutputWithPooling(last_hidden_state=hidden, pooler_output=pooled, hidden_states=all_hidden)
+        return BaseModelOutputWithPooling(last_hidden_state=hidden, pooler_output=pooled)
 
 
 @dataclass
@@ -764,14 +847,17 @@ class CaMtlMultiTaskOutput(ModelOutput):
             MSE for regression), so a task's weight does not depend on how many of its rows the batch holds.
         logits (`torch.FloatTensor` of shape `(batch_size, max_num_labels)`):
             Row ``i`` holds the scores of its own task ``task_ids[i]``: columns ``0 .. num_labels(task) - 1``;
-            columns past that are ``-inf`` (so ``softmax`` and ``argmax`` work on the whole row). A regression
-            row's prediction is in column 0.
+            columns past that hold the dtype's lowest finite value (``torch.finfo(dtype).min``, as transformers'
+            masks: finite, and ``softmax`` gives them probability 0, so ``softmax`` and ``argmax`` work on the whole
+            row). A regression row's prediction is in column 0.
         task_losses (`torch.FloatTensor` of shape `(num_tasks,)`, *optional*, when `labels` are given):
             Each task's mean loss in this batch; ``nan`` for tasks absent from the batch.
         entropy (`torch.FloatTensor` of shape `(batch_size,)`):
             Normalised prediction entropy of each row in [0, 1] (``H(p) / log K``): the MT-Uncertainty score. For a
             regression row, the binary entropy of its prediction placed in the task's ``label_range``.
         hidden_states (`tuple(torch.FloatTensor)`, *optional*): embeddings and every layer's output, (B, T, H) each.
+        attentions (`tuple(torch.FloatTensor)`, *optional*): every layer's attention probabilities, (B, nh, T, T)
+            each (eager attention; see :class:`CaMtlModel`).
     """
 
     loss: torch.FloatTensor | None = None
@@ -779,13 +865,15 @@ class CaMtlMultiTaskOutput(ModelOutput):
     task_losses: torch.FloatTensor | None = None
     entropy: torch.FloatTensor | None = None
     hidden_states: tuple | None = None
+    attentions: tuple | None = None
 
 
 class CaMtlForMultiTask(CaMtlPreTrainedModel):
     """CA-MTL encoder with one small head per task (``heads.<task name>``: Linear(hidden, num_labels or 1)).
 
     ``forward(input_ids, attention_mask, token_type_ids, task_ids, labels=None)`` with ``task_ids`` a LongTensor of
-    shape (B,) (a task name or a list of names is accepted too). ``labels`` (B,) hold class ids for classification
+    shape (B,) (a task name or a list of names is accepted too); ``inputs_embeds``, ``output_attentions`` and
+    ``output_hidden_states`` as in :class:`CaMtlModel`. ``labels`` (B,) hold class ids for classification
     rows and targets for regression rows (a float tensor may carry both). See :class:`CaMtlMultiTaskOutput`.
     """
 
@@ -803,7 +891,7 @@ class CaMtlForMultiTask(CaMtlPreTrainedModel):
 
     @staticmethod
     def _num_outputs(task: dict) -> int:
-        return len(task["labels"]) if task["kind"] == "classification" else 1
+        return task_num_outputs(task)
 
     # ----- per-task lookup tables, gathered by task id -----
     def _task_tables(self) -> dict:
@@ -839,20 +927,21 @@ class CaMtlForMultiTask(CaMtlPreTrainedModel):
         token_type_ids: torch.LongTensor | None = None,
         task_ids: torch.LongTensor | None = None,
         labels: torch.Tensor | None = None,
-        output_hidden_states: bool | None = None,
-        **kwargs,
+        inputs_embeds: torch.FloatTensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> CaMtlMultiTaskOutput:
-        _refuse_unused(kwargs)
-        bsz = input_ids.shape[0] if input_ids is not None else 0
-        task_ids = self._task_ids_tensor(task_ids, bsz, input_ids.device if input_ids is not None else None)
-        outputs = self.bert(input_ids, attention_mask, token_type_ids, task_ids,
-                            output_hidden_states=output_hidden_states, return_dict=True)
+        passed_on = _refuse_unused(kwargs)
+        reference = input_ids if input_ids is not None else inputs_embeds
+        bsz = reference.shape[0] if reference is not None else 0
+        task_ids = self._task_ids_tensor(task_ids, bsz, reference.device if reference is not None else None)
+        outputs = self.bert(input_ids, attention_mask, token_type_ids, task_ids, inputs_embeds=inputs_embeds,
+                            return_dict=True, **passed_on)
         pooled = self.dropout(outputs.pooler_output)  # (B, H)
         # every head on every row (tiny matmuls; calling the modules keeps PEFT's wrappers working), then one gather
         all_logits = torch.cat([head(pooled) for head in self.heads.values()], dim=-1)  # (B, sum K_t)
         logits = all_logits.gather(1, self.head_column[task_ids])  # (B, K)
         valid = self.head_valid[task_ids]  # (B, K)
-        logits = logits.masked_fill(~valid, float("-inf"))
+        logits = logits.masked_fill(~valid, torch.finfo(logits.dtype).min)  # finite, probability 0 under softmax
         is_regression = self.is_regression[task_ids]  # (B,)
         entropy = self._normalized_entropy(logits, valid, is_regression, task_ids)  # (B,)
 
@@ -860,7 +949,7 @@ class CaMtlForMultiTask(CaMtlPreTrainedModel):
         if labels is not None:
             loss, task_losses = self._loss(logits, labels, task_ids, is_regression)
         return CaMtlMultiTaskOutput(loss=loss, logits=logits, task_losses=task_losses, entropy=entropy,
-                                    hidden_states=outputs.hidden_states)
+                                    hidden_states=outputs.hidden_states, attentions=outputs.attentions)
 
     def _normalized_entropy(self, logits, valid, is_regression, task_ids) -> torch.Tensor:
         logits = logits.float()

@@ -140,7 +140,7 @@ class CaMtlClassificationPipeline(Pipeline):
 
     def postprocess(self, model_outputs: dict, top_k=None):
         task = self.tasks[int(model_outputs["task_ids"][0])]
-        logits = model_outputs["logits"][0].float()  # (K,), -inf past the task's labels
+        logits = model_outputs["logits"][0].float()  # (K,), the dtype's minimum past the task's labels (sliced off)
         if task["kind"] == "regression":
             return {"score": float(logits[0])}
         probs = logits[: len(task["labels"])].softmax(-1)  # (num_labels,)
