@@ -7,6 +7,8 @@ New tasks (``../shared/data/extra``), each read as distributed:
   trec    TREC-6 question type, 6 coarse classes: train_5500 (5,452) trains, TREC_10 (500) judges;
   cr      customer-review sentiment, 2 classes: no official split; deduplicated, 400 rows held out (stratified).
 
+They are camtl's built-in tasks of those names (``camtl.tasks``, where each split is described).
+
 Arms, each at ``--steps`` steps of ``--batch-size`` rows drawn from the new task's train rows (seeded), AdamW at
 its defaults (weight decay 0.01), linear warm-up over 10% then linear decay:
 
@@ -31,11 +33,9 @@ from __future__ import annotations
 
 import argparse
 import copy
-import csv
 import hashlib
 import json
 import math
-import random
 import sys
 import time
 from pathlib import Path
@@ -46,8 +46,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from camtl.data import GLUE_TASKS, load_split  # noqa: E402
 from camtl.metrics import compute_task_metrics  # noqa: E402
+from camtl.tasks import GLUE_TASKS, get_task, load_split  # noqa: E402
 from modeling_camtl import CaMtlForMultiTask  # noqa: E402
 
 EXTRA = ROOT.parent / "shared" / "data" / "extra"
@@ -57,72 +57,19 @@ NEW_TASKS = ("sick_e", "trec", "cr")
 ARMS = ("row_head", "adapter", "finetune")
 NO_CONDITIONING = dict(conditional_alignment=False, conditional_attention=False, conditional_layer_norm=False,
                        conditional_adapter=False)
-CR_HELD_OUT, CR_SPLIT_SEED = 400, 0
 MAX_LENGTH = 128
 
 
 # ----- data -----
-def _sick(path: Path) -> list[tuple[str, str, str]]:
-    with open(path, encoding="utf-8", newline="") as f:
-        return [(r["sentence_A"], r["sentence_B"], r["entailment_judgment"].strip().lower())
-                for r in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)]
-
-
-def _trec(path: Path) -> list[tuple[str, str | None, str]]:
-    rows = []
-    with open(path, encoding="iso-8859-1") as f:
-        for line in f:
-            label, _, question = line.strip().partition(" ")
-            if question:
-                rows.append((question.strip(), None, label.split(":")[0]))
-    return rows
-
-
-def _cr() -> tuple[list, list]:
-    """CR's two files, empty lines and repeated texts dropped (a text with both labels dropped too), then
-    ``CR_HELD_OUT`` rows held out, stratified by label, shuffled with ``random.Random(CR_SPLIT_SEED)``."""
-    rows = []
-    for name, label in (("custrev.neg", "negative"), ("custrev.pos", "positive")):
-        with open(EXTRA / "CR" / name, encoding="cp1252", newline="") as f:
-            rows += [(line.strip(), None, label) for line in f.read().split("\n") if line.strip()]
-    labels_of: dict[str, set] = {}
-    for text, _, label in rows:
-        labels_of.setdefault(" ".join(text.lower().split()), set()).add(label)
-    unique, seen = [], set()
-    for row in rows:
-        key = " ".join(row[0].lower().split())
-        if key not in seen and len(labels_of[key]) == 1:
-            unique.append(row)
-        seen.add(key)
-    by_label: dict[str, list] = {}
-    for row in unique:
-        by_label.setdefault(row[2], []).append(row)
-    rng, train, test = random.Random(CR_SPLIT_SEED), [], []
-    for label in sorted(by_label):
-        group = list(by_label[label])
-        rng.shuffle(group)
-        take = round(CR_HELD_OUT * len(group) / len(unique))
-        test += group[:take]
-        train += group[take:]
-    return train, test
-
-
 def new_task(name: str) -> tuple[dict, list, list]:
-    """``(spec, train rows, test rows)`` of a new task; a row is ``(text_a, text_b or None, label id)``."""
-    if name == "sick_e":
-        labels, fields = ["entailment", "neutral", "contradiction"], ["premise", "hypothesis"]
-        train, test = _sick(EXTRA / "SICK" / "SICK_train.txt"), _sick(EXTRA / "SICK" / "SICK_test_annotated.txt")
-    elif name == "trec":
-        labels, fields = ["ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"], ["question"]
-        train, test = _trec(EXTRA / "TREC" / "train_5500.label"), _trec(EXTRA / "TREC" / "TREC_10.label")
-    elif name == "cr":
-        labels, fields = ["negative", "positive"], ["sentence"]
-        train, test = _cr()
-    else:
+    """``(spec, train rows, test rows)`` of a new task, camtl's built-in task of that name (``camtl.tasks``); a row
+    is ``(text_a, text_b or None, label id)``."""
+    if name not in NEW_TASKS:
         raise ValueError(f"Unknown new task {name!r}; valid: {list(NEW_TASKS)}")
-    spec = {"name": name, "kind": "classification", "labels": labels, "text_fields": fields}
-    ids = {label: i for i, label in enumerate(labels)}
-    return spec, [(a, b, ids[y]) for a, b, y in train], [(a, b, ids[y]) for a, b, y in test]
+    task = get_task(name)
+    splits = [load_split(task, split, extra_dir=str(EXTRA)) for split in ("train", "validation")]
+    rows = [[(a, b or None, y) for a, b, y in zip(ds["text_a"], ds["text_b"], ds["label"])] for ds in splits]
+    return task.to_spec(), rows[0], rows[1]
 
 
 def old_task_rows(name: str) -> list:
@@ -223,7 +170,14 @@ class Bench:
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
         self.pad_id = self.tokenizer.pad_token_id
         self.old = {name: encode(self.tokenizer, old_task_rows(name)) for name in OLD_TASKS}
-        self.before = {name: self.old_logits(self.model, name) for name in OLD_TASKS}
+        self._before: dict = {}  # (task, rows) -> the unchanged model's logits, computed when first needed
+
+    def before(self, name: str, rows: int | None = None) -> torch.Tensor:
+        """The unchanged model's logits on the first ``rows`` dev rows of old task ``name`` (None: all), batched as
+        ``old_logits`` batches them for the changed model (the same batches: a bit-for-bit comparison)."""
+        if (name, rows) not in self._before:
+            self._before[(name, rows)] = self.old_logits(self.model, name, rows)
+        return self._before[(name, rows)]
 
     def old_logits(self, model, name: str, rows: int | None = None) -> torch.Tensor:
         logits = predict(model, self.old[name][:rows], model.task_id(name), self.pad_id)
@@ -265,7 +219,7 @@ def run_continual(bench: Bench, arm: str, task: str, seed: int, lr: float, args,
     score = task_score(spec, predict(model, test, new_id, bench.pad_id), test)
     rows = None if full_old_dev else args.old_rows  # every dev row, or the first ``--old-rows`` of each old task
     after = {name: bench.old_logits(model, name, rows) for name in OLD_TASKS}
-    before = {name: bench.before[name][:rows] for name in OLD_TASKS}
+    before = {name: bench.before(name, rows) for name in OLD_TASKS}
     before_scores, after_scores = bench.old_scores(before, rows), bench.old_scores(after, rows)
     reference = dict(bench.model.named_parameters())  # the old tables' rows: the first ones of the grown tables
     changed = [name for name, p in model.named_parameters()

@@ -291,6 +291,13 @@ class Ways:
         self.features, self.tasks = mixed_rows(self.tokenizer)
         self.pad_id = self.tokenizer.pad_token_id
         self.batch = collate(self.features, self.pad_id)
+        inputs = {k: self.batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+        rows = {t: [i for i, name in enumerate(self.tasks) if name == t] for t in TASKS}
+        own = {t: collate([self.features[i] for i in rows[t]], self.pad_id) for t in TASKS}
+        self.groups = {  # the sub-batch of each task's rows, built once (not timed)
+            "separate": {t: {k: own[t][k] for k in inputs} for t in TASKS},  # padded to the group's longest row
+            "separate_same_length": {t: {k: v[rows[t]] for k, v in inputs.items()} for t in TASKS},  # the batch's
+        }
         self.models: dict = {}
         if "camtl" in names:
             self.models["camtl"] = CaMtlForMultiTask.from_pretrained(str(ensure_default_model())).eval()
@@ -317,13 +324,7 @@ class Ways:
             self.models["peft"](self.batch, self.tasks)
         else:  # each row to its own task's model: one sub-batch per task
             bert, heads = self.models["separate"]
-            for task in TASKS:
-                rows = [i for i, t in enumerate(self.tasks) if t == task]
-                if name == "separate":  # padded to the group's own longest row
-                    part = collate([self.features[i] for i in rows], self.pad_id)
-                    part = {k: part[k] for k in inputs}
-                else:  # the batch's padded tensors, the group's rows
-                    part = {k: v[rows] for k, v in inputs.items()}
+            for task, part in self.groups[name].items():
                 heads[task](bert[task](**part).pooler_output)
 
 

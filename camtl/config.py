@@ -199,6 +199,10 @@ class TrainArgs:
         report_to: tensorboard or none.
         max_steps_this_run: stop this invocation after N steps, as if killed (for time-limited jobs
             and tests); resume later with --resume_from_checkpoint latest.
+        monitoring_reference: write a monitoring reference beside the final model (camtl.monitoring:
+            monitoring_reference.safetensors + .json): what the model does on each task's dev rows, which it did not
+            train on, with a PCA basis fitted on its train rows, so that a served model's traffic can be watched.
+        monitoring_rows: dev rows and train rows per task (a seeded sample of each) that the reference reads.
         loss_weighting: how the tasks' losses are combined (camtl/optimisation.py): equal (the mean over the tasks
             present of each task's mean loss), uncertainty (Kendall et al.: trained log-variances), dwa (dynamic
             weight average) or random (random loss weighting). A task absent from a batch is left out, never zero.
@@ -233,6 +237,9 @@ class TrainArgs:
     final_model: Literal["best", "last"] = "best"
     report_to: Literal["tensorboard", "none"] = "tensorboard"
     max_steps_this_run: int | None = None
+    # monitoring (issue 24): the reference that camtl.monitoring compares served traffic with
+    monitoring_reference: bool = True
+    monitoring_rows: int = 200
     # ----- the optimisation toolbox (issue 27; camtl/optimisation.py, checked by validate_optimisation) -----
     loss_weighting: LossWeightingName = "equal"
     dwa_temperature: float = 2.0
@@ -373,6 +380,7 @@ def validate_config(cfg: RunConfig) -> None:
         ("train.max_steps_this_run", t.max_steps_this_run, t.max_steps_this_run is None or t.max_steps_this_run >= 1,
          "a positive integer or null"),
         ("train.seed", t.seed, 0 <= t.seed < 2**32, "in [0, 2**32)"),
+        ("train.monitoring_rows", t.monitoring_rows, t.monitoring_rows >= 10, "an integer of at least 10"),
         ("data.max_length", d.max_length, 8 <= d.max_length <= 4096, "in [8, the model's max positions]"),
         ("data.max_train_rows", d.max_train_rows, d.max_train_rows is None or d.max_train_rows >= 1,
          "a positive integer or null"),

@@ -67,6 +67,7 @@ from .config import RunConfig, config_to_dict, dump_config, flat_hparams, resolv
 from .interrupt import StopRequest, stopped_at_once_line, stopped_line
 from .metrics import compute_task_metrics, glue_average, majority_class_reference
 from .model_card import write_model_card
+from .monitoring import write_reference_for_run
 from .optimisation import (
     LossWeighting,
     aggregated_backward,
@@ -95,6 +96,7 @@ class RunSetup:
     eval_sets: list
     collator: Any
     resume_path: Path | None
+    leakage: dict  # the leakage filter's counts (camtl.leakage)
 
     @property
     def out(self) -> Path:
@@ -251,10 +253,11 @@ def setup(cfg: RunConfig) -> RunSetup:
         accelerator.wait_for_everyone()  # every process has checked before anyone writes
         set_seed(t.seed)  # the same initialisation of the new parameters on every process
         model, counts = build_model(cfg, tasks)
-        train_sets, eval_sets, collator = get_dataloaders(cfg, tasks, model.tokenizer, accelerator)
+        train_sets, eval_sets, collator, leakage = get_dataloaders(cfg, tasks, model.tokenizer, accelerator)
     except (ValueError, FileNotFoundError, OSError) as e:
         raise RunSetupError(str(e)) from e
-    return RunSetup(cfg, tasks, accelerator, model, counts, train_sets, eval_sets, collator, resume_path)
+    return RunSetup(cfg, tasks, accelerator, model, counts, train_sets, eval_sets, collator, resume_path,
+                    leakage)
 
 
 def optimizer_groups(model: torch.nn.Module, weight_decay: float, lr: float,
@@ -590,6 +593,7 @@ def _finish(run: Run, state: LoopState, exact: bool | None, command_line: str | 
         "data_fraction": fraction,
         "parameters": run.parameter_counts,
         "eval_rows": {task.name: len(ds) for task, ds in zip(run.tasks, run.eval_sets)},
+        "leakage": run.leakage,
         "majority_class": majority_class_reference(  # the floor: a task not trained here takes its dev labels
             run.tasks, [(tr if tr is not None else ev)["labels"] for tr, ev in zip(run.train_sets, run.eval_sets)],
             [ev["labels"] for ev in run.eval_sets]),
@@ -605,6 +609,10 @@ def _finish(run: Run, state: LoopState, exact: bool | None, command_line: str | 
     if acc.is_main_process:
         (out / RESULTS_FILE).write_text(json.dumps(results, indent=1), encoding="utf-8")
         write_model_card(out, results, training_config=config_to_dict(run.cfg))  # the checkpoint's README.md
+        if t.monitoring_reference:
+            d = run.cfg.data  # a run that caps its rows caps the reference's too (min with monitoring_rows)
+            write_reference_for_run(out, run.tasks, d.data_dir, min(t.monitoring_rows, d.max_eval_rows or math.inf),
+                                    min(t.monitoring_rows, d.max_train_rows or math.inf), t.seed, d.max_length, log)
     log(f"Dev average {results['average']:.4f} (step {final['step']}); "
                 + ", ".join(f"{k}={v['main']:.4f}" for k, v in results["tasks"].items()))
     log(f"Data used: {fraction['overall']:.1%} of the training rows ("

@@ -272,11 +272,16 @@ def test_entropy_scorer_scores_every_candidate(tiny):
 
     from camtl.trainer import EntropyScorer, MultiTaskBatches
 
+    from accelerate.state import AcceleratorState
+
     model, sets, collator = tiny
     sampler = EntropySampler([10, 10], 4, seed=0)
     batches = MultiTaskBatches(sampler, sets, collator)
     model.train()
-    scorer = EntropyScorer(Accelerator(cpu=True), model, batches, batch_size=3)
+    # Accelerate's state is process-wide: a bf16 run earlier in this process (train.py in-process) would leave
+    # autocast on for this fp32 comparison
+    AcceleratorState._reset_state(reset_partial_state=True)
+    scorer = EntropyScorer(Accelerator(cpu=True, mixed_precision="no"), model, batches, batch_size=3)
     candidates = sampler.candidates()
     scores = scorer(candidates)
     assert model.training  # scoring ran in eval mode and restored the mode

@@ -101,6 +101,16 @@ def test_tiny_run_evaluates_and_writes_the_model_folder(trained):
     assert list((out / "logs").rglob("events.out.tfevents*"))  # TensorBoard
 
 
+def test_run_writes_a_monitoring_reference_that_fits_its_model(trained):
+    from camtl.monitoring import Reference
+    from modeling_camtl import CaMtlForMultiTask
+
+    out, _, _ = trained
+    reference = Reference.load(out, CaMtlForMultiTask.from_pretrained(out))  # its fingerprints: the final weights
+    assert list(reference.tasks) == TASKS
+    assert all(ref.meta["rows"] == 32 and ref.meta["train_max_length"] == 64 for ref in reference.tasks.values())
+
+
 def test_proportional_allocation_trains_one_task_per_batch_and_counts_passes(glue_dir, tmp_path):
     """--sampling.allocation proportional end to end: one task per batch, its rows the most uncertain of twice the
     batch; results record the allocation, the candidates and every task's trained rows and passes."""
@@ -134,7 +144,7 @@ def test_training_lowers_the_loss(trained, glue_dir):
     tasks = trainer.resolve_tasks(cfg)
     set_seed(cfg.train.seed)
     model, _ = trainer.build_model(cfg, tasks)
-    train_sets, _, collator = trainer.get_dataloaders(cfg, tasks, model.tokenizer, Accelerator(cpu=True))
+    train_sets, _, collator, _ = trainer.get_dataloaders(cfg, tasks, model.tokenizer, Accelerator(cpu=True))
 
     def mean_task_loss():
         model.eval()
