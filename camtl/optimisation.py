@@ -235,11 +235,11 @@ def aggregated_backward(model: nn.Module, per_example: torch.Tensor, task_ids: t
     The batch is split by task: ``l_t`` = this process's share of ``w_t L_t`` (each row ``w_t W / n_t``, ``n_t`` the
     task's rows in the global batch, so the processes' shares average to the global ``w_t L_t``). Then
 
-    1. ``J[t] = d l_t / d theta_S`` for each task present (one backward each, through the retained graph);
-    2. every other trainable parameter (and the weighting's own) gets the gradient of the weighted loss
-       ``sum_t l_t / |P| + r``;
-    3. under DDP, ``J`` and those gradients are averaged over the processes (the model was run under ``no_sync``);
-    4. ``A(J)`` (aggregator's vector, computed under a torch generator seeded by ``(seed, draw)``, so a random
+    1. one backward per task present (through the retained graph): ``J[t] = d l_t / d theta_S``, and ``d l_t / d
+       theta_R`` of every other trainable parameter (and of the weighting's own), which take the gradient of the
+       weighted loss ``sum_t l_t / |P| + r`` (the mean of those, plus ``dr``: no extra backward through the model);
+    2. under DDP, ``J`` and those gradients are averaged over the processes (the model was run under ``no_sync``);
+    3. ``A(J)`` (aggregator's vector, computed under a torch generator seeded by ``(seed, draw)``, so a random
        aggregator such as PCGrad draws the same on every process) is added to the ``.grad`` of ``theta_S``.
 
     Gradients are divided by the accumulation steps, as ``accelerator.backward`` does. Returns the weighted loss.
@@ -253,14 +253,22 @@ def aggregated_backward(model: nn.Module, per_example: torch.Tensor, task_ids: t
     named = dict(model.named_parameters())
     chosen = [named[n] for n in aggregated]
     others = [p for n, p in named.items() if p.requires_grad and n not in set(aggregated)] + list(extra)
-    jacobian = torch.stack([torch.cat([g.reshape(-1) for g in torch.autograd.grad(
-        task_loss[t], chosen, retain_graph=True, allow_unused=True, materialize_grads=True)])
-        for t in present])  # (|P|, n_S)
-    rest = torch.autograd.grad(loss, others, allow_unused=True)
+    rows_of_j, rest = [], [None] * len(others)
+    for k, t in enumerate(present):
+        grads = torch.autograd.grad(task_loss[t], chosen + others, retain_graph=k < len(present) - 1 or
+                                    regulariser.requires_grad, allow_unused=True)
+        rows_of_j.append(torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1)
+                                    for p, g in zip(chosen, grads[:len(chosen)])]))
+        rest = [r if g is None else g / len(present) if r is None else r + g / len(present)
+                for r, g in zip(rest, grads[len(chosen):])]
+    jacobian = torch.stack(rows_of_j)  # (|P|, n_S)
+    if regulariser.requires_grad:  # uncertainty weighting's sum of log-variances: only the weighting's parameters
+        reg = torch.autograd.grad(regulariser, others, allow_unused=True)
+        rest = [r if g is None else g if r is None else r + g for r, g in zip(rest, reg)]
     # a parameter outside the graph (an absent task's log-variance) keeps no gradient at all: masked, not zeroed.
     # Which are outside is the same on every process (the present tasks are the global batch's).
-    others = [p for p, g in zip(others, rest) if g is not None]
-    flat_rest = torch.cat([g.reshape(-1) for g in rest if g is not None]) if others else jacobian.new_zeros(0)
+    others, rest = [p for p, g in zip(others, rest) if g is not None], [g for g in rest if g is not None]
+    flat_rest = torch.cat([g.reshape(-1) for g in rest]) if rest else jacobian.new_zeros(0)  # (n_R,)
     if world > 1:  # one all-reduce: the per-task gradients and the rest together
         both = accelerator.reduce(torch.cat([jacobian.reshape(-1), flat_rest]), "mean")
         jacobian, flat_rest = both[:jacobian.numel()].view_as(jacobian), both[jacobian.numel():]
