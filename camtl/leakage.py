@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 
 import ahocorasick
 
-from .readers import normalize_text, text_key
+from .readers import normalize_text
 
 #: Words a text needs before containment counts (equality always counts).
 MIN_WORDS = 5
@@ -62,28 +62,31 @@ def collection(task) -> str | None:
 
 
 def _key_and_words(text: str) -> tuple[str, int]:
-    return text_key(text), len(normalize_text(text).split())
+    """`camtl.readers.text_key` of a text and its length in words, from one normalisation."""
+    norm = normalize_text(text)
+    return norm.replace(" ", ""), norm.count(" ") + 1 if norm else 0
 
 
 @dataclass
 class LeakIndex:
     """The keys (`camtl.readers.text_key`) of the protected dev texts, searchable with Aho-Corasick.
 
-    ``origins[i]`` names where dev text ``i`` came from (``"sst2"``); ``words[i]`` is its length in words."""
+    ``origins[i]`` names where dev text ``i`` came from (``"sst2"``); ``words[i]`` is its length in words. A query
+    may leave some origins out (`leaks`' ``against``), so one index serves every training set."""
 
     keys: list[str]
     words: list[int]
     origins: list[str]
-    _equal: dict[str, int] = field(init=False, repr=False)
+    _equal: dict[str, list[int]] = field(init=False, repr=False)
     _automaton: ahocorasick.Automaton | None = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._equal = {}
         automaton = ahocorasick.Automaton()
         for i, (key, words) in enumerate(zip(self.keys, self.words)):
-            self._equal.setdefault(key, i)
-            if words >= MIN_WORDS:
-                automaton.add_word(key, i)
+            self._equal.setdefault(key, []).append(i)
+            if words >= MIN_WORDS and key not in automaton:
+                automaton.add_word(key, key)
         self._automaton = automaton if len(automaton) else None
         if self._automaton is not None:
             self._automaton.make_automaton()
@@ -101,14 +104,20 @@ class LeakIndex:
                     origins.append(origin)
         return cls(keys, words, origins)
 
-    def leaks(self, raw_texts: Sequence[str]) -> list[int | None]:
-        """For each raw training text, the index of a dev text it leaks (the module's rule), or None."""
+    def _first(self, key: str, against: set[str] | None) -> int | None:
+        """The first dev text with this key from an origin of ``against`` (None: any)."""
+        return next((i for i in self._equal.get(key, ()) if against is None or self.origins[i] in against), None)
+
+    def leaks(self, raw_texts: Sequence[str], against: set[str] | None = None) -> list[int | None]:
+        """For each raw training text, the index of a dev text (from the origins ``against``, None: all) that it
+        leaks by the module's rule, or None."""
         keyed = [_key_and_words(t) for t in raw_texts]
-        found: list[int | None] = [self._equal.get(key) if key else None for key, _ in keyed]
+        found: list[int | None] = [self._first(key, against) if key else None for key, _ in keyed]
         if self._automaton is not None:  # a dev text of >= MIN_WORDS words inside a training text
             for k, (key, _) in enumerate(keyed):
                 if found[k] is None and key:
-                    found[k] = next((i for _, i in self._automaton.iter(key)), None)
+                    found[k] = next((i for _, dev in self._automaton.iter(key)
+                                     if (i := self._first(dev, against)) is not None), None)
         # a training text of >= MIN_WORDS words that is most of a dev text: search the dev texts for training texts
         long_ones: dict[str, list[int]] = {}
         for k, (key, words) in enumerate(keyed):
@@ -120,6 +129,8 @@ class LeakIndex:
                 automaton.add_word(key, key)
             automaton.make_automaton()
             for i, dev in enumerate(self.keys):
+                if against is not None and self.origins[i] not in against:
+                    continue
                 for _, key in automaton.iter(dev):
                     if len(key) >= MOST_OF * len(dev):
                         for k in long_ones[key]:
@@ -128,19 +139,21 @@ class LeakIndex:
         return found
 
 
-def leaking_rows(index: LeakIndex, text_a: Sequence[str], text_b: Sequence[str] | None = None) -> list[int | None]:
+def leaking_rows(index: LeakIndex, text_a: Sequence[str], text_b: Sequence[str] | None = None,
+                 against: set[str] | None = None) -> list[int | None]:
     """For each training row (one or two texts), the dev text it leaks, or None (a pair leaks if either text does)."""
-    first = index.leaks(text_a)
+    first = index.leaks(text_a, against)
     if not text_b or not any(text_b):
         return first
-    second = index.leaks(text_b)
+    second = index.leaks(text_b, against)
     return [a if a is not None else b for a, b in zip(first, second)]
 
 
-def filter_training_set(index: LeakIndex, ds, task_name: str):
+def filter_training_set(index: LeakIndex, ds, against: set[str] | None = None):
     """``ds`` (columns ``text_a``, ``text_b``) without its leaking rows, and the count dropped per dev origin
-    (``{"sst2": 737}``)."""
-    found = leaking_rows(index, ds["text_a"], ds["text_b"] if "text_b" in ds.column_names else None)
+    (``{"sst2": 737}``); ``against``: the dev origins it is matched against (None: all)."""
+    columns = ds[:]  # plain lists (a datasets 5 Column reads one row at a time)
+    found = leaking_rows(index, columns["text_a"], columns.get("text_b"), against)
     dropped: dict[str, int] = {}
     for i in found:
         if i is not None:
@@ -156,15 +169,16 @@ def filter_leaks(train_sets: dict[str, object], dev_sets: dict[str, object], tas
     ``dev_sets`` (``{task name: Dataset}``, the protected ones), official splits of the same `collection` exempt.
 
     Returns ``(filtered train sets, counts)`` with ``counts[task] = {"rows": n, "dropped": {dev task: k}}``."""
-    dev_texts = {name: list(ds["text_a"]) + [t for t in ds["text_b"] if t] for name, ds in dev_sets.items()}
-    indexes: dict[tuple, LeakIndex] = {}
+    dev_texts = {}
+    for name, ds in dev_sets.items():
+        columns = ds[:]  # plain lists
+        dev_texts[name] = columns["text_a"] + [t for t in columns["text_b"] if t]
+    index = LeakIndex.from_dev_sets(dev_texts.items())
     out, counts = {}, {}
     for name, ds in train_sets.items():
         mine = collection(tasks[name])
-        against = tuple(dev for dev in dev_sets if mine is None or collection(tasks[dev]) != mine)
-        if against not in indexes:
-            indexes[against] = LeakIndex.from_dev_sets((dev, dev_texts[dev]) for dev in against)
-        out[name], dropped = filter_training_set(indexes[against], ds, name)
+        against = {dev for dev in dev_sets if mine is None or collection(tasks[dev]) != mine}
+        out[name], dropped = filter_training_set(index, ds, against)
         counts[name] = {"rows": len(ds), "dropped": dropped}
     return out, counts
 

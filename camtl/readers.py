@@ -423,7 +423,8 @@ def read_glue_tsv(root: str, path: str, text_a: str, text_b: str, label: str) ->
     """A GLUE TSV (read like every GLUE file: no quote processing, ``utf-8-sig``)."""
     raw = read_table(find_file(path, [root], "GLUE file"), "tsv")
     check_columns(raw.column_names, [text_a, text_b, label], path)
-    return {"text_a": raw[text_a], "text_b": raw[text_b], "label": raw[label]}
+    columns = raw[:]  # plain lists (a datasets 5 Column reads one row at a time)
+    return {"text_a": columns[text_a], "text_b": columns[text_b], "label": columns[label]}
 
 
 #: The readers a built-in task's source names (``camtl.tasks.BuiltinSource.reader``).
