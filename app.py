@@ -474,6 +474,95 @@ def report_examples(rows: list[dict]) -> str:
 
 
 # --------------------------------------------------------------------------------------------------------------------
+# Monitoring (camtl.monitoring): the Monitoring tab and the flag beside an answer
+# --------------------------------------------------------------------------------------------------------------------
+STATUS_WORDS = {"ok": "ok", "warn": "warn: worth a look", "alarm": "ALARM: traffic unlike the reference"}
+
+
+class AppMonitoring:
+    """The monitor behind the Monitoring tab: every forward pass of the served model feeds it (forward hooks), so it
+    sees the traffic the app has served since it started. ``reference``: a folder holding
+    ``monitoring_reference.*`` or a ``camtl.monitoring.Reference``; default: the model folder's own, or the shipped
+    one for the default model. Without one (or with a stale one) the tab says why and nothing is monitored."""
+
+    def __init__(self, predictor: Predictor, reference=None, window: int = 200):
+        self.monitor, self.note = None, ""
+        try:
+            from camtl import monitoring
+        except ImportError:  # app.py alone (a Space without the package)
+            self.note = "Monitoring needs the camtl package beside app.py."
+            return
+        self.tokenizer = predictor.pipe.tokenizer
+        if not hasattr(predictor.pipe.model, "bert"):  # ONNX Runtime (camtl.serving): logits only, no pooled vector
+            self.note = ("Monitoring needs the torch backend: the reference describes the pooled vector the heads "
+                         "read, which the ONNX graph does not output. Serve with `--backend torch` to monitor.")
+            return
+        try:
+            if not isinstance(reference, monitoring.Reference):
+                folder = reference or monitoring.find_reference(predictor.pipe.model.config._name_or_path)
+                if folder is None:
+                    self.note = ("This model has no monitoring reference: make one with `python -m camtl.monitoring "
+                                 "build MODEL_FOLDER` (train.py writes one at the end of training).")
+                    return
+                reference = monitoring.Reference.load(folder)
+            self.monitor = monitoring.Monitor(reference, window=window)
+            self.handle = self.monitor.attach(predictor.pipe)  # checks the reference's fingerprints
+        except (monitoring.StaleReferenceError, FileNotFoundError, ValueError) as err:
+            self.monitor, self.note = None, f"Not monitored: {err}"
+
+    def flag_note(self, task: str, text: str, text_pair: str = "") -> str:
+        """The out-of-distribution flag of the answer just given for this input, in words ("" when none is known)."""
+        if self.monitor is None or not text:
+            return ""
+        found = self.monitor.flag_for(task, self.tokenizer(text, text_pair or None)["input_ids"])
+        return "" if found is None else found.in_words()
+
+    def table(self) -> list[list]:
+        """One row per monitored task: ``[task, status, requests, estimated accuracy, reasons]``."""
+        if self.monitor is None:
+            return []
+        from camtl.monitoring import status_table
+
+        rows = status_table(self.monitor.status())
+        return [[row[0], STATUS_WORDS[row[1]], *row[2:]] for row in rows]
+
+    def details(self) -> str:
+        """Every test of every task (p-value and effect size) and the most atypical inputs, as Markdown."""
+        if self.monitor is None:
+            return self.note
+        parts = [f"Each task's latest {self.monitor.window} requests (of those served since the app started) against "
+                 "its reference: rows the model did not train on. Alarm: a test's p-value, Bonferroni-corrected over "
+                 "the tests, below 0.05."]
+        for name, status in self.monitor.status().items():
+            parts.append(f"**{name}: {STATUS_WORDS[status.status]}**. " + "; ".join(status.reasons) + ".")
+            if status.tests:
+                parts.append("| signal | p-value | effect |\n|---|---|---|\n" + "\n".join(
+                    f"| {t.signal} | {t.p_value:.3g} | {t.effect_name} {t.effect:.3g} |" for t in status.tests))
+            odd = [a for a in status.atypical if a["text"]]
+            if odd:
+                parts.append("Most unusual inputs: " + "; ".join(
+                    f"*{html.escape(a['text'][:80])}* ({a['distance']:.2f})" for a in odd[:3]))
+        return "\n\n".join(parts)
+
+    def refresh(self) -> tuple[list[list], str]:
+        return self.table(), self.details()
+
+
+def monitoring_tab(monitoring: AppMonitoring) -> None:
+    """The Monitoring tab's content and its refresh events (inside ``with gr.Tab("Monitoring")``)."""
+    gr.Markdown("Is the traffic still like what the model was checked on? Each task's status over the requests "
+                "served since the app started, before anyone has labels.")
+    table = gr.Dataframe(headers=["task", "status", "requests (window of all)", "estimated accuracy", "reasons"],
+                         datatype=["str"] * 5, value=monitoring.table(), label="Status per task",
+                         interactive=False, wrap=True)
+    details = gr.Markdown(monitoring.details(), elem_id="monitoring-details")
+    refresh = gr.Button("Refresh")
+    refresh.click(monitoring.refresh, None, [table, details], api_name="monitoring", concurrency_id="camtl-model",
+                  concurrency_limit=1)
+    return table, details
+
+
+# --------------------------------------------------------------------------------------------------------------------
 # The page
 # --------------------------------------------------------------------------------------------------------------------
 def task_layout(spec: dict) -> dict:
@@ -531,10 +620,12 @@ def warning_box(text: str) -> str:
             f'border-radius: 8px">&#9888;&#65039; {body}</div>')
 
 
-def build_demo(model_or_path=None) -> gr.Blocks:
-    """The page: a one-task tab and an all-tasks tab, over one model loaded once (a folder, a Hub id, a model object
-    with ``.tokenizer``, a pipeline or a :class:`Predictor`; default ``$CAMTL_MODEL`` or the default model)."""
+def build_demo(model_or_path=None, reference=None, monitor_window: int = 200) -> gr.Blocks:
+    """The page: a one-task tab, an all-tasks tab and a monitoring tab, over one model loaded once (a folder, a Hub
+    id, a model object with ``.tokenizer``, a pipeline or a :class:`Predictor`; default ``$CAMTL_MODEL`` or the
+    default model). ``reference``: the monitoring reference (see :class:`AppMonitoring`)."""
     predictor = model_or_path if isinstance(model_or_path, Predictor) else Predictor(model_or_path)
+    monitoring = AppMonitoring(predictor, reference, monitor_window)
     names = list(predictor.tasks)
     first = task_layout(predictor.tasks[names[0]])
     pair_tasks = [n for n, t in predictor.tasks.items() if len(t["text_fields"]) == 2]
@@ -560,6 +651,7 @@ def build_demo(model_or_path=None) -> gr.Blocks:
                     score = gr.Number(label=first["score_label"], visible=first["regression"], precision=3,
                                       interactive=False)
                     sure = gr.Markdown(elem_id="confidence")
+                    unusual = gr.Markdown(elem_id="ood-flag")
             examples = gr.Examples(examples=predictor.examples(), inputs=[task, text, text_pair],
                                    label="Examples (click one, then Predict)")
         with gr.Tab("All tasks at once"):
@@ -577,18 +669,24 @@ def build_demo(model_or_path=None) -> gr.Blocks:
                                  datatype=["str", "str", "str", "str"], label="Answers", interactive=False, wrap=True)
             gr.Examples(examples=[[e["text"], e.get("text_pair", "")] for e in stored["all_tasks"]],
                         inputs=[all_text, all_pair])
+        with gr.Tab("Monitoring") as monitoring_page:
+            monitoring_outputs = monitoring_tab(monitoring)
 
         view = functools.partial(task_view, predictor)
         view_outputs = [about, text, text_pair, label, score, sure]
         task.change(view, task, view_outputs, queue=False, api_visibility="private")
+        task.change(lambda: "", None, unusual, queue=False, api_visibility="private")  # the flag was the old answer's
         examples.load_input_event.then(view, task, view_outputs, queue=False, api_visibility="private")
         # one model, one queue: both events share one concurrency slot, so requests run one after another
         run.click(predictor.predict, [task, text, text_pair], [label, score, sure], api_name="predict",
-                  concurrency_id="camtl-model", concurrency_limit=1)
+                  concurrency_id="camtl-model", concurrency_limit=1).then(
+            monitoring.flag_note, [task, text, text_pair], unusual, queue=False, api_visibility="private")
+        monitoring_page.select(monitoring.refresh, None, list(monitoring_outputs), queue=False,
+                               api_visibility="private")
         run_all.click(predictor.predict_all, [all_text, all_pair], table, api_name="predict_all",
                       concurrency_id="camtl-model", concurrency_limit=1)
     demo.queue(max_size=64, default_concurrency_limit=1)
-    demo.predictor = predictor
+    demo.predictor, demo.monitoring = predictor, monitoring
     return demo
 
 

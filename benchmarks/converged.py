@@ -70,7 +70,20 @@ ABLATION_ARMS = {
 #: the encoder from pretrained weights; ``-newlr5`` trains the new parameters at 5x the encoder's rate.
 FIX_ARMS = {"camtl-unc-prop-unfrozen-newlr5": QUALITY_ARMS["camtl-unc-prop-unfrozen"]
             + ["--train.new_parameters_lr_scale", "5"]}
-ARMS = {**QUALITY_ARMS, **FIX_ARMS, **ABLATION_ARMS}
+#: Issue 27's optimisation toolbox, against ``camtl-unc-prop-unfrozen`` (the shipped recipe, equal weighting): each
+#: loss weighting on the recipe; the mixed sampler alone (every task in every batch: the aggregators' control); each
+#: gradient aggregator on mixed batches over the shared parameters. DWA's period: 100 batches (one epoch would be
+#: 1,141 of the 2,419 steps). `benchmarks/optimisation.py converged` runs them.
+_RECIPE = QUALITY_ARMS["camtl-unc-prop-unfrozen"]
+OPTIMISATION_ARMS = {
+    "opt-uncertainty": _RECIPE + ["--train.loss_weighting", "uncertainty"],
+    "opt-dwa": _RECIPE + ["--train.loss_weighting", "dwa", "--train.dwa_period", "100"],
+    "opt-random": _RECIPE + ["--train.loss_weighting", "random"],
+    "opt-mixed": _RECIPE + ["--sampling.strategy", "mixed"],
+    **{f"opt-{name.replace('_', '-')}": _RECIPE + ["--sampling.strategy", "mixed", "--train.gradient_aggregation", name]
+       for name in ("pcgrad", "cagrad", "upgrad", "mgda", "imtl_g")},
+}
+ARMS = {**QUALITY_ARMS, **FIX_ARMS, **ABLATION_ARMS, **OPTIMISATION_ARMS}
 PASSES = {"converged": {"cola": 3, "sst2": 1, "mrpc": 3, "stsb": 3, "rte": 3},
           "paper": dict.fromkeys(TASKS, 5)}
 BATCH = 32
@@ -82,7 +95,8 @@ DEFAULT_LRS = {"single-task": [5e-5, 1e-4, 2e-4], "plain-mtl": [5e-5, 1e-4, 2e-4
                "camtl-unc-unfrozen": [1e-4, 2e-4], "camtl-unc-prop-unfrozen": [5e-5, 1e-4, 2e-4],
                "camtl-unc-prop": [1e-4, 2e-4],
                "camtl-unc-prop-unfrozen-newlr5": [1e-4],
-               **{arm: [1e-4] for arm in ABLATION_ARMS}}  # the ablation: at the rate chosen for ours
+               **{arm: [1e-4] for arm in ABLATION_ARMS},  # the ablation: at the rate chosen for ours
+               **{arm: [1e-4] for arm in OPTIMISATION_ARMS}}  # issue 27: at the shipped recipe's rate
 
 
 def train_rows(data_dir: str, sst2_rows: int | None) -> dict[str, int]:

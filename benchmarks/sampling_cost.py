@@ -57,18 +57,17 @@ SETTINGS = {
 }
 
 
-def build(name: str, extra: list[str], args) -> trainer.Run:
+def build(name: str, extra: list[str], args) -> tuple[trainer.Run, trainer.LoopState]:
     cfg = parse_config(["--config", str(ROOT / "configs" / "glue.yaml"), "--data.data_dir", args.data_dir,
                               "--output_dir", str(Path(args.work_dir) / name), "--overwrite_output_dir", "true",
                               "--train.max_steps", "100000", "--train.report_to", "none",
                               "--train.mixed_precision", args.mixed_precision, "--train.learning_rate", "1e-4",
                               "--model.camtl", "{}",  # the paper's freezing, whatever glue.yaml's recipe says
                               *extra])
-    run = trainer.setup(cfg)
-    trainer.prepare(run)
+    run = trainer.prepare(trainer.setup(cfg))
     run.model.train()
-    run.state, _ = trainer._start_state(run)
-    return run
+    state, _ = trainer._start_state(run)
+    return run, state
 
 
 def _ratio(value: float | None) -> str:
@@ -76,7 +75,7 @@ def _ratio(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
-def timed_steps(run: trainer.Run, steps: int) -> dict:
+def timed_steps(run: trainer.Run, state: trainer.LoopState, steps: int) -> dict:
     real = padded = 0
     original_next = run.batches.next
 
@@ -90,7 +89,7 @@ def timed_steps(run: trainer.Run, steps: int) -> dict:
     run.batches.next = counting_next
     start = time.perf_counter()
     for _ in range(steps):
-        trainer._train_step(run, run.state)
+        trainer._train_step(run, state)
     seconds = (time.perf_counter() - start) / steps
     run.batches.next = original_next
     return {"s_per_step": seconds, "real_tokens": real / steps, "padded_tokens": padded / steps}
@@ -109,11 +108,11 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     command = "python benchmarks/sampling_cost.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     runs = {name: build(name, SETTINGS[name], args) for name in args.settings}
-    for run in runs.values():
-        timed_steps(run, args.warmup)
+    for run, state in runs.values():
+        timed_steps(run, state, args.warmup)
     rounds = []
     for _ in range(args.rounds):
-        rounds.append({name: timed_steps(run, args.steps) for name, run in runs.items()})
+        rounds.append({name: timed_steps(run, state, args.steps) for name, (run, state) in runs.items()})
     summary = {}
     for name in runs:
         per_round = [r[name] for r in rounds]
@@ -126,7 +125,7 @@ def main(argv=None) -> dict:
             "real_tokens_per_step": statistics.fmean(r["real_tokens"] for r in per_round),
             "padded_tokens_per_step": statistics.fmean(r["padded_tokens"] for r in per_round),
         }
-    precision = next(iter(runs.values())).cfg.train.mixed_precision
+    precision = next(iter(runs.values()))[0].cfg.train.mixed_precision
     result = {"command": command, "hardware": f"{cpu_name()}, {os.cpu_count()} cores, CPU only",
               "mixed_precision": precision, "steps_per_round": args.steps, "rounds": rounds, "summary": summary}
     out = Path(args.out)

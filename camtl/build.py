@@ -4,6 +4,7 @@ tokenized data. Everything here fails on bad input before any training starts (`
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Sequence
@@ -18,7 +19,8 @@ from transformers.utils import logging as hf_logging
 from modeling_camtl import CaMtlForMultiTask, is_camtl_parameter
 
 from .config import RunConfig, resolve_path
-from .readers import MultiTaskCollator, tokenize_split
+from .leakage import filter_leaks
+from .readers import MultiTaskCollator, take_rows, tokenize_split
 from .tasks import TaskDef, get_task, load_split, resolve_labels
 from .weights import naming_damaged_weights
 
@@ -116,7 +118,7 @@ def order_for_init(cfg: RunConfig, tasks: Sequence[TaskDef]) -> list[TaskDef]:
 
 def continue_model(cfg: RunConfig, tasks: Sequence[TaskDef]) -> tuple[CaMtlForMultiTask, dict[str, int]]:
     """Load a trained CA-MTL model (``model.init_from``), add the new tasks of ``tasks`` and freeze per
-    ``model.trainable`` (``new_tasks``: only the added tasks' embedding rows and heads train)."""
+    ``model.trainable`` (``new_tasks``: only the added tasks' embedding rows, heads and own adapters train)."""
     from transformers import AutoTokenizer
 
     with naming_damaged_weights(cfg.model.init_from):
@@ -152,33 +154,87 @@ def trained_task_ids(cfg: RunConfig, tasks: Sequence[TaskDef]) -> list[int]:
     return [i for i, t in enumerate(tasks) if t.name not in old]
 
 
-def get_dataloaders(cfg: RunConfig, tasks: Sequence[TaskDef], tokenizer, accelerator: Accelerator):
-    """Load, check and tokenize every task's train and dev split (cached ``datasets.map``).
+def protected_tasks(cfg: RunConfig, tasks: Sequence[TaskDef]) -> dict[str, TaskDef]:
+    """The tasks whose dev sets no training row may leak: ``data.tasks`` and ``data.protected_tasks``."""
+    protected = {t.name: t for t in tasks}
+    for name in cfg.data.protected_tasks:
+        task = get_task(name)
+        protected.setdefault(task.name, task)
+    return protected
 
-    Returns ``(train_sets, eval_sets, collator)``: per-task tokenized datasets in task-id order and the
-    padding collator. Batches are built by the task sampler (`camtl.sampling`) in `train`, each process
-    its own rank-strided share; they do not go through ``accelerator.prepare``.
-    """
+
+def clean_splits(cfg: RunConfig, tasks: Sequence[TaskDef], trained: Sequence[int], progress=None):
+    """The whole training sets of the ``trained`` task ids, without their leaking rows (`camtl.leakage`), and the
+    whole dev sets of the protected tasks: ``(train {name: Dataset}, dev {name: Dataset}, leakage counts)``.
+    Caps (``data.max_train_rows``, ``sampling.task_budgets``) are not applied here."""
     d = cfg.data
     extra_dir = resolve_path(d.extra_dir) if d.extra_dir is not None else None
+    load = functools.partial(load_split, data_dir=d.data_dir, extra_dir=extra_dir)
+
+    def step(text: str) -> None:
+        if progress is not None:
+            progress.set_postfix_str(text)
+            progress.update()
+
+    raw_train = {}
+    for task_id in sorted(trained):
+        raw_train[tasks[task_id].name] = load(tasks[task_id], "train")
+        step(f"{tasks[task_id].name} train")
+    protected = protected_tasks(cfg, tasks)
+    dev_sets = {}
+    for name, task in protected.items():
+        dev_sets[name] = load(task, "validation")
+        step(f"{name} validation")
+    clean, leakage = filter_leaks(raw_train, dev_sets, {**protected, **{t.name: t for t in tasks}})
+    step("leakage filter")
+    return clean, dev_sets, leakage
+
+
+def training_cap(cfg: RunConfig, name: str) -> int | None:
+    """The most training rows task ``name`` keeps: ``data.max_train_rows`` and its ``sampling.task_budgets`` entry."""
+    caps = [c for c in (cfg.data.max_train_rows, cfg.sampling.task_budgets.get(name)) if c is not None]
+    return min(caps) if caps else None
+
+
+def get_dataloaders(cfg: RunConfig, tasks: Sequence[TaskDef], tokenizer, accelerator: Accelerator):
+    """Load, check and tokenize every task's train and dev split (cached ``datasets.map``), the leakage filter between.
+
+    Every training set is read whole, then loses the rows that leak a protected dev set (`clean_splits`: the dev
+    sets of ``data.tasks`` and of ``data.protected_tasks``, whole even when ``data.max_eval_rows`` evaluates fewer
+    rows), then is capped at `training_cap` rows (a seeded sample).
+
+    Returns ``(train_sets, eval_sets, collator, leakage)``: per-task tokenized datasets in task-id order, the padding
+    collator, and the filter's counts ``{task: {"rows", "dropped": {dev task: rows}, "kept"}}``. Batches are built by
+    the task sampler (`camtl.sampling`) in `train`, each process its own rank-strided share; they do not go through
+    ``accelerator.prepare``.
+    """
+    d = cfg.data
+    names = [t.name for t in tasks]
+    unknown = sorted(set(cfg.sampling.task_budgets) - set(names))
+    if unknown:
+        raise ValueError(f"sampling.task_budgets names {unknown}, which are not in data.tasks ({names}).")
     trained = set(trained_task_ids(cfg, tasks))
     train_sets: list = [None] * len(tasks)  # None: not trained in this run (model.trainable=new_tasks)
     eval_sets: list = [None] * len(tasks)
-    splits = [(task_id, split) for task_id in range(len(tasks)) for split in ("train", "validation")
-              if split == "validation" or task_id in trained]
+    steps = len(trained) + len(protected_tasks(cfg, tasks)) + 1
     # one progress line for all the data (train() turns datasets' bars for every split off)
-    progress = tqdm(total=len(splits), desc="data", unit="split", disable=not accelerator.is_local_main_process)
+    progress = tqdm(total=steps, desc="data", unit="split", disable=not accelerator.is_local_main_process)
     with accelerator.main_process_first():
-        for task_id, split in splits:
-            progress.set_postfix_str(f"{tasks[task_id].name} {split}")
-            rows = d.max_train_rows if split == "train" else d.max_eval_rows
-            ds = load_split(tasks[task_id], split, data_dir=d.data_dir, max_rows=rows,
-                            seed=cfg.train.seed if rows is not None else None, extra_dir=extra_dir)
-            (train_sets if split == "train" else eval_sets)[task_id] = tokenize_split(ds, tokenizer, d.max_length,
-                                                                                      task_id)
-            progress.update()
+        clean, dev_sets, leakage = clean_splits(cfg, tasks, sorted(trained), progress)
+        for task_id, task in enumerate(tasks):
+            if task_id in trained:
+                cap = training_cap(cfg, task.name)
+                ds = take_rows(clean[task.name], cap, cfg.train.seed if cap is not None else None)
+                leakage[task.name]["kept"] = len(ds)
+                train_sets[task_id] = tokenize_split(ds, tokenizer, d.max_length, task_id)
+            ds = take_rows(dev_sets[task.name], d.max_eval_rows, cfg.train.seed if d.max_eval_rows else None)
+            eval_sets[task_id] = tokenize_split(ds, tokenizer, d.max_length, task_id)
     progress.close()
-    return train_sets, eval_sets, MultiTaskCollator(tokenizer)
+    dropped = {name: c["dropped"] for name, c in leakage.items() if c["dropped"]}
+    log(f"Leakage filter (dev sets of {sorted(dev_sets)}): dropped "
+        + ("; ".join(f"{name} {sum(by.values())} ({', '.join(f'{k} {v}' for k, v in by.items())})"
+                     for name, by in dropped.items()) or "nothing"))
+    return train_sets, eval_sets, MultiTaskCollator(tokenizer), leakage
 
 
 @contextmanager

@@ -1,5 +1,6 @@
-"""The run configuration of `camtl.trainer` (what ``train.py`` parses): dataclasses read by jsonargparse from a YAML file
-and the command line, their validation, and their resolution (bundled base model, absolute folders, mixed precision).
+"""The run configuration of `camtl.trainer` (what ``train.py`` parses): dataclasses read by jsonargparse from a YAML
+file and the command line, their validation, and their resolution (bundled base model, absolute folders, mixed
+precision).
 """
 
 from __future__ import annotations
@@ -10,25 +11,34 @@ import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal, get_args
 
 import torch
 import yaml
 
-from modeling_camtl import CAMTL_KNOBS as MODEL_KNOBS, CAMTL_PRESETS
+from modeling_camtl import CAMTL_KNOBS as MODEL_KNOBS
+from modeling_camtl import CAMTL_PRESETS
 
 from .paths import PROJECT_ROOT
-from .sampling import ALLOCATIONS, SAMPLERS
+from .sampling import ALLOCATIONS, REGRESSION_SCORES, SAMPLERS, SETTING_RULES, check_setting
 
 QUICKSTART_TASKS = ["cola", "sst2", "mrpc", "stsb", "rte"]
-SamplingStrategy = Literal["proportional", "uniform", "temperature", "sequential", "uncertainty"]
+#: The choices of ``sampling.strategy``, ``sampling.allocation`` and ``sampling.regression_scores``: camtl.sampling's.
+SamplingStrategy = Literal[tuple(SAMPLERS)]
+Allocation = Literal[tuple(ALLOCATIONS)]
+RegressionScores = Literal[REGRESSION_SCORES]
 TrainableMode = Literal["paper", "adapters", "all", "new_tasks"]
 MixedPrecision = Literal["auto", "no", "bf16", "fp16"]
+# the optimisation toolbox (issue 27): camtl/optimisation.py
+LossWeightingName = Literal["equal", "uncertainty", "dwa", "random"]
+GradientAggregation = Literal["none", "pcgrad", "cagrad", "upgrad", "mgda", "imtl_g"]
+AggregationParams = Literal["shared", "conditioning_and_top"]
 
-#: Keys that ``model.camtl`` may set: a preset (``preset: authors``) and CA-MTL knob overrides (the BERT architecture
-#: comes from the base model).
-CAMTL_KNOBS = ("preset", *MODEL_KNOBS, "hidden_dropout_prob", "attention_probs_dropout_prob", "attn_implementation")
+#: Keys of ``model.camtl`` that are not knobs of the model's config: a preset (``preset: authors``), BERT's two dropout
+#: rates and the attention implementation (the rest of BERT's architecture comes from the base model).
+RUN_ONLY_KNOBS = ("preset", "hidden_dropout_prob", "attention_probs_dropout_prob", "attn_implementation")
+#: Keys that ``model.camtl`` may set: the model's CA-MTL knobs (`modeling_camtl.CAMTL_KNOBS`) and `RUN_ONLY_KNOBS`.
+CAMTL_KNOBS = (*MODEL_KNOBS, *RUN_ONLY_KNOBS)
 #: Fields that may differ between two invocations of the same run (resume, overwrite, interruption).
 RUN_CONTROL_FIELDS = ("output_dir", "overwrite_output_dir", "resume_from_checkpoint", "logging_dir",
                       "train.max_steps_this_run", "train.report_to")
@@ -50,8 +60,8 @@ class ModelArgs:
     Args:
         base_model: BERT-layout checkpoint (folder or Hub id). Default: the bundled all-MiniLM-L6-v2.
         trainable: which parameters train: paper (embeddings and lower half frozen), adapters (backbone
-            frozen), all, or new_tasks (with init_from: only the added tasks' embedding rows and heads, so the
-            old tasks' outputs stay bit-identical). new_tasks is the model's set_trainable("tasks", tasks=names)
+            frozen), all, or new_tasks (with init_from: only the added tasks' embedding rows, heads and, with
+            new_task_adapter_size, their own adapters, so the old tasks' outputs stay bit-identical). new_tasks is the model's set_trainable("tasks", tasks=names)
             with the names found for you: the tasks of data.tasks that init_from lacks (two names because the
             model's mode trains any tasks it is given, the run's only the new ones).
         init_from: continue from a trained CA-MTL model (folder or Hub id) instead of base_model. Its tasks keep
@@ -111,8 +121,8 @@ class SamplingArgs:
 
     Args:
         strategy: proportional (to task size), uniform, temperature (p ~ n^(1/T)), sequential (task
-            after task) or uncertainty (MT-Uncertainty, the paper's: the most uncertain of a candidate
-            batch from every task).
+            after task), uncertainty (MT-Uncertainty, the paper's: the most uncertain of a candidate
+            batch from every task) or mixed (every task in every batch, for train.gradient_aggregation).
         temperature: T of the temperature strategy (1 = proportional, large = uniform).
         min_rows_per_task: uncertainty with allocation entropy only: rows of every task in each global batch (its
             most uncertain candidates) before the rest is chosen by uncertainty. null = global batch // (2 x tasks);
@@ -126,9 +136,10 @@ class SamplingArgs:
             the k-th regression task. The authors' code takes sst2's (when mrpc is present too).
         score_mode: uncertainty only: the model's mode while it scores the candidates: eval (ours, no
             dropout) or train (the authors', dropout on).
-        candidates_per_task: uncertainty only: candidates drawn from every task and scored at each step. null = the
-            global batch size (the paper's: 5 tasks x 32 = 160 rows scored for 32 trained); fewer cost less to score.
-            With allocation proportional: the candidates of the batch's one task (null = 2 x the global batch).
+        candidates_per_task: uncertainty only: the rows drawn as candidates from a task each time it is scored.
+            Allocation entropy scores every task at each step (null = the global batch size, the paper's: 5 tasks x
+            32 = 160 rows scored for 32 trained; fewer cost less to score); allocation proportional scores the
+            batch's one task (null = 2 x the global batch).
         allocation: uncertainty only: how a batch is split over the tasks. proportional (ours, the default): one
             task per batch drawn by its size, as the proportional strategy does; the entropy picks that task's rows
             (its most uncertain candidates). entropy (the paper's): the most uncertain candidates of all tasks, with
@@ -143,11 +154,11 @@ class SamplingArgs:
     temperature: float = 2.0
     min_rows_per_task: int | None = None
     warmup_steps: int = 0
-    regression_scores: Literal["borrow", "own"] = "borrow"
+    regression_scores: RegressionScores = "borrow"
     regression_score_source: str | None = None
     score_mode: Literal["eval", "train"] = "eval"
     candidates_per_task: int | None = None
-    allocation: Literal["entropy", "proportional"] = "proportional"
+    allocation: Allocation = "proportional"
     # issue 22: many tasks of very different sizes
     task_budgets: dict[str, int] = field(default_factory=dict)
 
@@ -188,6 +199,21 @@ class TrainArgs:
         report_to: tensorboard or none.
         max_steps_this_run: stop this invocation after N steps, as if killed (for time-limited jobs
             and tests); resume later with --resume_from_checkpoint latest.
+        monitoring_reference: write a monitoring reference beside the final model (camtl.monitoring:
+            monitoring_reference.safetensors + .json): what the model does on each task's dev rows, which it did not
+            train on, with a PCA basis fitted on its train rows, so that a served model's traffic can be watched.
+        monitoring_rows: dev rows and train rows per task (a seeded sample of each) that the reference reads.
+        loss_weighting: how the tasks' losses are combined (camtl/optimisation.py): equal (the mean over the tasks
+            present of each task's mean loss), uncertainty (Kendall et al.: trained log-variances), dwa (dynamic
+            weight average) or random (random loss weighting). A task absent from a batch is left out, never zero.
+        dwa_temperature: dwa only: the softmax temperature of the loss ratios.
+        dwa_period: dwa only: batches per period over which each task's loss is averaged (null: one epoch).
+        gradient_aggregation: none (the gradient of the weighted loss) or a TorchJD aggregator of the per-task
+            gradients over aggregation_params: pcgrad, cagrad, upgrad, mgda or imtl_g. Needs batches holding several
+            tasks (sampling.strategy mixed, or uncertainty with allocation entropy); one backward per task.
+        aggregation_params: the parameters whose per-task gradients are aggregated: shared (every trainable
+            parameter but the task heads and the task-embedding rows) or conditioning_and_top (CA-MTL's conditional
+            modules, the last encoder layer and the pooler: cheaper). The others take the weighted loss's gradient.
     """
 
     batch_size: int = 16
@@ -211,6 +237,15 @@ class TrainArgs:
     final_model: Literal["best", "last"] = "best"
     report_to: Literal["tensorboard", "none"] = "tensorboard"
     max_steps_this_run: int | None = None
+    # monitoring (issue 24): the reference that camtl.monitoring compares served traffic with
+    monitoring_reference: bool = True
+    monitoring_rows: int = 200
+    # ----- the optimisation toolbox (issue 27; camtl/optimisation.py, checked by validate_optimisation) -----
+    loss_weighting: LossWeightingName = "equal"
+    dwa_temperature: float = 2.0
+    dwa_period: int | None = None
+    gradient_aggregation: GradientAggregation = "none"
+    aggregation_params: AggregationParams = "shared"
 
 
 @dataclass
@@ -311,7 +346,7 @@ def resolve_config(cfg: RunConfig) -> RunConfig:
 
 def native_bf16() -> bool:
     """Whether this machine computes bf16 natively: a CUDA GPU that supports it, else a CPU with AVX512-BF16 or AMX
-    (where bf16 autocast makes a MiniLM training step about 1.4x and inference about 2x faster than fp32)."""
+    (where bf16 autocast trains and predicts faster than fp32: BENCHMARKS.md has the figures)."""
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
     cpu = getattr(torch, "cpu", None)
@@ -345,18 +380,12 @@ def validate_config(cfg: RunConfig) -> None:
         ("train.max_steps_this_run", t.max_steps_this_run, t.max_steps_this_run is None or t.max_steps_this_run >= 1,
          "a positive integer or null"),
         ("train.seed", t.seed, 0 <= t.seed < 2**32, "in [0, 2**32)"),
+        ("train.monitoring_rows", t.monitoring_rows, t.monitoring_rows >= 10, "an integer of at least 10"),
         ("data.max_length", d.max_length, 8 <= d.max_length <= 4096, "in [8, the model's max positions]"),
         ("data.max_train_rows", d.max_train_rows, d.max_train_rows is None or d.max_train_rows >= 1,
          "a positive integer or null"),
         ("data.max_eval_rows", d.max_eval_rows, d.max_eval_rows is None or d.max_eval_rows >= 1,
          "a positive integer or null"),
-        ("sampling.temperature", s.temperature, math.isfinite(s.temperature) and s.temperature > 0,
-         "a positive number"),
-        ("sampling.min_rows_per_task", s.min_rows_per_task, s.min_rows_per_task is None or s.min_rows_per_task >= 0,
-         "a non-negative integer or null"),
-        ("sampling.warmup_steps", s.warmup_steps, s.warmup_steps >= 0, "a non-negative integer"),
-        ("sampling.candidates_per_task", s.candidates_per_task,
-         s.candidates_per_task is None or s.candidates_per_task >= 1, "a positive integer or null"),
         ("model.new_task_adapter_size", cfg.model.new_task_adapter_size,
          cfg.model.new_task_adapter_size is None or (cfg.model.new_task_adapter_size >= 1 and cfg.model.init_from),
          "a positive integer with model.init_from (the model the new tasks are added to), or null"),
@@ -364,13 +393,12 @@ def validate_config(cfg: RunConfig) -> None:
     for name, value, ok, allowed in checks:
         if not ok:
             raise ValueError(f"Bad value {name}={value!r}: must be {allowed}.")
-    if s.strategy not in SAMPLERS:
-        raise ValueError(f"Unknown sampling strategy {s.strategy!r}; valid strategies: {list(SAMPLERS)}.")
-    if s.allocation not in ALLOCATIONS:
-        raise ValueError(f"Unknown sampling.allocation {s.allocation!r}; valid allocations: {list(ALLOCATIONS)}.")
+    for name in SETTING_RULES:  # the samplers' own rules; make_sampler checks the strategy and the allocation
+        check_setting(name, getattr(s, name), prefix="sampling.")
     modes = list(get_args(TrainableMode))
     if cfg.model.trainable not in modes:
         raise ValueError(f"Unknown trainable mode {cfg.model.trainable!r}; valid modes: {modes}.")
+    validate_optimisation(cfg)
     if t.mixed_precision not in get_args(MixedPrecision):
         raise ValueError(f"Unknown mixed_precision {t.mixed_precision!r}; valid: {list(get_args(MixedPrecision))}.")
     if t.mixed_precision == "fp16" and not torch.cuda.is_available():
@@ -392,6 +420,32 @@ def validate_config(cfg: RunConfig) -> None:
         raise FileNotFoundError(f"data.data_dir {d.data_dir!r} is not a folder (expected the GLUE layout "
                                 "<data_dir>/<CoLA|SST-2|...>/{train,dev}.tsv, or null for the Hub).")
 
+
+# ----- the optimisation toolbox (issue 27) ----------------------------------------------------------------------------
+def validate_optimisation(cfg: RunConfig) -> None:
+    """ValueError for a bad loss weighting or gradient aggregation setting, naming the valid choices."""
+    t, s = cfg.train, cfg.sampling
+    for name, value, kind in (("train.loss_weighting", t.loss_weighting, LossWeightingName),
+                              ("train.gradient_aggregation", t.gradient_aggregation, GradientAggregation),
+                              ("train.aggregation_params", t.aggregation_params, AggregationParams)):
+        if value not in get_args(kind):
+            raise ValueError(f"Unknown {name} {value!r}; valid: {list(get_args(kind))}.")
+    if not (math.isfinite(t.dwa_temperature) and t.dwa_temperature > 0):
+        raise ValueError(f"Bad value train.dwa_temperature={t.dwa_temperature!r}: must be a positive number.")
+    if t.dwa_period is not None and t.dwa_period < 1:
+        raise ValueError(f"Bad value train.dwa_period={t.dwa_period!r}: must be a positive integer or null.")
+    if t.gradient_aggregation == "none":
+        return
+    mixed = s.strategy == "mixed" or (s.strategy == "uncertainty" and s.allocation == "entropy")
+    if not mixed:
+        raise ValueError(f"train.gradient_aggregation {t.gradient_aggregation!r} reconciles the gradients of the "
+                         f"tasks of one batch, but sampling.strategy {s.strategy!r}"
+                         + (f" (allocation {s.allocation!r})" if s.strategy == "uncertainty" else "")
+                         + " gives one task per batch: use sampling.strategy mixed (or uncertainty with allocation "
+                         "entropy), or gradient_aggregation none.")
+    if t.group_by_length:
+        raise ValueError("train.gradient_aggregation needs the whole batch in one piece: set train.group_by_length "
+                         "false.")
 
 
 def parse_config(args: Sequence[str] | None = None, *, exit_on_error: bool = True) -> RunConfig:

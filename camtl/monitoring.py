@@ -28,18 +28,24 @@ compares it with the reference:
 | signal | test | effect size |
 |---|---|---|
 | ``probabilities`` | Kolmogorov-Smirnov, two samples, on the calibrated probability (2) | KS statistic D |
-| ``labels`` | chi-square of the predicted labels against the reference's shares (3) | Cohen's w |
-| ``representation`` | MMD (RBF kernel, median bandwidth) of the reduced pooled vectors, permutation p | MMD^2 |
+| ``labels`` | chi-square of homogeneity: the window's predicted labels against the reference's (3) | Cramer's V |
+| ``representation`` | MMD (RBF kernel, median bandwidth) of the reduced pooled vectors, permutation p (4) | MMD^2 |
 | ``length`` | Kolmogorov-Smirnov on the input lengths in tokens | KS statistic D |
-| ``out_of_distribution`` | binomial test of the share of flagged requests against the reference's | x the reference's |
+| ``out_of_distribution`` | Fisher's exact test: the share of flagged requests against the reference's (5) | ratio |
 
 (2) Of the second label (two labels), of the top label (more), or the predicted score (regression). (3) Regression:
-the reference's quintiles of the predicted score.
+the reference's quintiles of the predicted score. (4) The bandwidth is the median distance of the pooled sample, so
+that the permutation test is exact. (5) The reference rows' own flags, each row's distance taken to the others.
+Every test compares two samples: the window with the reference rows, whose own sampling noise counts too (a test
+against the reference's shares taken as exact raised 6-19% false alarms on windows of 200, BENCHMARKS.md).
 
 The window is **alarm** when one signal's p-value, Bonferroni-corrected over the signals, is below ``alpha`` (0.05),
-**warn** when one is below ``warn_alpha`` (0.2) after correction or when the estimated accuracy (the mean calibrated
-confidence of the window's answers) is more than ``accuracy_drop`` (5 points) below the reference's accuracy, else
-**ok**. Each status carries its reasons and the window's most atypical inputs (farthest from the reference).
+**warn** when one is below ``warn_alpha`` (0.2) after correction or when the estimated accuracy is more than
+``accuracy_drop`` (5 points) below the reference's accuracy, else **ok**. The estimated accuracy is ATC's (Garg et
+al., ICLR 2022, "average thresholded confidence"): the share of the window's answers whose calibrated confidence is
+above the threshold at which the held-out rows' share equals their accuracy. The mean calibrated confidence is given
+beside it; under shift it overestimates more (CR product reviews sent to SST-2: BENCHMARKS.md). Each status
+carries its reasons and the window's most atypical inputs (farthest from the reference).
 
 Each request also gets a cheap **out-of-distribution flag** (:meth:`Monitor.observe` returns it): more than
 ``max_unk_share`` (0.5) of its tokens unknown, or its reduced pooled vector farther from the reference rows (mean
@@ -48,12 +54,13 @@ distance to its ``k`` = 5 nearest) than all but ``flag_quantile`` (0.5%) of the 
 The monitor is fed by :meth:`Monitor.attach` (forward hooks on the model: the pipeline, the app or a user's own server
 feed it by running the model) or by :meth:`Monitor.observe` with the logits, pooled vectors and token ids.
 
-Statistics come from scipy (KS, chi-square, binomial) and scikit-learn (PCA); the MMD permutation test is a few lines
+Statistics come from scipy (KS, chi-square, Fisher) and scikit-learn (PCA); the MMD permutation test is a few lines
 of numpy. Libraries weighed, and why none is a dependency: Evidently (Apache-2.0) and NannyML (Apache-2.0) are
-dashboards over pandas frames with their own pins (NannyML's estimator of accuracy, CBPE, is the same idea as ours:
-calibrated confidences), heavy for a library that serves a model; alibi-detect (BSL 1.1 since 0.11: not open source
-for production use) pins numpy < 2 in its releases we know; Frouros (BSD-3) has the tests we use but adds little over
-scipy and lags numpy 2; River (BSD-3) targets streaming learners, not two-sample tests. Measured figures (false
+dashboards over pandas frames with large dependency trees, heavy for a library that serves a model (NannyML's
+accuracy estimate, CBPE, is our mean calibrated confidence); alibi-detect is under the Business Source License 1.1
+since January 2024 (not open source for production use) and does not support numpy 2 (SeldonIO/alibi-detect#902);
+Frouros (BSD-3) has the tests we use but adds little over scipy; River (BSD-3) targets streaming learners and
+one-stream drift detectors, not two-sample tests against a reference. Measured figures (false
 alarms, detection power, estimated against real accuracy): BENCHMARKS.md, "Monitoring".
 """
 
@@ -66,6 +73,7 @@ import hashlib
 import json
 import math
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -82,6 +90,8 @@ REFERENCE_STEM = "monitoring_reference"
 FORMAT_VERSION = 1
 SIGNALS = ("probabilities", "labels", "representation", "length", "out_of_distribution")
 STATUSES = ("ok", "warn", "alarm")
+MIN_REFERENCE_ROWS = 10
+RECENT_FLAGS = 1024  # flags kept for Monitor.flag_for
 TEXT_CHARS = 200  # an atypical input is shown by its first characters
 ARRAYS = ("logits", "reduced", "lengths", "unk_share", "pca_components", "pca_mean")
 
@@ -281,7 +291,7 @@ class TaskReference:
     unk_share: np.ndarray  # (n,)
     pca_components: np.ndarray  # (d, H)
     pca_mean: np.ndarray  # (H,)
-    meta: dict = field(default_factory=dict)  # temperature, accuracy, thresholds, bandwidth, fingerprint, rows, ...
+    meta: dict = field(default_factory=dict)  # temperature, accuracy, thresholds, rows, ...
 
     @property
     def regression(self) -> bool:
@@ -321,14 +331,21 @@ class TaskReference:
     def distance(self, reduced: np.ndarray) -> np.ndarray:
         return knn_distance(reduced, self.reduced, self.meta["k"])
 
+    def loo_flags(self, max_unk_share: float = 0.5) -> np.ndarray:
+        """The reference rows' own out-of-distribution flags (n,), each row's distance taken to the others."""
+        if getattr(self, "_loo", None) is None:
+            self._loo = knn_distance(self.reduced, self.reduced, self.meta["k"], leave_one_out=True)
+        return (self.unk_share > max_unk_share) | (self._loo > self.meta["distance_threshold"])
+
     @classmethod
     def from_features(cls, spec: Mapping, held_out: Features, labels: np.ndarray | None, train_pooled: np.ndarray,
                       components: int = 16, k: int = 5, flag_quantile: float = 0.005,
                       train_max_length: int | None = None, seed: int = 0) -> TaskReference:
         """Build from features: ``held_out`` (rows the model did not train on, with their ``labels`` for the
         calibration; None: no calibration), ``train_pooled`` (n, H): pooled vectors of TRAINING rows for the PCA."""
-        if len(held_out) < 10:
-            raise ValueError(f"Task {spec['name']!r}: a reference needs at least 10 held-out rows, got {len(held_out)}")
+        if len(held_out) < MIN_REFERENCE_ROWS:
+            raise ValueError(f"Task {spec['name']!r}: a reference needs at least {MIN_REFERENCE_ROWS} held-out rows, "
+                             f"got {len(held_out)}")
         pca = PCA(n_components=min(components, *train_pooled.shape), random_state=seed).fit(train_pooled)
         ref = cls(dict(spec), held_out.logits.astype(np.float32), np.zeros((0, 0), np.float32),
                   held_out.lengths.astype(np.int32), held_out.unk_share.astype(np.float32),
@@ -345,6 +362,8 @@ class TaskReference:
             meta["ece_before"] = expected_calibration_error(raw, labels)
             meta["ece_after"] = expected_calibration_error(calibrated, labels)
             meta["estimated_accuracy"] = float(calibrated.max(-1).mean())
+            # ATC (Garg et al., ICLR 2022): the confidence above which as many held-out rows lie as were right
+            meta["atc_threshold"] = float(np.quantile(calibrated.max(-1), 1 - meta["accuracy"]))
         if spec["kind"] == "regression":
             meta["score_quintiles"] = np.quantile(held_out.logits[:, 0], [0.2, 0.4, 0.6, 0.8]).tolist()
         ref.meta = meta
@@ -352,7 +371,6 @@ class TaskReference:
         meta["label_share"] = (counts / len(held_out)).tolist()
         loo = knn_distance(ref.reduced, ref.reduced, k, leave_one_out=True)
         meta["distance_threshold"] = float(np.quantile(loo, 1 - flag_quantile))
-        meta["bandwidth"] = _median_distance(ref.reduced, seed)
         limit = train_max_length or int(ref.lengths.max()) + 1
         meta["truncation_rate"] = float((ref.lengths > limit).mean())
         meta["mean_length"] = float(ref.lengths.mean())
@@ -432,11 +450,26 @@ class Reference:
                 "one at the end of training).")
 
 
+def find_reference(model_folder) -> Path | None:
+    """Where the reference of a model folder lies: the folder itself, or for the default model's rebuilt folder
+    (``camtl.default_model``: ``default-model-<sha>`` in the cache) the repository's ``default_model/``; None when
+    there is none."""
+    folder = Path(str(model_folder))
+    if (folder / f"{REFERENCE_STEM}.json").is_file():
+        return folder
+    if folder.name.startswith("default-model-"):
+        from .default_model import DEFAULT_MODEL_DIR
+
+        if (DEFAULT_MODEL_DIR / f"{REFERENCE_STEM}.json").is_file():
+            return DEFAULT_MODEL_DIR
+    return None
+
+
 def build_reference(model, tokenizer, held_out: Mapping[str, Any], train: Mapping[str, Any], components: int = 16,
                     k: int = 5, flag_quantile: float = 0.005, train_max_length: int | None = None,
                     batch_size: int = 32, source: str | None = None) -> Reference:
     """A :class:`Reference` for ``model`` from rows per task: ``held_out[task]`` (rows it did not train on, with labels:
-    a `camtl.data.load_split` dataset, or a list of ``{"text_a", "text_b", "label"}``) and ``train[task]`` (training
+    a `camtl.tasks.load_split` dataset, or a list of ``{"text_a", "text_b", "label"}``) and ``train[task]`` (training
     rows, for the PCA basis only; their labels are not read). ``train_max_length``: the length it was trained on
     (longer inputs count as truncated)."""
     tasks, fingerprints = {}, task_fingerprints(model)
@@ -503,7 +536,9 @@ class Test:
 @dataclass
 class TaskStatus:
     """A task's status over its window: ``status`` (ok / warn / alarm), ``reasons``, every ``tests`` entry,
-    ``estimated_accuracy`` (None for regression), the reference's accuracy, descriptors and ``atypical`` inputs."""
+    ``estimated_accuracy`` (the mean calibrated confidence; None for regression), the reference's accuracy, the
+    ``accuracy_estimates`` (that one and ATC's: the share of answers above the confidence threshold at which the
+    held-out rows' share equals their accuracy), descriptors and ``atypical`` inputs."""
 
     task: str
     status: str
@@ -513,6 +548,7 @@ class TaskStatus:
     tests: list[Test] = field(default_factory=list)
     estimated_accuracy: float | None = None
     reference_accuracy: float | None = None
+    accuracy_estimates: dict = field(default_factory=dict)  # average_confidence (= estimated_accuracy), ATC's
     descriptors: dict = field(default_factory=dict)
     atypical: list[dict] = field(default_factory=list)
 
@@ -537,26 +573,29 @@ def compare(ref: TaskReference, window: Features, alpha: float = 0.05, warn_alph
     tests.append(Test("probabilities", float(d.statistic), float(d.pvalue), float(d.statistic), "KS D",
                       "predicted score" if ref.regression else "calibrated probability"))
     counts = np.bincount(ref.label_bins(window.logits), minlength=ref.num_bins)
-    expected = np.clip(np.asarray(ref.meta["label_share"]), 1e-3, None)
-    expected = expected / expected.sum() * n
-    chi = stats.chisquare(counts, expected)
-    tests.append(Test("labels", float(chi.statistic), float(chi.pvalue), math.sqrt(float(chi.statistic) / n),
-                      "Cohen's w", "window shares " + ", ".join(f"{c / n:.2f}" for c in counts)))
+    table = np.stack([np.bincount(ref.label_bins(ref.logits), minlength=ref.num_bins), counts])  # (2, bins)
+    table = table[:, table.sum(0) > 0]
+    chi, p = (0.0, 1.0) if table.shape[1] < 2 else stats.chi2_contingency(table, correction=False)[:2]
+    tests.append(Test("labels", float(chi), float(p), math.sqrt(float(chi) / table.sum()), "Cramer's V",
+                      "window shares " + ", ".join(f"{c / n:.2f}" for c in counts)))
     reduced = None
     if window.pooled is not None:
         reduced = ref.reduce(window.pooled)
         sample = ref.reduced[np.random.default_rng(seed).permutation(len(ref.reduced))[:mmd_rows]]
-        mmd2, p = mmd_test(sample, reduced, ref.meta["bandwidth"], permutations, rng)
+        bandwidth = _median_distance(np.concatenate([sample, reduced]), seed)  # of the pooled sample: exact test
+        mmd2, p = mmd_test(sample, reduced, bandwidth, permutations, rng)
         tests.append(Test("representation", mmd2, p, mmd2, "MMD^2", f"{permutations} permutations"))
     d = stats.ks_2samp(ref.lengths, window.lengths)
     tests.append(Test("length", float(d.statistic), float(d.pvalue), float(d.statistic), "KS D",
                       f"mean {window.lengths.mean():.1f} tokens (reference {ref.lengths.mean():.1f})"))
     flags = flag(ref, window.unk_share, reduced, max_unk_share)
-    expected_share = max(ref.meta["flag_quantile"], 1 / len(ref.reduced))
-    share = float(flags.mean())
-    p = float(stats.binomtest(int(flags.sum()), n, expected_share, alternative="greater").pvalue)
-    tests.append(Test("out_of_distribution", share, p, share / expected_share, "x reference share",
-                      f"{int(flags.sum())} of {n} requests flagged"))
+    share, flagged = float(flags.mean()), int(flags.sum())
+    ref_flagged = int(ref.loo_flags(max_unk_share).sum())  # the reference rows' own flags, each left out in turn
+    p = float(stats.fisher_exact([[flagged, n - flagged], [ref_flagged, len(ref.logits) - ref_flagged]],
+                                 alternative="greater")[1])
+    ratio = share / ((ref_flagged + 0.5) / (len(ref.logits) + 1))
+    tests.append(Test("out_of_distribution", share, p, ratio, "x reference share",
+                      f"{flagged} of {n} requests flagged (reference: {ref_flagged} of {len(ref.logits)})"))
 
     m = len(tests)
     reasons, level = [], 0
@@ -569,9 +608,13 @@ def compare(ref: TaskReference, window: Features, alpha: float = 0.05, warn_alph
         elif corrected < warn_alpha:
             level = max(level, 1)
             reasons.append(f"{t.signal}: p = {t.p_value:.2g} (Bonferroni x{m}: {corrected:.2g} < {warn_alpha})")
-    estimated = None
+    estimated, estimates = None, {}
     if not ref.regression:
-        estimated = float(ref.probabilities(window.logits).max(-1).mean())
+        confidence = ref.probabilities(window.logits).max(-1)  # (n,)
+        estimates = {"average_confidence": float(confidence.mean())}
+        if "atc_threshold" in ref.meta:
+            estimates["thresholded_confidence"] = float((confidence > ref.meta["atc_threshold"]).mean())
+        estimated = estimates.get("thresholded_confidence", estimates["average_confidence"])
         reference = ref.meta.get("accuracy")
         if reference is not None and estimated < reference - accuracy_drop:
             level = max(level, 1)
@@ -589,7 +632,8 @@ def compare(ref: TaskReference, window: Features, alpha: float = 0.05, warn_alph
             odd.append({"text": (window.texts[i][:TEXT_CHARS] if window.texts else None), "distance": float(dist[i]),
                         "unk_share": float(window.unk_share[i]), "flagged": bool(flags[i])})
     return TaskStatus(status=STATUSES[level], reasons=reasons or ["no signal differs from the reference"],
-                      tests=tests, estimated_accuracy=estimated, descriptors=descriptors, atypical=odd, **base)
+                      tests=tests, estimated_accuracy=estimated, accuracy_estimates=estimates,
+                      descriptors=descriptors, atypical=odd, **base)
 
 
 def flag(ref: TaskReference, unk_share: np.ndarray, reduced: np.ndarray | None,
@@ -643,7 +687,8 @@ class Monitor:
         self._rows = {name: collections.deque(maxlen=window) for name in reference.tasks}
         self.requests = collections.Counter()
         self.last_flags: list[RequestFlag] = []
-        self._tokenizer = None
+        self._recent = collections.OrderedDict()  # (task, token ids) -> RequestFlag of the latest attached requests
+        self._lock = threading.Lock()  # a server feeds and reads the windows from several threads
 
     @property
     def tasks(self) -> list[str]:
@@ -677,16 +722,25 @@ class Monitor:
             out.append(RequestFlag(task, bool(reasons), reasons, float(unk_share[i]),
                                    None if distance is None else float(distance[i]),
                                    ref.meta["distance_threshold"] if distance is not None else None))
-            self._rows[task].append((logits[i], None if pooled is None else pooled[i], int(lengths[i]),
-                                     float(unk_share[i]), None if texts is None else texts[i]))
-        self.requests[task] += m
+        with self._lock:
+            for i in range(m):
+                self._rows[task].append((logits[i], None if pooled is None else pooled[i], int(lengths[i]),
+                                         float(unk_share[i]), None if texts is None else texts[i]))
+            self.requests[task] += m
         self.last_flags = out
         return out
+
+    def flag_for(self, task: str, input_ids: Sequence[int]) -> RequestFlag | None:
+        """The flag of the latest request of ``task`` with these token ids seen through :meth:`attach` (None if none
+        among the latest ones): how a server finds the flag of the answer it just gave, whatever ran in between."""
+        with self._lock:
+            return self._recent.get((task, tuple(int(i) for i in input_ids)))
 
     def window_features(self, task: str) -> Features:
         """The task's current window as :class:`Features`."""
         ref = self._ref(task)
-        rows = list(self._rows[task])
+        with self._lock:
+            rows = list(self._rows[task])
         if not rows:
             k = _num_outputs(ref.spec)
             return Features(np.zeros((0, k), np.float32), None, np.zeros(0, np.int32), np.zeros(0, np.float32), [])
@@ -703,9 +757,12 @@ class Monitor:
                        requests=self.requests[task], **self.options)
 
     def reset(self) -> None:
-        for rows in self._rows.values():
-            rows.clear()
-        self.requests.clear()
+        """Forget every request seen (the windows, the counts and the flags)."""
+        with self._lock:
+            for rows in self._rows.values():
+                rows.clear()
+            self.requests.clear()
+            self._recent.clear()
 
     # ----- feeding from the model itself -----
     def attach(self, pipe_or_model, tokenizer=None):
@@ -745,6 +802,11 @@ class Monitor:
                 got = self.observe(names[tid], logits[rows], None if pooled is None else pooled[rows], unk[rows],
                                    lengths[rows], [texts[i] for i in rows])
                 flags.update(zip(rows, got))
+                with self._lock:
+                    for i, f in zip(rows, got):
+                        self._recent[(names[tid], tuple(input_ids[i][mask[i].bool()].tolist()))] = f
+                    while len(self._recent) > RECENT_FLAGS:
+                        self._recent.popitem(last=False)
             self.last_flags = [flags[i] for i in sorted(flags)]
 
         return _Handles([_encoder(model).register_forward_hook(on_encoder),
@@ -765,8 +827,10 @@ def status_table(statuses: Mapping[str, TaskStatus]) -> list[list]:
     rows = []
     for name, s in statuses.items():
         acc = "" if s.estimated_accuracy is None else f"{s.estimated_accuracy:.1%}"
+        mean = s.accuracy_estimates.get("average_confidence")
         if acc and s.reference_accuracy is not None:
-            acc += f" (reference {s.reference_accuracy:.1%})"
+            acc += (f" (ATC; mean confidence {mean:.1%}; " if "thresholded_confidence" in s.accuracy_estimates
+                    else " (") + f"reference {s.reference_accuracy:.1%})"
         rows.append([name, s.status, f"{s.window} of {s.requests}", acc, "; ".join(s.reasons)])
     return rows
 
@@ -778,7 +842,7 @@ def reference_rows(task_names: Sequence[str], data_dir: str, held_out_rows: int,
                    tasks: Sequence | None = None) -> tuple[dict, dict]:
     """``(held_out, train)`` rows per task from a data folder: the validation split (GLUE: dev.tsv) and a seeded
     sample of the train split."""
-    from camtl.data import get_task, load_split
+    from camtl.tasks import get_task, load_split
 
     held, train = {}, {}
     for i, name in enumerate(task_names):
@@ -786,6 +850,43 @@ def reference_rows(task_names: Sequence[str], data_dir: str, held_out_rows: int,
         held[name] = load_split(task, "validation", data_dir, max_rows=held_out_rows, seed=seed)
         train[name] = load_split(task, "train", data_dir, max_rows=train_rows, seed=seed)
     return held, train
+
+
+def write_reference_for_run(folder, tasks: Sequence, data_dir, held_out_rows: int, train_rows: int, seed: int,
+                            train_max_length: int, log=print) -> Path | None:
+    """What train.py does at the end of a run (``train.monitoring_reference``): the reference of the model saved in
+    ``folder``, over a seeded sample of up to ``held_out_rows`` dev rows (held out) and ``train_rows`` train rows (PCA)
+    of each task (`TaskDef`s), written into ``folder``. A task whose splits cannot be read is left out (it is then not
+    monitored), with a log line."""
+    from transformers import AutoTokenizer
+
+    from modeling_camtl import CaMtlForMultiTask
+
+    from .tasks import load_split
+
+    started = time.perf_counter()
+    model = CaMtlForMultiTask.from_pretrained(str(folder)).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    held, train = {}, {}
+    for task in tasks:
+        try:
+            held[task.name] = load_split(task, "validation", data_dir, max_rows=int(held_out_rows), seed=seed)
+            train[task.name] = load_split(task, "train", data_dir, max_rows=int(train_rows), seed=seed)
+        except (ValueError, FileNotFoundError, OSError) as err:
+            held.pop(task.name, None)
+            log(f"Monitoring reference: task {task.name} left out ({err})")
+            continue
+        if len(held[task.name]) < MIN_REFERENCE_ROWS:
+            log(f"Monitoring reference: task {task.name} left out (only {len(held.pop(task.name))} dev rows; a "
+                f"reference needs {MIN_REFERENCE_ROWS})")
+    if not held:
+        return None
+    source = (f"held out: up to {held_out_rows} dev rows per task (seed {seed}); PCA: up to {train_rows} train rows "
+              "per task")
+    path = build_reference(model, tokenizer, held, train, train_max_length=train_max_length, source=source).save(
+        folder)[0]
+    log(f"Monitoring reference for {sorted(held)} in {path} ({time.perf_counter() - started:.0f}s)")
+    return path
 
 
 def build_for_folder(folder, data_dir: str, held_out_rows: int = 1000, train_rows: int = 1000, out=None,
@@ -810,10 +911,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     build.add_argument("folder")
     build.add_argument("--data-dir", default="../shared/data/glue", help="the tasks' data (GLUE TSV layout)")
     build.add_argument("--out", default=None)
-    for p in (build, sub.add_parser("build-default", help="the shipped default model's, into default_model/")):
-        p.add_argument("--held-out-rows", type=int, default=1000)
-        p.add_argument("--train-rows", type=int, default=1000)
-    sub.choices["build-default"].add_argument("--data-dir", default="../shared/data/glue")
+    default = sub.add_parser("build-default", help="the shipped default model's, into default_model/ (or --out)")
+    default.add_argument("--data-dir", default="../shared/data/glue")
+    default.add_argument("--out", default=None)
+    for p in (build, default):
+        p.add_argument("--held-out-rows", type=int, default=1000, help="dev rows per task (a seeded sample)")
+        p.add_argument("--train-rows", type=int, default=1000, help="train rows per task for the PCA basis")
     args = parser.parse_args(argv)
     if args.command == "build":
         path = build_for_folder(args.folder, args.data_dir, args.held_out_rows, args.train_rows, args.out)
@@ -821,7 +924,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from camtl.default_model import DEFAULT_MODEL_DIR, ensure_default_model
 
         path = build_for_folder(ensure_default_model(), args.data_dir, args.held_out_rows, args.train_rows,
-                                out=DEFAULT_MODEL_DIR, source=(
+                                out=args.out or DEFAULT_MODEL_DIR, source=(
                                     "held out: GLUE dev rows (the shipped model's evaluation sets: it never trained "
                                     f"on them; up to {args.held_out_rows} per task, seeded sample); PCA: "
                                     f"{args.train_rows} GLUE train rows per task"))

@@ -27,20 +27,24 @@ pass. Strategies:
   ``proportional`` `ProportionalUncertaintySampler`, ours (the default): each batch is one task drawn
                    as ``proportional`` draws it, its ``B`` most uncertain of ``candidates_per_task``
                    (default ``2B``) rows of that task
+``mixed``          every batch holds every task: one row each, the rest drawn row by row with
+                   probability ``n_t / sum(n)``: each task's expected share of the rows is about its
+                   share of the data, as ``proportional`` gives it in whole batches. For the gradient
+                   aggregators (``train.gradient_aggregation``), which need several tasks in one step
 =================  ==========================================================================
 
 Why the floor: with the paper's rule alone, a task whose predictions become *confidently wrong*
 (an untrained head on top of features that other tasks shaped) scores low entropy and is never
-selected again. In a 300-step GLUE run without the floor, SST-2 got 1 training row in 200 steps
-while STS-B and RTE got 2,356 and 2,162, and SST-2 stayed at majority-class accuracy.
+selected again: the other tasks take its rows and it stays at majority-class accuracy.
 
 Why ``allocation="proportional"``: across tasks, the entropy measures how hard a task is, not how much
-training would help it. After the converged GLUE-5 benchmark's MT-Uncertainty run, RTE (2,490 rows, which
-MiniLM barely learns: dev entropy 0.95) took all 17 rows above the floor in each of 40 replayed steps, 20 of
-32 rows against its 7% share of the data, and CoLA only its floor of 3 (`benchmarks/dev_entropy.py`); CoLA's
-MCC fell from 17.9 (proportional) to 9.3. Proportional allocation keeps every task's share of the steps at
-its share of the data and uses the entropy for what it can tell: which rows of a task the model is least
-sure of (BENCHMARKS.md: 67.3 against 64.0 on the same seed).
+training would help it: a task the model cannot learn stays the most uncertain and takes every row above the
+floor, starving the others (`benchmarks/dev_entropy.py` replays the allocation with a trained model).
+Proportional allocation keeps every task's share of the steps at its share of the data and uses the entropy for
+what it can tell: which rows of a task the model is least sure of.
+
+What each of these measured (the starved tasks, the replayed allocation, the dev scores of both allocations) is in
+BENCHMARKS.md, beside the commands that produced it.
 
 The fraction of the training data a strategy used (`data_fraction`) counts the distinct rows that
 went into a training batch; for ``uncertainty`` the candidates scored but not selected do not count.
@@ -62,6 +66,10 @@ import torch
 Example = tuple[int, int]
 #: Scores every candidate of a global candidate list; higher means "train on it first".
 Scorer = Callable[[list[Example]], Sequence[float]]
+
+#: Where a regression task's uncertainty scores come from (``sampling.regression_scores``): ``borrow`` (a
+#: classification task's, `score_sources`) or ``own`` (the binary entropy of the prediction's place in the range).
+REGRESSION_SCORES = ("borrow", "own")
 
 _STREAM_SALT = 0x5EED
 _CHOICE_SALT = 0xC401CE
@@ -250,8 +258,7 @@ class TemperatureSampler(_OneTaskPerBatch):
 
     def __init__(self, task_sizes: Sequence[int], batch_size: int, seed: int = 0, rank: int = 0,
                  world_size: int = 1, temperature: float = 2.0):
-        if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
-            raise ValueError(f"temperature must be a positive number, got {temperature!r}.")
+        check_setting("temperature", temperature)
         super().__init__(task_sizes, batch_size, seed, rank, world_size)
         self.temperature = float(temperature)
 
@@ -300,9 +307,11 @@ class UncertaintySampler(TaskSampler):
                  regression_tasks: Sequence[bool] | None = None, regression_scores: str = "borrow",
                  task_names: Sequence[str] | None = None, regression_score_source: str | None = None):
         super().__init__(task_sizes, batch_size, seed, rank, world_size)
+        check_setting("warmup_steps", warmup_steps)
+        check_setting("candidates_per_task", candidates_per_task)
         #: candidates drawn from a task each time it is scored
         self.pool = candidates_per_task
-        if regression_scores not in ("borrow", "own"):
+        if regression_scores not in REGRESSION_SCORES:
             raise ValueError(f"regression_scores must be 'borrow' or 'own', got {regression_scores!r}.")
         regression = np.zeros(self.num_tasks, dtype=bool) if regression_tasks is None else \
             np.asarray(regression_tasks, dtype=bool)
@@ -314,8 +323,6 @@ class UncertaintySampler(TaskSampler):
         #: for every task, the task whose candidate scores it uses (itself unless it borrows)
         self.score_source = np.arange(self.num_tasks) if regression_scores == "own" else \
             score_sources(regression, task_names, regression_score_source)
-        if not (isinstance(warmup_steps, int) and warmup_steps >= 0):
-            raise ValueError(f"warmup_steps must be a non-negative integer, got {warmup_steps!r}.")
         self.warmup_steps = warmup_steps
 
 
@@ -345,14 +352,15 @@ class EntropyUncertaintySampler(UncertaintySampler):
         super().__init__(task_sizes, batch_size, seed, rank, world_size,
                          candidates_per_task=batch_size if candidates_per_task is None else candidates_per_task,
                          **scoring)
-        if not (isinstance(self.pool, int) and self.pool >= 1 and self.pool * self.num_tasks >= batch_size):
+        if self.pool * self.num_tasks < batch_size:
             raise ValueError(f"candidates_per_task must be an integer with candidates_per_task x num_tasks >= "
                              f"batch_size (>= {math.ceil(batch_size / self.num_tasks)} here), or None for the "
                              f"batch size ({batch_size}, the paper's), got {candidates_per_task!r}.")
+        check_setting("min_rows_per_task", min_rows_per_task)
         if min_rows_per_task is None:
             min_rows_per_task = batch_size // (2 * self.num_tasks)
         # (min_rows_per_task <= batch_size / num_tasks <= candidates_per_task: every task has the rows of its floor)
-        if not (isinstance(min_rows_per_task, int) and 0 <= min_rows_per_task * self.num_tasks <= batch_size):
+        if min_rows_per_task * self.num_tasks > batch_size:
             raise ValueError(f"min_rows_per_task must be an integer in [0, batch_size // num_tasks = "
                              f"{batch_size // self.num_tasks}] (or None for batch_size // (2 * num_tasks)), got "
                              f"{min_rows_per_task!r}.")
@@ -417,7 +425,7 @@ class ProportionalUncertaintySampler(UncertaintySampler):
         super().__init__(task_sizes, batch_size, seed, rank, world_size,
                          candidates_per_task=2 * batch_size if candidates_per_task is None else candidates_per_task,
                          **scoring)
-        if not (isinstance(self.pool, int) and self.pool >= batch_size):
+        if self.pool < batch_size:
             raise ValueError(f"With allocation='proportional', candidates_per_task is the candidates of the "
                              f"batch's task: an integer >= batch_size ({batch_size}), or None for "
                              f"{2 * batch_size}, got {candidates_per_task!r}.")
@@ -431,6 +439,29 @@ class ProportionalUncertaintySampler(UncertaintySampler):
         candidates = [(task, row) for row in stream.take(self.pool)]
         order = np.argsort(-_scores(scorer, candidates), kind="stable")[: self.batch_size]  # most uncertain first
         return [candidates[i] for i in order]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+#: The rules of the settings that hold whatever the tasks and the batch size: (test, what is allowed). The samplers
+#: check them (`check_setting`), and so does `camtl.config.validate_config` before anything is built; the rules that
+#: depend on the batch (a floor that fits it, enough candidates to fill it) are their sampler's.
+SETTING_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "temperature": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0,
+                    "a positive number"),
+    "min_rows_per_task": (lambda v: v is None or (_is_int(v) and v >= 0), "a non-negative integer or null"),
+    "warmup_steps": (lambda v: _is_int(v) and v >= 0, "a non-negative integer"),
+    "candidates_per_task": (lambda v: v is None or (_is_int(v) and v >= 1), "a positive integer or null"),
+}
+
+
+def check_setting(name: str, value: Any, prefix: str = "") -> None:
+    """ValueError naming ``prefix + name``, its value and what is allowed when ``value`` breaks `SETTING_RULES`."""
+    ok, allowed = SETTING_RULES[name]
+    if not ok(value):
+        raise ValueError(f"Bad value {prefix}{name}={value!r}: {name} must be {allowed}.")
 
 
 def _scores(scorer: Scorer, candidates: list[Example]) -> np.ndarray:
@@ -482,10 +513,40 @@ def score_sources(regression_tasks: Sequence[bool], task_names: Sequence[str] | 
     return sources
 
 
+# ----- mixed batches for the gradient aggregators (issue 27) -----------------------------------------------------------
+class MixedSampler(TaskSampler):
+    """Every global batch holds rows of every task: ``min_rows_per_task`` of each (1 through ``sampling.strategy
+    mixed``, which has no setting of its own), then the remaining ``B - T x floor`` rows split over the tasks by one
+    multinomial draw with ``p_t = n_t / sum(n)`` (the counter-based generator of the draw). Task ``t``'s expected rows
+    per batch are ``floor + (B - T floor) n_t / sum(n)``: the floor over-samples small tasks by about ``floor x T / B``
+    of the batch (one row in 32 per task with the defaults); ``epoch_batches`` counts the same batches as
+    ``proportional``'s. The batch is ordered task after task."""
+
+    name = "mixed"
+
+    def __init__(self, task_sizes: Sequence[int], batch_size: int, seed: int = 0, rank: int = 0,
+                 world_size: int = 1, min_rows_per_task: int = 1):
+        super().__init__(task_sizes, batch_size, seed, rank, world_size)
+        floor = min_rows_per_task
+        if not (isinstance(floor, int) and floor >= 1 and floor * self.num_tasks <= batch_size):
+            raise ValueError(f"The mixed strategy puts min_rows_per_task rows of every task in each batch: it must be "
+                             f"an integer in [1, batch_size // num_tasks = {batch_size // self.num_tasks}], got "
+                             f"{min_rows_per_task!r}; a global batch of {batch_size} rows holds at most "
+                             f"{batch_size} tasks.")
+        self.min_rows_per_task = floor
+
+    def _global_batch(self, scorer: Scorer | None) -> list[Example]:
+        sizes = np.asarray(self.task_sizes, dtype=np.float64)
+        rest = self.batch_size - self.min_rows_per_task * self.num_tasks
+        counts = self.min_rows_per_task + self._rng().multinomial(rest, sizes / sizes.sum())  # (num_tasks,)
+        return [(t, row) for t, stream in enumerate(self.streams) for row in stream.take(int(counts[t]))]
+
+
 #: The strategies (``sampling.strategy``); ``uncertainty`` is one class per allocation (`ALLOCATIONS`).
 SAMPLERS: dict[str, type[TaskSampler]] = {
     cls.name: cls
-    for cls in (ProportionalSampler, UniformSampler, TemperatureSampler, SequentialSampler, UncertaintySampler)
+    for cls in (ProportionalSampler, UniformSampler, TemperatureSampler, SequentialSampler, UncertaintySampler,
+                MixedSampler)
 }
 
 #: The settings each strategy reads beyond the common arguments, with their defaults (those of the classes and of
@@ -538,10 +599,13 @@ def make_sampler(strategy: str, task_sizes: Sequence[int], batch_size: int, seed
 __all__ = [
     "ALLOCATIONS",
     "DEFAULT_SCORE_SOURCE",
+    "REGRESSION_SCORES",
     "SAMPLERS",
+    "SETTING_RULES",
     "STRATEGY_SETTINGS",
     "EntropyUncertaintySampler",
     "Example",
+    "MixedSampler",
     "ProportionalSampler",
     "ProportionalUncertaintySampler",
     "Scorer",
@@ -549,6 +613,7 @@ __all__ = [
     "TaskSampler",
     "TaskStream",
     "TemperatureSampler",
+    "check_setting",
     "UncertaintySampler",
     "UniformSampler",
     "make_sampler",

@@ -431,8 +431,10 @@ def dev_scores(model, tokenizer, folder: Path, data_dir: str, max_rows: int | No
     return scores
 
 
-def evaluate_dev(runner, tokenizer, data_dir: str, max_rows: int | None = None, batch_size: int = 32) -> dict:
-    """GLUE dev metrics of a model or runner on each of its tasks (the tasks of ``runner.config``)."""
+def evaluate_dev(runner, tokenizer, data_dir: str, max_rows: int | None = None, batch_size: int = 32,
+                 mixed_precision: str = "no") -> dict:
+    """GLUE dev metrics of a model or runner on each of its tasks (the tasks of ``runner.config``); ``mixed_precision``
+    ``"bf16"``: under PyTorch's bf16 autocast (a PyTorch model only)."""
     from accelerate import Accelerator
 
     from .data import MultiTaskCollator, get_task, load_split, resolve_labels, tokenize_split
@@ -445,7 +447,10 @@ def evaluate_dev(runner, tokenizer, data_dir: str, max_rows: int | None = None, 
         tasks.append(task)
         sets.append(tokenize_split(load_split(task, "validation", data_dir=data_dir, max_rows=max_rows), tokenizer,
                                    limit, task_id))
-    result = evaluate(runner, sets, tasks, MultiTaskCollator(tokenizer), Accelerator(cpu=True), batch_size)
+    if mixed_precision not in ("no", "bf16"):
+        raise ValueError(f"mixed_precision must be 'no' or 'bf16', got {mixed_precision!r}")
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mixed_precision == "bf16"):
+        result = evaluate(runner, sets, tasks, MultiTaskCollator(tokenizer), Accelerator(cpu=True), batch_size)
     result["rows"] = {task.name: len(ds) for task, ds in zip(tasks, sets)}
     return result
 
@@ -479,10 +484,12 @@ def check_backend(backend: str) -> str:
 
 
 def model_fingerprint(path) -> str:
-    """sha256 (16 hex digits) of a checkpoint folder's config and weights: the name of its cached export."""
+    """sha256 (16 hex digits) of a checkpoint folder's config, code and weights, and of this export's format: the name
+    of its cached export."""
     folder = Path(path)
-    files = [folder / "config.json", *sorted(folder.glob("*.safetensors")), *sorted(folder.glob("*.bin"))]
-    digest = hashlib.sha256()
+    files = [folder / "config.json", *sorted(folder.glob("*.py")), *sorted(folder.glob("*.safetensors")),
+             *sorted(folder.glob("*.bin"))]
+    digest = hashlib.sha256(f"camtl-onnx-{FORMAT_VERSION}-opset{OPSET}".encode())
     for file in files:
         if file.is_file():
             digest.update(file.name.encode() + b"\0" + _sha256(file).encode())

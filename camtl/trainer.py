@@ -3,8 +3,10 @@ final model and its ``results.json``.
 
 Where things are:
 
-* `setup` and `prepare`: the run's model and data (`camtl.build`), its accelerator, sampler, optimiser and schedule;
-* `train` / `_train`: the loop; `_train_step`, `_forward_backward`: one optimizer step;
+* `setup` builds a `RunSetup` (configuration, accelerator, model and data: `camtl.build`); `prepare` turns it into a
+  `Run` (adding the sampler, batches, scorer, optimiser and schedule); both are frozen once built;
+* `train` / `_train`: the loop, its state a `LoopState` (a checkpoint's ``trainer_state.json``); `_train_step`,
+  `_forward_backward`: one optimizer step;
 * `MultiTaskBatches`: the sampler's examples as padded batches; `global_batch_loss`: the loss of a global batch;
 * `predict`: the one inference loop (no grad, length-sorted, rank-shared and gathered) behind `evaluate` (dev metrics)
   and `EntropyScorer` (MT-Uncertainty's scores);
@@ -23,7 +25,7 @@ import shlex
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -62,17 +64,28 @@ from .checkpointing import (
     save_model,
 )
 from .config import RunConfig, config_to_dict, dump_config, flat_hparams, resolve_config, validate_config
-from .tasks import TaskDef
 from .interrupt import StopRequest, stopped_at_once_line, stopped_line
 from .metrics import compute_task_metrics, glue_average, majority_class_reference
 from .model_card import write_model_card
+from .monitoring import write_reference_for_run
+from .optimisation import (
+    LossWeighting,
+    aggregated_backward,
+    aggregation_parameters,
+    average_extra_gradients,
+    make_aggregator,
+    make_loss_weighting,
+    weighted_batch_loss,
+)
 from .sampling import EntropyUncertaintySampler, Example, TaskSampler, make_sampler
+from .tasks import TaskDef
 
 
 # --------------------------------------------------------------------------------------------------------------------
-@dataclass
-class Run:
-    """What one training run works with: built by `setup` (model, data) and `prepare` (sampler, optimiser)."""
+@dataclass(frozen=True, eq=False)
+class RunSetup:
+    """What `setup` builds from the configuration, before the output folder is written: everything that can fail on
+    bad input. ``train_sets[i]`` is None for a task that is evaluated but not trained."""
 
     cfg: RunConfig
     tasks: list[TaskDef]
@@ -83,14 +96,7 @@ class Run:
     eval_sets: list
     collator: Any
     resume_path: Path | None
-    sampler: TaskSampler | None = None
-    batches: MultiTaskBatches | None = None
-    scorer: EntropyScorer | None = None
-    optimizer: Any = None
-    scheduler: Any = None
-    is_regression: torch.Tensor | None = None
-    steps_per_epoch: int = 0
-    total_steps: int = 0
+    leakage: dict  # the leakage filter's counts (camtl.leakage)
 
     @property
     def out(self) -> Path:
@@ -109,7 +115,112 @@ class Run:
         return [self.tasks[i].name for i in self.trained_ids]
 
 
-def setup(cfg: RunConfig) -> Run:
+@dataclass(frozen=True, eq=False)
+class Run(RunSetup):
+    """What the loop works with, built by `prepare` from a `RunSetup`: its parts (``model`` now wrapped by the
+    accelerator) and the sampler, batches, scorer (None unless the sampler needs one), optimiser and schedule."""
+
+    sampler: TaskSampler
+    batches: MultiTaskBatches
+    scorer: EntropyScorer | None
+    optimizer: Any
+    scheduler: Any
+    is_regression: torch.Tensor  # (num_tasks,) bool
+    steps_per_epoch: int
+    total_steps: int
+    # the optimisation toolbox (camtl.optimisation): train.loss_weighting; train.gradient_aggregation's TorchJD
+    # aggregator (None for none) and the names of the parameters whose per-task gradients it reconciles
+    weighting: LossWeighting | None = None
+    aggregator: Any = None
+    aggregated: list[str] | None = None
+
+
+@dataclass
+class LossWindow:
+    """The training losses summed since the last log line: the batches' (``loss``, ``n`` batches) and each task's
+    (``task_sum``, ``task_n`` batches that had the task), in task-id order."""
+
+    loss: float = 0.0
+    n: int = 0
+    task_sum: list[float] = field(default_factory=list)
+    task_n: list[int] = field(default_factory=list)
+
+    @classmethod
+    def empty(cls, num_tasks: int) -> LossWindow:
+        return cls(task_sum=[0.0] * num_tasks, task_n=[0] * num_tasks)
+
+    def add(self, accelerator: Accelerator, loss: torch.Tensor, task_losses: torch.Tensor) -> torch.Tensor:
+        """Add one batch's loss (the mean of the processes' losses: the global batch's loss) and its per-task
+        losses (averaged over the processes that had the task); returns those per-task losses ((num_tasks,), nan
+        where no process had the task; the same on every process)."""
+        task_losses = task_losses.detach().float()  # (num_tasks,), nan where absent
+        present = ~torch.isnan(task_losses)
+        stats = torch.cat([loss.detach().float().reshape(1), torch.nan_to_num(task_losses), present.float()])
+        if accelerator.num_processes > 1:
+            stats = accelerator.reduce(stats, "sum")
+        stats = stats.tolist()
+        n_tasks = len(self.task_sum)
+        self.loss += stats[0] / accelerator.num_processes
+        self.n += 1
+        for i in range(n_tasks):
+            self.task_sum[i] += stats[1 + i]
+            self.task_n[i] += round(stats[1 + n_tasks + i])
+        sums, had = torch.tensor(stats[1:1 + n_tasks]), torch.tensor(stats[1 + n_tasks:])
+        return torch.where(had > 0, sums / had.clamp(min=1), torch.full_like(sums, float("nan")))
+
+
+@dataclass
+class LoopState:
+    """The training loop's state, saved in every checkpoint as ``trainer_state.json`` (`to_dict`, `from_dict`).
+
+    ``best`` and the entries of ``eval_history`` are evaluations ``{"step", "metrics", "data_fraction"}``; those of
+    ``loss_history`` are log lines ``{"step", "loss", "lr", "tasks"}``. ``world_size``, ``global_batch_size`` and
+    ``total_steps`` record the run that wrote the state (a resume on another number of processes is not exact).
+    """
+
+    step: int
+    best: dict[str, Any] | None
+    eval_history: list[dict[str, Any]]
+    loss_history: list[dict[str, Any]]
+    wall_time_s: float
+    world_size: int
+    global_batch_size: int
+    total_steps: int
+    window: LossWindow
+
+    @classmethod
+    def fresh(cls, run: Run) -> LoopState:
+        return cls(step=0, best=None, eval_history=[], loss_history=[], wall_time_s=0.0,
+                   world_size=run.accelerator.num_processes, global_batch_size=run.sampler.batch_size,
+                   total_steps=run.total_steps, window=LossWindow.empty(len(run.tasks)))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON values, the layout of ``trainer_state.json``."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any]) -> LoopState:
+        """The state of a ``trainer_state.json``; ValueError naming the keys it lacks or does not know. (A field added
+        later needs a default, the value older runs had: their checkpoints lack it.)"""
+        names = [f.name for f in fields(cls)]
+        required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
+        missing, unknown = sorted(set(required) - set(state)), sorted(set(state) - set(names))
+        if missing or unknown:
+            raise ValueError(f"Not a camtl trainer state: missing keys {missing}, unknown keys {unknown}; "
+                             f"expected {names}.")
+        return cls(**{**state, "window": LossWindow(**state["window"])})
+
+    def close_window(self, lr: float, names: Sequence[str]) -> dict[str, Any]:
+        """The log line of the window at this step (appended to ``loss_history``); a new window starts."""
+        w = self.window
+        entry = {"step": self.step, "loss": w.loss / max(w.n, 1), "lr": lr,
+                 "tasks": {name: w.task_sum[i] / w.task_n[i] for i, name in enumerate(names) if w.task_n[i]}}
+        self.loss_history.append(entry)
+        self.window = LossWindow.empty(len(names))
+        return entry
+
+
+def setup(cfg: RunConfig) -> RunSetup:
     """Everything that can fail on bad input, before any training: configuration, output folder, model, data.
 
     Raises `RunSetupError` naming the problem (unknown task, missing data, bad label, bad value, output
@@ -142,10 +253,11 @@ def setup(cfg: RunConfig) -> Run:
         accelerator.wait_for_everyone()  # every process has checked before anyone writes
         set_seed(t.seed)  # the same initialisation of the new parameters on every process
         model, counts = build_model(cfg, tasks)
-        train_sets, eval_sets, collator = get_dataloaders(cfg, tasks, model.tokenizer, accelerator)
+        train_sets, eval_sets, collator, leakage = get_dataloaders(cfg, tasks, model.tokenizer, accelerator)
     except (ValueError, FileNotFoundError, OSError) as e:
         raise RunSetupError(str(e)) from e
-    return Run(cfg, tasks, accelerator, model, counts, train_sets, eval_sets, collator, resume_path)
+    return RunSetup(cfg, tasks, accelerator, model, counts, train_sets, eval_sets, collator, resume_path,
+                    leakage)
 
 
 def optimizer_groups(model: torch.nn.Module, weight_decay: float, lr: float,
@@ -167,15 +279,19 @@ def optimizer_groups(model: torch.nn.Module, weight_decay: float, lr: float,
             for (decay, new), params in groups.items() if params]
 
 
-def build_optimizer(model, t, total_steps: int):
-    """AdamW (no weight decay on biases and LayerNorm weights), linear warm-up then linear decay to 0."""
-    optimizer = torch.optim.AdamW(optimizer_groups(model, t.weight_decay, t.learning_rate, t.new_parameters_lr_scale),
-                                  lr=t.learning_rate)
+def build_optimizer(model, t, total_steps: int, extra_parameters: Sequence[torch.nn.Parameter] = ()):
+    """AdamW (no weight decay on biases and LayerNorm weights), linear warm-up then linear decay to 0.
+    ``extra_parameters`` (a loss weighting's own, e.g. uncertainty weighting's log-variances): one more group, at the
+    peak rate, without weight decay."""
+    groups = optimizer_groups(model, t.weight_decay, t.learning_rate, t.new_parameters_lr_scale)
+    if extra_parameters:
+        groups.append({"params": list(extra_parameters), "weight_decay": 0.0, "lr": t.learning_rate})
+    optimizer = torch.optim.AdamW(groups, lr=t.learning_rate)
     scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(t.warmup_ratio * total_steps), total_steps)
     return optimizer, scheduler
 
 
-def unused_parameters(run: Run) -> list[str]:
+def unused_parameters(run: RunSetup) -> list[str]:
     """Names of the trainable parameters that a forward and backward over one row of every trained task leave without
     a gradient: none for CA-MTL (every module and head runs on every row), but e.g. the task encoder of a model with
     every conditioning switched off, or the pooler with mean pooling. Eval mode: no random numbers drawn."""
@@ -192,54 +308,73 @@ def unused_parameters(run: Run) -> list[str]:
     return names
 
 
-def prepare(run: Run, on_output_dir: Callable[[], None] | None = None) -> None:
-    """Build the sampler (RunSetupError on bad settings); write the resolved configuration; build the batches,
-    scorer, optimiser and schedule. ``on_output_dir`` is called once every process knows the output folder holds this
-    run, before the first collective of DDP's wrapping (so every process has called it before any starts training)."""
-    cfg, t, acc = run.cfg, run.cfg.train, run.accelerator
+def prepare(setup: RunSetup, on_output_dir: Callable[[], None] | None = None) -> Run:
+    """The `Run` of ``setup``: build the sampler (RunSetupError on bad settings); write the resolved configuration;
+    build the batches, scorer, optimiser and schedule. ``on_output_dir`` is called once every process knows the output
+    folder holds this run, before the first collective of DDP's wrapping (so every process has called it before any
+    starts training)."""
+    cfg, t, acc = setup.cfg, setup.cfg.train, setup.accelerator
     world = acc.num_processes  # the sampler first: its errors must leave the output folder untouched
+    trained = setup.trained_ids
     try:
-        run.sampler = make_sampler(cfg.sampling.strategy, [len(run.train_sets[i]) for i in run.trained_ids],
-                                   t.batch_size * world,
-                                   seed=t.seed, rank=acc.process_index, world_size=world,
-                                   temperature=cfg.sampling.temperature,
-                                   min_rows_per_task=cfg.sampling.min_rows_per_task,
-                                   warmup_steps=cfg.sampling.warmup_steps,
-                                   regression_tasks=[run.tasks[i].kind == "regression" for i in run.trained_ids],
-                                   regression_scores=cfg.sampling.regression_scores,
-                                   task_names=[run.tasks[i].name for i in run.trained_ids],
-                                   regression_score_source=cfg.sampling.regression_score_source,
-                                   candidates_per_task=cfg.sampling.candidates_per_task,
-                                   allocation=cfg.sampling.allocation)
+        sampler = make_sampler(cfg.sampling.strategy, [len(setup.train_sets[i]) for i in trained],
+                               t.batch_size * world,
+                               seed=t.seed, rank=acc.process_index, world_size=world,
+                               temperature=cfg.sampling.temperature,
+                               min_rows_per_task=cfg.sampling.min_rows_per_task,
+                               warmup_steps=cfg.sampling.warmup_steps,
+                               regression_tasks=[setup.tasks[i].kind == "regression" for i in trained],
+                               regression_scores=cfg.sampling.regression_scores,
+                               task_names=[setup.tasks[i].name for i in trained],
+                               regression_score_source=cfg.sampling.regression_score_source,
+                               candidates_per_task=cfg.sampling.candidates_per_task,
+                               allocation=cfg.sampling.allocation)
     except ValueError as e:
         raise RunSetupError(f"Bad sampling settings: {e}") from e
     if acc.is_main_process:
-        run.out.mkdir(parents=True, exist_ok=True)
-        if cfg.overwrite_output_dir and run.resume_path is None:
-            clear_previous_run(run.out)
-        remove_unfinished_saves(run.out)
-        (run.out / CONFIG_FILE).write_text(dump_config(cfg), encoding="utf-8")
+        setup.out.mkdir(parents=True, exist_ok=True)
+        if cfg.overwrite_output_dir and setup.resume_path is None:
+            clear_previous_run(setup.out)
+        remove_unfinished_saves(setup.out)
+        (setup.out / CONFIG_FILE).write_text(dump_config(cfg), encoding="utf-8")
     acc.wait_for_everyone()
     if on_output_dir is not None:
         on_output_dir()
-    run.steps_per_epoch = math.ceil(run.sampler.epoch_batches(t.epoch_length) / t.gradient_accumulation_steps)
-    run.total_steps = t.max_steps if t.max_steps > 0 else max(1, math.ceil(t.epochs * run.steps_per_epoch))
-    optimizer, run.scheduler = build_optimizer(run.model, t, run.total_steps)
+    steps_per_epoch = math.ceil(sampler.epoch_batches(t.epoch_length) / t.gradient_accumulation_steps)
+    total_steps = t.max_steps if t.max_steps > 0 else max(1, math.ceil(t.epochs * steps_per_epoch))
+    weighting = make_loss_weighting(
+        t.loss_weighting, [ds is not None for ds in setup.train_sets], seed=t.seed, temperature=t.dwa_temperature,
+        period=t.dwa_period or steps_per_epoch * t.gradient_accumulation_steps).to(acc.device)
+    optimizer, scheduler = build_optimizer(setup.model, t, total_steps, weighting.extra_parameters())
+    aggregator = aggregated = None
+    if t.gradient_aggregation != "none":
+        aggregator = make_aggregator(t.gradient_aggregation)
+        aggregated = aggregation_parameters(setup.model, t.aggregation_params)
+        if not aggregated:
+            raise RunSetupError(f"train.aggregation_params {t.aggregation_params!r} selects no trainable parameter "
+                                f"of this model (model.trainable {cfg.model.trainable!r}): choose 'shared'.")
     if world > 1:
-        unused = unused_parameters(run)
+        unused = unused_parameters(setup)
         # DDP must then look for them at every step (a pass over the graph); otherwise it would wait for their
         # gradients forever
         acc.ddp_handler = DistributedDataParallelKwargs(find_unused_parameters=bool(unused))
         if unused:
             log(f"{len(unused)} trainable tensors get no gradient (e.g. {unused[0]}): DDP finds unused parameters")
-    run.model, run.optimizer = acc.prepare(run.model, optimizer)
+    model, optimizer = acc.prepare(setup.model, optimizer)
     # Not prepared (a prepared scheduler steps once per process per update); saved with the checkpoints.
-    acc.register_for_checkpointing(run.scheduler)
-    run.batches = MultiTaskBatches(run.sampler, [run.train_sets[i] for i in run.trained_ids], run.collator,
-                                   acc.device, task_ids=run.trained_ids, num_tasks=len(run.tasks))
-    run.scorer = EntropyScorer(acc, run.model, run.batches, t.eval_batch_size, cfg.sampling.score_mode) \
-        if run.sampler.needs_scorer else None
-    run.is_regression = torch.tensor([task.kind == "regression" for task in run.tasks], device=acc.device)
+    acc.register_for_checkpointing(scheduler)
+    if weighting.stateful:  # after the scheduler: checkpoints of equal-weighted runs keep their layout
+        acc.register_for_checkpointing(weighting)
+    batches = MultiTaskBatches(sampler, [setup.train_sets[i] for i in trained], setup.collator, acc.device,
+                               task_ids=trained, num_tasks=len(setup.tasks))
+    scorer = EntropyScorer(acc, model, batches, t.eval_batch_size, cfg.sampling.score_mode) \
+        if sampler.needs_scorer else None
+    parts = {f.name: getattr(setup, f.name) for f in fields(RunSetup)}
+    return Run(**{**parts, "model": model}, sampler=sampler, batches=batches, scorer=scorer, optimizer=optimizer,
+               scheduler=scheduler,
+               is_regression=torch.tensor([task.kind == "regression" for task in setup.tasks], device=acc.device),
+               steps_per_epoch=steps_per_epoch, total_steps=total_steps, weighting=weighting, aggregator=aggregator,
+               aggregated=aggregated)
 
 
 def train(cfg: RunConfig, command_line: str | None = None) -> dict[str, Any]:
@@ -263,9 +398,8 @@ def train(cfg: RunConfig, command_line: str | None = None) -> dict[str, Any]:
 def _train(cfg: RunConfig, command_line: str, stop: StopRequest) -> dict[str, Any]:
     """`train` with ``stop`` catching SIGINT/SIGTERM from the moment the output folder holds the run."""
     start_time = time.time()
-    run = setup(cfg)
     # from the moment the folder holds this run, SIGINT/SIGTERM finish a step, write a checkpoint and stop
-    prepare(run, on_output_dir=stop.catch)
+    run = prepare(setup(cfg), on_output_dir=stop.catch)
     t, acc = run.cfg.train, run.accelerator
     state, exact = _start_state(run)
     if state is None:  # resumed a finished run
@@ -281,30 +415,30 @@ def _train(cfg: RunConfig, command_line: str, stop: StopRequest) -> dict[str, An
                 f"process(es); {run.total_steps} steps" + (" (max_steps; epochs ignored)" if t.max_steps else "")
                 + f"; trainable parameters {counts['trainable']:,} of {counts['total']:,}")
 
-    step = state["step"]
+    step = state.step
     stop_at = run.total_steps if t.max_steps_this_run is None else min(run.total_steps, step + t.max_steps_this_run)
     progress = tqdm(total=run.total_steps, initial=step, desc="train", disable=not acc.is_local_main_process)
     run.model.train()
     while step < stop_at:
         _train_step(run, state)
-        step = state["step"] = step + 1
+        step = state.step = step + 1
         progress.update(1)
         if step % t.log_every == 0 or step == run.total_steps:
-            entry = _close_window(state, step, run.scheduler.get_last_lr()[0], run.names)
+            entry = state.close_window(run.scheduler.get_last_lr()[0], run.names)
             progress.set_postfix(loss=f"{entry['loss']:.4f}")
             acc.log({"train/loss": entry["loss"], "train/lr": entry["lr"],
                      **{f"train/loss_{k}": v for k, v in entry["tasks"].items()}}, step=step)
         if (t.eval_every and step % t.eval_every == 0) or step == run.total_steps:
             _evaluate_and_keep_best(run, state, step)
         if t.save_every and (step % t.save_every == 0 or step == run.total_steps):
-            state["wall_time_s"] += time.time() - start_time
+            state.wall_time_s += time.time() - start_time
             start_time = time.time()
-            save_checkpoint(acc, run.out, step, state, run.sampler, t.save_total_limit)
+            save_checkpoint(acc, run.out, step, state.to_dict(), run.sampler, t.save_total_limit)
         if stop.agreed(acc):
             break
     stop.release()
     progress.close()
-    state["wall_time_s"] += time.time() - start_time
+    state.wall_time_s += time.time() - start_time
     if stop.signal_name and step < run.total_steps:
         return _stop_on_signal(run, state, stop.signal_name, command_line)
     if step < run.total_steps:
@@ -318,12 +452,12 @@ def _train(cfg: RunConfig, command_line: str, stop: StopRequest) -> dict[str, An
     return results
 
 
-def _stop_on_signal(run: Run, state: dict[str, Any], signal_name: str, command_line: str) -> dict[str, Any]:
+def _stop_on_signal(run: Run, state: LoopState, signal_name: str, command_line: str) -> dict[str, Any]:
     """After SIGINT/SIGTERM: a checkpoint of the step reached (unless one was just saved), then one line."""
-    acc, t, step = run.accelerator, run.cfg.train, state["step"]
+    acc, t, step = run.accelerator, run.cfg.train, state.step
     checkpoint = run.out / CHECKPOINTS_DIR / f"checkpoint-{step}"
     if not (t.save_every and step % t.save_every == 0):
-        checkpoint = save_checkpoint(acc, run.out, step, state, run.sampler, t.save_total_limit)
+        checkpoint = save_checkpoint(acc, run.out, step, state.to_dict(), run.sampler, t.save_total_limit)
     acc.end_training()
     log(stopped_line(signal_name, step, run.total_steps, checkpoint, command_line, acc.num_processes),
         logging.WARNING)
@@ -331,38 +465,38 @@ def _stop_on_signal(run: Run, state: dict[str, Any], signal_name: str, command_l
             "checkpoint": str(checkpoint), "data_fraction": _fraction(run.sampler, run.trained_names)}
 
 
-def _start_state(run: Run) -> tuple[dict[str, Any] | None, bool]:
-    """A fresh trainer state, or the checkpoint's (model, optimizer, sampler, RNG restored); None when the
+def _start_state(run: Run) -> tuple[LoopState | None, bool]:
+    """A fresh loop state, or the checkpoint's (model, optimizer, sampler, RNG restored); None when the
     checkpoint already finished the run."""
     if run.resume_path is None:
         set_seed(run.cfg.train.seed, device_specific=True)  # each process its own dropout masks
-        return {"step": 0, "best": None, "eval_history": [], "loss_history": [], "wall_time_s": 0.0,
-                "world_size": run.accelerator.num_processes, "global_batch_size": run.sampler.batch_size,
-                "total_steps": run.total_steps, "window": _empty_window(len(run.tasks))}, True
-    state, exact = load_checkpoint(run.accelerator, run.resume_path, run.sampler)
-    drop_stale_best(run.out, state)
-    if state["step"] >= run.total_steps and (run.out / RESULTS_FILE).is_file():
+        return LoopState.fresh(run), True
+    saved, exact = load_checkpoint(run.accelerator, run.resume_path, run.sampler)
+    drop_stale_best(run.out, saved)
+    state = LoopState.from_dict(saved)
+    if state.step >= run.total_steps and (run.out / RESULTS_FILE).is_file():
         log(f"{run.out} already finished its {run.total_steps} steps: nothing to resume")
         return None, exact
-    log(f"Resumed from {run.resume_path} at step {state['step']}"
-                + ("" if exact else " (another number of processes: other dropout masks)"))
+    log(f"Resumed from {run.resume_path} at step {state.step}"
+        + ("" if exact else " (another number of processes: other dropout masks)"))
     return state, exact
 
 
-def _train_step(run: Run, state: dict[str, Any]) -> None:
+def _train_step(run: Run, state: LoopState) -> None:
     """One optimizer step: ``gradient_accumulation_steps`` batches, clipping, AdamW, schedule."""
     acc, t = run.accelerator, run.cfg.train
     for _ in range(t.gradient_accumulation_steps):
         with acc.accumulate(run.model):
             batch = run.batches.next(run.scorer)
             loss, task_losses = _forward_backward(run, batch)
+            average_extra_gradients(run.weighting, acc)
             if acc.sync_gradients and t.max_grad_norm > 0:
                 acc.clip_grad_norm_(run.model.parameters(), t.max_grad_norm)
             run.optimizer.step()
             if acc.sync_gradients and not acc.optimizer_step_was_skipped:
                 run.scheduler.step()
             run.optimizer.zero_grad()
-        _add_to_window(state["window"], acc, loss, task_losses)
+        run.weighting.observe(state.window.add(acc, loss, task_losses))
 
 
 def _forward_backward(run: Run, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -375,10 +509,31 @@ def _forward_backward(run: Run, batch: dict[str, torch.Tensor]) -> tuple[torch.T
     acc, world = run.accelerator, run.accelerator.num_processes
     lengths = batch["attention_mask"].sum(-1).tolist()  # (b,) real tokens per row
     pieces = length_pieces(lengths) if run.cfg.train.group_by_length else [list(range(len(lengths)))]
+    weighting = getattr(run, "weighting", None)  # (a stand-in run of a test may have neither)
+    weighting = weighting if weighting is not None and weighting.name != "equal" else None
+    if weighting is not None:  # train.loss_weighting: the tasks present in the global batch, their weights
+        weights, regulariser = weighting.weights(run.batches.task_counts > 0)  # (num_tasks,), ()
+    if getattr(run, "aggregator", None) is not None:  # train.gradient_aggregation: camtl.optimisation
+        if weighting is None:
+            weights, regulariser = torch.ones(len(run.tasks), device=acc.device), torch.zeros((), device=acc.device)
+        with acc.no_sync(run.model) if world > 1 else contextlib.nullcontext():  # it averages the gradients itself
+            output = run.model(**batch)
+            per_example = per_example_loss(output.logits, batch["labels"], run.is_regression[batch["task_ids"]])
+            loss = aggregated_backward(
+                acc.unwrap_model(run.model), per_example, batch["task_ids"], run.batches.task_counts, weights,
+                regulariser, acc, run.aggregator, run.aggregated,
+                run.weighting.extra_parameters() if weighting is not None else [], seed=run.cfg.train.seed,
+                draw=run.sampler.draws)
+        return loss, output.task_losses
     if len(pieces) == 1:
         output = run.model(**batch)
-        loss = output.loss if world == 1 else global_batch_loss(
-            output.logits, batch["labels"], batch["task_ids"], run.is_regression, run.batches.task_counts, world)
+        if weighting is not None:
+            loss = weighted_batch_loss(
+                per_example_loss(output.logits, batch["labels"], run.is_regression[batch["task_ids"]]),
+                batch["task_ids"], run.batches.task_counts, world, weights, regulariser)
+        else:
+            loss = output.loss if world == 1 else global_batch_loss(
+                output.logits, batch["labels"], batch["task_ids"], run.is_regression, run.batches.task_counts, world)
         acc.backward(loss)
         return loss, output.task_losses
     total = torch.zeros((), device=acc.device)
@@ -392,8 +547,15 @@ def _forward_backward(run: Run, batch: dict[str, torch.Tensor]) -> tuple[torch.T
         sync = contextlib.nullcontext() if k == len(pieces) - 1 else acc.no_sync(run.model)
         with sync:
             output = run.model(**part)
-            loss = global_batch_loss(output.logits, part["labels"], part["task_ids"], run.is_regression,
-                                     run.batches.task_counts, world)
+            if weighting is not None:  # the regulariser once, with the last piece; weights afresh (a new graph)
+                weights, regulariser = weighting.weights(run.batches.task_counts > 0)
+                loss = weighted_batch_loss(
+                    per_example_loss(output.logits, part["labels"], run.is_regression[part["task_ids"]]),
+                    part["task_ids"], run.batches.task_counts, world, weights,
+                    regulariser if k == len(pieces) - 1 else torch.zeros_like(regulariser))
+            else:
+                loss = global_batch_loss(output.logits, part["labels"], part["task_ids"], run.is_regression,
+                                         run.batches.task_counts, world)
             acc.backward(loss)
         total += loss.detach()
         counts = torch.bincount(part["task_ids"], minlength=len(run.tasks))  # (num_tasks,)
@@ -402,10 +564,10 @@ def _forward_backward(run: Run, batch: dict[str, torch.Tensor]) -> tuple[torch.T
     return total, torch.where(counts > 0, task_sums / counts.clamp(min=1), torch.full_like(task_sums, float("nan")))
 
 
-def _finish(run: Run, state: dict[str, Any], exact: bool | None, command_line: str | None) -> dict[str, Any]:
+def _finish(run: Run, state: LoopState, exact: bool | None, command_line: str | None) -> dict[str, Any]:
     """Put the final model (best or last) in the output folder and write results.json."""
     acc, t, out = run.accelerator, run.cfg.train, run.out
-    final = state["best"] if t.final_model == "best" and state["best"] is not None else state["eval_history"][-1]
+    final = state.best if t.final_model == "best" and state.best is not None else state.eval_history[-1]
     if acc.is_main_process and t.final_model == "best" and (out / BEST_DIR).is_dir():
         publish_model(out / BEST_DIR, out)
     acc.wait_for_everyone()
@@ -415,22 +577,23 @@ def _finish(run: Run, state: dict[str, Any], exact: bool | None, command_line: s
             publish_model(out / ".last", out)
     acc.wait_for_everyone()
     fraction = _fraction(run.sampler, run.trained_names)
-    steps = state["step"]
+    steps = state.step
     results = {
         "tasks": final["metrics"]["tasks"],
         "average": final["metrics"]["average"],
         "final_model": t.final_model,
         "final_model_step": final["step"],
-        "last": state["eval_history"][-1],
-        "eval_history": state["eval_history"],
+        "last": state.eval_history[-1],
+        "eval_history": state.eval_history,
         "steps": steps,
         "steps_per_epoch": run.steps_per_epoch,
         "epochs": steps / run.steps_per_epoch,
         "examples_trained": steps * run.sampler.batch_size * t.gradient_accumulation_steps,
-        "wall_time_s": round(state["wall_time_s"], 2),
+        "wall_time_s": round(state.wall_time_s, 2),
         "data_fraction": fraction,
         "parameters": run.parameter_counts,
         "eval_rows": {task.name: len(ds) for task, ds in zip(run.tasks, run.eval_sets)},
+        "leakage": run.leakage,
         "majority_class": majority_class_reference(  # the floor: a task not trained here takes its dev labels
             run.tasks, [(tr if tr is not None else ev)["labels"] for tr, ev in zip(run.train_sets, run.eval_sets)],
             [ev["labels"] for ev in run.eval_sets]),
@@ -439,13 +602,17 @@ def _finish(run: Run, state: dict[str, Any], exact: bool | None, command_line: s
         "global_batch_size": run.sampler.batch_size,
         "mixed_precision": t.mixed_precision,
         "resumed_exactly": exact,
-        "train_loss": state["loss_history"][-1]["loss"] if state["loss_history"] else None,
-        "loss_history": state["loss_history"],
+        "train_loss": state.loss_history[-1]["loss"] if state.loss_history else None,
+        "loss_history": state.loss_history,
         "command_line": command_line or " ".join(shlex.quote(a) for a in sys.argv),
     }
     if acc.is_main_process:
         (out / RESULTS_FILE).write_text(json.dumps(results, indent=1), encoding="utf-8")
         write_model_card(out, results, training_config=config_to_dict(run.cfg))  # the checkpoint's README.md
+        if t.monitoring_reference:
+            d = run.cfg.data  # a run that caps its rows caps the reference's too (min with monitoring_rows)
+            write_reference_for_run(out, run.tasks, d.data_dir, min(t.monitoring_rows, d.max_eval_rows or math.inf),
+                                    min(t.monitoring_rows, d.max_train_rows or math.inf), t.seed, d.max_length, log)
     log(f"Dev average {results['average']:.4f} (step {final['step']}); "
                 + ", ".join(f"{k}={v['main']:.4f}" for k, v in results["tasks"].items()))
     log(f"Data used: {fraction['overall']:.1%} of the training rows ("
@@ -456,43 +623,14 @@ def _finish(run: Run, state: dict[str, Any], exact: bool | None, command_line: s
 
 
 # ----- small helpers of the loop --------------------------------------------------------------------------------------
-def _empty_window(num_tasks: int) -> dict[str, Any]:
-    return {"loss": 0.0, "n": 0, "task_sum": [0.0] * num_tasks, "task_n": [0] * num_tasks}
-
-
-def _add_to_window(window: dict[str, Any], accelerator: Accelerator, loss: torch.Tensor,
-                   task_losses: torch.Tensor) -> None:
-    """Add one batch's loss (the mean of the processes' losses: the global batch's loss) and its per-task
-    losses (averaged over the processes that had the task) to the logging window."""
-    task_losses = task_losses.detach().float()  # (num_tasks,), nan where absent
-    present = ~torch.isnan(task_losses)
-    stats = torch.cat([loss.detach().float().reshape(1), torch.nan_to_num(task_losses), present.float()])
-    if accelerator.num_processes > 1:
-        stats = accelerator.reduce(stats, "sum")
-    stats = stats.tolist()
-    n_tasks = len(window["task_sum"])
-    window["loss"] += stats[0] / accelerator.num_processes
-    window["n"] += 1
-    for i in range(n_tasks):
-        window["task_sum"][i] += stats[1 + i]
-        window["task_n"][i] += round(stats[1 + n_tasks + i])
-
-
-def _close_window(state: dict[str, Any], step: int, lr: float, names: Sequence[str]) -> dict[str, Any]:
-    w = state["window"]
-    entry = {"step": step, "loss": w["loss"] / max(w["n"], 1), "lr": lr,
-             "tasks": {name: w["task_sum"][i] / w["task_n"][i] for i, name in enumerate(names) if w["task_n"][i]}}
-    state["loss_history"].append(entry)
-    state["window"] = _empty_window(len(names))
-    return entry
-
-
 def sampling_summary(run: Run) -> dict[str, Any]:
     """The sampling settings in effect (the uncertainty floor resolved to its number of rows)."""
     s = run.cfg.sampling
     summary: dict[str, Any] = {"strategy": s.strategy}
     if s.strategy == "temperature":
         summary["temperature"] = s.temperature
+    if s.strategy == "mixed":
+        summary["min_rows_per_task"] = run.sampler.min_rows_per_task
     if s.strategy == "uncertainty":
         names = [run.tasks[i].name for i in run.trained_ids]
         # the floor of the entropy allocation; proportional allocation has none (one task a batch)
@@ -511,20 +649,20 @@ def _fraction(sampler, names: Sequence[str]) -> dict[str, Any]:
                                         ("per_task", "used_rows", "total_rows", "trained_rows", "passes")}}
 
 
-def _evaluate_and_keep_best(run: Run, state: dict[str, Any], step: int) -> None:
+def _evaluate_and_keep_best(run: Run, state: LoopState, step: int) -> None:
     """Evaluate every task; save the model to best/ when the average beats the best so far."""
     cfg, accelerator = run.cfg, run.accelerator
     metrics = evaluate(run.model, run.eval_sets, run.tasks, run.collator, accelerator, cfg.train.eval_batch_size)
     entry = {"step": step, "metrics": metrics, "data_fraction": run.sampler.data_fraction()["overall"]}
-    state["eval_history"].append(entry)
+    state.eval_history.append(entry)
     accelerator.log({"eval/average": metrics["average"],
                      **{f"eval/{k}": v["main"] for k, v in metrics["tasks"].items()}}, step=step)
     log(f"step {step}: dev average {metrics['average']:.4f} ("
                 + ", ".join(f"{k} {v['main']:.4f}" for k, v in metrics["tasks"].items())
                 + f"); data used {entry['data_fraction']:.1%}")
-    best = state["best"]
+    best = state.best
     if cfg.train.final_model == "best" and (best is None or metrics["average"] > best["metrics"]["average"]):
-        state["best"] = entry
+        state.best = entry
         save_model(accelerator, run.model, run.out / BEST_DIR, extra={"step": step, **metrics})
 
 

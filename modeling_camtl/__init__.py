@@ -4,6 +4,7 @@
 from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
 
 from .configuration_camtl import (
+    BERT_FIELDS,
     CAMTL_KNOBS,
     CAMTL_PRESETS,
     METRICS_FOR_KIND,
@@ -26,6 +27,7 @@ AutoModel.register(CaMtlConfig, CaMtlModel, exist_ok=True)
 AutoModelForSequenceClassification.register(CaMtlConfig, CaMtlForMultiTask, exist_ok=True)
 
 __all__ = [
+    "BERT_FIELDS",
     "CAMTL_KNOBS",
     "CAMTL_PRESETS",
     "CaMtlConfig",

@@ -14,7 +14,6 @@ TASK_KINDS = ("classification", "regression", "multi_label")
 #: transformers' ``problem_type`` of each task kind (a config's ``problem_type`` is derived from its tasks).
 PROBLEM_TYPE_OF_KIND = {"classification": "single_label_classification", "regression": "regression",
                         "multi_label": "multi_label_classification"}
-POOLING_CHOICES = ("pooler", "mean")
 #: Fields whose value must be one of a few words: ours (the default) first, the authors' design second.
 CHOICE_FIELDS = {
     "conditional_attention_film": ("per_block", "shared"),
@@ -22,16 +21,13 @@ CHOICE_FIELDS = {
     "alignment_input": ("transformed", "raw"),
     "conditional_layer_norm_gain": ("scale", "film"),
     "adapter_style": ("residual", "replace"),
+    "pooling": ("pooler", "mean"),
 }
-#: The CA-MTL fields of the config (BERT's own fields and ``tasks`` aside), one home for every list of knobs.
-CAMTL_KNOBS = (
-    "task_embedding_dim", "task_embedding_init_std", "generator_init_std", "task_transform", "alignment_input",
-    "conditional_layers", "conditional_attention_layers", "adapter_layers", "adapter_size", "adapter_style",
-    "reinit_adapter_layers", "conditional_attention_blocks", "conditional_attention_span",
-    "conditional_attention_film", "conditional_layer_norm_gain", "conditional_alignment", "conditional_attention",
-    "conditional_layer_norm", "conditional_adapter", "num_frozen_layers", "freeze_embeddings",
-    "frozen_attention_generators", "pooling", "classifier_dropout",
-    "task_adapter_size", "task_adapter_layers", "task_adapter_tasks",
+#: BERT's architecture fields: `CaMtlForMultiTask.from_bert` copies them from the BERT checkpoint.
+BERT_FIELDS = (
+    "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "hidden_act",
+    "hidden_dropout_prob", "attention_probs_dropout_prob", "max_position_embeddings", "type_vocab_size",
+    "initializer_range", "layer_norm_eps", "pad_token_id",
 )
 #: Named sets of knob values. ``authors``: the architecture of the authors' code (CAMTL/CA-MTL on GitHub,
 #: ``src/model/encoders/ca_mtl_base.py`` and ``conditional_modules.py``), every departure of ours switched to theirs;
@@ -321,8 +317,6 @@ class CaMtlConfig(PreTrainedConfig):
         self.validate_task_adapters()
         if self.num_frozen_layers is not None and not 0 <= self.num_frozen_layers <= n:
             raise ValueError(f"num_frozen_layers must be in [0, {n}], got {self.num_frozen_layers}")
-        if self.pooling not in POOLING_CHOICES:
-            raise ValueError(f"pooling must be one of {list(POOLING_CHOICES)}, got {self.pooling!r}")
         for field in ("task_embedding_init_std", "generator_init_std"):
             if getattr(self, field) < 0:
                 raise ValueError(f"{field} must be >= 0, got {getattr(self, field)}")
@@ -472,5 +466,11 @@ class CaMtlConfig(PreTrainedConfig):
         return ", ".join(f"{i}={name}" for i, name in enumerate(self.task_names)) or "(none: config.tasks is empty)"
 
 
-__all__ = ["CAMTL_KNOBS", "CAMTL_PRESETS", "METRICS_FOR_KIND", "TASK_KINDS", "CaMtlConfig", "check_task_fields",
-           "normalize_task_spec", "task_num_outputs"]
+#: The CA-MTL knobs: every field the class declares beyond BERT's architecture (`BERT_FIELDS`) and ``tasks``, so a knob
+#: added to the class is in every list of knobs (``from_bert``'s overrides, a run's ``model.camtl``, the adapter
+#: files' config) without another edit.
+CAMTL_KNOBS = tuple(name for name in CaMtlConfig.__annotations__ if name not in BERT_FIELDS and name != "tasks")
+
+
+__all__ = ["BERT_FIELDS", "CAMTL_KNOBS", "CAMTL_PRESETS", "METRICS_FOR_KIND", "TASK_KINDS", "CaMtlConfig",
+           "check_task_fields", "normalize_task_spec", "task_num_outputs"]

@@ -48,7 +48,7 @@ from transformers.processing_utils import Unpack
 from transformers.utils import ModelOutput, TransformersKwargs, can_return_tuple
 from transformers.utils.output_capturing import capture_outputs
 
-from .configuration_camtl import CAMTL_PRESETS, CaMtlConfig, normalize_task_spec, task_num_outputs
+from .configuration_camtl import BERT_FIELDS, CAMTL_PRESETS, CaMtlConfig, normalize_task_spec, task_num_outputs
 from .pipeline_camtl import save_pipeline_files
 
 AUTO_MAP = {
@@ -1207,14 +1207,11 @@ class CaMtlForMultiTask(CaMtlPreTrainedModel):
                        if k in config_overrides}
         base = AutoConfig.from_pretrained(name_or_path, **{k: v for k, v in load_kwargs.items()
                                                            if k in ("revision", "token", "cache_dir", "local_files_only")})
-        bert_fields = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-                       "hidden_act", "hidden_dropout_prob", "attention_probs_dropout_prob", "max_position_embeddings",
-                       "type_vocab_size", "initializer_range", "layer_norm_eps", "pad_token_id")
-        missing = [f for f in bert_fields if getattr(base, f, None) is None and f != "pad_token_id"]
+        missing = [f for f in BERT_FIELDS if getattr(base, f, None) is None and f != "pad_token_id"]
         if missing or getattr(base, "position_embedding_type", "absolute") != "absolute":
             raise ValueError(f"{name_or_path} is not a BERT-layout checkpoint (model_type={base.model_type!r}, "
                              f"missing fields {missing}): CA-MTL needs BERT's encoder with absolute positions")
-        fields = {f: getattr(base, f) for f in bert_fields}
+        fields = {f: getattr(base, f) for f in BERT_FIELDS}
         config = CaMtlConfig(**{**fields, "tasks": tasks, **config_overrides})
         want_info = load_kwargs.pop("output_loading_info", False)
         verbosity = logging.get_verbosity()

@@ -118,6 +118,25 @@ class GradioPage:
         boxes[0].clear()
         boxes[0].send_keys(text)
 
+    def set_value(self, label: str, text: str) -> None:
+        """Put ``text`` in the visible text box ``label`` as typing would (an input event), through JavaScript:
+        ChromeDriver's send_keys cannot type characters outside the Basic Multilingual Plane (emoji)."""
+        from selenium.webdriver.common.by import By
+
+        boxes = [b for b in self.driver.find_elements(
+            By.XPATH, f"//label[.//span[normalize-space()='{label}']]//textarea") if b.is_displayed()]
+        if not boxes:
+            raise LookupError(f"no visible text box {label!r}; shown: {self.textboxes()}")
+        self.driver.execute_script(
+            "const set = Object.getOwnPropertyDescriptor(HTMLTextAreaElement.prototype, 'value').set;"
+            "set.call(arguments[0], arguments[1]);"
+            "arguments[0].dispatchEvent(new Event('input', {bubbles: true}));", boxes[0], text)
+
+    def inner_text(self, elem_id: str) -> str:
+        """The text shown by the element with this id ("" when there is none)."""
+        return self.driver.execute_script(
+            "const e = document.getElementById(arguments[0]); return e ? e.innerText : '';", elem_id)
+
     def dropdown_value(self) -> str:
         """The text the first visible dropdown shows."""
         from selenium.webdriver.common.by import By

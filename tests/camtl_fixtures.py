@@ -45,3 +45,21 @@ def tiny_checkpoint() -> Path:
     model.save_pretrained(root / "camtl")
     save_pipeline_files(root / "camtl")  # idempotent: a no-op beyond what save_pretrained already does once hooked
     return root / "camtl"
+
+
+@functools.cache
+def tiny_reference():
+    """A monitoring reference (``camtl.monitoring.Reference``) of the tiny checkpoint for SST-2 and RTE, over real
+    GLUE rows: 40 dev rows held out and 40 train rows per task."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from camtl.monitoring import build_reference
+    from camtl.tasks import load_split
+    from tests.conftest import GLUE_DIR
+
+    folder = tiny_checkpoint()
+    model = AutoModelForSequenceClassification.from_pretrained(str(folder), trust_remote_code=True).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=True)
+    held = {name: load_split(name, "validation", GLUE_DIR, max_rows=40, seed=0) for name in ("sst2", "rte")}
+    train = {name: load_split(name, "train", GLUE_DIR, max_rows=40, seed=0) for name in ("sst2", "rte")}
+    return build_reference(model, tokenizer, held, train)

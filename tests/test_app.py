@@ -52,8 +52,8 @@ def served():
 
 def test_api_names_and_no_analytics(served):
     _, client = served
-    assert set(client.view_api(print_info=False, return_format="dict")["named_endpoints"]) == {"/predict",
-                                                                                              "/predict_all"}
+    assert set(client.view_api(print_info=False, return_format="dict")["named_endpoints"]) == {
+        "/predict", "/predict_all", "/monitoring"}
     assert app.os.environ["GRADIO_ANALYTICS_ENABLED"] == "False"
 
 
@@ -358,3 +358,50 @@ def test_a_model_object_or_a_pipeline_serves_too():
     predictor = app.Predictor(model)
     assert set(predictor.predict("sst2", "fine", "")[0]) == {"negative", "positive"}
     assert app.Predictor(predictor.pipe).pipe is predictor.pipe
+
+
+def test_monitoring_tab_shows_each_tasks_status_over_the_traffic_served(glue_dir):
+    from camtl.tasks import load_split
+    from tests.camtl_fixtures import tiny_reference
+
+    demo = app.build_demo(str(tiny_checkpoint()), reference=tiny_reference(), monitor_window=50)
+    tabs = [c["props"].get("label") for c in demo.config["components"] if c["type"] == "tabitem"]
+    assert tabs == ["One task", "All tasks at once", "Monitoring"]
+    demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
+    try:
+        client = Client(demo.local_url, verbose=False)
+        table, details = client.predict(api_name="/monitoring")
+        assert [row[:3] for row in table["data"]] == [["sst2", "ok", "0 of 0"], ["rte", "ok", "0 of 0"]]
+        for text in load_split("sst2", "validation", glue_dir, max_rows=35, seed=1)["text_a"]:
+            client.predict("sst2", text, "", api_name="/predict")
+        client.predict("rte", "A man plays.", "Someone plays.", api_name="/predict")
+        table, details = client.predict(api_name="/monitoring")
+    finally:
+        demo.close()
+    rows = {row[0]: row for row in table["data"]}
+    assert rows["sst2"][1] in app.STATUS_WORDS.values() and rows["sst2"][2] == "35 of 35"
+    assert rows["sst2"][3].endswith(f"reference {tiny_reference().tasks['sst2'].meta['accuracy']:.1%})")
+    assert "(ATC; mean confidence " in rows["sst2"][3]
+    assert rows["rte"][2] == "1 of 1" and "too few requests" in rows["rte"][4]
+    assert "| representation |" in details and "**rte: ok**" in details
+
+
+def test_the_flag_beside_an_answer_fires_on_unreadable_inputs():
+    from tests.camtl_fixtures import tiny_reference
+
+    demo = app.build_demo(str(tiny_checkpoint()), reference=tiny_reference())
+    predictor, monitoring = demo.predictor, demo.monitoring
+    for text in ("😀😀😀", "x" * 5000):
+        predictor.predict("sst2", text)
+        assert "Unusual input" in monitoring.flag_note("sst2", text), text
+    predictor.predict("sst2", "A warm, funny film.")
+    assert "Unusual input" not in monitoring.flag_note("sst2", "A warm, funny film.")
+    predictor.predict("stsb", "A man plays.", "Someone plays.")  # a task without a reference: no flag, no error
+    assert monitoring.flag_note("stsb", "A man plays.", "Someone plays.") == ""
+
+
+def test_without_a_reference_the_tab_says_how_to_make_one(served):
+    demo, client = served
+    assert demo.monitoring.monitor is None and "python -m camtl.monitoring build" in demo.monitoring.details()
+    table, details = client.predict(api_name="/monitoring")
+    assert table["data"] in ([], [["", "", "", "", ""]]) and "no monitoring reference" in details

@@ -8,12 +8,13 @@ import pytest
 
 import app
 from tests.browser import GradioPage, chromium
-from tests.camtl_fixtures import tiny_checkpoint
+from tests.camtl_fixtures import tiny_checkpoint, tiny_reference
 
 
 @pytest.fixture(scope="module")
 def page():
-    """The demo over the tiny checkpoint, every call of its predict function recorded, open in Chromium."""
+    """The demo over the tiny checkpoint (monitored for SST-2 and RTE), every call of its predict function recorded,
+    open in Chromium."""
     predictor = app.Predictor(str(tiny_checkpoint()))
     sent, predict = [], predictor.predict
 
@@ -22,12 +23,12 @@ def page():
         return predict(task, text, text_pair)
 
     predictor.predict = recording  # what the Predict button calls, with what the page sends
-    demo = app.build_demo(predictor)
+    demo = app.build_demo(predictor, reference=tiny_reference())
     demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
     try:
         with chromium() as driver:
             view = GradioPage(driver, demo.local_url)
-            view.sent = sent
+            view.sent, view.demo = sent, demo
             yield view
     finally:
         demo.close()
@@ -103,4 +104,20 @@ def test_typed_text_and_the_all_tasks_tab(page):
     page.click("Run all compatible tasks")
     page.wait(lambda: "SST-2" in page.driver.page_source and "positive" in page.driver.page_source.split(
         "Answers")[-1], "no answers shown")
+    page.click("One task")
+
+
+def test_an_emoji_answer_is_flagged_beside_it_and_the_monitoring_tab_counts_the_traffic(page):
+    click_example(page, "sst2", 0)
+    page.set_value("Sentence", "😀😀😀")
+    page.wait(lambda: ("Sentence", "😀😀😀") in page.textboxes(), "the emoji did not land")
+    sent, shown = predict(page)
+    assert sent == ("sst2", "😀😀😀", "")
+    page.wait(lambda: "Unusual input" in page.inner_text("ood-flag"), "no flag beside the answer")
+    assert "unknown to the model" in page.inner_text("ood-flag")
+    page.click("Monitoring")
+    page.wait(lambda: "sst2:" in page.inner_text("monitoring-details"), "the monitoring tab shows no status")
+    served = page.demo.monitoring.monitor.requests["sst2"]  # every SST-2 row the model ran (the all-tasks tab's too)
+    assert served >= sum(1 for task, _, _ in page.sent if task == "sst2") >= 2
+    page.wait(lambda: f"{served} of {served}" in page.driver.page_source, "the tab does not count the requests")
     page.click("One task")

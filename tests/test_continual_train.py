@@ -15,7 +15,7 @@ from tests.test_modeling import randomize_conditioning
 from tests.test_modeling_minilm import real_batch
 
 SICK = REPO_ROOT.parent / "shared" / "data" / "extra" / "SICK"
-SICK_TASK = (f"{{name: sick_e, train_file: {SICK / 'SICK_train.txt'}, validation_file: {SICK / 'SICK_trial.txt'}, "
+SICK_TASK = (f"{{name: sick_entailment, train_file: {SICK / 'SICK_train.txt'}, validation_file: {SICK / 'SICK_trial.txt'}, "
              "format: tsv, text_columns: [sentence_A, sentence_B], label_column: entailment_judgment, "
              "labels: [ENTAILMENT, NEUTRAL, CONTRADICTION], metric: accuracy}")
 OLD = ["sst2", "rte", "stsb"]
@@ -46,10 +46,10 @@ def test_new_task_leaves_old_tasks_bit_identical(trained_folder, tmp_path):
         "--model.trainable", "new_tasks", "--sampling.strategy", "proportional",
         "--data.tasks", "[" + ", ".join(OLD) + ", " + SICK_TASK + "]"])
     assert results["parameters"]["trainable"] == 64 + 3 * 385  # one task-embedding row and a 3-way head
-    assert list(results["data_fraction"]["per_task"]) == ["sick_e"]
+    assert list(results["data_fraction"]["per_task"]) == ["sick_entailment"]
     before = CaMtlForMultiTask.from_pretrained(trained_folder).eval()
     after = CaMtlForMultiTask.from_pretrained(out).eval()
-    assert after.config.task_names == OLD + ["sick_e"]
+    assert after.config.task_names == OLD + ["sick_entailment"]
     batch = real_batch(AutoTokenizer.from_pretrained(out))
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     with torch.no_grad():
@@ -97,7 +97,7 @@ def test_new_task_with_its_own_adapter_trains_under_5_percent(trained_folder, tm
     assert counts["trainable"] / counts["total"] < 0.05
     before = CaMtlForMultiTask.from_pretrained(trained_folder).eval()
     after = CaMtlForMultiTask.from_pretrained(out).eval()
-    assert after.config.task_adapter_tasks == ["sick_e"] and after.config.task_adapter_size == 64
+    assert after.config.task_adapter_tasks == ["sick_entailment"] and after.config.task_adapter_size == 64
     assert after.bert.encoder.layer[5].camtl_task_adapter.up.weight.any()  # it trained
     batch = real_batch(AutoTokenizer.from_pretrained(out))
     inputs = {k: v for k, v in batch.items() if k not in ("labels", "task_ids")}

@@ -105,3 +105,42 @@ def test_two_processes_match_one_process(glue_dir, tmp_path):
     assert sorted(p.name for p in (tmp_path / "two" / "checkpoints").iterdir()) == ["checkpoint-6"]
     assert {f.name for f in (tmp_path / "two" / "checkpoints" / "checkpoint-6").glob("torch_rng_*.pt")} == {
         "torch_rng_0.pt", "torch_rng_1.pt"}
+
+
+def test_gradient_aggregation_and_loss_weighting_two_processes_match_one(glue_dir, tmp_path):
+    """PCGrad over the per-task gradients averaged across the processes, with uncertainty weighting (its
+    log-variances outside the DDP model): two processes take the steps one process takes (issue 27)."""
+    from accelerate.state import AcceleratorState
+
+    from tests.camtl_fixtures import tiny_checkpoint
+
+    def toolbox(out, batch_size):
+        return [*args(glue_dir, out, batch_size), "--model.base_model", str(tiny_checkpoint().parent / "bert"),
+                "--data.max_length", "32", "--train.max_steps", "3", "--train.eval_every", "0",
+                "--train.save_every", "3", "--sampling.strategy", "mixed", "--sampling.allocation", "proportional",
+                "--train.learning_rate", "1e-3",
+                "--train.gradient_aggregation", "pcgrad", "--train.loss_weighting", "uncertainty"]
+
+    AcceleratorState._reset_state(reset_partial_state=False)
+    one = train.train(train.parse_config(toolbox(tmp_path / "one", 8), exit_on_error=False))
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+           "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "--main_process_port", str(_free_port()), "train.py", *toolbox(tmp_path / "two", 4)]
+    proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, check=False, timeout=540)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    two = json.loads((tmp_path / "two" / "results.json").read_text())
+    assert two["world_size"] == 2 and two["global_batch_size"] == one["global_batch_size"] == 8
+    assert [len(e["tasks"]) for e in two["loss_history"]] == [3, 3, 3]  # every task in every step
+    np.testing.assert_allclose([e["loss"] for e in two["loss_history"]], [e["loss"] for e in one["loss_history"]],
+                               atol=1e-5, rtol=1e-5)
+    import torch
+
+    def log_vars(run):
+        state = torch.load(tmp_path / run / "checkpoints" / "checkpoint-3" / "custom_checkpoint_1.pkl",
+                           weights_only=True)
+        return torch.stack([torch.as_tensor(v) for k, v in sorted(state.items()) if k.startswith("log_vars.")])
+
+    assert log_vars("one").abs().min() > 0  # trained
+    torch.testing.assert_close(log_vars("two"), log_vars("one"), atol=1e-6, rtol=1e-5)

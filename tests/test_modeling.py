@@ -345,6 +345,20 @@ def test_invalid_config_names_the_field(overrides, field):
         tiny_config(**overrides)
 
 
+def test_the_knob_list_is_every_config_field_beyond_bert():
+    """CAMTL_KNOBS is derived from the config class: every field but BERT's architecture and the tasks, each saved in
+    config.json, each overridable (a knob set to a non-default value comes back from the saved dict)."""
+    from modeling_camtl import BERT_FIELDS, CAMTL_KNOBS
+
+    config = tiny_config()
+    saved = config.to_dict()
+    assert set(CAMTL_KNOBS).isdisjoint(BERT_FIELDS) and "tasks" not in CAMTL_KNOBS
+    assert {"adapter_size", "pooling", "classifier_dropout", "task_adapter_size"} <= set(CAMTL_KNOBS)
+    assert all(name in saved for name in (*CAMTL_KNOBS, *BERT_FIELDS))
+    changed = CaMtlConfig(**{**saved, "pooling": "mean", "adapter_size": 5})
+    assert (changed.pooling, changed.adapter_size) == ("mean", 5)
+
+
 def test_model_without_tasks_is_refused():
     with pytest.raises(ValueError, match="config.tasks is empty"):
         CaMtlForMultiTask(tiny_config(tasks=[]))

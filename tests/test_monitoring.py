@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from camtl import monitoring as M
-from camtl.data import load_split
+from camtl.tasks import load_split
 from tests.conftest import GLUE_DIR, REPO_ROOT
 
 AG_NEWS = REPO_ROOT.parent / "shared" / "data" / "extra" / "AGNews" / "test.csv"
@@ -164,6 +164,8 @@ def test_attached_pipeline_feeds_the_monitor(served, reference, sst2_dev):
     handle.remove()
     pipe("a fine film", task_name="sst2")
     assert monitor.requests["sst2"] == 36
+    monitor.reset()
+    assert not monitor.requests and len(monitor.window_features("sst2")) == 0
 
 
 def test_mmd_permutation_test_tells_a_shift_from_none():

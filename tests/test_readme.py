@@ -13,6 +13,9 @@ cannot run here are still checked for real, each as `check_command` says:
 * ``python train.py ...`` identical once shortened to a command already run: parsed and validated only.
 * ``python -m camtl.hub ...``: pushes to the Hub; run with ``--dry-run`` (the folder staged and checked, the upload
   listed, no request).
+* ``python -m camtl.monitoring ...``: run with 16 rows a task, written into ``outputs/`` (``build-default`` would
+  rewrite the repository's ``default_model/``).
+* ``python -m camtl.serving ...``: run as written (an export, a prediction).
 * ``python app.py ...``: starts a server that runs until stopped; run with ``launch`` replaced (the model loaded, the
   page built, the launch arguments checked).
 
@@ -127,6 +130,11 @@ def check_command(command: str, already_run: list[dict], monkeypatch, capsys) ->
         assert hub.main([*words[3:], "--dry-run"]) == 0
         assert capsys.readouterr().out.rstrip().endswith("Nothing was uploaded and no local file changed.")
         return "run with --dry-run (an upload needs the network)"
+    if words[:3] == ["python", "-m", "camtl.serving"]:
+        from camtl import serving
+
+        assert serving.main(words[3:]) == 0
+        return "run"
     if words[:2] == ["python", "app.py"]:
         import gradio as gr
 
@@ -142,6 +150,14 @@ def check_command(command: str, already_run: list[dict], monkeypatch, capsys) ->
         (demo, kwargs), = launched
         assert demo.predictor.tasks and kwargs["server_name"] == "127.0.0.1"
         return "run with launch replaced (a server runs until stopped): model loaded, page built"
+    if words[:3] == ["python", "-m", "camtl.monitoring"]:
+        from camtl import monitoring
+
+        out = Path("outputs", "monitoring-" + words[3])  # build-default would rewrite the repository's default_model/
+        shorter = ["--held-out-rows", "16", "--train-rows", "16", *([] if "--out" in words else ["--out", str(out)])]
+        assert monitoring.main([*words[3:], *shorter]) == 0
+        assert monitoring.Reference.load(out).tasks
+        return "run, shortened (16 rows a task), into outputs/"
     pytest.fail(f"README command not covered by tests/test_readme.py (add a rule to check_command): {command}")
 
 

@@ -39,9 +39,20 @@ def draw(sampler, n):
 
 def test_registry_matches_the_config_choices():
     assert set(typing.get_args(SamplingStrategy)) == set(SAMPLERS) == {
-        "proportional", "uniform", "temperature", "sequential", "uncertainty"}
+        "proportional", "uniform", "temperature", "sequential", "uncertainty", "mixed"}
     with pytest.raises(ValueError, match="valid strategies.*proportional.*uncertainty"):
         make_sampler("roundrobin", SIZES, 8)
+
+
+def test_strategy_settings_have_the_run_configuration_defaults():
+    """make_sampler accepts another strategy's setting at its default: the defaults are the configuration's, so a run
+    of any strategy passes every sampling setting of its configuration."""
+    from camtl.config import SamplingArgs
+    from camtl.sampling import STRATEGY_SETTINGS
+
+    defaults = SamplingArgs()
+    assert {k: v for settings in STRATEGY_SETTINGS.values() for k, v in settings.items()} == {
+        k: getattr(defaults, k) for settings in STRATEGY_SETTINGS.values() for k in settings}
 
 
 def test_stream_is_without_replacement_within_a_pass():
@@ -261,11 +272,16 @@ def test_entropy_scorer_scores_every_candidate(tiny):
 
     from camtl.trainer import EntropyScorer, MultiTaskBatches
 
+    from accelerate.state import AcceleratorState
+
     model, sets, collator = tiny
     sampler = EntropySampler([10, 10], 4, seed=0)
     batches = MultiTaskBatches(sampler, sets, collator)
     model.train()
-    scorer = EntropyScorer(Accelerator(cpu=True), model, batches, batch_size=3)
+    # Accelerate's state is process-wide: a bf16 run earlier in this process (train.py in-process) would leave
+    # autocast on for this fp32 comparison
+    AcceleratorState._reset_state(reset_partial_state=True)
+    scorer = EntropyScorer(Accelerator(cpu=True, mixed_precision="no"), model, batches, batch_size=3)
     candidates = sampler.candidates()
     scores = scorer(candidates)
     assert model.training  # scoring ran in eval mode and restored the mode

@@ -101,6 +101,16 @@ def test_tiny_run_evaluates_and_writes_the_model_folder(trained):
     assert list((out / "logs").rglob("events.out.tfevents*"))  # TensorBoard
 
 
+def test_run_writes_a_monitoring_reference_that_fits_its_model(trained):
+    from camtl.monitoring import Reference
+    from modeling_camtl import CaMtlForMultiTask
+
+    out, _, _ = trained
+    reference = Reference.load(out, CaMtlForMultiTask.from_pretrained(out))  # its fingerprints: the final weights
+    assert list(reference.tasks) == TASKS
+    assert all(ref.meta["rows"] == 32 and ref.meta["train_max_length"] == 64 for ref in reference.tasks.values())
+
+
 def test_proportional_allocation_trains_one_task_per_batch_and_counts_passes(glue_dir, tmp_path):
     """--sampling.allocation proportional end to end: one task per batch, its rows the most uncertain of twice the
     batch; results record the allocation, the candidates and every task's trained rows and passes."""
@@ -134,7 +144,7 @@ def test_training_lowers_the_loss(trained, glue_dir):
     tasks = trainer.resolve_tasks(cfg)
     set_seed(cfg.train.seed)
     model, _ = trainer.build_model(cfg, tasks)
-    train_sets, _, collator = trainer.get_dataloaders(cfg, tasks, model.tokenizer, Accelerator(cpu=True))
+    train_sets, _, collator, _ = trainer.get_dataloaders(cfg, tasks, model.tokenizer, Accelerator(cpu=True))
 
     def mean_task_loss():
         model.eval()
@@ -199,6 +209,46 @@ def test_resume_after_interruption_ends_exactly_like_the_uninterrupted_run(train
 
     resumed = run(tiny_args(glue_dir, out, "--train.report_to", "none", "--resume_from_checkpoint", "latest"))
     assert_same_run(resumed, reference)
+
+
+#: A checkpoint's trainer_state.json as camtl wrote it before `trainer.LoopState` (a plain dict): checkpoint-8 of the
+#: fixture's run, its histories cut to one entry, a logging window half full.
+OLD_TRAINER_STATE = {
+    "step": 8,
+    "best": {"step": 4, "metrics": {"tasks": {"cola": {"mcc": 0.0929, "main": 0.0929},
+                                              "stsb": {"pearson": 0.1129, "spearman": 0.118, "main": 0.1154},
+                                              "rte": {"accuracy": 0.46875, "main": 0.46875}}, "average": 0.2257},
+             "data_fraction": 0.3333},
+    "eval_history": [{"step": 4, "metrics": {"tasks": {"cola": {"mcc": 0.0929, "main": 0.0929},
+                                                       "stsb": {"pearson": 0.1129, "spearman": 0.118, "main": 0.1154},
+                                                       "rte": {"accuracy": 0.46875, "main": 0.46875}},
+                                             "average": 0.2257}, "data_fraction": 0.3333}],
+    "loss_history": [{"step": 1, "loss": 1.1926, "lr": 0.0005,
+                      "tasks": {"cola": 0.6806, "stsb": 2.2034, "rte": 0.6937}}],
+    "wall_time_s": 23.08,
+    "world_size": 1,
+    "global_batch_size": 8,
+    "total_steps": 10,
+    "window": {"loss": 1.5, "n": 2, "task_sum": [1.4, 3.1, 0.0], "task_n": [2, 2, 0]},
+}
+
+
+def test_a_trainer_state_saved_before_loop_state_loads_and_saves_the_same(trained):
+    """Checkpoints written before the loop state was typed load into `LoopState`, and checkpoints keep that layout."""
+    import copy
+
+    state = trainer.LoopState.from_dict(copy.deepcopy(OLD_TRAINER_STATE))
+    assert state.step == 8 and state.best["step"] == 4 and state.window.task_n == [2, 2, 0]
+    assert state.to_dict() == OLD_TRAINER_STATE
+    entry = state.close_window(lr=1e-4, names=TASKS)  # the window's mean losses become a log line
+    assert entry == {"step": 8, "loss": 0.75, "lr": 1e-4, "tasks": {"cola": 0.7, "stsb": 1.55}}
+    assert state.loss_history[-1] is entry and state.window == trainer.LossWindow.empty(3)
+    out, _, _ = trained
+    saved = json.loads((out / "checkpoints" / "checkpoint-8" / "trainer_state.json").read_text())
+    assert list(saved) == list(OLD_TRAINER_STATE) and list(saved["window"]) == list(OLD_TRAINER_STATE["window"])
+    assert trainer.LoopState.from_dict(saved).to_dict() == saved
+    with pytest.raises(ValueError, match=r"missing keys \['window'\], unknown keys \['windows'\]"):
+        trainer.LoopState.from_dict({**{k: v for k, v in saved.items() if k != "window"}, "windows": {}})
 
 
 def assert_same_run(resumed, reference):
