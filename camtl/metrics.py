@@ -128,8 +128,15 @@ def glue_average(results: Mapping[str, Mapping[str, float]]) -> float:
 
 def majority_class_metrics(task: _HasMetric | str, train_labels: Any, dev_labels: Any) -> dict[str, Any]:
     """The task's metrics (with ``"main"``) when every dev row gets one constant answer, and that ``"answer"``: the
-    training labels' most common class id, or for regression their mean score (correlations are then 0)."""
+    training labels' most common class id, for regression their mean score (correlations are then 0), for a
+    multi-label task the 0/1 of each label held by more than half the training rows."""
     metric = task if isinstance(task, str) else task.metric
+    if metric in ("f1_micro", "f1_macro"):  # multi-label: each label on when most training rows have it
+        train, dev = np.asarray(train_labels, dtype=np.float64), np.asarray(dev_labels, dtype=np.float64)
+        if train.ndim != 2 or len(train) == 0:
+            raise ValueError("majority_class_metrics needs at least one multi-hot training row (N, labels).")
+        on = (train.mean(axis=0) > 0.5).astype(np.int64)  # (L,)
+        return {**compute_task_metrics(metric, np.tile(on, (len(dev), 1)), dev), "answer": on.tolist()}
     train = np.asarray(train_labels, dtype=np.float64).reshape(-1)
     dev = np.asarray(dev_labels).reshape(-1)
     if len(train) == 0:
@@ -151,6 +158,8 @@ def majority_class_reference(tasks: Any, train_labels: Any, dev_labels: Any) -> 
         labels = getattr(task, "labels", ())
         if labels and isinstance(metrics["answer"], int):
             metrics["answer"] = labels[metrics["answer"]]
+        elif labels and isinstance(metrics["answer"], list):  # multi-label: the names of the labels answered
+            metrics["answer"] = [name for name, on in zip(labels, metrics["answer"]) if on]
         out[task.name] = metrics
     return {"tasks": out, "average": glue_average(out)}
 
@@ -179,5 +188,5 @@ def _finite(x: float) -> float:
     return x if math.isfinite(x) else 0.0
 
 
-__all__ = ["METRICS", "classification_metrics", "compute_task_metrics", "glue_average", "majority_class_from_data",
-           "majority_class_metrics", "majority_class_reference", "regression_metrics"]
+__all__ = ["METRICS", "MULTI_LABEL_THRESHOLD", "classification_metrics", "compute_task_metrics", "glue_average",
+           "majority_class_from_data", "majority_class_metrics", "majority_class_reference", "multi_label_metrics", "regression_metrics"]

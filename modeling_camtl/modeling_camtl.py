@@ -960,7 +960,7 @@ class CaMtlForMultiTask(CaMtlPreTrainedModel):
 
         loss = task_losses = None
         if labels is not None:
-            loss, task_losses = self._loss(logits, labels, task_ids, is_regression)
+            loss, task_losses = self._loss(logits, labels, task_ids)
         return CaMtlMultiTaskOutput(loss=loss, logits=logits, task_losses=task_losses, entropy=entropy,
                                     hidden_states=outputs.hidden_states, attentions=outputs.attentions)
 
@@ -979,8 +979,12 @@ class CaMtlForMultiTask(CaMtlPreTrainedModel):
         ent = torch.where(self.is_multi_label[task_ids], multi, ent)
         return torch.where(is_regression, binary, ent).detach()
 
-    def _loss(self, logits, labels, task_ids, is_regression):
+    def example_losses(self, logits: torch.Tensor, labels: torch.Tensor, task_ids: torch.Tensor) -> torch.Tensor:
+        """Each row's loss (B,), float32, with gradients (`per_example_loss`): what the forward's loss averages per
+        task, for callers that weigh rows themselves (camtl's trainer). ``logits`` (B, K) the forward's;
+        ``labels`` (B,) or (B, K) as the forward takes them (checked the same way); ``task_ids`` (B,)."""
         labels = labels.to(logits.device)
+        is_regression = self.is_regression[task_ids]  # (B,)
         labels, multi_hot = self._split_labels(logits, labels, task_ids, is_regression)  # (B,), (B, K) or None
         is_multi_label = self.is_multi_label[task_ids] if multi_hot is not None else None  # (B,)
         num_outputs = self.num_outputs[task_ids]  # (B,)
@@ -1006,7 +1010,10 @@ class CaMtlForMultiTask(CaMtlPreTrainedModel):
                            if task["kind"] == "classification" else "a finite number")
                 raise ValueError(f"Label {labels[row].item()!r} at row {row} is invalid for task "
                                  f"{task['name']!r}: expected {allowed}")
-        per_example = per_example_loss(logits, labels, is_regression, multi_hot, is_multi_label)  # (B,)
+        return per_example_loss(logits, labels, is_regression, multi_hot, is_multi_label)  # (B,)
+
+    def _loss(self, logits, labels, task_ids):
+        per_example = self.example_losses(logits, labels, task_ids)  # (B,)
         num_tasks = len(self.config.tasks)
         sums = per_example.new_zeros(num_tasks).index_add(0, task_ids, per_example)  # (num_tasks,)
         counts = torch.bincount(task_ids, minlength=num_tasks).to(per_example.dtype)  # (num_tasks,)

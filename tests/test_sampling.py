@@ -302,17 +302,17 @@ def test_global_batch_loss_equals_the_model_loss(tiny):
     sampler = EntropySampler([10, 10], 6, seed=1)
     batches = MultiTaskBatches(sampler, sets, collator)
     batch = batches.next(lambda c: np.linspace(1, 0, len(c)))  # a mixed batch: 6 of task 0's then task 1's
-    is_regression = torch.tensor([False, True])
     with torch.no_grad():
         out = model(**batch)
-        one = global_batch_loss(out.logits, batch["labels"], batch["task_ids"], is_regression, batches.task_counts, 1)
+        rows = model.example_losses(out.logits, batch["labels"], batch["task_ids"])  # (b,)
+        one = global_batch_loss(rows, batch["task_ids"], batches.task_counts, 1)
         assert one.item() == pytest.approx(out.loss.item(), rel=1e-6)
         shares = []
         for rank in (0, 1):
             part = {k: v[rank::2] for k, v in batch.items()}
             logits = model(**part).logits
-            shares.append(global_batch_loss(logits, part["labels"], part["task_ids"], is_regression,
-                                            batches.task_counts, 2))
+            shares.append(global_batch_loss(model.example_losses(logits, part["labels"], part["task_ids"]),
+                                            part["task_ids"], batches.task_counts, 2))
     assert (sum(shares) / 2).item() == pytest.approx(out.loss.item(), rel=1e-5)
 
 
@@ -469,7 +469,6 @@ def test_length_grouped_pieces_give_the_gradients_of_the_whole_batch(tiny, monke
     grads, losses = {}, {}
     for grouped in (False, True):
         run = SimpleNamespace(accelerator=Accelerator(cpu=True), model=model, tasks=[0, 1], batches=batches,
-                              is_regression=torch.tensor([False, True]),
                               cfg=SimpleNamespace(train=SimpleNamespace(group_by_length=grouped)))
         monkeypatch.setattr(trainer, "length_pieces", lambda lengths: length_pieces(lengths, piece_cost=0))
         model.zero_grad()
