@@ -290,8 +290,8 @@ def test_train_py_trains_and_evaluates_a_multi_label_file_task(trained_tags):
     reference = saved["majority_class"]["tasks"]["tags"]
     assert isinstance(reference["answer"], list) and set(reference["answer"]) <= set(LABELS)
     first, last = saved["loss_history"][0]["tasks"]["tags"], saved["loss_history"][-1]["tasks"]["tags"]
-    assert last < first  # binary cross-entropy of the tags fell
-    assert tags["f1_micro"] > 0.4  # 12 steps: well above nothing; the rule's labels are learnable
+    assert last < first  # binary cross-entropy of the tags fell (a plumbing check: 12 steps learn little)
+    assert tags["f1_micro"] > reference["f1_micro"]  # above the per-label majority answer
 
 
 def test_a_saved_multi_label_model_runs_in_the_pipeline_through_remote_code(trained_tags):
