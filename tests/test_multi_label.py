@@ -313,3 +313,43 @@ def test_a_saved_multi_label_model_runs_in_the_pipeline_through_remote_code(trai
     everything, default, none = json.loads(done.stdout.strip().splitlines()[-1])
     assert sorted(r["label"] for r in everything) == sorted(LABELS) and none == []
     assert [r for r in everything if r["score"] >= 0.5] == default
+
+
+def test_the_app_shows_the_labels_reaching_the_threshold_with_their_scores(trained_tags):
+    import app
+
+    out, _ = trained_tags
+    predictor = app.Predictor(str(out))
+    text = "a gorgeous , witty , seductive movie that never once loses its footing ."
+    everything = predictor.pipe(text, task_name="tags", threshold=0.0)
+    scores = {r["label"]: r["score"] for r in everything}
+    chosen, score, note = predictor.predict("tags", text)
+    assert score is None and chosen == {k: v for k, v in scores.items() if v >= 0.5}
+    assert all(f"{name} {round(100 * p)}%" in note for name, p in scores.items()) and "Several labels" in note
+    assert ("No label reaches 50%" in note) == (not chosen)
+    row = next(r for r in predictor.predict_all(text) if r[0] == app.task_choice(predictor.tasks["tags"]))
+    assert row[1] == (", ".join(f"{k} ({round(100 * v)}%)" for k, v in sorted(chosen.items(), key=lambda kv: -kv[1]))
+                      or "no label (none reaches 50%)")
+    description = predictor.describe("tags")
+    assert "any of *positive* / *long* / *comma* (several, or none)" in description and "micro-F1" in description
+    # a threshold the pipeline cannot apply to a classification task is refused, naming it
+    with pytest.raises(ValueError, match="threshold is for multi-label tasks; task 'cola'"):
+        predictor.pipe("a sentence", task_name="cola", threshold=0.5)
+
+
+def test_monitoring_leaves_multi_label_tasks_out_with_the_reason(trained_tags):
+    import json
+
+    from transformers import AutoTokenizer
+
+    from camtl.monitoring import MULTI_LABEL_NOT_MONITORED, build_reference
+    from modeling_camtl import CaMtlForMultiTask
+
+    out, _ = trained_tags
+    meta = json.loads((out / "monitoring_reference.json").read_text(encoding="utf-8"))
+    assert "tags" not in json.dumps(meta.get("tasks", meta)) and "cola" in json.dumps(meta)
+    model = CaMtlForMultiTask.from_pretrained(str(out))
+    rows = [{"text_a": "a film", "text_b": "", "label": [1.0, 0.0, 0.0]}] * 12
+    with pytest.raises(ValueError, match="multi-label tasks are not monitored"):
+        build_reference(model, AutoTokenizer.from_pretrained(str(out)), {"tags": rows}, {"tags": rows})
+    assert "softmax" in MULTI_LABEL_NOT_MONITORED
