@@ -121,7 +121,7 @@ def _fake_run(model, batch, weighting):
     num_tasks = len(model.config.tasks)
     return SimpleNamespace(
         accelerator=SimpleNamespace(num_processes=1, backward=lambda loss: loss.backward(), device="cpu"),
-        cfg=SimpleNamespace(train=SimpleNamespace(group_by_length=False)), model=model, tasks=model.config.tasks,
+        model=model, tasks=model.config.tasks,
         batches=SimpleNamespace(task_counts=torch.bincount(batch["task_ids"], minlength=num_tasks)),
         is_regression=model.is_regression, weighting=weighting, aggregator=None)
 
