@@ -10,11 +10,11 @@ Settings:
   balanced            the same mixed-task batches MT-Uncertainty trains on (every task in every batch), unscored:
                       the cost of the task mix alone, without the scoring;
   unc-paper-pool      MT-Uncertainty with the paper's candidate pool (32 rows of every task scored for 32 trained);
-  unc-paper-pool-grouped  the same with ``--train.group_by_length true`` (length-sorted pieces, accumulated);
   unc-pool-16/-8      MT-Uncertainty with 16 / 8 candidates per task;
   unc-prop(-48)       MT-Uncertainty with ``--sampling.allocation proportional``: one task per batch, drawn as
-                      proportional draws it, its 32 most uncertain of 64 (48) candidates of that task;
-  unc-prop-grouped    the default (unc-prop) with ``--train.group_by_length true``.
+                      proportional draws it, its 32 most uncertain of 64 (48) candidates of that task.
+(The ``-grouped`` settings of benchmarks/results/group_by_length.json measured ``--train.group_by_length``, removed
+since: BENCHMARKS.md.)
 
     python benchmarks/sampling_cost.py                      # 3 rounds of 15 steps per setting
 """
@@ -46,14 +46,11 @@ SETTINGS = {
     "proportional": ["--sampling.strategy", "proportional"],
     "balanced": [*UNC, "--sampling.warmup_steps", "1000000"],
     "unc-paper-pool": UNC,
-    "unc-paper-pool-grouped": [*UNC, "--train.group_by_length", "true"],
     "unc-pool-16": [*UNC, "--sampling.candidates_per_task", "16"],
     "unc-pool-8": [*UNC, "--sampling.candidates_per_task", "8"],
     "unc-prop": ["--sampling.strategy", "uncertainty", "--sampling.allocation", "proportional"],
     "unc-prop-48": ["--sampling.strategy", "uncertainty", "--sampling.allocation", "proportional",
                     "--sampling.candidates_per_task", "48"],
-    "unc-prop-grouped": ["--sampling.strategy", "uncertainty", "--sampling.allocation", "proportional",
-                         "--train.group_by_length", "true"],
 }
 
 

@@ -9,8 +9,10 @@ import dataclasses
 import json
 import math
 import os
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, get_args
 
 import torch
@@ -186,10 +188,6 @@ class TrainArgs:
         mixed_precision: auto (bf16 where the hardware computes it natively: a CUDA GPU with bf16, or a CPU with
             AVX512-BF16 or AMX; otherwise no), no, bf16 (CPU or GPU) or fp16 (GPU only). Training, evaluation and
             MT-Uncertainty scoring all run under the chosen autocast; results.json records the resolved value.
-        group_by_length: cut each training batch, sorted by length, into the pieces that minimise padded tokens
-            plus a fixed cost per piece, and accumulate their gradients (the same loss, less padding). Off by
-            default: on 2 CPU cores it made mixed-task steps about 2x slower, not faster (each new piece shape
-            costs more than the padding it saves; see BENCHMARKS.md).
         eval_every: evaluate every N steps (0: only at the end); the end of training always evaluates.
         save_every: save a resumable checkpoint every N steps (0: never); the end of training saves
             one too when N > 0.
@@ -229,7 +227,6 @@ class TrainArgs:
     max_grad_norm: float = 1.0
     seed: int = 42
     mixed_precision: MixedPrecision = "auto"
-    group_by_length: bool = False
     eval_every: int = 20
     save_every: int = 30
     save_total_limit: int | None = 1
@@ -443,20 +440,42 @@ def validate_optimisation(cfg: RunConfig) -> None:
                          + (f" (allocation {s.allocation!r})" if s.strategy == "uncertainty" else "")
                          + " gives one task per batch: use sampling.strategy mixed (or uncertainty with allocation "
                          "entropy), or gradient_aggregation none.")
-    if t.group_by_length:
-        raise ValueError("train.gradient_aggregation needs the whole batch in one piece: set train.group_by_length "
-                         "false.")
+
+
+#: Settings that were removed, with why: a configuration or command line that still names one is refused by name
+#: (jsonargparse alone would only say the key is unexpected).
+REMOVED_SETTINGS = {
+    "train.group_by_length": "it measured slower on CPU, 1.2-1.7x (BENCHMARKS.md); delete the setting",
+}
+
+
+def refuse_removed_settings(args: Sequence[str]) -> None:
+    """ValueError when ``args`` (a command line) or a ``--config`` file it names sets a `REMOVED_SETTINGS` key."""
+    named = [a.split("=", 1)[0][2:] for a in args if a.startswith("--")]
+    for i, arg in enumerate(args):
+        path = arg.split("=", 1)[1] if arg.startswith("--config=") else (
+            args[i + 1] if arg == "--config" and i + 1 < len(args) else None)
+        if path and os.path.isfile(path):
+            tree = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+            named += [f"{group}.{key}" for group, values in tree.items() if isinstance(values, dict)
+                      for key in values]
+    for key in named:
+        if key in REMOVED_SETTINGS:
+            raise ValueError(f"{key} was removed from camtl: {REMOVED_SETTINGS[key]}.")
 
 
 def parse_config(args: Sequence[str] | None = None, *, exit_on_error: bool = True) -> RunConfig:
     """Parse ``--config file.yaml`` plus command-line overrides (``--train.learning_rate 3e-5``) into a `RunConfig`."""
     from jsonargparse import ActionConfigFile, ArgumentParser
 
+    args = list(args) if args is not None else sys.argv[1:]
+    refuse_removed_settings(args)
+
     parser = ArgumentParser(prog="train.py", description=RunConfig.__doc__.split("\n\n")[0],
                             exit_on_error=exit_on_error, default_env=False)
     parser.add_argument("--config", action=ActionConfigFile, help="A YAML configuration (configs/*.yaml).")
     parser.add_class_arguments(RunConfig, None, fail_untyped=True)
-    ns = parser.parse_args(list(args) if args is not None else None)
+    ns = parser.parse_args(args)
     ns = parser.instantiate(ns)
     fields = {k: getattr(ns, k) for k in RunConfig.__dataclass_fields__}
     return RunConfig(**fields)

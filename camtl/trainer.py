@@ -498,15 +498,8 @@ def _train_step(run: Run, state: LoopState) -> None:
 
 
 def _forward_backward(run: Run, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Loss and gradients of one batch; returns (loss, per-task mean losses) for logging.
-
-    With ``train.group_by_length`` the batch is cut into length-sorted pieces (`length_pieces`) whose gradients
-    accumulate (without a DDP all-reduce but for the last piece). Each piece's loss is its share of the whole
-    batch's (`global_batch_loss`), so the pieces together differentiate exactly the loss of the uncut batch.
-    """
+    """Loss and gradients of one batch; returns (loss, per-task mean losses) for logging."""
     acc, world = run.accelerator, run.accelerator.num_processes
-    lengths = batch["attention_mask"].sum(-1).tolist()  # (b,) real tokens per row
-    pieces = length_pieces(lengths) if run.cfg.train.group_by_length else [list(range(len(lengths)))]
     weighting = getattr(run, "weighting", None)  # (a stand-in run of a test may have neither)
     weighting = weighting if weighting is not None and weighting.name != "equal" else None
     if weighting is not None:  # train.loss_weighting: the tasks present in the global batch, their weights
@@ -523,41 +516,15 @@ def _forward_backward(run: Run, batch: dict[str, torch.Tensor]) -> tuple[torch.T
                 run.weighting.extra_parameters() if weighting is not None else [], seed=run.cfg.train.seed,
                 draw=run.sampler.draws)
         return loss, output.task_losses
-    if len(pieces) == 1:
-        output = run.model(**batch)
-        if weighting is not None:
-            loss = weighted_batch_loss(_example_losses(run, output, batch), batch["task_ids"],
-                                       run.batches.task_counts, world, weights, regulariser)
-        else:
-            loss = output.loss if world == 1 else global_batch_loss(
-                _example_losses(run, output, batch), batch["task_ids"], run.batches.task_counts, world)
-        acc.backward(loss)
-        return loss, output.task_losses
-    total = torch.zeros((), device=acc.device)
-    task_sums = torch.zeros(len(run.tasks), device=acc.device)  # (num_tasks,) summed per-example losses
-    for k, piece in enumerate(pieces):
-        rows = torch.as_tensor(piece, device=acc.device)
-        width = max(lengths[i] for i in piece)
-        if batch["attention_mask"][rows, width:].any():  # padded on the left: keep the full width
-            width = batch["attention_mask"].shape[1]
-        part = {name: value[rows, :width] if value.dim() == 2 else value[rows] for name, value in batch.items()}
-        sync = contextlib.nullcontext() if k == len(pieces) - 1 else acc.no_sync(run.model)
-        with sync:
-            output = run.model(**part)
-            if weighting is not None:  # the regulariser once, with the last piece; weights afresh (a new graph)
-                weights, regulariser = weighting.weights(run.batches.task_counts > 0)
-                loss = weighted_batch_loss(
-                    _example_losses(run, output, part), part["task_ids"], run.batches.task_counts, world, weights,
-                    regulariser if k == len(pieces) - 1 else torch.zeros_like(regulariser))
-            else:
-                loss = global_batch_loss(_example_losses(run, output, part), part["task_ids"],
-                                         run.batches.task_counts, world)
-            acc.backward(loss)
-        total += loss.detach()
-        counts = torch.bincount(part["task_ids"], minlength=len(run.tasks))  # (num_tasks,)
-        task_sums += torch.nan_to_num(output.task_losses.float()) * counts
-    counts = torch.bincount(batch["task_ids"], minlength=len(run.tasks)).float()  # (num_tasks,)
-    return total, torch.where(counts > 0, task_sums / counts.clamp(min=1), torch.full_like(task_sums, float("nan")))
+    output = run.model(**batch)
+    if weighting is not None:
+        loss = weighted_batch_loss(_example_losses(run, output, batch), batch["task_ids"], run.batches.task_counts,
+                                   world, weights, regulariser)
+    else:
+        loss = output.loss if world == 1 else global_batch_loss(
+            _example_losses(run, output, batch), batch["task_ids"], run.batches.task_counts, world)
+    acc.backward(loss)
+    return loss, output.task_losses
 
 
 def _finish(run: Run, state: LoopState, exact: bool | None, command_line: str | None) -> dict[str, Any]:
@@ -664,37 +631,6 @@ def _evaluate_and_keep_best(run: Run, state: LoopState, step: int) -> None:
 
 
 # ----- batches, loss, inference -----------------------------------------------------------------------------------
-#: The assumed fixed cost of one forward (and backward) call, in padded tokens: what a piece must save to be worth
-#: cutting. Not tuned: with it, length grouping measured slower on 2 CPU cores (BENCHMARKS.md), hence off by default.
-PIECE_COST_TOKENS = 64
-
-
-def length_pieces(lengths: Sequence[int], max_rows: int | None = None, min_rows: int = 1,
-                  piece_cost: int = PIECE_COST_TOKENS) -> list[list[int]]:
-    """Cut rows into length-sorted pieces that minimise ``padded tokens + piece_cost x pieces`` (dynamic programming).
-
-    A batch padded to its longest row wastes compute on short rows; pieces of similar lengths waste less, at a fixed
-    cost per call. Returns lists of row positions (indices into ``lengths``), shortest rows first; every piece has
-    between ``min_rows`` and ``max_rows`` rows (the last may have fewer when there are fewer rows than ``min_rows``).
-    """
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])  # stable: ties keep their order
-    sorted_len = [lengths[i] for i in order]
-    n = len(order)
-    max_rows = n if max_rows is None else max_rows
-    best = [0.0] + [math.inf] * n  # best[j]: cost of the first j sorted rows
-    cut = [0] * (n + 1)
-    for j in range(1, n + 1):
-        for i in range(max(0, j - max_rows), j - min(min_rows, j) + 1):
-            cost = best[i] + (j - i) * sorted_len[j - 1] + piece_cost
-            if cost < best[j]:
-                best[j], cut[j] = cost, i
-    pieces, j = [], n
-    while j > 0:
-        pieces.append(order[cut[j]:j])
-        j = cut[j]
-    return pieces[::-1]
-
-
 def rows_to_features(ds, rows: Sequence[int]) -> list[dict[str, Any]]:
     """Rows of a tokenized dataset as a list of dicts (the collator's input)."""
     cols = ds[list(rows)]  # dict of lists

@@ -355,8 +355,8 @@ def test_monitoring_leaves_multi_label_tasks_out_with_the_reason(trained_tags):
     assert "softmax" in MULTI_LABEL_NOT_MONITORED
 
 
-def test_the_trainers_loss_paths_take_a_mixed_batch_with_multi_label_rows(model, monkeypatch):
-    """Length pieces and DDP's global-batch loss on (B, K) labels: the same loss as the model's forward."""
+def test_the_trainers_loss_paths_take_a_mixed_batch_with_multi_label_rows(model):
+    """The training step and DDP's global-batch loss on (B, K) labels: the same loss as the model's forward."""
     from types import SimpleNamespace
 
     from accelerate import Accelerator
@@ -364,17 +364,14 @@ def test_the_trainers_loss_paths_take_a_mixed_batch_with_multi_label_rows(model,
     from camtl import trainer
 
     inputs = make_inputs(batch=4, task_ids=torch.tensor([0, 1, 2, 3]))
-    inputs["attention_mask"][:2, 5:] = 0  # two short rows: two pieces
     batch = {**inputs, "labels": dense_labels()}
     with torch.no_grad():
         out = model(**batch)
         rows = model.example_losses(out.logits, batch["labels"], batch["task_ids"])
     counts = torch.ones(4, dtype=torch.long)
     torch.testing.assert_close(trainer.global_batch_loss(rows, batch["task_ids"], counts, 1), out.loss)
-    monkeypatch.setattr(trainer, "length_pieces", lambda lengths: [[0, 1], [2, 3]])
     run = SimpleNamespace(accelerator=Accelerator(cpu=True), model=model, tasks=list(range(4)),
-                          batches=SimpleNamespace(task_counts=counts),
-                          cfg=SimpleNamespace(train=SimpleNamespace(group_by_length=True)))
+                          batches=SimpleNamespace(task_counts=counts))
     loss, task_losses = trainer._forward_backward(run, batch)
     torch.testing.assert_close(loss, out.loss)
     torch.testing.assert_close(task_losses, out.task_losses)

@@ -122,7 +122,7 @@ def _fake_run(model, batch, weighting):
     return SimpleNamespace(
         accelerator=SimpleNamespace(num_processes=1, backward=lambda loss: loss.backward(), device="cpu",
                                     unwrap_model=lambda m: m),
-        cfg=SimpleNamespace(train=SimpleNamespace(group_by_length=False)), model=model, tasks=model.config.tasks,
+        model=model, tasks=model.config.tasks,
         batches=SimpleNamespace(task_counts=torch.bincount(batch["task_ids"], minlength=num_tasks)),
         weighting=weighting, aggregator=None)
 

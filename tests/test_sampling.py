@@ -422,67 +422,6 @@ def test_trained_rows_count_repeats_and_resume_exactly():
     assert resumed.data_fraction()["trained_rows"] == f["used_rows"]
 
 
-def _brute_force_cost(lengths, piece_cost):
-    """The cheapest cut of the sorted lengths into contiguous pieces, by trying every cut."""
-    import itertools
-
-    ordered = sorted(lengths)
-    best = float("inf")
-    for cuts in itertools.product([False, True], repeat=len(ordered) - 1):
-        cost, start = 0, 0
-        for i, cut in enumerate([*cuts, True]):
-            if cut:
-                cost += (i + 1 - start) * ordered[i] + piece_cost
-                start = i + 1
-        best = min(best, cost)
-    return best
-
-
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_length_pieces_cover_every_row_once_at_the_least_cost(seed):
-    from camtl.trainer import length_pieces
-
-    lengths = np.random.default_rng(seed).choice([5, 9, 14, 40, 41, 90, 128], size=9).tolist()
-    pieces = length_pieces(lengths, piece_cost=30)
-    assert sorted(i for p in pieces for i in p) == list(range(9))
-    cost = sum(len(p) * max(lengths[i] for i in p) + 30 for p in pieces)
-    assert cost == _brute_force_cost(lengths, 30)
-    assert all(max(lengths[i] for i in a) <= min(lengths[i] for i in b) for a, b in zip(pieces, pieces[1:]))
-    assert all(len(p) <= 4 for p in length_pieces(lengths, max_rows=4, piece_cost=0))
-    assert length_pieces(lengths, piece_cost=10**6) == [sorted(range(9), key=lambda i: lengths[i])]  # one piece
-
-
-def test_length_grouped_pieces_give_the_gradients_of_the_whole_batch(tiny, monkeypatch):
-    """trainer._forward_backward over several length pieces differentiates exactly the whole batch's loss."""
-    from types import SimpleNamespace
-
-    from accelerate import Accelerator
-
-    from camtl import trainer
-    from camtl.trainer import MultiTaskBatches, length_pieces
-
-    model, sets, collator = tiny
-    model.eval()  # no dropout: the two ways must agree to rounding
-    sampler = EntropySampler([10, 10], 8, seed=1)
-    batches = MultiTaskBatches(sampler, sets, collator)
-    batch = batches.next(lambda c: np.linspace(1, 0, len(c)))  # a mixed batch of both tasks
-    grads, losses = {}, {}
-    for grouped in (False, True):
-        run = SimpleNamespace(accelerator=Accelerator(cpu=True), model=model, tasks=[0, 1], batches=batches,
-                              cfg=SimpleNamespace(train=SimpleNamespace(group_by_length=grouped)))
-        monkeypatch.setattr(trainer, "length_pieces", lambda lengths: length_pieces(lengths, piece_cost=0))
-        model.zero_grad()
-        loss, task_losses = trainer._forward_backward(run, batch)
-        grads[grouped] = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-        losses[grouped] = (loss.item(), task_losses)
-    assert len(length_pieces(batch["attention_mask"].sum(-1).tolist(), piece_cost=0)) > 2
-    assert losses[True][0] == pytest.approx(losses[False][0], rel=1e-5)
-    torch.testing.assert_close(losses[True][1], losses[False][1], rtol=1e-5, atol=1e-6)
-    assert grads[True].keys() == grads[False].keys()
-    for name, grad in grads[False].items():
-        torch.testing.assert_close(grads[True][name], grad, rtol=1e-4, atol=1e-6, msg=name)
-
-
 def test_make_sampler_refuses_settings_it_would_ignore():
     make_sampler("uncertainty", SIZES, 4, temperature=2.0, task_names=["a", "b", "c"])  # defaults and task facts: fine
     with pytest.raises(ValueError, match="temperature=3.0 is a setting of the temperature strategy"):
@@ -509,8 +448,11 @@ def test_ddp_looks_for_unused_parameters_only_when_a_model_has_them(tiny):
     model, sets, collator = tiny
     run = SimpleNamespace(model=model, accelerator=Accelerator(cpu=True), train_sets=sets, trained_ids=[0, 1],
                           collator=collator)
-    assert unused_parameters(run) == []
-    assert all(p.grad is None for p in model.parameters()) and not model.training  # left as it was found
+    for mode in (False, True):
+        model.train(mode)
+        assert unused_parameters(run) == []
+        assert all(p.grad is None for p in model.parameters()) and model.training == mode  # left as it was found
+    model.eval()
     off = dict(conditional_alignment=False, conditional_attention=False, conditional_layer_norm=False,
                conditional_adapter=False)
     run.model = CaMtlForMultiTask(model.config.__class__(**{**model.config.to_dict(), **off})).train()

@@ -403,6 +403,19 @@ def test_bad_choices_fail_while_parsing(extra, message, glue_dir, tmp_path):
         train.parse_config(tiny_args(glue_dir, tmp_path, *extra), exit_on_error=False)
 
 
+def test_a_removed_setting_is_refused_by_name(tmp_path):
+    """train.group_by_length was removed (BENCHMARKS.md): on the command line or in a --config file (an old run's
+    training_config.yaml) it is refused with the reason, not jsonargparse's bare 'unexpected key'."""
+    with pytest.raises(ValueError, match=r"train.group_by_length was removed from camtl: it measured slower"):
+        parse_config(["--train.group_by_length", "false"], exit_on_error=False)
+    old = tmp_path / "training_config.yaml"
+    old.write_text(yaml.safe_dump({"train": {"seed": 1, "group_by_length": False}}))
+    with pytest.raises(ValueError, match=r"train.group_by_length was removed"):
+        parse_config(["--config", str(old)], exit_on_error=False)
+    old.write_text(yaml.safe_dump({"train": {"seed": 1}}))
+    assert parse_config([f"--config={old}"], exit_on_error=False).train.seed == 1
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 is valid on a GPU")
 def test_fp16_on_cpu_is_refused(glue_dir, tmp_path):
     with pytest.raises(ValueError, match="fp16.*needs a CUDA GPU.*'bf16' or 'no'"):
