@@ -209,6 +209,12 @@ def field_label(name: str) -> str:
     return words[:1].upper() + words[1:]
 
 
+def multi_label_threshold(pipe) -> float:
+    """The score at which the pipeline counts a multi-label task's label (its module's ``MULTI_LABEL_THRESHOLD``,
+    whether the repository's pipeline or the one travelling with the checkpoint)."""
+    return float(getattr(sys.modules.get(type(pipe).__module__), "MULTI_LABEL_THRESHOLD", 0.5))
+
+
 def task_info(spec: dict) -> dict:
     """``{"title", "question", "labels": {label: readable name}}`` of a task: :data:`TASK_INFO` for GLUE names,
     else the task's own name and labels (underscores as spaces)."""
@@ -246,6 +252,9 @@ def score_in_words(spec: dict, metrics: dict, rows: int | None = None) -> str:
         return f"correlation with human ratings {metrics['pearson']:.2f} (1: perfect agreement)"
     if "mcc" in metrics:
         return f"Matthews correlation {metrics['mcc']:.2f} (0: no better than guessing, 1: always right)"
+    if "f1_micro" in metrics:  # multi-label
+        return (f"micro-F1 {metrics['f1_micro']:.2f} over its labels (macro-F1 {metrics['f1_macro']:.2f}; every label "
+                f"right on {_percent(metrics['subset_accuracy'])}{on})")
     if "f1" in metrics:
         return f"right on {_percent(metrics['accuracy'])}{on} (F1 {metrics['f1']:.2f})"
     if "accuracy" in metrics:
@@ -257,6 +266,10 @@ def majority_in_words(spec: dict, reference: dict) -> str:
     """What always giving the most common answer scores on the task's dev set."""
     if spec["kind"] == "regression":
         return "a constant guess would correlate 0"
+    if spec["kind"] == "multi_label":
+        names = [task_info(spec)["labels"].get(a, a) for a in reference.get("answer") or []]
+        answer = ", ".join(names) if names else "no label"
+        return f'always answering "{answer}" would score micro-F1 {reference.get("f1_micro", reference["main"]):.2f}'
     answer = task_info(spec)["labels"].get(reference.get("answer"), reference.get("answer"))
     if "accuracy" in reference:
         return f'always answering "{answer}" would be right on {_percent(reference["accuracy"])}'
@@ -306,9 +319,12 @@ class Predictor:
     # ----- the plain functions -----
     def predict(self, task: str, text: str, text_pair: str = "") -> tuple[dict | None, float | None, str]:
         """``({answer: probability}, None, confidence)`` for a classification task, ``(None, score, note)`` for a
-        regression task. Raises ``gr.Error`` (shown in the page, returned through the API) for an unknown task or bad
+        regression task, ``({label: score} of the labels reaching the threshold, None, every label's score)`` for a
+        multi-label task. Raises ``gr.Error`` (shown in the page, returned through the API) for an unknown task or bad
         text. A single-text task never reads ``text_pair``."""
         spec = self._task(task)
+        if spec["kind"] == "multi_label":
+            return self._predict_multi_label(spec, self._input(spec, text, text_pair or ""))
         result = self._run([self._input(spec, text, text_pair or "")])[0]
         if spec["kind"] == "regression":
             return None, round(result["score"], 4), "A score, not a choice between answers: no confidence cue."
@@ -316,6 +332,21 @@ class Predictor:
         h, words = confidence([r["score"] for r in result])
         note = f"**Confidence: {words}** (uncertainty {h:.2f}, from 0: certain to 1: a pure guess)."
         return {labels[r["label"]]: r["score"] for r in result}, None, note
+
+    def _predict_multi_label(self, spec: dict, model_input: dict) -> tuple[dict, None, str]:
+        """A multi-label answer: ``{label: score}`` of every label whose sigmoid reaches the pipeline's threshold (none
+        may), and a note with every label's score and the mean binary uncertainty (the model's ``entropy``)."""
+        cut = multi_label_threshold(self.pipe)
+        everything = self._run([model_input], threshold=0.0)[0]  # every label, most likely first
+        labels = self.info[spec["name"]]["labels"]
+        chosen = {labels[r["label"]]: r["score"] for r in everything if r["score"] >= cut}
+        h = sum(confidence([r["score"], 1 - r["score"]])[0] for r in everything) / len(everything)
+        words = "high" if h <= CONFIDENT else "medium" if h <= LEANING else "low: close to a guess"
+        found = "" if chosen else f"**No label reaches {_percent(cut)}.** "
+        note = (f"{found}Several labels may apply; each is shown when its score reaches {_percent(cut)}. Every "
+                "label: " + ", ".join(f"{labels[r['label']]} {_percent(r['score'])}" for r in everything)
+                + f". **Confidence: {words}** (mean uncertainty {h:.2f}, from 0: certain to 1: a pure guess).")
+        return chosen, None, note
 
     def predict_all(self, text: str, text_pair: str = "") -> list[list]:
         """Run every compatible task (pair tasks when ``text_pair`` is given, else single-text tasks) in ONE
@@ -333,6 +364,12 @@ class Predictor:
                 lo, hi = spec["label_range"]
                 rows.append([task_choice(spec), f"{result['score']:.2f} (of {lo:g} to {hi:g})", "",
                              "a score, not a choice"])
+            elif spec["kind"] == "multi_label":  # the labels reaching the pipeline's threshold, none possibly
+                labels = self.info[spec["name"]]["labels"]
+                found = ", ".join(f"{labels[r['label']]} ({_percent(r['score'])})" for r in result)
+                rows.append([task_choice(spec), found or f"no label (none reaches "
+                                                          f"{_percent(multi_label_threshold(self.pipe))})",
+                             "", "several labels: each its own score"])
             else:
                 labels = self.info[spec["name"]]["labels"]
                 h, words = confidence([r["score"] for r in result])
@@ -360,10 +397,10 @@ class Predictor:
             return {"text": text, "text_pair": text_pair, "task_name": spec["name"]}
         return {"text": text, "task_name": spec["name"]}
 
-    def _run(self, inputs: list) -> list:
+    def _run(self, inputs: list, **options) -> list:
         """Every input in one forward pass (one batch, mixed tasks); input errors become ``gr.Error``."""
         try:
-            return self.pipe(inputs, batch_size=len(inputs), truncation=False)
+            return self.pipe(inputs, batch_size=len(inputs), truncation=False, **options)
         except ValueError as e:  # empty text, too many tokens, wrong number of texts
             raise refuse(str(e)) from e
 
@@ -373,6 +410,8 @@ class Predictor:
         reads = " and ".join(f"*{field_label(f)}*" for f in spec["text_fields"])
         if spec["kind"] == "regression":
             answers = "a score from {:g} to {:g}".format(*spec["label_range"])
+        elif spec["kind"] == "multi_label":
+            answers = "any of " + " / ".join(f"*{name}*" for name in info["labels"].values()) + " (several, or none)"
         else:
             answers = " / ".join(f"*{name}*" for name in info["labels"].values())
         line = f"**{task_choice(spec)}** The model reads {reads} and answers {answers}."
@@ -442,6 +481,9 @@ def check_examples(predictor: Predictor, stored: dict) -> list[dict]:
             if spec["kind"] == "regression":
                 lo, hi = example["expected"]
                 got, ok, sure = round(result["score"], 2), lo <= result["score"] <= hi, ""
+            elif spec["kind"] == "multi_label":  # expected: the list of labels reaching the threshold
+                got = sorted(r["label"] for r in result)
+                ok, sure = got == sorted(example["expected"]), ""
             else:
                 got, ok = result[0]["label"], result[0]["label"] == example["expected"]
                 sure = confidence([r["score"] for r in result])[1]

@@ -234,7 +234,7 @@ def get_dataloaders(cfg: RunConfig, tasks: Sequence[TaskDef], tokenizer, acceler
     log(f"Leakage filter (dev sets of {sorted(dev_sets)}): dropped "
         + ("; ".join(f"{name} {sum(by.values())} ({', '.join(f'{k} {v}' for k, v in by.items())})"
                      for name, by in dropped.items()) or "nothing"))
-    return train_sets, eval_sets, MultiTaskCollator(tokenizer), leakage
+    return train_sets, eval_sets, MultiTaskCollator(tokenizer, tasks=tasks), leakage
 
 
 @contextmanager

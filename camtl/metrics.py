@@ -7,6 +7,8 @@ that is averaged across tasks, following the GLUE leaderboard:
 - ``accuracy`` (SST-2, RTE, WNLI, QNLI, MNLI): ``accuracy``; main = accuracy.
 - ``f1`` (MRPC, QQP): ``f1`` and ``accuracy``; main = their mean.
 - ``pearson_spearman`` (STS-B): ``pearson`` and ``spearman``; main = their mean.
+- ``f1_micro`` / ``f1_macro`` (multi-label tasks): ``f1_micro``, ``f1_macro`` and ``subset_accuracy`` (every label
+  right) of the labels whose sigmoid reaches the threshold (0.5); main = the named F1.
 
 F1 is binary F1 of class 1 for two classes, macro F1 for more. Degenerate inputs (constant
 predictions or labels, a single example) give 0.0 rather than NaN, and no warning.
@@ -27,7 +29,8 @@ import numpy as np
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
-METRICS: tuple[str, ...] = ("mcc", "accuracy", "f1", "pearson_spearman")
+METRICS: tuple[str, ...] = ("mcc", "accuracy", "f1", "pearson_spearman", "f1_micro", "f1_macro")
+from modeling_camtl.pipeline_camtl import MULTI_LABEL_THRESHOLD  # noqa: E402  (one home: the pipeline's default)
 
 
 class _HasMetric(Protocol):
@@ -42,12 +45,16 @@ def compute_task_metrics(task: _HasMetric | str, predictions: Any, labels: Any) 
         task: a `camtl.tasks.TaskDef` or a metric name from `METRICS`.
         predictions: class ids (N,) or logits (N, C) for classification (argmax taken);
             scores (N,) or (N, 1) for regression.
-        labels: gold ids or scores (N,); float ids (as the collator makes them) are fine.
+            multi-label (``f1_micro``/``f1_macro``): 0/1 predictions or logits (N, L) (a logit counts when its
+            sigmoid reaches `MULTI_LABEL_THRESHOLD`, i.e. logit >= 0 at 0.5; give 0/1 to use another threshold).
+        labels: gold ids or scores (N,); float ids (as the collator makes them) are fine. Multi-label: multi-hot (N, L).
     """
     metric = task if isinstance(task, str) else task.metric
     if metric not in METRICS:
         raise ValueError(f"Unknown metric {metric!r}; valid metrics: {list(METRICS)}.")
     preds = np.asarray(predictions)
+    if metric in ("f1_micro", "f1_macro"):
+        return multi_label_metrics(metric, preds, np.asarray(labels))
     golds = np.asarray(labels).reshape(-1)
     if metric == "pearson_spearman":
         return regression_metrics(preds.reshape(-1) if preds.ndim == 2 and preds.shape[1] == 1 else preds, golds)
@@ -80,6 +87,24 @@ def classification_metrics(
     raise ValueError(f"{metric!r} is not a classification metric; valid: ['mcc', 'accuracy', 'f1'].")
 
 
+def multi_label_metrics(metric: str, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Micro and macro F1 and subset accuracy of a multi-label task, with ``"main"`` the one ``metric`` names.
+
+    ``predictions`` (N, L): 0/1, or logits (any other value; a label is predicted when its sigmoid reaches
+    `MULTI_LABEL_THRESHOLD`); ``labels`` (N, L) multi-hot."""
+    preds, golds = np.asarray(predictions, dtype=np.float64), np.asarray(labels, dtype=np.float64)
+    if preds.ndim != 2 or preds.shape != golds.shape or len(preds) == 0:
+        raise ValueError(f"multi-label predictions and labels must both have shape (N, labels), N > 0; got "
+                         f"{preds.shape} and {golds.shape}")
+    if not np.isin(preds, (0.0, 1.0)).all():
+        preds = 1 / (1 + np.exp(-preds)) >= MULTI_LABEL_THRESHOLD  # logits
+    preds, golds = preds.astype(np.int64), (golds >= 0.5).astype(np.int64)
+    scores = {f"f1_{average}": _finite(f1_score(golds, preds, average=average, zero_division=0.0))
+              for average in ("micro", "macro")}
+    scores["subset_accuracy"] = float((preds == golds).all(axis=1).mean())
+    return {**scores, "main": scores[metric]}
+
+
 def regression_metrics(predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """Pearson and Spearman correlations and their mean (``"main"``); 0.0 when undefined."""
     preds, golds = _check_pair(predictions, labels)
@@ -103,8 +128,15 @@ def glue_average(results: Mapping[str, Mapping[str, float]]) -> float:
 
 def majority_class_metrics(task: _HasMetric | str, train_labels: Any, dev_labels: Any) -> dict[str, Any]:
     """The task's metrics (with ``"main"``) when every dev row gets one constant answer, and that ``"answer"``: the
-    training labels' most common class id, or for regression their mean score (correlations are then 0)."""
+    training labels' most common class id, for regression their mean score (correlations are then 0), for a
+    multi-label task the 0/1 of each label held by more than half the training rows."""
     metric = task if isinstance(task, str) else task.metric
+    if metric in ("f1_micro", "f1_macro"):  # multi-label: each label on when most training rows have it
+        train, dev = np.asarray(train_labels, dtype=np.float64), np.asarray(dev_labels, dtype=np.float64)
+        if train.ndim != 2 or len(train) == 0:
+            raise ValueError("majority_class_metrics needs at least one multi-hot training row (N, labels).")
+        on = (train.mean(axis=0) > 0.5).astype(np.int64)  # (L,)
+        return {**compute_task_metrics(metric, np.tile(on, (len(dev), 1)), dev), "answer": on.tolist()}
     train = np.asarray(train_labels, dtype=np.float64).reshape(-1)
     dev = np.asarray(dev_labels).reshape(-1)
     if len(train) == 0:
@@ -126,6 +158,8 @@ def majority_class_reference(tasks: Any, train_labels: Any, dev_labels: Any) -> 
         labels = getattr(task, "labels", ())
         if labels and isinstance(metrics["answer"], int):
             metrics["answer"] = labels[metrics["answer"]]
+        elif labels and isinstance(metrics["answer"], list):  # multi-label: the names of the labels answered
+            metrics["answer"] = [name for name, on in zip(labels, metrics["answer"]) if on]
         out[task.name] = metrics
     return {"tasks": out, "average": glue_average(out)}
 
@@ -154,5 +188,5 @@ def _finite(x: float) -> float:
     return x if math.isfinite(x) else 0.0
 
 
-__all__ = ["METRICS", "classification_metrics", "compute_task_metrics", "glue_average", "majority_class_from_data",
-           "majority_class_metrics", "majority_class_reference", "regression_metrics"]
+__all__ = ["METRICS", "MULTI_LABEL_THRESHOLD", "classification_metrics", "compute_task_metrics", "glue_average",
+           "majority_class_from_data", "majority_class_metrics", "majority_class_reference", "multi_label_metrics", "regression_metrics"]

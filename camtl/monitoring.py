@@ -54,6 +54,9 @@ distance to its ``k`` = 5 nearest) than all but ``flag_quantile`` (0.5%) of the 
 The monitor is fed by :meth:`Monitor.attach` (forward hooks on the model: the pipeline, the app or a user's own server
 feed it by running the model) or by :meth:`Monitor.observe` with the logits, pooled vectors and token ids.
 
+Multi-label tasks (``kind: multi_label``) get no reference, so they are not monitored (:data:`MULTI_LABEL_NOT_MONITORED`
+says why; train.py logs it, ``build_reference`` refuses them, the monitor skips their rows).
+
 Statistics come from scipy (KS, chi-square, Fisher) and scikit-learn (PCA); the MMD permutation test is a few lines
 of numpy. Libraries weighed, and why none is a dependency: Evidently (Apache-2.0) and NannyML (Apache-2.0) are
 dashboards over pandas frames with large dependency trees, heavy for a library that serves a model (NannyML's
@@ -91,6 +94,9 @@ FORMAT_VERSION = 1
 SIGNALS = ("probabilities", "labels", "representation", "length", "out_of_distribution")
 STATUSES = ("ok", "warn", "alarm")
 MIN_REFERENCE_ROWS = 10
+#: Why a multi-label task has no reference (it is then not monitored; the monitor skips its rows).
+MULTI_LABEL_NOT_MONITORED = ("multi-label tasks are not monitored: the signals, calibration and accuracy estimate "
+                             "assume one softmax answer per row, not a sigmoid per label")
 RECENT_FLAGS = 1024  # flags kept for Monitor.flag_for
 TEXT_CHARS = 200  # an atypical input is shown by its first characters
 ARRAYS = ("logits", "reduced", "lengths", "unk_share", "pca_components", "pca_mean")
@@ -479,6 +485,8 @@ def build_reference(model, tokenizer, held_out: Mapping[str, Any], train: Mappin
             raise ValueError(f"Unknown task {name!r}; the model's tasks: {list(specs)}")
         if name not in train:
             raise ValueError(f"Task {name!r}: training rows are needed too (the PCA basis is fitted on them)")
+        if specs[name]["kind"] == "multi_label":
+            raise ValueError(f"Task {name!r}: {MULTI_LABEL_NOT_MONITORED}")
         rows = _rows(held_out[name])
         feats = extract_features(model, tokenizer, name, rows[0], rows[1], batch_size)
         train_rows = _rows(train[name])
@@ -869,6 +877,9 @@ def write_reference_for_run(folder, tasks: Sequence, data_dir, held_out_rows: in
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
     held, train = {}, {}
     for task in tasks:
+        if task.kind == "multi_label":
+            log(f"Monitoring reference: task {task.name} left out ({MULTI_LABEL_NOT_MONITORED})")
+            continue
         try:
             held[task.name] = load_split(task, "validation", data_dir, max_rows=int(held_out_rows), seed=seed)
             train[task.name] = load_split(task, "train", data_dir, max_rows=int(train_rows), seed=seed)

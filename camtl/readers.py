@@ -6,7 +6,8 @@ Every split, whatever its source, becomes a `datasets.Dataset` with the same thr
 * ``text_b`` (str): the second text of a pair task, ``""`` for single-text tasks. The column is
   always present so that every task has one schema; `tokenize_split` encodes a single text when a
   batch's ``text_b`` are all ``""``.
-* ``label``: a ``ClassLabel`` id (int) for classification, a ``float32`` for regression.
+* ``label``: a ``ClassLabel`` id (int) for classification, a ``float32`` for regression, a multi-hot list of
+  ``float32`` (one 0/1 per label, in the task's label order) for a multi-label task (`multi_hot`).
 
 Rows are checked while loading (empty text, labels outside the declared set, values that are not
 numbers), so a bad file fails before any training, with the file, the row and the allowed values in
@@ -43,6 +44,8 @@ from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
 FORMATS: tuple[str, ...] = ("csv", "tsv", "json", "jsonl")
 LABEL_ENCODINGS: tuple[str, ...] = ("auto", "name", "index")
+#: What separates a multi-label row's label names in a CSV/TSV cell (``"sport|weather"``; ``""``: no label).
+MULTI_LABEL_SEPARATOR = "|"
 _EXTENSIONS: dict[str, str] = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl"}
 
 
@@ -219,7 +222,8 @@ def to_examples(
     origin: str,
 ) -> datasets.Dataset:
     """Map raw columns to ``text_a``/``text_b``/``label``, checking every row (cached batched map)."""
-    label_feature = ClassLabel(names=list(task.labels)) if task.kind == "classification" else Value("float32")
+    label_feature = {"classification": ClassLabel(names=list(task.labels)),
+                     "multi_label": List(Value("float32"))}.get(task.kind, Value("float32"))
     features = Features({"text_a": Value("string"), "text_b": Value("string"), "label": label_feature})
     return raw.map(
         _convert_batch,
@@ -258,6 +262,8 @@ def _convert_batch(
     raw_labels = batch[label_column]
     if kind == "classification":
         label = _label_ids(raw_labels, labels, label_encoding, indices, origin)
+    elif kind == "multi_label":
+        label = [multi_hot(v, labels, label_encoding, f"{origin}: row {i + 1}") for v, i in zip(raw_labels, indices)]
     else:
         label = _float_labels(raw_labels, label_range, indices, origin)
     return {"text_a": texts[0], "text_b": text_b, "label": label}
@@ -286,6 +292,34 @@ def _label_ids(values: list, labels: tuple[str, ...], encoding: str, indices: li
             allowed += (" or " if allowed else "") + f"an integer index 0..{len(labels) - 1} into {list(labels)}"
         raise ValueError(f"{origin}: row {indices[bad] + 1}: label {values[bad]!r} is not {allowed}.")
     return ids  # type: ignore[return-value]
+
+
+def multi_hot(value: Any, labels: tuple[str, ...], encoding: str, where: str) -> list[float]:
+    """One multi-label cell as a multi-hot list over ``labels``: a string of names separated by
+    `MULTI_LABEL_SEPARATOR` (``""`` or None: no label) or a list of names (JSON); with ``label_encoding`` ``auto`` or
+    ``index`` a name may also be an integer index. ValueError naming ``where``, the bad name and the valid labels."""
+    if value is None:
+        names: list = []
+    elif isinstance(value, str):
+        names = [part.strip() for part in value.split(MULTI_LABEL_SEPARATOR)] if value.strip() else []
+    elif isinstance(value, (list, tuple)):
+        names = [strip_text(v) for v in value]
+    else:
+        raise ValueError(f"{where}: multi-label cell {value!r} is neither a string of names separated by "
+                         f"{MULTI_LABEL_SEPARATOR!r} nor a list of names; labels: {list(labels)}.")
+    by_name = {name: i for i, name in enumerate(labels)} if encoding in ("name", "auto") else {}
+    use_index = encoding in ("index", "auto")
+    row = [0.0] * len(labels)
+    for name in names:
+        i = _label_id(name, by_name, len(labels), use_index) if name != "" else None
+        if i is None:
+            allowed = f"one of {list(labels)}" if by_name else ""
+            if use_index:
+                allowed += (" or " if allowed else "") + f"an integer index 0..{len(labels) - 1}"
+            raise ValueError(f"{where}: label {name!r} (in {value!r}) is not {allowed}; separate a row's labels with "
+                             f"{MULTI_LABEL_SEPARATOR!r}, an empty cell for none.")
+        row[i] = 1.0
+    return row
 
 
 def _label_id(value: Any, by_name: Mapping[str, int], num_labels: int, use_index: bool) -> int | None:
@@ -566,19 +600,25 @@ def _tokenize_batch(
 class MultiTaskCollator:
     """Pad a list of `tokenize_split` rows (from any mix of tasks) to the longest one in the batch.
 
-    Returns ``input_ids``, ``attention_mask``, ``token_type_ids``, ``task_ids`` as LongTensors and
-    ``labels`` as a float32 tensor of shape (B,): classification ids are exact as floats (below
-    2**24), and the model casts them back to long for its classification heads. ``labels`` is left
-    out when no row has one (prediction).
+    Returns ``input_ids``, ``attention_mask``, ``token_type_ids``, ``task_ids`` as LongTensors and ``labels`` as
+    float32: of shape (B,) (classification ids, exact as floats below 2**24, and regression targets), or, when one of
+    ``tasks`` (the model's task specs in id order: ``model.config.tasks`` or `TaskDef`s) is multi-label, of shape
+    (B, K), K the model's widest head: a multi-label row's multi-hot, a classification row's one-hot, a regression row's
+    target in column 0 (what ``CaMtlForMultiTask`` reads). ``labels`` is left out when no row has one (prediction).
     """
 
     tokenizer: PreTrainedTokenizerBase
     pad_to_multiple_of: int | None = None
+    tasks: Sequence[Any] = ()
 
     def __post_init__(self) -> None:
         self._pad = DataCollatorWithPadding(
             self.tokenizer, pad_to_multiple_of=self.pad_to_multiple_of, return_tensors="pt"
         )
+        specs = [t.to_spec() if hasattr(t, "to_spec") else dict(t) for t in self.tasks]
+        self._kinds = [spec["kind"] for spec in specs]
+        widths = [len(spec["labels"]) if spec["kind"] != "regression" else 1 for spec in specs]
+        self.label_width = max(widths) if "multi_label" in self._kinds else None  # None: (B,) labels
 
     def __call__(self, features: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
         batch = dict(self._pad([{k: f[k] for k in MODEL_INPUTS if k in f} for f in features]))  # (B, T) each
@@ -587,17 +627,38 @@ class MultiTaskCollator:
         if any(with_labels):
             if not all(with_labels):
                 raise ValueError("Some rows of the batch have labels and some do not.")
-            batch["labels"] = torch.tensor([float(f["labels"]) for f in features], dtype=torch.float32)  # (B,)
+            if self.label_width is None:
+                if any(isinstance(f["labels"], (list, tuple)) for f in features):
+                    raise ValueError("A row has multi-label labels but the collator knows no multi-label task: "
+                                     "build it with MultiTaskCollator(tokenizer, tasks=model.config.tasks).")
+                batch["labels"] = torch.tensor([float(f["labels"]) for f in features], dtype=torch.float32)  # (B,)
+            else:
+                batch["labels"] = self._dense_labels(features, batch["task_ids"].tolist())  # (B, K)
         return batch
+
+    def _dense_labels(self, features: Sequence[Mapping[str, Any]], task_ids: list[int]) -> torch.Tensor:
+        """(B, K) labels: multi-hot, one-hot or the target in column 0, by each row's task kind."""
+        labels = torch.zeros(len(features), self.label_width)  # (B, K)
+        for row, (f, task) in enumerate(zip(features, task_ids)):
+            kind = self._kinds[task]
+            if kind == "multi_label":
+                labels[row, : len(f["labels"])] = torch.tensor(f["labels"], dtype=torch.float32)
+            elif kind == "classification":
+                labels[row, int(f["labels"])] = 1.0
+            else:
+                labels[row, 0] = float(f["labels"])
+        return labels
 
 
 __all__ = [
     "FORMATS",
     "LABEL_ENCODINGS",
     "MODEL_INPUTS",
+    "MULTI_LABEL_SEPARATOR",
     "READERS",
     "MultiTaskCollator",
     "held_out_split",
+    "multi_hot",
     "normalize_text",
     "text_key",
     "read_file",

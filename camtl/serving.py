@@ -450,7 +450,8 @@ def evaluate_dev(runner, tokenizer, data_dir: str, max_rows: int | None = None, 
     if mixed_precision not in ("no", "bf16"):
         raise ValueError(f"mixed_precision must be 'no' or 'bf16', got {mixed_precision!r}")
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mixed_precision == "bf16"):
-        result = evaluate(runner, sets, tasks, MultiTaskCollator(tokenizer), Accelerator(cpu=True), batch_size)
+        result = evaluate(runner, sets, tasks, MultiTaskCollator(tokenizer, tasks=tasks), Accelerator(cpu=True),
+                          batch_size)
     result["rows"] = {task.name: len(ds) for task, ds in zip(tasks, sets)}
     return result
 

@@ -32,6 +32,7 @@ from modeling_camtl import METRICS_FOR_KIND, TASK_KINDS, check_task_fields
 from .readers import (
     FORMATS,
     LABEL_ENCODINGS,
+    MULTI_LABEL_SEPARATOR,
     READERS,
     Rows,
     as_index,
@@ -47,7 +48,7 @@ from .readers import (
     to_examples,
 )
 
-Kind = Literal["classification", "regression"]
+Kind = Literal["classification", "regression", "multi_label"]
 Split = Literal["train", "validation"]
 
 HUB_GLUE = "nyu-mll/glue"
@@ -162,9 +163,9 @@ class TaskDef:
     Attributes:
         name: the task's id (``"sst2"``, ``"my-task"``), also the name of its head; the rules of every field
             are `modeling_camtl.check_task_fields`' (the model config checks a saved task with the same function).
-        kind: ``"classification"`` or ``"regression"``.
-        labels: label names in id order; ``()`` for regression, and for a file task whose labels
-            are to be inferred from its train file (see `resolve_labels`).
+        kind: ``"classification"``, ``"regression"`` or ``"multi_label"`` (several labels per text, a sigmoid each).
+        labels: label names in id order; ``()`` for regression, and for a classification file task whose labels
+            are to be inferred from its train file (see `resolve_labels`); a multi_label task declares them.
         text_fields: names of the 1 or 2 inputs (``("premise", "hypothesis")``).
         metric: the main metric, one of ``METRICS_FOR_KIND[kind]``.
         label_range: ``(lo, hi)`` of a regression target (STS-B: ``(0, 5)``), checked on load.
@@ -185,6 +186,14 @@ class TaskDef:
         inferred = self.kind == "classification" and not self.labels and isinstance(self.source, FileSource)
         if self.kind == "classification" and not self.labels and not inferred:
             raise ValueError(f"Task {self.name!r}: a classification task needs its label names.")
+        if self.kind == "multi_label":
+            if not self.labels:
+                raise ValueError(f"Task {self.name!r}: a multi_label task needs its label names (labels: [...]); "
+                                 "they are not inferred from the data.")
+            bad = [name for name in self.labels if MULTI_LABEL_SEPARATOR in name or name != name.strip()]
+            if bad:
+                raise ValueError(f"Task {self.name!r}: multi-label names may not contain {MULTI_LABEL_SEPARATOR!r} "
+                                 f"(it separates a row's labels) nor surrounding spaces: {bad}.")
         fields = check_task_fields(self.name, self.kind, None if inferred else self.labels, self.text_fields,
                                    self.label_range, self.metric)  # the one home of the rules (the model config's)
         if fields["label_range"] is not None:
@@ -202,8 +211,8 @@ class TaskDef:
 
     @property
     def num_labels(self) -> int:
-        """Output size of the task's head: the number of classes, or 1 for regression."""
-        return len(self.labels) if self.kind == "classification" else 1
+        """Output size of the task's head: the number of labels, or 1 for regression."""
+        return len(self.labels) if self.kind != "regression" else 1
 
     def to_spec(self) -> dict[str, Any]:
         """The plain, JSON-ready dict the model config stores for this task."""
@@ -278,8 +287,10 @@ def user_task(
     by name, then, with ``label_encoding="auto"``, by integer index) or left out, in which case
     `load_split` infers them from the train file: the sorted unique values (numerically when
     they are all integers), as strings. Declare them when the validation file could hold a value
-    the train file lacks. ``metric`` defaults to accuracy (classification) or
-    pearson_spearman (regression); ``text_fields`` default to the column names.
+    the train file lacks. A ``multi_label`` task declares its labels; each row's cell holds its label
+    names separated by ``MULTI_LABEL_SEPARATOR`` (``"sport|weather"``, ``""`` for none) or, in JSON, a
+    list of names (`readers.multi_hot`). ``metric`` defaults to accuracy (classification),
+    pearson_spearman (regression) or f1_micro (multi_label); ``text_fields`` default to the column names.
     """
     columns = as_str_tuple(text_columns)
     source = FileSource(
@@ -291,7 +302,7 @@ def user_task(
         label_encoding=label_encoding,
     )
     if metric is None:
-        metric = "pearson_spearman" if kind == "regression" else "accuracy"
+        metric = {"regression": "pearson_spearman", "multi_label": "f1_micro"}.get(kind, "accuracy")
     return TaskDef(
         name=name,
         kind=kind,

@@ -37,7 +37,7 @@ from accelerate.utils import ProjectConfiguration, gather_object, set_seed
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from modeling_camtl import is_camtl_parameter, per_example_loss
+from modeling_camtl import is_camtl_parameter
 
 from .build import (
     RunSetupError,
@@ -65,7 +65,7 @@ from .checkpointing import (
 )
 from .config import RunConfig, config_to_dict, dump_config, flat_hparams, resolve_config, validate_config
 from .interrupt import StopRequest, stopped_at_once_line, stopped_line
-from .metrics import compute_task_metrics, glue_average, majority_class_reference
+from .metrics import MULTI_LABEL_THRESHOLD, compute_task_metrics, glue_average, majority_class_reference
 from .model_card import write_model_card
 from .monitoring import write_reference_for_run
 from .optimisation import (
@@ -125,7 +125,6 @@ class Run(RunSetup):
     scorer: EntropyScorer | None
     optimizer: Any
     scheduler: Any
-    is_regression: torch.Tensor  # (num_tasks,) bool
     steps_per_epoch: int
     total_steps: int
     # the optimisation toolbox (camtl.optimisation): train.loss_weighting; train.gradient_aggregation's TorchJD
@@ -372,7 +371,6 @@ def prepare(setup: RunSetup, on_output_dir: Callable[[], None] | None = None) ->
     parts = {f.name: getattr(setup, f.name) for f in fields(RunSetup)}
     return Run(**{**parts, "model": model}, sampler=sampler, batches=batches, scorer=scorer, optimizer=optimizer,
                scheduler=scheduler,
-               is_regression=torch.tensor([task.kind == "regression" for task in setup.tasks], device=acc.device),
                steps_per_epoch=steps_per_epoch, total_steps=total_steps, weighting=weighting, aggregator=aggregator,
                aggregated=aggregated)
 
@@ -511,7 +509,7 @@ def _forward_backward(run: Run, batch: dict[str, torch.Tensor]) -> tuple[torch.T
             weights, regulariser = torch.ones(len(run.tasks), device=acc.device), torch.zeros((), device=acc.device)
         with acc.no_sync(run.model) if world > 1 else contextlib.nullcontext():  # it averages the gradients itself
             output = run.model(**batch)
-            per_example = per_example_loss(output.logits, batch["labels"], run.is_regression[batch["task_ids"]])
+            per_example = _example_losses(run, output, batch)  # (b,)
             loss = aggregated_backward(
                 acc.unwrap_model(run.model), per_example, batch["task_ids"], run.batches.task_counts, weights,
                 regulariser, acc, run.aggregator, run.aggregated,
@@ -520,12 +518,11 @@ def _forward_backward(run: Run, batch: dict[str, torch.Tensor]) -> tuple[torch.T
         return loss, output.task_losses
     output = run.model(**batch)
     if weighting is not None:
-        loss = weighted_batch_loss(
-            per_example_loss(output.logits, batch["labels"], run.is_regression[batch["task_ids"]]),
-            batch["task_ids"], run.batches.task_counts, world, weights, regulariser)
+        loss = weighted_batch_loss(_example_losses(run, output, batch), batch["task_ids"], run.batches.task_counts,
+                                   world, weights, regulariser)
     else:
         loss = output.loss if world == 1 else global_batch_loss(
-            output.logits, batch["labels"], batch["task_ids"], run.is_regression, run.batches.task_counts, world)
+            _example_losses(run, output, batch), batch["task_ids"], run.batches.task_counts, world)
     acc.backward(loss)
     return loss, output.task_losses
 
@@ -678,8 +675,14 @@ class MultiTaskBatches:
         return batch
 
 
-def global_batch_loss(logits: torch.Tensor, labels: torch.Tensor, task_ids: torch.Tensor, is_regression: torch.Tensor,
-                      task_counts: torch.Tensor, world_size: int) -> torch.Tensor:
+def _example_losses(run: Run, output, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The (b,) per-row losses of a batch's output: the model's own (``example_losses``: every task kind, (b,) or
+    (b, K) labels)."""
+    return run.accelerator.unwrap_model(run.model).example_losses(output.logits, batch["labels"], batch["task_ids"])
+
+
+def global_batch_loss(per_example: torch.Tensor, task_ids: torch.Tensor, task_counts: torch.Tensor,
+                      world_size: int) -> torch.Tensor:
     """This process's part of the loss of the whole global batch, scaled for DDP's gradient averaging.
 
     The model's loss is the mean over the tasks present of each task's mean loss. On one process's share
@@ -689,13 +692,10 @@ def global_batch_loss(logits: torch.Tensor, labels: torch.Tensor, task_ids: torc
     one-process loss of the global batch.
 
     Args:
-        logits: (b, K) the model's logits (the dtype's minimum past each row's labels; regression in column 0).
-        labels: (b,) class ids (as floats) or regression targets.
+        per_example: (b,) each row's loss (``model.example_losses``).
         task_ids: (b,) task of each row.
-        is_regression: (num_tasks,) bool.
         task_counts: (num_tasks,) rows of each task in the global batch.
     """
-    per_example = per_example_loss(logits, labels, is_regression[task_ids])  # (b,)
     counts = task_counts[task_ids].float()  # (b,) global rows of each row's task
     present = (task_counts > 0).sum().float()
     return (per_example / counts).sum() * world_size / present
@@ -743,6 +743,17 @@ class EntropyScorer:
 
 
 # --------------------------------------------------------------------------------------------------------------------
+def prediction_reader(task: TaskDef) -> Callable[[Any], torch.Tensor]:
+    """What `evaluate` reads of an output for ``task``'s metrics: the regression score (b,), the class id (b,), or a
+    multi-label task's 0/1 per label (b, L): its sigmoid reaches ``MULTI_LABEL_THRESHOLD`` (the pipeline's default)."""
+    if task.kind == "regression":
+        return lambda output: output.logits[:, 0]
+    if task.kind == "multi_label":
+        width = len(task.labels)
+        return lambda output: (output.logits[:, :width].float().sigmoid() >= MULTI_LABEL_THRESHOLD).float()
+    return lambda output: output.logits.argmax(-1)
+
+
 def evaluate(model, eval_sets: Sequence, tasks: Sequence[TaskDef], collator, accelerator: Accelerator,
              batch_size: int = 64) -> dict[str, Any]:
     """GLUE metrics of every task's dev set: ``{"tasks": {name: {..., "main"}}, "average": mean of "main"}``.
@@ -753,9 +764,7 @@ def evaluate(model, eval_sets: Sequence, tasks: Sequence[TaskDef], collator, acc
     results = {}
     for task, ds in zip(tasks, eval_sets):
         features = rows_to_features(ds, range(len(ds)))
-        regression = task.kind == "regression"
-        preds = predict(model, features, collator, accelerator, batch_size,
-                        lambda output: output.logits[:, 0] if regression else output.logits.argmax(-1))
-        labels = [float(f["labels"]) for f in features]
+        preds = predict(model, features, collator, accelerator, batch_size, prediction_reader(task))
+        labels = [f["labels"] if task.kind == "multi_label" else float(f["labels"]) for f in features]
         results[task.name] = compute_task_metrics(task, preds, labels)
     return {"tasks": results, "average": glue_average(results)}

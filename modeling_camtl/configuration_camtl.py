@@ -9,9 +9,11 @@ import re
 
 from transformers import PreTrainedConfig
 
-TASK_KINDS = ("classification", "regression")
+#: ``multi_label``: several labels per text (topics, emotions, toxicity): a sigmoid per label, binary cross-entropy.
+TASK_KINDS = ("classification", "regression", "multi_label")
 #: transformers' ``problem_type`` of each task kind (a config's ``problem_type`` is derived from its tasks).
-PROBLEM_TYPE_OF_KIND = {"classification": "single_label_classification", "regression": "regression"}
+PROBLEM_TYPE_OF_KIND = {"classification": "single_label_classification", "regression": "regression",
+                        "multi_label": "multi_label_classification"}
 #: Fields whose value must be one of a few words: ours (the default) first, the authors' design second.
 CHOICE_FIELDS = {
     "conditional_attention_film": ("per_block", "shared"),
@@ -53,6 +55,7 @@ _TASK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
 METRICS_FOR_KIND = {
     "classification": ("mcc", "accuracy", "f1"),
     "regression": ("pearson_spearman",),
+    "multi_label": ("f1_micro", "f1_macro"),
 }
 TASK_SPEC_FIELDS = ("name", "kind", "labels", "text_fields", "label_range")
 
@@ -64,8 +67,8 @@ def check_task_fields(name, kind, labels, text_fields, label_range=None, metric=
 
     - ``name``: `TASK_NAME_RULE` (it names the task's head module and its config entry);
     - ``kind``: one of `TASK_KINDS`;
-    - ``labels``: at least two distinct names for classification (``None``: not known yet, a data file will tell);
-      none for regression;
+    - ``labels``: at least two distinct names for classification and multi_label (``None``: not known yet, a data
+      file will tell); none for regression;
     - ``text_fields``: one or two names of input texts;
     - ``label_range``: ``[lo, hi]`` with ``lo < hi``, regression only (``None`` stays ``None``);
     - ``metric`` (data tasks only, ``None``: not checked): one of ``METRICS_FOR_KIND[kind]``.
@@ -79,9 +82,9 @@ def check_task_fields(name, kind, labels, text_fields, label_range=None, metric=
         raise ValueError(f"{where}: unknown kind {kind!r}; valid kinds: {list(TASK_KINDS)}")
     if labels is not None:
         labels = [str(label) for label in ([labels] if isinstance(labels, str) else labels)]
-    if kind == "classification" and labels is not None:
+    if kind in ("classification", "multi_label") and labels is not None:
         if len(labels) < 2:
-            raise ValueError(f"{where}: labels: a classification task needs at least 2 label names, got {labels}")
+            raise ValueError(f"{where}: labels: a {kind} task needs at least 2 label names, got {labels}")
         if len(set(labels)) != len(labels):
             raise ValueError(f"{where}: labels: duplicate label names in {labels}")
     if kind == "regression" and labels:

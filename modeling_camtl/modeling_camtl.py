@@ -524,14 +524,26 @@ def _refuse_unused(kwargs: dict) -> dict:
     return {k: v for k, v in kwargs.items() if k in PASSED_ON_KWARGS and v is not None}
 
 
-def per_example_loss(logits: torch.Tensor, labels: torch.Tensor, is_regression: torch.Tensor) -> torch.Tensor:
+def per_example_loss(logits: torch.Tensor, labels: torch.Tensor, is_regression: torch.Tensor,
+                     multi_hot: torch.Tensor | None = None, is_multi_label: torch.Tensor | None = None) -> torch.Tensor:
     """Each row's loss, in float32: cross-entropy for a classification row, squared error of column 0 for a regression
-    row. ``logits`` (B, K) with the dtype's minimum past a row's labels; ``labels`` (B,) class ids (as floats) or targets;
-    ``is_regression`` (B,) bool. Returns (B,)."""
+    row, and for a multi-label row (``is_multi_label``, with its targets in ``multi_hot``) the binary cross-entropy of
+    each of its labels' sigmoid, averaged over its labels. ``logits`` (B, K) with the dtype's minimum past a row's
+    labels; ``labels`` (B,) class ids (as floats) or targets (anything on multi-label rows); ``is_regression`` (B,)
+    bool; ``multi_hot`` (B, K) targets in [0, 1] (read on multi-label rows only, over their own columns). Returns (B,)."""
     targets = torch.where(is_regression, torch.zeros_like(labels), labels).long()  # (B,), 0 for regression rows
+    if is_multi_label is not None:
+        targets = torch.where(is_multi_label, torch.zeros_like(targets), targets)  # (B,)
     ce = F.cross_entropy(logits.float(), targets, reduction="none")  # (B,)
     mse = (logits[:, 0].float() - labels.float()) ** 2  # (B,)
-    return torch.where(is_regression, mse, ce)
+    loss = torch.where(is_regression, mse, ce)
+    if is_multi_label is None:
+        return loss
+    own = logits > torch.finfo(logits.dtype).min  # (B, K) the row's own columns
+    safe = torch.where(own, logits, torch.zeros_like(logits)).float()  # (B, K) no min in the BCE
+    bce = F.binary_cross_entropy_with_logits(safe, multi_hot.float().clamp(0, 1), reduction="none") * own  # (B, K)
+    bce = bce.sum(-1) / own.sum(-1).clamp(min=1)  # (B,) mean over the row's labels
+    return torch.where(is_multi_label, bce, loss)
 
 
 def is_camtl_parameter(name: str) -> bool:
@@ -907,6 +919,7 @@ class CaMtlForMultiTask(CaMtlPreTrainedModel):
             "head_valid": valid,  # (num_tasks, K) column belongs to the task
             "num_outputs": torch.tensor(sizes),  # (num_tasks,)
             "is_regression": torch.tensor([t["kind"] == "regression" for t in tasks]),  # (num_tasks,)
+            "is_multi_label": torch.tensor([t["kind"] == "multi_label" for t in tasks]),  # (num_tasks,)
             "label_range": ranges,  # (num_tasks, 2)
         }
 
@@ -947,27 +960,47 @@ class CaMtlForMultiTask(CaMtlPreTrainedModel):
 
         loss = task_losses = None
         if labels is not None:
-            loss, task_losses = self._loss(logits, labels, task_ids, is_regression)
+            loss, task_losses = self._loss(logits, labels, task_ids)
         return CaMtlMultiTaskOutput(loss=loss, logits=logits, task_losses=task_losses, entropy=entropy,
                                     hidden_states=outputs.hidden_states, attentions=outputs.attentions)
 
     def _normalized_entropy(self, logits, valid, is_regression, task_ids) -> torch.Tensor:
+        """Each row's normalised entropy in [0, 1]: of its softmax over its labels (classification), of its value
+        placed in its label range (regression), the mean over its labels of each sigmoid's (multi-label)."""
         logits = logits.float()
         probs = logits.softmax(-1)  # (B, K), 0 on invalid columns
         ent = torch.special.entr(probs).sum(-1) / self.num_outputs[task_ids].clamp(min=2).float().log()  # (B,)
         lo, hi = self.label_range[task_ids].unbind(-1)  # (B,), (B,)
         p = ((logits[:, 0] - lo) / (hi - lo)).clamp(1e-6, 1 - 1e-6)  # regression value placed in its range
         binary = (torch.special.entr(p) + torch.special.entr(1 - p)) / math.log(2)  # (B,)
+        sig = torch.sigmoid(logits)  # (B, K), 0 on invalid columns (their logit is the minimum)
+        per_label = (torch.special.entr(sig) + torch.special.entr(1 - sig)) / math.log(2) * valid  # (B, K)
+        multi = per_label.sum(-1) / valid.sum(-1).clamp(min=1)  # (B,)
+        ent = torch.where(self.is_multi_label[task_ids], multi, ent)
         return torch.where(is_regression, binary, ent).detach()
 
-    def _loss(self, logits, labels, task_ids, is_regression):
-        if labels.shape != task_ids.shape:
-            raise ValueError(f"labels must have shape {tuple(task_ids.shape)} (one per example), "
-                             f"got {tuple(labels.shape)}")
+    def example_losses(self, logits: torch.Tensor, labels: torch.Tensor, task_ids: torch.Tensor) -> torch.Tensor:
+        """Each row's loss (B,), float32, with gradients (`per_example_loss`): what the forward's loss averages per
+        task, for callers that weigh rows themselves (camtl's trainer). ``logits`` (B, K) the forward's;
+        ``labels`` (B,) or (B, K) as the forward takes them (checked the same way); ``task_ids`` (B,)."""
         labels = labels.to(logits.device)
+        is_regression = self.is_regression[task_ids]  # (B,)
+        labels, multi_hot = self._split_labels(logits, labels, task_ids, is_regression)  # (B,), (B, K) or None
+        is_multi_label = self.is_multi_label[task_ids] if multi_hot is not None else None  # (B,)
         num_outputs = self.num_outputs[task_ids]  # (B,)
+        if not torch.compiler.is_compiling() and multi_hot is not None:
+            own = self.head_valid[task_ids]  # (B, K)
+            bad = is_multi_label[:, None] & own & ((multi_hot < 0) | (multi_hot > 1) | ~torch.isfinite(multi_hot))
+            if bad.any():
+                row = int(bad.any(-1).nonzero()[0, 0])
+                task = self.config.tasks[int(task_ids[row])]
+                raise ValueError(f"Labels {multi_hot[row][own[row]].tolist()} at row {row} are invalid for the "
+                                 f"multi-label task {task['name']!r}: expected one target in [0, 1] (multi-hot) per "
+                                 f"label {task['labels']}")
         if not torch.compiler.is_compiling():
             is_class = ~is_regression
+            if is_multi_label is not None:
+                is_class = is_class & ~is_multi_label
             bad = is_class & ((labels != labels.round()) | (labels < 0) | (labels >= num_outputs))
             bad = bad | (is_regression & ~torch.isfinite(labels.float()))
             if bad.any():
@@ -977,7 +1010,10 @@ class CaMtlForMultiTask(CaMtlPreTrainedModel):
                            if task["kind"] == "classification" else "a finite number")
                 raise ValueError(f"Label {labels[row].item()!r} at row {row} is invalid for task "
                                  f"{task['name']!r}: expected {allowed}")
-        per_example = per_example_loss(logits, labels, is_regression)  # (B,)
+        return per_example_loss(logits, labels, is_regression, multi_hot, is_multi_label)  # (B,)
+
+    def _loss(self, logits, labels, task_ids):
+        per_example = self.example_losses(logits, labels, task_ids)  # (B,)
         num_tasks = len(self.config.tasks)
         sums = per_example.new_zeros(num_tasks).index_add(0, task_ids, per_example)  # (num_tasks,)
         counts = torch.bincount(task_ids, minlength=num_tasks).to(per_example.dtype)  # (num_tasks,)
@@ -986,6 +1022,39 @@ class CaMtlForMultiTask(CaMtlPreTrainedModel):
         loss = (per_task * present).sum() / present.sum().clamp(min=1)
         task_losses = torch.where(present, per_task, torch.full_like(per_task, float("nan"))).detach()
         return loss, task_losses
+
+    def _split_labels(self, logits, labels, task_ids, is_regression):
+        """``labels`` (B,) (class ids and regression targets) or (B, K) (per column: a classification row's one-hot, a
+        regression row's target in column 0, a multi-label row's multi-hot; columns past a row's labels ignored) as
+        ``(targets (B,), multi_hot (B, K) or None)``; ``ValueError`` for any other shape or for multi-label rows given
+        (B,) labels."""
+        has_multi = bool(self.is_multi_label.any())
+        if labels.shape == task_ids.shape:
+            if has_multi and not torch.compiler.is_compiling() and bool(self.is_multi_label[task_ids].any()):
+                row = int(self.is_multi_label[task_ids].nonzero()[0, 0])
+                raise ValueError(f"Row {row} is of the multi-label task "
+                                 f"{self.config.tasks[int(task_ids[row])]['name']!r}: give labels of shape "
+                                 f"{tuple(logits.shape)} (a multi-hot row per example; one-hot for classification "
+                                 f"rows, the target in column 0 for regression rows)")
+            return labels, None
+        if labels.shape != logits.shape:
+            raise ValueError(f"labels must have shape {tuple(task_ids.shape)} (one class id or target per example) or "
+                             f"{tuple(logits.shape)} (per column: one-hot, multi-hot, or the target in column 0), "
+                             f"got {tuple(labels.shape)}")
+        own = self.head_valid[task_ids]  # (B, K)
+        class_ids = torch.where(own, labels, torch.full_like(labels, -1.0)).argmax(-1).to(labels.dtype)  # (B,)
+        if not torch.compiler.is_compiling():
+            is_class = ~is_regression & ~self.is_multi_label[task_ids]
+            one_hot = ((labels == 0) | (labels == 1)) & own  # (B, K)
+            bad = is_class & ~((one_hot.sum(-1) == own.sum(-1)) & ((labels * own).sum(-1) == 1))
+            if bad.any():
+                row = int(bad.nonzero()[0, 0])
+                task = self.config.tasks[int(task_ids[row])]
+                raise ValueError(f"Labels {labels[row][own[row]].tolist()} at row {row} are invalid for task "
+                                 f"{task['name']!r}: a classification row of (B, K) labels is one-hot over "
+                                 f"{task['labels']}")
+        targets = torch.where(is_regression, labels[:, 0], class_ids)  # (B,)
+        return targets, (labels if has_multi else None)
 
     # ----- continual learning: add, remove, rename tasks -----
     def add_task(self, spec, init_from: str = "mean") -> int:

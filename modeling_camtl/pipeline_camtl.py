@@ -13,6 +13,8 @@ of these work without this package installed::
     # [[{'label': 'entailment', 'score': 0.91}]]
     pipe({"text": "A man is playing.", "text_pair": "Someone plays."}, task_name="stsb")
     # {'score': 4.2}
+    pipe("Stocks fell as the storm hit the coast.", task_name="topics", threshold=0.3)  # a multi_label task
+    # [{'label': 'business', 'score': 0.81}, {'label': 'weather', 'score': 0.44}]: each label's own sigmoid
 
 An input is a string (single-text tasks) or a dict ``{"text", "text_pair", "task_name"}`` (``text_pair`` for pair
 tasks; ``task_name`` overrides the call's ``task_name`` for that input, so one batch may mix tasks). A list of inputs
@@ -27,6 +29,8 @@ import torch
 from transformers import Pipeline
 
 PIPELINE_TASK = "camtl-classification"
+#: A multi-label task's default threshold: a label is predicted when its sigmoid reaches it (camtl's metrics too).
+MULTI_LABEL_THRESHOLD = 0.5
 PIPELINE_FILE = "pipeline_camtl.py"
 #: The ``custom_pipelines`` entry of ``config.json``, as ``Pipeline.save_pretrained`` writes it for a registered
 #: pipeline: ``pipeline(model=folder, trust_remote_code=True)`` reads it and loads the class from the folder.
@@ -45,6 +49,8 @@ class CaMtlClassificationPipeline(Pipeline):
     Parameters (at construction or per call):
         task_name (`str`): the task to run (``model.config.tasks[i]["name"]``); optional when the model has one task.
         top_k (`int`, *optional*): keep the ``top_k`` most likely labels (default: all, most likely first).
+        threshold (`float`, defaults to 0.5): multi-label tasks only: the labels whose sigmoid score reaches it are
+            returned (possibly none; 0 returns every label with its score). Refused for other task kinds.
         truncation (`bool`, defaults to True): truncate inputs longer than :attr:`max_length` tokens; with False they
             raise ``ValueError`` naming the limit.
     """
@@ -82,9 +88,10 @@ class CaMtlClassificationPipeline(Pipeline):
             raise ValueError(f"Say which task to run: task_name=... (one of {[t['name'] for t in self.tasks]})")
         return self.tasks[self.model.config.task_id(task_name)]
 
-    def _sanitize_parameters(self, task_name=None, top_k="", truncation=None, **kwargs):
+    def _sanitize_parameters(self, task_name=None, top_k="", truncation=None, threshold=None, **kwargs):
         if kwargs:
-            raise TypeError(f"Unknown argument(s) {sorted(kwargs)}; valid: task_name, top_k, truncation, batch_size")
+            raise TypeError(f"Unknown argument(s) {sorted(kwargs)}; valid: task_name, top_k, truncation, threshold, "
+                            "batch_size")
         preprocess_params, postprocess_params = {}, {}
         if task_name is not None:
             self.task_spec(task_name)  # fail early, before any input is read
@@ -95,6 +102,10 @@ class CaMtlClassificationPipeline(Pipeline):
             if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1):
                 raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
             postprocess_params["top_k"] = top_k
+        if threshold is not None:
+            if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
+                raise ValueError(f"threshold must be a number in [0, 1], got {threshold!r}")
+            postprocess_params["threshold"] = float(threshold)
         return preprocess_params, {}, postprocess_params
 
     def preprocess(self, inputs, task_name=None, truncation=True) -> dict:
@@ -138,11 +149,18 @@ class CaMtlClassificationPipeline(Pipeline):
         # logits first: the batch unroller reads the batch size from the first entry
         return {"logits": outputs.logits, "task_ids": model_inputs["task_ids"]}  # (B, K), (B,)
 
-    def postprocess(self, model_outputs: dict, top_k=None):
+    def postprocess(self, model_outputs: dict, top_k=None, threshold=None):
         task = self.tasks[int(model_outputs["task_ids"][0])]
         logits = model_outputs["logits"][0].float()  # (K,), the dtype's minimum past the task's labels (sliced off)
+        if threshold is not None and task["kind"] != "multi_label":
+            raise ValueError(f"threshold is for multi-label tasks; task {task['name']!r} is a {task['kind']} task")
         if task["kind"] == "regression":
             return {"score": float(logits[0])}
+        if task["kind"] == "multi_label":  # each label its own sigmoid; those reaching the threshold, most likely first
+            scores = torch.sigmoid(logits[: len(task["labels"])]).tolist()  # (num_labels,)
+            cut = MULTI_LABEL_THRESHOLD if threshold is None else threshold
+            ranked = sorted(((label, p) for label, p in zip(task["labels"], scores) if p >= cut), key=lambda lp: -lp[1])
+            return [{"label": label, "score": score} for label, score in ranked[:top_k]]
         probs = logits[: len(task["labels"])].softmax(-1)  # (num_labels,)
         ranked = sorted(zip(task["labels"], probs.tolist()), key=lambda pair: -pair[1])
         return [{"label": label, "score": score} for label, score in ranked[:top_k]]
@@ -162,4 +180,4 @@ def save_pipeline_files(save_directory) -> None:
         f.write(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
-__all__ = ["CUSTOM_PIPELINES", "PIPELINE_TASK", "CaMtlClassificationPipeline", "save_pipeline_files"]
+__all__ = ["CUSTOM_PIPELINES", "MULTI_LABEL_THRESHOLD", "PIPELINE_TASK", "CaMtlClassificationPipeline", "save_pipeline_files"]

@@ -120,10 +120,11 @@ def tiny():
 def _fake_run(model, batch, weighting):
     num_tasks = len(model.config.tasks)
     return SimpleNamespace(
-        accelerator=SimpleNamespace(num_processes=1, backward=lambda loss: loss.backward(), device="cpu"),
+        accelerator=SimpleNamespace(num_processes=1, backward=lambda loss: loss.backward(), device="cpu",
+                                    unwrap_model=lambda m: m),
         model=model, tasks=model.config.tasks,
         batches=SimpleNamespace(task_counts=torch.bincount(batch["task_ids"], minlength=num_tasks)),
-        is_regression=model.is_regression, weighting=weighting, aggregator=None)
+        weighting=weighting, aggregator=None)
 
 
 def test_equal_is_the_models_loss_exactly_and_uncertainty_starts_there(tiny):

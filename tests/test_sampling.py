@@ -302,17 +302,17 @@ def test_global_batch_loss_equals_the_model_loss(tiny):
     sampler = EntropySampler([10, 10], 6, seed=1)
     batches = MultiTaskBatches(sampler, sets, collator)
     batch = batches.next(lambda c: np.linspace(1, 0, len(c)))  # a mixed batch: 6 of task 0's then task 1's
-    is_regression = torch.tensor([False, True])
     with torch.no_grad():
         out = model(**batch)
-        one = global_batch_loss(out.logits, batch["labels"], batch["task_ids"], is_regression, batches.task_counts, 1)
+        rows = model.example_losses(out.logits, batch["labels"], batch["task_ids"])  # (b,)
+        one = global_batch_loss(rows, batch["task_ids"], batches.task_counts, 1)
         assert one.item() == pytest.approx(out.loss.item(), rel=1e-6)
         shares = []
         for rank in (0, 1):
             part = {k: v[rank::2] for k, v in batch.items()}
             logits = model(**part).logits
-            shares.append(global_batch_loss(logits, part["labels"], part["task_ids"], is_regression,
-                                            batches.task_counts, 2))
+            shares.append(global_batch_loss(model.example_losses(logits, part["labels"], part["task_ids"]),
+                                            part["task_ids"], batches.task_counts, 2))
     assert (sum(shares) / 2).item() == pytest.approx(out.loss.item(), rel=1e-5)
 
 
