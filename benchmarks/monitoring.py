@@ -49,9 +49,16 @@ PLOT = PROJECT_ROOT / "docs" / "monitoring_power.png"
 GLUE_TASKS = ("cola", "sst2", "mrpc", "stsb", "rte")
 #: Rows sent to a task: (name, the task they are sent to, how they are read).
 SHIFTS = {
-    "cr": ("sst2", "cr"), "subj": ("sst2", "subj"), "mpqa": ("sst2", "mpqa"), "ag_news": ("sst2", "ag_news"),
-    "trec": ("sst2", "trec"), "cola_as_sst2": ("sst2", "cola"), "mrpc_as_sst2": ("sst2", "mrpc"),
-    "snli_as_rte": ("rte", "snli"), "sick_as_rte": ("rte", "sick_e"), "sick_as_stsb": ("stsb", "sick_r"),
+    "cr": ("sst2", "cr"),
+    "subj": ("sst2", "subj"),
+    "mpqa": ("sst2", "mpqa"),
+    "ag_news": ("sst2", "ag_news"),
+    "trec": ("sst2", "trec"),
+    "cola_as_sst2": ("sst2", "cola"),
+    "mrpc_as_sst2": ("sst2", "mrpc"),
+    "snli_as_rte": ("rte", "snli"),
+    "sick_as_rte": ("rte", "sick_e"),
+    "sick_as_stsb": ("stsb", "sick_r"),
 }
 MIX_SHARES, MIX_WINDOWS = (0.05, 0.10, 0.25, 0.50), (50, 100, 200, 500)
 SAMPLE = 1000  # rows of a large shifted set
@@ -97,8 +104,9 @@ def nli_labels(source: str) -> list[str]:
     from camtl.tasks import get_task, load_split
 
     names = get_task(source).labels
-    ds = datasets.concatenate_datasets([load_split(source, split, GLUE, extra_dir=EXTRA)
-                                        for split in ("train", "validation")])
+    ds = datasets.concatenate_datasets(
+        [load_split(source, split, GLUE, extra_dir=EXTRA) for split in ("train", "validation")]
+    )
     return [names[i] for i in ds.shuffle(seed=0).select(range(min(len(ds), SAMPLE)))["label"]]
 
 
@@ -110,8 +118,15 @@ def features(model, tokenizer, source: str, task: str) -> tuple[M.Features, np.n
         texts, pairs, labels = read_rows(source)
         f = M.extract_features(model, tokenizer, task, texts, pairs)
         FEATURES.mkdir(parents=True, exist_ok=True)
-        np.savez(path, logits=f.logits, pooled=f.pooled, lengths=f.lengths, unk_share=f.unk_share,
-                 labels=labels if labels is not None else np.zeros(0), texts=np.asarray(f.texts))
+        np.savez(
+            path,
+            logits=f.logits,
+            pooled=f.pooled,
+            lengths=f.lengths,
+            unk_share=f.unk_share,
+            labels=labels if labels is not None else np.zeros(0),
+            texts=np.asarray(f.texts),
+        )
         print(f"features {source} as {task}: {len(texts)} rows in {time.perf_counter() - started:.0f}s", flush=True)
     z = np.load(path)
     labels = z["labels"] if len(z["labels"]) else None
@@ -123,26 +138,35 @@ def features(model, tokenizer, source: str, task: str) -> tuple[M.Features, np.n
 # --------------------------------------------------------------------------------------------------------------------
 def reference_of(spec, dev: M.Features, labels, train: M.Features, rows=None) -> M.TaskReference:
     idx = np.arange(len(dev)) if rows is None else rows
-    return M.TaskReference.from_features(spec, dev.take(idx), None if labels is None else labels[idx], train.pooled,
-                                         train_max_length=128)
+    return M.TaskReference.from_features(
+        spec, dev.take(idx), None if labels is None else labels[idx], train.pooled, train_max_length=128
+    )
 
 
 def summarise(statuses: list, real: list | None = None) -> dict:
     """Shares of windows that alarm / warn / in which each signal fires, flag share, accuracy estimates."""
     n = len(statuses)
-    out = {"windows": n, "alarm_rate": sum(s.status == "alarm" for s in statuses) / n,
-           "warn_or_alarm_rate": sum(s.status != "ok" for s in statuses) / n,
-           "signal_rates": {sig: sum(any(t.signal == sig and t.p_value * len(s.tests) < 0.05 for t in s.tests)
-                                     for s in statuses) / n for sig in M.SIGNALS},
-           "flagged_share": float(np.mean([s.descriptors["flagged_share"] for s in statuses]))}
+    out = {
+        "windows": n,
+        "alarm_rate": sum(s.status == "alarm" for s in statuses) / n,
+        "warn_or_alarm_rate": sum(s.status != "ok" for s in statuses) / n,
+        "signal_rates": {
+            sig: sum(any(t.signal == sig and t.p_value * len(s.tests) < 0.05 for t in s.tests) for s in statuses) / n
+            for sig in M.SIGNALS
+        },
+        "flagged_share": float(np.mean([s.descriptors["flagged_share"] for s in statuses])),
+    }
     if statuses[0].estimated_accuracy is not None:
-        out["estimated_accuracy"] = {k: float(np.mean([s.accuracy_estimates[k] for s in statuses]))
-                                     for k in statuses[0].accuracy_estimates}
+        out["estimated_accuracy"] = {
+            k: float(np.mean([s.accuracy_estimates[k] for s in statuses])) for k in statuses[0].accuracy_estimates
+        }
         out["reference_accuracy"] = statuses[0].reference_accuracy
     if real:
         out["real_accuracy"] = float(np.mean(real))
-        out["mean_abs_error"] = {k: float(np.mean([abs(s.accuracy_estimates[k] - r) for s, r in zip(statuses, real)]))
-                                 for k in statuses[0].accuracy_estimates}
+        out["mean_abs_error"] = {
+            k: float(np.mean([abs(s.accuracy_estimates[k] - r) for s, r in zip(statuses, real)]))
+            for k in statuses[0].accuracy_estimates
+        }
     return out
 
 
@@ -172,8 +196,13 @@ def shifted(ctx, name: str, window: int, windows: int, rng) -> dict:
         statuses.append(M.compare(ref, rows.take(picked), seed=i))
         if labels is not None:
             real.append(float((rows.logits[picked].argmax(-1) == labels[picked]).mean()))
-    record = {"task": task, "rows": source, "reference_rows": len(ctx.dev[task][0]), "window": window,
-              **summarise(statuses, real or None)}
+    record = {
+        "task": task,
+        "rows": source,
+        "reference_rows": len(ctx.dev[task][0]),
+        "window": window,
+        **summarise(statuses, real or None),
+    }
     if name == "cr":
         record["whole_set"] = cr_whole_set(ctx, rows, labels)
     return record
@@ -185,20 +214,26 @@ def cr_whole_set(ctx, rows: M.Features, labels: np.ndarray) -> dict:
     dev, dev_labels = ctx.dev["sst2"]
     mpqa, mpqa_labels = features(ctx.model, ctx.tokenizer, "mpqa_calibration", "sst2")
     out = {"rows": len(rows), "real_accuracy": float((rows.logits.argmax(-1) == labels).mean())}
-    for name, (logits, y) in {"sst2_dev": (dev.logits, dev_labels), "sst2_dev_and_mpqa": (
-            np.concatenate([dev.logits, mpqa.logits]), np.concatenate([dev_labels, mpqa_labels]))}.items():
+    for name, (logits, y) in {
+        "sst2_dev": (dev.logits, dev_labels),
+        "sst2_dev_and_mpqa": (np.concatenate([dev.logits, mpqa.logits]), np.concatenate([dev_labels, mpqa_labels])),
+    }.items():
         t = M.fit_temperature(logits, y)
         held = M.softmax(logits, t).max(-1)
         threshold = np.quantile(held, 1 - float((logits.argmax(-1) == y).mean()))
         conf = M.softmax(rows.logits, t).max(-1)
-        out[f"calibrated_on_{name}"] = {"temperature": t, "average_confidence": float(conf.mean()),
-                                        "thresholded_confidence": float((conf > threshold).mean())}
+        out[f"calibrated_on_{name}"] = {
+            "temperature": t,
+            "average_confidence": float(conf.mean()),
+            "thresholded_confidence": float((conf > threshold).mean()),
+        }
     out["importance_weighted"] = importance_weighted_accuracy(ctx.full_reference["sst2"], dev, dev_labels, rows)
     return out
 
 
-def importance_weighted_accuracy(ref: M.TaskReference, dev: M.Features, labels: np.ndarray,
-                                 target: M.Features) -> float:
+def importance_weighted_accuracy(
+    ref: M.TaskReference, dev: M.Features, labels: np.ndarray, target: M.Features
+) -> float:
     """The held-out rows' accuracy reweighted towards ``target`` (covariate shift): weights ``p(target | x) /
     p(reference | x)`` from a logistic regression on the reduced pooled vectors, clipped to [0.01, 100]."""
     from sklearn.linear_model import LogisticRegression
@@ -220,12 +255,13 @@ def label_shift(ctx, window: int, windows: int, rng) -> dict:
         ref_rows, rest = order[:472], order[472:]
         ref = reference_of(ctx.spec["sst2"], dev, labels, ctx.train["sst2"], ref_rows)
         pos, neg = rest[labels[rest] == 1], rest[labels[rest] == 0]
-        picked = np.r_[rng.choice(pos, int(0.9 * window), replace=False),
-                       rng.choice(neg, window - int(0.9 * window), replace=False)]
+        picked = np.r_[
+            rng.choice(pos, int(0.9 * window), replace=False),
+            rng.choice(neg, window - int(0.9 * window), replace=False),
+        ]
         statuses.append(M.compare(ref, dev.take(picked), seed=i))
         real.append(float((dev.logits[picked].argmax(-1) == labels[picked]).mean()))
-    return {"task": "sst2", "positive_share": 0.9, "reference_rows": 472, "window": window,
-            **summarise(statuses, real)}
+    return {"task": "sst2", "positive_share": 0.9, "reference_rows": 472, "window": window, **summarise(statuses, real)}
 
 
 def mix(ctx, share: float, window: int, windows: int, rng) -> dict:
@@ -236,11 +272,16 @@ def mix(ctx, share: float, window: int, windows: int, rng) -> dict:
     for i in range(windows):
         order = rng.permutation(len(dev))
         ref = reference_of(ctx.spec["sst2"], dev, labels, ctx.train["sst2"], order[window:])
-        own = dev.take(order[:window - n_news])
+        own = dev.take(order[: window - n_news])
         other = news.take(rng.choice(len(news), n_news, replace=False))
         statuses.append(M.compare(ref, M.Features.concat([own, other]), seed=i))
-    return {"task": "sst2", "ag_news_share": share, "reference_rows": len(dev) - window, "window": window,
-            **summarise(statuses)}
+    return {
+        "task": "sst2",
+        "ag_news_share": share,
+        "reference_rows": len(dev) - window,
+        "window": window,
+        **summarise(statuses),
+    }
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -335,47 +376,75 @@ def table(results: dict) -> str:
     records = results["records"]
     sig = list(M.SIGNALS)
     head = "| alarm % | " + " | ".join(s.replace("_", " ") for s in sig) + " | flagged % |"
-    lines = ["## No shift: false alarms (windows of dev rows against a reference of the other dev rows)", "",
-             "| task | window | reference rows | windows " + head + " estimated acc. (ATC / mean conf.) | real acc. |",
-             "|---|---|---|---|---|" + "---|" * len(sig) + "---|---|---|"]
+    lines = [
+        "## No shift: false alarms (windows of dev rows against a reference of the other dev rows)",
+        "",
+        "| task | window | reference rows | windows " + head + " estimated acc. (ATC / mean conf.) | real acc. |",
+        "|---|---|---|---|---|" + "---|" * len(sig) + "---|---|---|",
+    ]
     for r in (r for r in records if r["scenario"] == "no_shift"):
         est = r.get("estimated_accuracy") or {}
-        lines.append(f"| {r['task']} | {r['window']} | {r['reference_rows']} | {r['windows']} | "
-                     f"{pct(r['alarm_rate'])} | " + " | ".join(pct(r["signal_rates"][s]) for s in sig)
-                     + f" | {pct(r['flagged_share'])} | {pct(est.get('thresholded_confidence'))} / "
-                       f"{pct(est.get('average_confidence'))} | {pct(r.get('real_accuracy'))} |")
-    lines += ["", "## Shifted traffic: detection power (windows of 200 against all the task's dev rows)", "",
-              "| scenario | sent as | windows " + head + " estimated acc. (ATC / mean conf.) | real acc. |",
-              "|---|---|---|---|" + "---|" * len(sig) + "---|---|---|"]
+        lines.append(
+            f"| {r['task']} | {r['window']} | {r['reference_rows']} | {r['windows']} | "
+            f"{pct(r['alarm_rate'])} | "
+            + " | ".join(pct(r["signal_rates"][s]) for s in sig)
+            + f" | {pct(r['flagged_share'])} | {pct(est.get('thresholded_confidence'))} / "
+            f"{pct(est.get('average_confidence'))} | {pct(r.get('real_accuracy'))} |"
+        )
+    lines += [
+        "",
+        "## Shifted traffic: detection power (windows of 200 against all the task's dev rows)",
+        "",
+        "| scenario | sent as | windows " + head + " estimated acc. (ATC / mean conf.) | real acc. |",
+        "|---|---|---|---|" + "---|" * len(sig) + "---|---|---|",
+    ]
     for r in (r for r in records if r["scenario"] not in ("no_shift", "mix")):
         est = r.get("estimated_accuracy") or {}
         name = r["scenario"] + (" (90% positive)" if r["scenario"] == "label_shift" else "")
-        lines.append(f"| {name} | {r['task']} | {r['windows']} | {pct(r['alarm_rate'])} | "
-                     + " | ".join(pct(r["signal_rates"][s]) for s in sig)
-                     + f" | {pct(r['flagged_share'])} | {pct(est.get('thresholded_confidence'))} / "
-                       f"{pct(est.get('average_confidence'))} | {pct(r.get('real_accuracy'))} |")
+        lines.append(
+            f"| {name} | {r['task']} | {r['windows']} | {pct(r['alarm_rate'])} | "
+            + " | ".join(pct(r["signal_rates"][s]) for s in sig)
+            + f" | {pct(r['flagged_share'])} | {pct(est.get('thresholded_confidence'))} / "
+            f"{pct(est.get('average_confidence'))} | {pct(r.get('real_accuracy'))} |"
+        )
     mixes = [r for r in records if r["scenario"] == "mix"]
     if mixes:
         windows = sorted({r["window"] for r in mixes})
-        lines += ["", "## SST-2 with AG News mixed in: alarm rate % by window size", "",
-                  "| AG News share | " + " | ".join(str(w) for w in windows) + " |",
-                  "|---|" + "---|" * len(windows)]
+        lines += [
+            "",
+            "## SST-2 with AG News mixed in: alarm rate % by window size",
+            "",
+            "| AG News share | " + " | ".join(str(w) for w in windows) + " |",
+            "|---|" + "---|" * len(windows),
+        ]
         for share in sorted({r["ag_news_share"] for r in mixes}):
             by = {r["window"]: r for r in mixes if r["ag_news_share"] == share}
-            lines.append(f"| {share:.0%} | " + " | ".join(pct(by[w]["alarm_rate"]) if w in by else ""
-                                                        for w in windows) + " |")
+            lines.append(
+                f"| {share:.0%} | " + " | ".join(pct(by[w]["alarm_rate"]) if w in by else "" for w in windows) + " |"
+            )
     cr = next((r for r in records if r["scenario"] == "cr" and "whole_set" in r), None)
     if cr:
         w = cr["whole_set"]
-        lines += ["", f"## CR: estimated against real accuracy, all {w['rows']} rows at once", "",
-                  "| calibration set | temperature | ATC | mean confidence | real |", "|---|---|---|---|---|"]
-        for key, label in (("calibrated_on_sst2_dev", "SST-2 dev"),
-                           ("calibrated_on_sst2_dev_and_mpqa", "SST-2 dev + 500 MPQA phrases")):
+        lines += [
+            "",
+            f"## CR: estimated against real accuracy, all {w['rows']} rows at once",
+            "",
+            "| calibration set | temperature | ATC | mean confidence | real |",
+            "|---|---|---|---|---|",
+        ]
+        for key, label in (
+            ("calibrated_on_sst2_dev", "SST-2 dev"),
+            ("calibrated_on_sst2_dev_and_mpqa", "SST-2 dev + 500 MPQA phrases"),
+        ):
             c = w[key]
-            lines.append(f"| {label} | {c['temperature']:.2f} | {pct(c['thresholded_confidence'])} | "
-                         f"{pct(c['average_confidence'])} | {pct(w['real_accuracy'])} |")
-        lines.append(f"| importance-weighted SST-2 dev accuracy (logistic regression on the reduced vectors) | | "
-                     f"{pct(w['importance_weighted'])} | | {pct(w['real_accuracy'])} |")
+            lines.append(
+                f"| {label} | {c['temperature']:.2f} | {pct(c['thresholded_confidence'])} | "
+                f"{pct(c['average_confidence'])} | {pct(w['real_accuracy'])} |"
+            )
+        lines.append(
+            f"| importance-weighted SST-2 dev accuracy (logistic regression on the reduced vectors) | | "
+            f"{pct(w['importance_weighted'])} | | {pct(w['real_accuracy'])} |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -43,10 +43,18 @@ METHODS = {
     "dwa": ["--train.loss_weighting", "dwa", "--train.dwa_period", "100"],
     "random": ["--train.loss_weighting", "random"],
     "mixed": ["--sampling.strategy", "mixed"],
-    **{name: ["--sampling.strategy", "mixed", "--train.gradient_aggregation", name]
-       for name in ("pcgrad", "cagrad", "upgrad", "mgda", "imtl_g")},
-    "pcgrad_top": ["--sampling.strategy", "mixed", "--train.gradient_aggregation", "pcgrad",
-                   "--train.aggregation_params", "conditioning_and_top"],
+    **{
+        name: ["--sampling.strategy", "mixed", "--train.gradient_aggregation", name]
+        for name in ("pcgrad", "cagrad", "upgrad", "mgda", "imtl_g")
+    },
+    "pcgrad_top": [
+        "--sampling.strategy",
+        "mixed",
+        "--train.gradient_aggregation",
+        "pcgrad",
+        "--train.aggregation_params",
+        "conditioning_and_top",
+    ],
 }
 OUT = ROOT / "benchmarks" / "results" / "optimisation.json"
 
@@ -54,10 +62,27 @@ OUT = ROOT / "benchmarks" / "results" / "optimisation.json"
 def recipe_args(data_dir: str, sst2_rows: int, max_length: int, out: str) -> list[str]:
     from benchmarks.converged import ARMS
 
-    return ["--config", str(ROOT / "configs" / "glue.yaml"), "--output_dir", out, "--data.data_dir", data_dir,
-            "--data.max_train_rows", str(sst2_rows), "--data.max_length", str(max_length),
-            "--train.report_to", "none", "--train.eval_every", "0", "--train.save_every", "0",
-            "--train.max_steps", "1000", *ARMS["camtl-unc-prop-unfrozen"]]
+    return [
+        "--config",
+        str(ROOT / "configs" / "glue.yaml"),
+        "--output_dir",
+        out,
+        "--data.data_dir",
+        data_dir,
+        "--data.max_train_rows",
+        str(sst2_rows),
+        "--data.max_length",
+        str(max_length),
+        "--train.report_to",
+        "none",
+        "--train.eval_every",
+        "0",
+        "--train.save_every",
+        "0",
+        "--train.max_steps",
+        "1000",
+        *ARMS["camtl-unc-prop-unfrozen"],
+    ]
 
 
 def build_runs(methods: list[str], args) -> dict:
@@ -70,8 +95,10 @@ def build_runs(methods: list[str], args) -> dict:
     runs: dict = {}
     setup = None
     for name in methods:
-        cfg = parse_config(recipe_args(args.data_dir, args.sst2_rows, args.max_length, str(work / name))
-                           + METHODS[name], exit_on_error=False)
+        cfg = parse_config(
+            recipe_args(args.data_dir, args.sst2_rows, args.max_length, str(work / name)) + METHODS[name],
+            exit_on_error=False,
+        )
         if setup is None:
             setup = trainer.setup(cfg)
             mine = setup
@@ -99,7 +126,7 @@ def time_steps(runs: dict, rounds: int, warmup: int) -> dict[str, list[float]]:
     times: dict[str, list[float]] = {name: [] for name in runs}
     names = list(runs)
     for r in range(rounds):
-        for name in names[r % len(names):] + names[:r % len(names)]:
+        for name in names[r % len(names) :] + names[: r % len(names)]:
             start = time.perf_counter()
             trainer._train_step(runs[name], states[name])
             times[name].append(time.perf_counter() - start)
@@ -119,12 +146,18 @@ def step_time(args) -> dict:
     runs = build_runs(methods, args)
     times = time_steps(runs, args.rounds, args.warmup)
     record = {
-        "kind": "step_time", "command": "python benchmarks/optimisation.py " + shlex.join(args.argv),
+        "kind": "step_time",
+        "command": "python benchmarks/optimisation.py " + shlex.join(args.argv),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "hardware": f"{cpu_name()}, {os.cpu_count()} cores", "threads": int(os.environ.get("OMP_NUM_THREADS") or 0),
-        "load_average_at_end": os.getloadavg()[0], "rounds": args.rounds, "warmup": args.warmup,
-        "global_batch": runs["default"].sampler.batch_size, "max_length": args.max_length,
-        "mixed_precision": runs["default"].cfg.train.mixed_precision, "sst2_rows": args.sst2_rows,
+        "hardware": f"{cpu_name()}, {os.cpu_count()} cores",
+        "threads": int(os.environ.get("OMP_NUM_THREADS") or 0),
+        "load_average_at_end": os.getloadavg()[0],
+        "rounds": args.rounds,
+        "warmup": args.warmup,
+        "global_batch": runs["default"].sampler.batch_size,
+        "max_length": args.max_length,
+        "mixed_precision": runs["default"].cfg.train.mixed_precision,
+        "sst2_rows": args.sst2_rows,
         "median_step_s": {n: statistics.median(t) for n, t in times.items()},
         "ratio_to_default": paired_ratios(times, "default"),
         **({"ratio_to_mixed": paired_ratios(times, "mixed")} if "mixed" in times else {}),
@@ -133,8 +166,9 @@ def step_time(args) -> dict:
     append(Path(args.out), record)
     for name in methods:
         extra = f", {record['ratio_to_mixed'][name]:.2f}x mixed" if "mixed" in times else ""
-        print(f"{name:12s} {record['median_step_s'][name]:.2f} s  {record['ratio_to_default'][name]:.2f}x default"
-              + extra)
+        print(
+            f"{name:12s} {record['median_step_s'][name]:.2f} s  {record['ratio_to_default'][name]:.2f}x default" + extra
+        )
     return record
 
 
@@ -169,8 +203,12 @@ def main(argv=None):
     st.add_argument("--data_dir", default=str(ROOT.parent / "shared" / "data" / "glue"))
     st.add_argument("--out", default=str(OUT))
     cv = sub.add_parser("converged", help="converged GLUE-5 runs (benchmarks/converged.py's protocol and file)")
-    cv.add_argument("--methods", nargs="+", default=[m for m in METHODS if m not in ("default", "pcgrad_top")],
-                    choices=[m for m in METHODS if m not in ("default", "pcgrad_top")])
+    cv.add_argument(
+        "--methods",
+        nargs="+",
+        default=[m for m in METHODS if m not in ("default", "pcgrad_top")],
+        choices=[m for m in METHODS if m not in ("default", "pcgrad_top")],
+    )
     cv.add_argument("--with_default", action="store_true", help="also run the recipe itself (already on file)")
     cv.add_argument("--lrs", nargs="+", default=["1e-4"])
     cv.add_argument("--seeds", nargs="+", type=int, default=[42])

@@ -40,32 +40,84 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from benchmarks/
     sys.path.insert(0, str(ROOT))
 from benchmarks.speed import cpu_name  # noqa: E402
+
 TASKS = ["cola", "sst2", "mrpc", "stsb", "rte"]
-NO_CONDITIONING = "{conditional_alignment: false, conditional_attention: false, conditional_layer_norm: false, " \
-                  "conditional_adapter: false}"
+NO_CONDITIONING = (
+    "{conditional_alignment: false, conditional_attention: false, conditional_layer_norm: false, "
+    "conditional_adapter: false}"
+)
 #: Every arm states its CA-MTL knobs (``--model.camtl`` replaces the recipe's dict) and its MT-Uncertainty allocation,
 #: so that a change of configs/glue.yaml's defaults does not change what an arm measures.
 PAPER_FREEZING, UNFROZEN = "{}", "{num_frozen_layers: 0}"
 ARMS = {
-    "camtl-unc": ["--model.trainable", "paper", "--model.camtl", PAPER_FREEZING, "--sampling.strategy", "uncertainty",
-                  "--sampling.allocation", "entropy"],
+    "camtl-unc": [
+        "--model.trainable",
+        "paper",
+        "--model.camtl",
+        PAPER_FREEZING,
+        "--sampling.strategy",
+        "uncertainty",
+        "--sampling.allocation",
+        "entropy",
+    ],
     "camtl": ["--model.trainable", "paper", "--model.camtl", PAPER_FREEZING, "--sampling.strategy", "proportional"],
-    "plain-mtl": ["--model.trainable", "all", "--model.camtl", NO_CONDITIONING, "--sampling.strategy",
-                  "proportional"],
+    "plain-mtl": ["--model.trainable", "all", "--model.camtl", NO_CONDITIONING, "--sampling.strategy", "proportional"],
     "single-task": ["--model.trainable", "all", "--model.camtl", NO_CONDITIONING, "--sampling.strategy", "uniform"],
-    "camtl-adapters": ["--model.trainable", "adapters", "--model.camtl", PAPER_FREEZING, "--sampling.strategy",
-                       "proportional", "--train.learning_rate", "1e-3"],
-    "camtl-unc-paper": ["--model.trainable", "paper", "--model.camtl", PAPER_FREEZING, "--sampling.strategy",
-                        "uncertainty", "--sampling.allocation", "entropy", "--sampling.min_rows_per_task", "0"],
+    "camtl-adapters": [
+        "--model.trainable",
+        "adapters",
+        "--model.camtl",
+        PAPER_FREEZING,
+        "--sampling.strategy",
+        "proportional",
+        "--train.learning_rate",
+        "1e-3",
+    ],
+    "camtl-unc-paper": [
+        "--model.trainable",
+        "paper",
+        "--model.camtl",
+        PAPER_FREEZING,
+        "--sampling.strategy",
+        "uncertainty",
+        "--sampling.allocation",
+        "entropy",
+        "--sampling.min_rows_per_task",
+        "0",
+    ],
     # issue 10 part 3: the paper freezes half of a 12/24-layer encoder; MiniLM has 6, so half leaves 3 to adapt
     "camtl-unfrozen": ["--model.trainable", "paper", "--model.camtl", UNFROZEN, "--sampling.strategy", "proportional"],
-    "camtl-unc-unfrozen": ["--model.trainable", "paper", "--model.camtl", UNFROZEN, "--sampling.strategy",
-                           "uncertainty", "--sampling.allocation", "entropy"],
+    "camtl-unc-unfrozen": [
+        "--model.trainable",
+        "paper",
+        "--model.camtl",
+        UNFROZEN,
+        "--sampling.strategy",
+        "uncertainty",
+        "--sampling.allocation",
+        "entropy",
+    ],
     # issue 10 part 3: the entropy picks rows within a task; the task mix is proportional's (camtl/sampling.py)
-    "camtl-unc-prop-unfrozen": ["--model.trainable", "paper", "--model.camtl", UNFROZEN, "--sampling.strategy",
-                                "uncertainty", "--sampling.allocation", "proportional"],
-    "camtl-unc-prop": ["--model.trainable", "paper", "--model.camtl", PAPER_FREEZING, "--sampling.strategy",
-                       "uncertainty", "--sampling.allocation", "proportional"],
+    "camtl-unc-prop-unfrozen": [
+        "--model.trainable",
+        "paper",
+        "--model.camtl",
+        UNFROZEN,
+        "--sampling.strategy",
+        "uncertainty",
+        "--sampling.allocation",
+        "proportional",
+    ],
+    "camtl-unc-prop": [
+        "--model.trainable",
+        "paper",
+        "--model.camtl",
+        PAPER_FREEZING,
+        "--sampling.strategy",
+        "uncertainty",
+        "--sampling.allocation",
+        "proportional",
+    ],
 }
 
 
@@ -79,13 +131,35 @@ def run_train(out_dir: Path, extra: list[str], args, save_every: int = 0) -> dic
     ``save_every > 0``: resumable, the run continues from its latest checkpoint in ``out_dir`` (a killed benchmark
     loses at most ``save_every`` steps); otherwise any earlier run in ``out_dir`` is overwritten.
     """
-    keep = (["--resume_from_checkpoint", "latest", "--train.save_total_limit", "1"] if save_every
-            else ["--overwrite_output_dir", "true"])
-    cmd = [sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs" / "glue.yaml"),
-           "--output_dir", str(out_dir), *keep,
-           "--data.data_dir", str(args.data_dir), "--data.max_length", str(args.max_length),
-           "--train.learning_rate", str(args.learning_rate), "--train.eval_every", "0",
-           "--train.save_every", str(save_every), "--train.report_to", "none", "--train.final_model", "last", *extra]
+    keep = (
+        ["--resume_from_checkpoint", "latest", "--train.save_total_limit", "1"]
+        if save_every
+        else ["--overwrite_output_dir", "true"]
+    )
+    cmd = [
+        sys.executable,
+        str(ROOT / "train.py"),
+        "--config",
+        str(ROOT / "configs" / "glue.yaml"),
+        "--output_dir",
+        str(out_dir),
+        *keep,
+        "--data.data_dir",
+        str(args.data_dir),
+        "--data.max_length",
+        str(args.max_length),
+        "--train.learning_rate",
+        str(args.learning_rate),
+        "--train.eval_every",
+        "0",
+        "--train.save_every",
+        str(save_every),
+        "--train.report_to",
+        "none",
+        "--train.final_model",
+        "last",
+        *extra,
+    ]
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     print("+", " ".join(shlex.quote(c) for c in cmd), flush=True)
     subprocess.run(cmd, check=True, cwd=ROOT, env=env)
@@ -107,8 +181,7 @@ def run_arm(arm: str, seed: int, args) -> dict:
         per_task = max(1, args.steps // len(TASKS))
         tasks, trained, serve, examples, used_rows, all_rows, rows_per_task = {}, 0, 0, 0, 0, 0, {}
         for name in TASKS:
-            res = run_train(work / name, base + ["--data.tasks", f"[{name}]", "--train.max_steps", str(per_task)],
-                            args)
+            res = run_train(work / name, base + ["--data.tasks", f"[{name}]", "--train.max_steps", str(per_task)], args)
             tasks[name] = res["tasks"][name]
             trained += res["parameters"]["trainable"]
             serve += res["parameters"]["total"]  # five separate models to serve
@@ -118,10 +191,18 @@ def run_arm(arm: str, seed: int, args) -> dict:
             all_rows += sum(res["data_fraction"]["total_rows"].values())
         fraction = used_rows / all_rows
     main_scores = [tasks[name]["main"] for name in TASKS]
-    return {"arm": arm, "seed": seed, "tasks": tasks, "average": sum(main_scores) / len(main_scores),
-            "parameters_trained": trained, "parameters_to_serve_all": serve, "examples_trained": examples,
-            "data_fraction": fraction, "rows_trained_per_task": rows_per_task,
-            "wall_time_s": round(time.time() - start, 1)}
+    return {
+        "arm": arm,
+        "seed": seed,
+        "tasks": tasks,
+        "average": sum(main_scores) / len(main_scores),
+        "parameters_trained": trained,
+        "parameters_to_serve_all": serve,
+        "examples_trained": examples,
+        "data_fraction": fraction,
+        "rows_trained_per_task": rows_per_task,
+        "wall_time_s": round(time.time() - start, 1),
+    }
 
 
 def arm_summary(rows: list[dict]) -> dict:
@@ -132,13 +213,15 @@ def arm_summary(rows: list[dict]) -> dict:
     def stat(values):
         return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
 
-    return {"tasks": {t: stat([r["tasks"][t]["main"] for r in rows]) for t in TASKS},
-            "average": stat([r["average"] for r in rows]),
-            "parameters_trained": rows[0]["parameters_trained"],
-            "parameters_to_serve_all": rows[0]["parameters_to_serve_all"],
-            "examples_trained": rows[0]["examples_trained"],
-            "data_fraction": stat([r["data_fraction"] for r in rows]),
-            "wall_time_s": stat([r["wall_time_s"] for r in rows])}
+    return {
+        "tasks": {t: stat([r["tasks"][t]["main"] for r in rows]) for t in TASKS},
+        "average": stat([r["average"] for r in rows]),
+        "parameters_trained": rows[0]["parameters_trained"],
+        "parameters_to_serve_all": rows[0]["parameters_to_serve_all"],
+        "examples_trained": rows[0]["examples_trained"],
+        "data_fraction": stat([r["data_fraction"] for r in rows]),
+        "wall_time_s": stat([r["wall_time_s"] for r in rows]),
+    }
 
 
 def summarise(runs: list[dict]) -> dict:
@@ -152,28 +235,41 @@ def summarise(runs: list[dict]) -> dict:
 
 
 def markdown(table: dict, majority: dict | None = None) -> str:
-    head = "| arm | " + " | ".join(TASKS) + " | average | trained params | params to serve 5 tasks | examples | " \
-           "data used | wall time |"
+    head = (
+        "| arm | " + " | ".join(TASKS) + " | average | trained params | params to serve 5 tasks | examples | "
+        "data used | wall time |"
+    )
     lines = [head, "|" + "---|" * (len(TASKS) + 7)]
     for arm, row in table.items():
-        cells = [f"{100 * row['tasks'][t]['mean']:.1f}" + (f" ± {100 * row['tasks'][t]['std']:.1f}"
-                                                            if row["seeds"] > 1 else "") for t in TASKS]
-        lines.append(f"| {arm} | " + " | ".join(cells) + f" | **{100 * row['average']['mean']:.1f}**"
-                     + (f" ± {100 * row['average']['std']:.1f}" if row["seeds"] > 1 else "") + " | "
-                     f"{row['parameters_trained'] / 1e6:.2f}M | {row['parameters_to_serve_all'] / 1e6:.1f}M | "
-                     f"{row['examples_trained']} | {100 * row['data_fraction']['mean']:.1f}% | "
-                     f"{row['wall_time_s']['mean'] / 60:.1f} min |")
+        cells = [
+            f"{100 * row['tasks'][t]['mean']:.1f}"
+            + (f" ± {100 * row['tasks'][t]['std']:.1f}" if row["seeds"] > 1 else "")
+            for t in TASKS
+        ]
+        lines.append(
+            f"| {arm} | "
+            + " | ".join(cells)
+            + f" | **{100 * row['average']['mean']:.1f}**"
+            + (f" ± {100 * row['average']['std']:.1f}" if row["seeds"] > 1 else "")
+            + " | "
+            f"{row['parameters_trained'] / 1e6:.2f}M | {row['parameters_to_serve_all'] / 1e6:.1f}M | "
+            f"{row['examples_trained']} | {100 * row['data_fraction']['mean']:.1f}% | "
+            f"{row['wall_time_s']['mean'] / 60:.1f} min |"
+        )
     if majority:
-        lines.append("| majority class (reference) | " + " | ".join(f"{100 * majority['tasks'][t]:.1f}" for t in TASKS)
-                     + f" | {100 * majority['average']:.1f} | 0 | | | | |")
+        lines.append(
+            "| majority class (reference) | "
+            + " | ".join(f"{100 * majority['tasks'][t]:.1f}" for t in TASKS)
+            + f" | {100 * majority['average']:.1f} | 0 | | | | |"
+        )
     return "\n".join(lines)
 
 
 def majority_baseline(data_dir: str) -> dict:
     """Each task's dev metric when every row gets the training set's majority class (the mean score for STS-B,
     whose correlations are then undefined: 0). The floor any trained arm should clear."""
-    from camtl.tasks import get_task
     from camtl.metrics import majority_class_from_data
+    from camtl.tasks import get_task
 
     reference = majority_class_from_data([get_task(name) for name in TASKS], data_dir)
     return {"tasks": {name: m["main"] for name, m in reference["tasks"].items()}, "average": reference["average"]}
@@ -182,14 +278,27 @@ def majority_baseline(data_dir: str) -> dict:
 def write_results(out: Path, runs: list[dict], commands: list[str], args, majority: dict | None = None) -> dict:
     """``out`` (JSON: protocol, summary, every run) and its markdown table beside it (``.md``)."""
     table = summarise(runs)
-    out.write_text(json.dumps({
-        "commands": commands,
-        "hardware": f"{cpu_name()}, {os.cpu_count()} cores, CPU only",
-        "protocol": {"steps": args.steps, "global_batch": 32, "learning_rate": args.learning_rate,
-                     "max_length": args.max_length, "tasks": TASKS, "base_model": "all-MiniLM-L6-v2"},
-        "majority_class": majority, "summary": table, "runs": runs}, indent=1))
-    out.with_suffix(".md").write_text("\n".join(f"`{c}`" for c in commands) + "\n\n" + markdown(table, majority)
-                                      + "\n")
+    out.write_text(
+        json.dumps(
+            {
+                "commands": commands,
+                "hardware": f"{cpu_name()}, {os.cpu_count()} cores, CPU only",
+                "protocol": {
+                    "steps": args.steps,
+                    "global_batch": 32,
+                    "learning_rate": args.learning_rate,
+                    "max_length": args.max_length,
+                    "tasks": TASKS,
+                    "base_model": "all-MiniLM-L6-v2",
+                },
+                "majority_class": majority,
+                "summary": table,
+                "runs": runs,
+            },
+            indent=1,
+        )
+    )
+    out.with_suffix(".md").write_text("\n".join(f"`{c}`" for c in commands) + "\n\n" + markdown(table, majority) + "\n")
     return table
 
 
@@ -198,12 +307,16 @@ def main(argv=None) -> dict:
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     parser.add_argument("--seeds", type=int, default=1, help="seeds first_seed, first_seed + 1, ...")
     parser.add_argument("--first_seed", type=int, default=42)
-    parser.add_argument("--append", action="store_true",
-                        help="keep the runs already in --out (same protocol) and add these (a run of the same arm "
-                             "and seed is replaced)")
+    parser.add_argument(
+        "--append",
+        action="store_true",
+        help="keep the runs already in --out (same protocol) and add these (a run of the same arm "
+        "and seed is replaced)",
+    )
     parser.add_argument("--steps", type=int, default=200, help="optimizer steps of batch 32 per arm")
-    parser.add_argument("--learning_rate", type=float, default=1e-4,
-                        help="every arm's peak learning rate except camtl-adapters' (1e-3)")
+    parser.add_argument(
+        "--learning_rate", type=float, default=1e-4, help="every arm's peak learning rate except camtl-adapters' (1e-3)"
+    )
     parser.add_argument("--max_length", type=int, default=128)
     parser.add_argument("--data_dir", default=str(ROOT.parent / "shared" / "data" / "glue"))
     parser.add_argument("--work_dir", default=str(ROOT / "outputs" / "benchmarks"))
@@ -211,8 +324,9 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    command = "python benchmarks/quality.py " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None
-                                                                                  else argv))
+    command = "python benchmarks/quality.py " + " ".join(
+        shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)
+    )
     runs, commands = [], [command]
     majority = majority_baseline(args.data_dir)
     if args.append and out.exists():

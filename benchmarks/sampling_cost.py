@@ -37,9 +37,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from benchmarks.speed import cpu_name  # noqa: E402
 from camtl import trainer  # noqa: E402
 from camtl.config import parse_config  # noqa: E402
-from benchmarks.speed import cpu_name  # noqa: E402
 
 UNC = ["--sampling.strategy", "uncertainty", "--sampling.allocation", "entropy"]  # the paper's task mix
 SETTINGS = {
@@ -49,18 +49,41 @@ SETTINGS = {
     "unc-pool-16": [*UNC, "--sampling.candidates_per_task", "16"],
     "unc-pool-8": [*UNC, "--sampling.candidates_per_task", "8"],
     "unc-prop": ["--sampling.strategy", "uncertainty", "--sampling.allocation", "proportional"],
-    "unc-prop-48": ["--sampling.strategy", "uncertainty", "--sampling.allocation", "proportional",
-                    "--sampling.candidates_per_task", "48"],
+    "unc-prop-48": [
+        "--sampling.strategy",
+        "uncertainty",
+        "--sampling.allocation",
+        "proportional",
+        "--sampling.candidates_per_task",
+        "48",
+    ],
 }
 
 
 def build(name: str, extra: list[str], args) -> tuple[trainer.Run, trainer.LoopState]:
-    cfg = parse_config(["--config", str(ROOT / "configs" / "glue.yaml"), "--data.data_dir", args.data_dir,
-                              "--output_dir", str(Path(args.work_dir) / name), "--overwrite_output_dir", "true",
-                              "--train.max_steps", "100000", "--train.report_to", "none",
-                              "--train.mixed_precision", args.mixed_precision, "--train.learning_rate", "1e-4",
-                              "--model.camtl", "{}",  # the paper's freezing, whatever glue.yaml's recipe says
-                              *extra])
+    cfg = parse_config(
+        [
+            "--config",
+            str(ROOT / "configs" / "glue.yaml"),
+            "--data.data_dir",
+            args.data_dir,
+            "--output_dir",
+            str(Path(args.work_dir) / name),
+            "--overwrite_output_dir",
+            "true",
+            "--train.max_steps",
+            "100000",
+            "--train.report_to",
+            "none",
+            "--train.mixed_precision",
+            args.mixed_precision,
+            "--train.learning_rate",
+            "1e-4",
+            "--model.camtl",
+            "{}",  # the paper's freezing, whatever glue.yaml's recipe says
+            *extra,
+        ]
+    )
     run = trainer.prepare(trainer.setup(cfg))
     run.model.train()
     state, _ = trainer._start_state(run)
@@ -115,26 +138,41 @@ def main(argv=None) -> dict:
         per_round = [r[name] for r in rounds]
         summary[name] = {
             "s_per_step_median": statistics.median(r["s_per_step"] for r in per_round),
-            "ratio_to_proportional": statistics.median(r[name]["s_per_step"] / r["proportional"]["s_per_step"]
-                                                       for r in rounds) if "proportional" in runs else None,
-            "ratio_to_balanced": statistics.median(r[name]["s_per_step"] / r["balanced"]["s_per_step"]
-                                                   for r in rounds) if "balanced" in runs else None,
+            "ratio_to_proportional": statistics.median(
+                r[name]["s_per_step"] / r["proportional"]["s_per_step"] for r in rounds
+            )
+            if "proportional" in runs
+            else None,
+            "ratio_to_balanced": statistics.median(r[name]["s_per_step"] / r["balanced"]["s_per_step"] for r in rounds)
+            if "balanced" in runs
+            else None,
             "real_tokens_per_step": statistics.fmean(r["real_tokens"] for r in per_round),
             "padded_tokens_per_step": statistics.fmean(r["padded_tokens"] for r in per_round),
         }
     precision = next(iter(runs.values()))[0].cfg.train.mixed_precision
-    result = {"command": command, "hardware": f"{cpu_name()}, {os.cpu_count()} cores, CPU only",
-              "mixed_precision": precision, "steps_per_round": args.steps, "rounds": rounds, "summary": summary}
+    result = {
+        "command": command,
+        "hardware": f"{cpu_name()}, {os.cpu_count()} cores, CPU only",
+        "mixed_precision": precision,
+        "steps_per_round": args.steps,
+        "rounds": rounds,
+        "summary": summary,
+    }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
-    lines = [f"`{command}` ({result['hardware']}, {precision})", "",
-             "| setting | s/step (median) | x proportional | x balanced | real tokens/step | padded tokens/step |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"`{command}` ({result['hardware']}, {precision})",
+        "",
+        "| setting | s/step (median) | x proportional | x balanced | real tokens/step | padded tokens/step |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for name, row in summary.items():
-        lines.append(f"| {name} | {row['s_per_step_median']:.3f} | {_ratio(row['ratio_to_proportional'])} | "
-                     f"{_ratio(row['ratio_to_balanced'])} | {row['real_tokens_per_step']:.0f} | "
-                     f"{row['padded_tokens_per_step']:.0f} |")
+        lines.append(
+            f"| {name} | {row['s_per_step_median']:.3f} | {_ratio(row['ratio_to_proportional'])} | "
+            f"{_ratio(row['ratio_to_balanced'])} | {row['real_tokens_per_step']:.0f} | "
+            f"{row['padded_tokens_per_step']:.0f} |"
+        )
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return result

@@ -53,8 +53,15 @@ OUT = ROOT / "benchmarks" / "results" / "serving.json"
 GLUE_DIR = ROOT.parent / "shared" / "data" / "glue"
 SECTIONS = ("timings", "pipeline", "memory", "scores")
 BASELINE = "camtl_torch_fp32"
-MEMORY_WAYS = ("python_torch_only", "camtl_torch_fp32", "camtl_onnx_fp32", "camtl_onnx_int8", "bert_one_task",
-               "bert_five_in_one_process", "peft_base_five_lora")
+MEMORY_WAYS = (
+    "python_torch_only",
+    "camtl_torch_fp32",
+    "camtl_onnx_fp32",
+    "camtl_onnx_int8",
+    "bert_one_task",
+    "bert_five_in_one_process",
+    "peft_base_five_lora",
+)
 #: The issue's targets.
 TARGET_SPEEDUP, TARGET_MEMORY_RATIO, SCORE_TOLERANCE = 2.5, 0.3, 0.5
 
@@ -85,8 +92,9 @@ def load_five_berts(base: str, tasks: list[dict]) -> dict:
 
     transformers.logging.set_verbosity_error()
     torch.manual_seed(0)
-    return {t["name"]: BertForSequenceClassification.from_pretrained(base, num_labels=num_outputs(t)).eval()
-            for t in tasks}
+    return {
+        t["name"]: BertForSequenceClassification.from_pretrained(base, num_labels=num_outputs(t)).eval() for t in tasks
+    }
 
 
 class LoraMultiTask(torch.nn.Module):
@@ -100,12 +108,20 @@ class LoraMultiTask(torch.nn.Module):
         hidden = self.bert.config.hidden_size
         self.heads = torch.nn.ModuleDict({t["name"]: torch.nn.Linear(hidden, num_outputs(t)) for t in tasks})
         width = max(num_outputs(t) for t in tasks)
-        self.register_buffer("column", torch.tensor([[sum(num_outputs(u) for u in tasks[:i]) + min(k, num_outputs(t)
-                                                      - 1) for k in range(width)] for i, t in enumerate(tasks)]))
+        self.register_buffer(
+            "column",
+            torch.tensor(
+                [
+                    [sum(num_outputs(u) for u in tasks[:i]) + min(k, num_outputs(t) - 1) for k in range(width)]
+                    for i, t in enumerate(tasks)
+                ]
+            ),
+        )
 
     def forward(self, input_ids, attention_mask, token_type_ids, task_ids):
-        pooled = self.bert(input_ids=input_ids, attention_mask=attention_mask,
-                           token_type_ids=token_type_ids).pooler_output  # (B, H)
+        pooled = self.bert(
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+        ).pooler_output  # (B, H)
         logits = torch.cat([head(pooled) for head in self.heads.values()], -1)  # (B, sum K)
         return logits.gather(1, self.column[task_ids])  # (B, K)
 
@@ -136,9 +152,13 @@ def five_bert_forward(models: dict, names: list[str], batch: dict) -> None:
 
 
 def peft_forward(model, names: list[str], batch: dict) -> None:
-    model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-          token_type_ids=batch["token_type_ids"], task_ids=batch["task_ids"],
-          adapter_names=[names[i] for i in batch["task_ids"].tolist()])
+    model(
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        token_type_ids=batch["token_type_ids"],
+        task_ids=batch["task_ids"],
+        adapter_names=[names[i] for i in batch["task_ids"].tolist()],
+    )
 
 
 def camtl_inputs(batch: dict) -> dict:
@@ -147,12 +167,14 @@ def camtl_inputs(batch: dict) -> dict:
 
 def forward_passes(ways: dict, batches: list[dict], names: list[str]) -> dict:
     """``{way: pass}``: each pass runs every batch once and returns the rows it served."""
+
     def camtl_pass(model, autocast=False):
         def run():
             with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
                 for b in batches:
                     model(**camtl_inputs(b))
             return sum(len(b["task_ids"]) for b in batches)
+
         return run
 
     def routed_pass(forward, model):
@@ -161,6 +183,7 @@ def forward_passes(ways: dict, batches: list[dict], names: list[str]) -> dict:
                 for b in batches:
                     forward(model, names, b)
             return sum(len(b["task_ids"]) for b in batches)
+
         return run
 
     passes = {}
@@ -180,9 +203,14 @@ def forward_passes(ways: dict, batches: list[dict], names: list[str]) -> dict:
 def run_timings(args, tokenizer, model, names) -> dict:
     """Interleaved forward passes at batch 1 and batch 32; ratios to PyTorch fp32."""
     tasks = model.config.tasks
-    ways = {BASELINE: model, "camtl_torch_bf16_autocast": model,
-            "camtl_onnx_fp32": load_onnx(args.model, False), "camtl_onnx_int8": load_onnx(args.model, True),
-            "bert_five_models": load_five_berts(args.base, tasks), "peft_base_five_lora": load_peft(args.base, tasks)}
+    ways = {
+        BASELINE: model,
+        "camtl_torch_bf16_autocast": model,
+        "camtl_onnx_fp32": load_onnx(args.model, False),
+        "camtl_onnx_int8": load_onnx(args.model, True),
+        "bert_five_models": load_five_berts(args.base, tasks),
+        "peft_base_five_lora": load_peft(args.base, tasks),
+    }
     if args.compile:
         compiled = torch.compile(model, dynamic=True)
         start = time.perf_counter()
@@ -193,17 +221,21 @@ def run_timings(args, tokenizer, model, names) -> dict:
     out = {}
     for batch_size, rows, repeats in ((1, args.rows_batch1, args.repeats), (32, args.rows_batch32, args.repeats)):
         picked = pooled_rows(args.glue_dir, rows, seed=batch_size)
-        batches = [collate_rows(tokenizer, picked[i:i + batch_size], names) for i in range(0, rows, batch_size)]
+        batches = [collate_rows(tokenizer, picked[i : i + batch_size], names) for i in range(0, rows, batch_size)]
         raw = interleaved(forward_passes(ways, batches, names), repeats=repeats, warmup=1)
         summary = summarize(raw, BASELINE)
         for s in summary["passes"].values():
             s["speedup"] = round(1 / s["time_ratio"], 3)
-        summary["rows"], summary["mean_padded_length"] = rows, round(
-            statistics.mean(b["input_ids"].shape[1] for b in batches), 1)
+        summary["rows"], summary["mean_padded_length"] = (
+            rows,
+            round(statistics.mean(b["input_ids"].shape[1] for b in batches), 1),
+        )
         summary["task_rows"] = {n: int(sum((b["task_ids"] == i).sum() for b in batches)) for i, n in enumerate(names)}
         out[f"batch{batch_size}"] = summary
-        print(f"timings batch {batch_size}: " + ", ".join(f"{k} {v['speedup']}x" for k, v in summary["passes"].items()),
-              flush=True)
+        print(
+            f"timings batch {batch_size}: " + ", ".join(f"{k} {v['speedup']}x" for k, v in summary["passes"].items()),
+            flush=True,
+        )
     if args.compile:
         out["compile_warmup_s"] = round(compile_s, 1)
     return out
@@ -222,18 +254,25 @@ def run_pipeline(args, names) -> dict:
 
     pipes = {backend: load_pipeline(args.model, backend, num_threads=1) for backend in ("torch", "onnx", "onnx-int8")}
     rows = pooled_rows(args.glue_dir, args.pipeline_rows, seed=3)
-    inputs = [{"text": r["text_a"], **({"text_pair": r["text_b"]} if r["text_b"] else {}), "task_name": r["task"]}
-              for r in rows]
+    inputs = [
+        {"text": r["text_a"], **({"text_pair": r["text_b"]} if r["text_b"] else {}), "task_name": r["task"]}
+        for r in rows
+    ]
     out = {}
     for batch_size in (1, 32):
-        passes = {backend: (lambda p=pipe, b=batch_size: len(p(inputs, batch_size=b))) for backend, pipe in
-                  pipes.items()}
+        passes = {
+            backend: (lambda p=pipe, b=batch_size: len(p(inputs, batch_size=b))) for backend, pipe in pipes.items()
+        }
         summary = summarize(interleaved(passes, repeats=args.pipeline_repeats, warmup=1), "torch")
-        out[f"batch{batch_size}"] = {backend: {"requests_per_s": s["samples_per_s"],
-                                               "speedup": round(1 / s["time_ratio"], 3),
-                                               "time_ratio_min": s["time_ratio_min"],
-                                               "time_ratio_max": s["time_ratio_max"]}
-                                     for backend, s in summary["passes"].items()}
+        out[f"batch{batch_size}"] = {
+            backend: {
+                "requests_per_s": s["samples_per_s"],
+                "speedup": round(1 / s["time_ratio"], 3),
+                "time_ratio_min": s["time_ratio_min"],
+                "time_ratio_max": s["time_ratio_max"],
+            }
+            for backend, s in summary["passes"].items()
+        }
         print(f"pipeline batch {batch_size}: {out[f'batch{batch_size}']}", flush=True)
     return out
 
@@ -251,7 +290,7 @@ def memory_worker(spec: dict) -> dict:
         tasks, names = config.tasks, config.task_names
         tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=True)
         rows = pooled_rows(Path(spec["glue_dir"]), 32 * spec["batches"], seed=5)
-        batches = [collate_rows(tokenizer, rows[i:i + 32], names) for i in range(0, len(rows), 32)]
+        batches = [collate_rows(tokenizer, rows[i : i + 32], names) for i in range(0, len(rows), 32)]
         if way == "camtl_torch_fp32":
             model, _ = load_camtl(model_path)
             run = lambda b: model(**camtl_inputs(b))  # noqa: E731
@@ -276,10 +315,19 @@ def memory_worker(spec: dict) -> dict:
 def run_memory(args) -> dict:
     out = {}
     for way in MEMORY_WAYS:
-        spec = {"way": way, "model": args.model, "base": args.base, "glue_dir": str(args.glue_dir),
-                "batches": args.memory_batches}
-        proc = subprocess.run([sys.executable, __file__, "--memory-worker", json.dumps(spec)], capture_output=True,
-                              text=True, env={**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"})
+        spec = {
+            "way": way,
+            "model": args.model,
+            "base": args.base,
+            "glue_dir": str(args.glue_dir),
+            "batches": args.memory_batches,
+        }
+        proc = subprocess.run(
+            [sys.executable, __file__, "--memory-worker", json.dumps(spec)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"},
+        )
         if proc.returncode != 0:
             raise RuntimeError(f"memory worker {way} failed:\n{proc.stderr[-3000:]}")
         out[way] = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -291,7 +339,8 @@ def run_memory(args) -> dict:
         "camtl_torch_vs_five_models_one_process": round(camtl / out["bert_five_in_one_process"]["peak_mb"], 3),
         "camtl_onnx_int8_vs_five_processes": round(out["camtl_onnx_int8"]["peak_mb"] / (5 * one), 3),
         "camtl_onnx_int8_vs_five_models_one_process": round(
-            out["camtl_onnx_int8"]["peak_mb"] / out["bert_five_in_one_process"]["peak_mb"], 3),
+            out["camtl_onnx_int8"]["peak_mb"] / out["bert_five_in_one_process"]["peak_mb"], 3
+        ),
         "camtl_torch_vs_peft": round(camtl / out["peft_base_five_lora"]["peak_mb"], 3),
     }
     return out
@@ -301,9 +350,12 @@ def run_scores(args, tokenizer, model) -> dict:
     """Full dev sets of every task for each CA-MTL variant; changes per task in points of 100 from PyTorch fp32."""
     from camtl.serving import evaluate_dev
 
-    variants = {BASELINE: (model, "no"), "camtl_torch_bf16_autocast": (model, "bf16"),
-                "camtl_onnx_fp32": (load_onnx(args.model, False), "no"),
-                "camtl_onnx_int8": (load_onnx(args.model, True), "no")}
+    variants = {
+        BASELINE: (model, "no"),
+        "camtl_torch_bf16_autocast": (model, "bf16"),
+        "camtl_onnx_fp32": (load_onnx(args.model, False), "no"),
+        "camtl_onnx_int8": (load_onnx(args.model, True), "no"),
+    }
     out = {}
     for name, (runner, precision) in variants.items():
         start = time.perf_counter()
@@ -312,8 +364,9 @@ def run_scores(args, tokenizer, model) -> dict:
         print(f"scores {name}: {json.dumps(out[name]['tasks'])}", flush=True)
     reference = out[BASELINE]["tasks"]
     for result in out.values():
-        result["delta_points"] = {t: round(100 * (m["main"] - reference[t]["main"]), 3)
-                                  for t, m in result["tasks"].items()}
+        result["delta_points"] = {
+            t: round(100 * (m["main"] - reference[t]["main"]), 3) for t, m in result["tasks"].items()
+        }
     return out
 
 
@@ -339,16 +392,23 @@ def markdown_table(results: dict) -> str:
         ways = list(timings["batch32"]["passes"])
         lines += ["| way of serving five tasks | batch 1: speed vs PyTorch fp32 | batch 32 |", "|---|---:|---:|"]
         for way in ways:
-            cells = [f"{timings[b]['passes'][way]['speedup']:.2f}x" if way in timings.get(b, {}).get("passes", {})
-                     else "" for b in ("batch1", "batch32")]
+            cells = [
+                f"{timings[b]['passes'][way]['speedup']:.2f}x" if way in timings.get(b, {}).get("passes", {}) else ""
+                for b in ("batch1", "batch32")
+            ]
             lines.append(f"| {way} | " + " | ".join(cells) + " |")
     pipeline = results.get("pipeline", {})
     if pipeline:
         lines += ["", "| pipeline backend | requests/s, batch 1 | batch 32 |", "|---|---:|---:|"]
         for backend in pipeline["batch1"]:
-            lines.append(f"| {backend} | " + " | ".join(
-                f"{pipeline[b][backend]['requests_per_s']:.1f} ({pipeline[b][backend]['speedup']:.2f}x)"
-                for b in ("batch1", "batch32")) + " |")
+            lines.append(
+                f"| {backend} | "
+                + " | ".join(
+                    f"{pipeline[b][backend]['requests_per_s']:.1f} ({pipeline[b][backend]['speedup']:.2f}x)"
+                    for b in ("batch1", "batch32")
+                )
+                + " |"
+            )
     memory = results.get("memory", {})
     if memory:
         lines += ["", "| way of serving | peak memory (VmHWM), MB |", "|---|---:|"]
@@ -359,8 +419,10 @@ def markdown_table(results: dict) -> str:
         tasks = list(scores[BASELINE]["tasks"])
         lines += ["", "| variant | " + " | ".join(tasks) + " | average |", "|---|" + "---:|" * (len(tasks) + 1)]
         for name, s in scores.items():
-            cells = [f"{100 * s['tasks'][t]['main']:.2f}" + (f" ({s['delta_points'][t]:+.2f})" if name != BASELINE
-                                                              else "") for t in tasks]
+            cells = [
+                f"{100 * s['tasks'][t]['main']:.2f}" + (f" ({s['delta_points'][t]:+.2f})" if name != BASELINE else "")
+                for t in tasks
+            ]
             lines.append(f"| {name} | " + " | ".join(cells) + f" | {100 * s['average']:.2f} |")
     return "\n".join(lines)
 
@@ -368,12 +430,20 @@ def markdown_table(results: dict) -> str:
 def main(argv=None) -> dict | None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default=None, help="CA-MTL checkpoint (default: the project's default model)")
-    parser.add_argument("--base", default=None, help="BERT base of the five classifiers and of PEFT (default: the "
-                                                     "bundled all-MiniLM-L6-v2)")
+    parser.add_argument(
+        "--base",
+        default=None,
+        help="BERT base of the five classifiers and of PEFT (default: the bundled all-MiniLM-L6-v2)",
+    )
     parser.add_argument("--glue-dir", type=Path, default=GLUE_DIR)
     parser.add_argument("--out", type=Path, default=OUT)
-    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=None,
-                        help="run these sections again (default: every section the results file lacks)")
+    parser.add_argument(
+        "--sections",
+        nargs="+",
+        choices=SECTIONS,
+        default=None,
+        help="run these sections again (default: every section the results file lacks)",
+    )
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--rows-batch1", type=int, default=32, help="rows timed one by one per repeat")
     parser.add_argument("--rows-batch32", type=int, default=128, help="rows timed in batches of 32 per repeat")
@@ -399,12 +469,20 @@ def main(argv=None) -> dict | None:
     results = read_results(args.out)
     todo = args.sections or [s for s in SECTIONS if s not in results]
     results.setdefault("environment", {})[" ".join(todo)] = environment("cpu")
-    results["settings"] = {"model": os.path.relpath(args.model, ROOT) if args.model.startswith(str(ROOT)) else
-                           "default model" if "default-model-" in args.model else args.model,
-                           "base": "all-MiniLM-L6-v2 (bundled)" if args.base == bundled_base() else args.base,
-                           "threads": 1, "repeats": args.repeats, "rows_batch1": args.rows_batch1,
-                           "rows_batch32": args.rows_batch32, "quick": args.quick,
-                           "five_classifiers_and_lora": "built on the base weights (no fine-tunes here): speed only"}
+    results["settings"] = {
+        "model": os.path.relpath(args.model, ROOT)
+        if args.model.startswith(str(ROOT))
+        else "default model"
+        if "default-model-" in args.model
+        else args.model,
+        "base": "all-MiniLM-L6-v2 (bundled)" if args.base == bundled_base() else args.base,
+        "threads": 1,
+        "repeats": args.repeats,
+        "rows_batch1": args.rows_batch1,
+        "rows_batch32": args.rows_batch32,
+        "quick": args.quick,
+        "five_classifiers_and_lora": "built on the base weights (no fine-tunes here): speed only",
+    }
     model, tokenizer = load_camtl(args.model)
     names = model.config.task_names
     for section in todo:

@@ -44,24 +44,37 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
+import transformers
+
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `python benchmarks/speed.py` puts benchmarks/, not the repository, on the path
     sys.path.insert(0, str(ROOT))
-
-import torch
-import transformers
 
 GLUE_DIRS = (ROOT.parent / "shared" / "data" / "glue", ROOT / "data" / "sample" / "glue")
 MAX_LENGTH = 128
 TASKS = [
     {"name": "cola", "kind": "classification", "labels": ["unacceptable", "acceptable"], "text_fields": ["sentence"]},
     {"name": "sst2", "kind": "classification", "labels": ["negative", "positive"], "text_fields": ["sentence"]},
-    {"name": "mrpc", "kind": "classification", "labels": ["not_equivalent", "equivalent"],
-     "text_fields": ["sentence1", "sentence2"]},
-    {"name": "stsb", "kind": "regression", "labels": [], "text_fields": ["sentence1", "sentence2"],
-     "label_range": [0.0, 5.0]},
-    {"name": "rte", "kind": "classification", "labels": ["entailment", "not_entailment"],
-     "text_fields": ["sentence1", "sentence2"]},
+    {
+        "name": "mrpc",
+        "kind": "classification",
+        "labels": ["not_equivalent", "equivalent"],
+        "text_fields": ["sentence1", "sentence2"],
+    },
+    {
+        "name": "stsb",
+        "kind": "regression",
+        "labels": [],
+        "text_fields": ["sentence1", "sentence2"],
+        "label_range": [0.0, 5.0],
+    },
+    {
+        "name": "rte",
+        "kind": "classification",
+        "labels": ["entailment", "not_entailment"],
+        "text_fields": ["sentence1", "sentence2"],
+    },
 ]
 # task -> (folder, has header, text column(s), label column, label -> float); GLUE's TSV layout
 GLUE_FILES = {
@@ -85,13 +98,22 @@ def read_glue_rows(glue_dir: Path, task: str, limit: int) -> list[dict]:
     """The first ``limit`` dev rows of a GLUE task: ``{"task", "text_a", "text_b", "label"}``."""
     folder, header, text_cols, label_col, to_label = GLUE_FILES[task]
     with open(Path(glue_dir) / folder / "dev.tsv", encoding="utf-8-sig", newline="") as f:
-        reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE) if header else \
-            csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        reader = (
+            csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+            if header
+            else csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        )
         rows = []
         for row in reader:
             texts = [row[c] for c in text_cols]
-            rows.append({"task": task, "text_a": texts[0], "text_b": texts[1] if len(texts) > 1 else None,
-                         "label": to_label(row[label_col])})
+            rows.append(
+                {
+                    "task": task,
+                    "text_a": texts[0],
+                    "text_b": texts[1] if len(texts) > 1 else None,
+                    "label": to_label(row[label_col]),
+                }
+            )
             if len(rows) == limit:
                 break
     return rows
@@ -111,8 +133,9 @@ def collate(tokenizer, rows: list[dict], pad_to: int | None) -> dict:
     ``task_ids`` (B,), ``labels`` (B,) for CA-MTL, ``class_labels`` (B,) for the 2-class baseline, and
     ``single_task_ids`` (B,) (every row given the first row's task)."""
     features = [tokenizer(r["text_a"], r["text_b"], truncation=True, max_length=MAX_LENGTH) for r in rows]
-    batch = dict(tokenizer.pad(features, padding="max_length" if pad_to else "longest", max_length=pad_to,
-                               return_tensors="pt"))
+    batch = dict(
+        tokenizer.pad(features, padding="max_length" if pad_to else "longest", max_length=pad_to, return_tensors="pt")
+    )
     names = [t["name"] for t in TASKS]
     batch["task_ids"] = torch.tensor([names.index(r["task"]) for r in rows])  # (B,)
     batch["single_task_ids"] = batch["task_ids"][:1].expand(len(rows)).clone()  # (B,)
@@ -123,13 +146,13 @@ def collate(tokenizer, rows: list[dict], pad_to: int | None) -> dict:
 
 
 def make_batches(tokenizer, rows: list[dict], batch_size: int, pad_to: int | None) -> list[dict]:
-    return [collate(tokenizer, rows[i:i + batch_size], pad_to) for i in range(0, len(rows), batch_size)]
+    return [collate(tokenizer, rows[i : i + batch_size], pad_to) for i in range(0, len(rows), batch_size)]
 
 
 def typical_rows(tokenizer, rows: list[dict], batch_size: int) -> list[dict]:
     """The rows of the batch of median padded length among ``rows`` cut in batches (a typical dynamic batch: one long
     RTE pair pads a whole batch to 128, which the first batch may happen to hold)."""
-    batches = [rows[i:i + batch_size] for i in range(0, len(rows), batch_size)]
+    batches = [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
     lengths = [collate(tokenizer, b, None)["input_ids"].shape[1] for b in batches]
     return batches[sorted(range(len(batches)), key=lengths.__getitem__)[len(batches) // 2]]
 
@@ -202,7 +225,7 @@ def interleaved(passes: dict[str, Callable[[], int]], repeats: int, warmup: int 
     gc.disable()  # a collection of transformers' many Python objects takes ~0.2 s: keep it out of the timings
     try:
         for r in range(warmup + repeats):
-            for name in (names if r % 2 == 0 else names[::-1]):
+            for name in names if r % 2 == 0 else names[::-1]:
                 _sync(device)
                 start, start_cpu = time.perf_counter(), time.process_time()
                 samples = passes[name]()
@@ -239,13 +262,21 @@ def summarize(raw: dict, baseline: str) -> dict:
     return summary
 
 
-def inference_pass(model, batches: list[dict], camtl: bool, single_task: bool = False, device: str = "cpu",
-                   autocast: torch.dtype | None = None) -> Callable[[], int]:
+def inference_pass(
+    model,
+    batches: list[dict],
+    camtl: bool,
+    single_task: bool = False,
+    device: str = "cpu",
+    autocast: torch.dtype | None = None,
+) -> Callable[[], int]:
     inputs = [model_inputs(b, camtl, single_task, device) for b in batches]
 
     def run() -> int:
-        with torch.inference_mode(), torch.autocast(device.split(":")[0], dtype=autocast or torch.bfloat16,
-                                                    enabled=autocast is not None):
+        with (
+            torch.inference_mode(),
+            torch.autocast(device.split(":")[0], dtype=autocast or torch.bfloat16, enabled=autocast is not None),
+        ):
             for x in inputs:
                 model(**x)
         return sum(x["input_ids"].shape[0] for x in inputs)
@@ -312,8 +343,11 @@ def memory_worker(spec: dict) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(spec["model_path"])
     rows = pooled_rows(Path(spec["glue_dir"]), spec["batch_size"] * spec["num_batches"])
     batch = collate(tokenizer, typical_rows(tokenizer, rows, spec["batch_size"]), spec["pad_to"])
-    step = training_pass(model, [batch], is_camtl, device) if spec["train"] else \
-        inference_pass(model, [batch], is_camtl, device=device)
+    step = (
+        training_pass(model, [batch], is_camtl, device)
+        if spec["train"]
+        else inference_pass(model, [batch], is_camtl, device=device)
+    )
     gc.collect()
     result = {"seq_len": batch["input_ids"].shape[1], "batch_size": spec["batch_size"]}
     if device.startswith("cuda"):
@@ -330,24 +364,35 @@ def memory_worker(spec: dict) -> dict:
         except OSError:
             method = "ru_maxrss (includes model loading)"
         step(), step()
-        peak = _rss_kib("VmHWM") if method.startswith("VmHWM") else \
-            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        peak = _rss_kib("VmHWM") if method.startswith("VmHWM") else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         result.update(method=method, loaded_mb=loaded / 1024, peak_mb=peak / 1024)
     result["step_mb"] = result["peak_mb"] - result["loaded_mb"]  # memory the two steps added on top of the model
     return {k: round(v, 1) if isinstance(v, float) else v for k, v in result.items()}
 
 
 def memory_spec(name: str, model_path: str, glue_dir: Path, batch_size: int, num_batches: int, device: str) -> dict:
-    return {**MEMORY_CONFIGS[name], "model_path": str(model_path), "glue_dir": str(glue_dir),
-            "batch_size": batch_size, "num_batches": num_batches, "device": device, "threads": torch.get_num_threads()}
+    return {
+        **MEMORY_CONFIGS[name],
+        "model_path": str(model_path),
+        "glue_dir": str(glue_dir),
+        "batch_size": batch_size,
+        "num_batches": num_batches,
+        "device": device,
+        "threads": torch.get_num_threads(),
+    }
 
 
 def start_memory_worker(name: str, *spec_args) -> subprocess.Popen:
     """A fresh process measuring configuration ``name`` of ``MEMORY_CONFIGS``; read it with ``memory_result``."""
     spec = memory_spec(name, *spec_args)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    return subprocess.Popen([sys.executable, __file__, "--memory-worker", json.dumps(spec)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+    return subprocess.Popen(
+        [sys.executable, __file__, "--memory-worker", json.dumps(spec)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
 
 
 def memory_result(name: str, proc: subprocess.Popen) -> dict:
@@ -372,27 +417,46 @@ def cpu_name() -> str:
 def environment(device: str) -> dict:
     cpu = cpu_name()
     try:
-        commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], check=False,
-                                capture_output=True, text=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "modeling_camtl"],
-                                    check=False, capture_output=True, text=True).stdout.strip())
+        commit = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], check=False, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = bool(
+            subprocess.run(
+                ["git", "-C", str(ROOT), "status", "--porcelain", "modeling_camtl"],
+                check=False,
+                capture_output=True,
+                text=True,
+            ).stdout.strip()
+        )
     except OSError:
         commit, dirty = None, None
     return {
-        "command": shlex.join(["python", *([os.path.relpath(sys.argv[0], ROOT)] if sys.argv[0] else []),
-                               *sys.argv[1:]]),
+        "command": shlex.join(
+            ["python", *([os.path.relpath(sys.argv[0], ROOT)] if sys.argv[0] else []), *sys.argv[1:]]
+        ),
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "git_commit": commit, "modeling_files_modified": dirty,
-        "python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
+        "git_commit": commit,
+        "modeling_files_modified": dirty,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
         "device": torch.cuda.get_device_name(0) if device.startswith("cuda") else cpu,
-        "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
     }
 
 
-def run_benchmarks(model_path: str | None = None, glue_dir: Path | None = None, out: Path | None = None,
-                   quick: bool = False, repeats: int | None = None, batch_size: int | None = None,
-                   memory: bool = True, device: str = "cpu") -> dict:
+def run_benchmarks(
+    model_path: str | None = None,
+    glue_dir: Path | None = None,
+    out: Path | None = None,
+    quick: bool = False,
+    repeats: int | None = None,
+    batch_size: int | None = None,
+    memory: bool = True,
+    device: str = "cpu",
+) -> dict:
     """Run every benchmark and return (and write, when ``out`` is given) the results."""
     from transformers import AutoTokenizer
 
@@ -406,23 +470,32 @@ def run_benchmarks(model_path: str | None = None, glue_dir: Path | None = None, 
     n_single = 2 if quick else 10  # rows timed one by one for batch-1 latency
     n_batches = 1 if quick else 3  # batches of bsz per dynamic inference pass (training: the typical one)
     started = time.perf_counter()
-    results = {"environment": environment(device),
-               "settings": {"model_path": str(model_path), "glue_dir": str(glue_dir), "repeats": repeats,
-                            "batch_size": bsz, "quick": quick, "max_length": MAX_LENGTH}}
+    results = {
+        "environment": environment(device),
+        "settings": {
+            "model_path": str(model_path),
+            "glue_dir": str(glue_dir),
+            "repeats": repeats,
+            "batch_size": bsz,
+            "quick": quick,
+            "max_length": MAX_LENGTH,
+        },
+    }
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     bert, camtl = load_bert(model_path, device), load_camtl(model_path, device)
     results["parameters"] = count_parameters(bert, camtl)
 
     rows = pooled_rows(glue_dir, max(n_single, bsz * n_batches))
     singles = rows[:n_single]
-    dynamic = make_batches(tokenizer, rows[:bsz * n_batches], bsz, None)
+    dynamic = make_batches(tokenizer, rows[: bsz * n_batches], bsz, None)
     fixed = make_batches(tokenizer, rows[:bsz], bsz, MAX_LENGTH)
-    train_rows = typical_rows(tokenizer, rows[:bsz * n_batches], bsz)
+    train_rows = typical_rows(tokenizer, rows[: bsz * n_batches], bsz)
     train_dynamic, train_fixed = collate(tokenizer, train_rows, None), collate(tokenizer, train_rows, MAX_LENGTH)
     results["settings"]["dynamic_seq_lens"] = {
         "batch_1": [int(b["attention_mask"].sum()) for b in make_batches(tokenizer, singles, 1, None)],
         f"batch_{bsz}": [b["input_ids"].shape[1] for b in dynamic],
-        "training_batch": train_dynamic["input_ids"].shape[1]}
+        "training_batch": train_dynamic["input_ids"].shape[1],
+    }
 
     timings = {}
 
@@ -431,40 +504,66 @@ def run_benchmarks(model_path: str | None = None, glue_dir: Path | None = None, 
 
     for label, pad in (("dynamic", None), ("len128", MAX_LENGTH)):
         one_by_one = make_batches(tokenizer, singles, 1, pad)
-        timings[f"infer_b1_{label}"] = run({
-            "bert": inference_pass(bert, one_by_one, False, device=device),
-            "camtl": inference_pass(camtl, one_by_one, True, device=device)}, "bert")
+        timings[f"infer_b1_{label}"] = run(
+            {
+                "bert": inference_pass(bert, one_by_one, False, device=device),
+                "camtl": inference_pass(camtl, one_by_one, True, device=device),
+            },
+            "bert",
+        )
         batches = dynamic if pad is None else fixed
-        timings[f"infer_b{bsz}_{label}"] = run({
-            "bert": inference_pass(bert, batches, False, device=device),
-            "camtl_mixed": inference_pass(camtl, batches, True, device=device),
-            "camtl_single_task": inference_pass(camtl, batches, True, single_task=True, device=device)}, "bert")
-    timings[f"infer_b{bsz}_len128_bf16"] = run({
-        "bert_bf16": inference_pass(bert, fixed, False, device=device, autocast=torch.bfloat16),
-        "camtl_bf16": inference_pass(camtl, fixed, True, device=device, autocast=torch.bfloat16),
-        "bert_fp32": inference_pass(bert, fixed, False, device=device)}, "bert_bf16")
+        timings[f"infer_b{bsz}_{label}"] = run(
+            {
+                "bert": inference_pass(bert, batches, False, device=device),
+                "camtl_mixed": inference_pass(camtl, batches, True, device=device),
+                "camtl_single_task": inference_pass(camtl, batches, True, single_task=True, device=device),
+            },
+            "bert",
+        )
+    timings[f"infer_b{bsz}_len128_bf16"] = run(
+        {
+            "bert_bf16": inference_pass(bert, fixed, False, device=device, autocast=torch.bfloat16),
+            "camtl_bf16": inference_pass(camtl, fixed, True, device=device, autocast=torch.bfloat16),
+            "bert_fp32": inference_pass(bert, fixed, False, device=device),
+        },
+        "bert_bf16",
+    )
 
-    train_models = {"bert_all": trainable_copy(bert, None), "camtl_paper": trainable_copy(camtl, "paper"),
-                    "camtl_all": trainable_copy(camtl, "all")}
+    train_models = {
+        "bert_all": trainable_copy(bert, None),
+        "camtl_paper": trainable_copy(camtl, "paper"),
+        "camtl_all": trainable_copy(camtl, "all"),
+    }
     del bert, camtl
-    timings[f"train_b{bsz}_dynamic"] = run({
-        name: training_pass(model, [train_dynamic], name.startswith("camtl"), device)
-        for name, model in train_models.items()}, "bert_all")
+    timings[f"train_b{bsz}_dynamic"] = run(
+        {
+            name: training_pass(model, [train_dynamic], name.startswith("camtl"), device)
+            for name, model in train_models.items()
+        },
+        "bert_all",
+    )
     camtl_paper = train_models["camtl_paper"]
-    timings[f"train_b{bsz}_camtl_paper_padding"] = run({
-        "len128": training_pass(camtl_paper, [train_fixed], True, device),
-        "dynamic": training_pass(camtl_paper, [train_dynamic], True, device)}, "len128")
+    timings[f"train_b{bsz}_camtl_paper_padding"] = run(
+        {
+            "len128": training_pass(camtl_paper, [train_fixed], True, device),
+            "dynamic": training_pass(camtl_paper, [train_dynamic], True, device),
+        },
+        "len128",
+    )
     results["timings"] = timings
     del train_models, camtl_paper
     gc.collect()
 
     worker_args = (model_path, glue_dir, bsz, n_batches, device)
     if memory and quick:  # smoke run: in this process (a fresh interpreter costs more than the whole quick run)
-        results["memory"] = {name: {**memory_worker(memory_spec(name, *worker_args)), "in_process": True}
-                             for name in QUICK_MEMORY_CONFIGS}
+        results["memory"] = {
+            name: {**memory_worker(memory_spec(name, *worker_args)), "in_process": True}
+            for name in QUICK_MEMORY_CONFIGS
+        }
     elif memory:  # one fresh process per configuration, one at a time
-        results["memory"] = {name: memory_result(name, start_memory_worker(name, *worker_args))
-                             for name in MEMORY_CONFIGS}
+        results["memory"] = {
+            name: memory_result(name, start_memory_worker(name, *worker_args)) for name in MEMORY_CONFIGS
+        }
     results["environment"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     results["environment"]["wall_s"] = round(time.perf_counter() - started, 1)
     results["table"] = markdown_table(results)
@@ -481,9 +580,11 @@ def run_benchmarks(model_path: str | None = None, glue_dir: Path | None = None, 
 # --------------------------------------------------------------------------------------------------------------------
 def markdown_table(results: dict) -> str:
     env, settings = results["environment"], results["settings"]
-    header = (f"`{env['command']}` - torch {env['torch']}, transformers {env['transformers']}, {env['device']}, "
-              f"{env['torch_threads']} threads, load average {env['load_average_at_start']} (shared machine), "
-              f"{settings['repeats']} interleaved repeats, dynamic lengths {settings['dynamic_seq_lens']}")
+    header = (
+        f"`{env['command']}` - torch {env['torch']}, transformers {env['transformers']}, {env['device']}, "
+        f"{env['torch_threads']} threads, load average {env['load_average_at_start']} (shared machine), "
+        f"{settings['repeats']} interleaved repeats, dynamic lengths {settings['dynamic_seq_lens']}"
+    )
     columns = "| benchmark | configuration | baseline | samples/s | baseline samples/s | time ratio, median [min-max] |"
     lines = [header, "", columns + " CPU-time ratio |", "|---|---|---|---:|---:|---|---:|"]
     for bench, summary in results["timings"].items():
@@ -491,33 +592,47 @@ def markdown_table(results: dict) -> str:
         for name, s in passes.items():
             if name == base:
                 continue
-            lines.append(f"| {bench} | {name} | {base} | {s['samples_per_s']:.1f} | "
-                         f"{passes[base]['samples_per_s']:.1f} | "
-                         f"**{s['time_ratio']:.3f}** [{s['time_ratio_min']:.3f}-{s['time_ratio_max']:.3f}] | "
-                         f"{s['cpu_time_ratio']:.3f} |")
+            lines.append(
+                f"| {bench} | {name} | {base} | {s['samples_per_s']:.1f} | "
+                f"{passes[base]['samples_per_s']:.1f} | "
+                f"**{s['time_ratio']:.3f}** [{s['time_ratio_min']:.3f}-{s['time_ratio_max']:.3f}] | "
+                f"{s['cpu_time_ratio']:.3f} |"
+            )
     if "memory" in results:
-        lines += ["", "| memory configuration | seq len | model loaded (MB) | peak (MB) | added by 2 steps (MB) |",
-                  "|---|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            "| memory configuration | seq len | model loaded (MB) | peak (MB) | added by 2 steps (MB) |",
+            "|---|---:|---:|---:|---:|",
+        ]
         for name, m in results["memory"].items():
-            lines.append(f"| {name} (batch {m['batch_size']}) | {m['seq_len']} | {m['loaded_mb']:.0f} | "
-                         f"{m['peak_mb']:.0f} | {m['step_mb']:.0f} |")
+            lines.append(
+                f"| {name} (batch {m['batch_size']}) | {m['seq_len']} | {m['loaded_mb']:.0f} | "
+                f"{m['peak_mb']:.0f} | {m['step_mb']:.0f} |"
+            )
         lines.append(f"\nMemory method: {next(iter(results['memory'].values()))['method']}.")
     p = results["parameters"]
-    lines += ["", "| parameters | count |", "|---|---:|",
-              f"| BERT classifier (total = trainable) | {p['bert_classifier_total']:,} |",
-              f"| CA-MTL total | {p['camtl_total']:,} |"]
+    lines += [
+        "",
+        "| parameters | count |",
+        "|---|---:|",
+        f"| BERT classifier (total = trainable) | {p['bert_classifier_total']:,} |",
+        f"| CA-MTL total | {p['camtl_total']:,} |",
+    ]
     lines += [f"| CA-MTL trainable, mode {mode!r} | {n:,} |" for mode, n in p["camtl_trainable"].items()]
     lines += [f"| CA-MTL by role: {role} | {n:,} |" for role, n in p["camtl_by_role"].items()]
     s5 = p["serve_5_tasks"]
-    lines += [f"| serve 5 tasks: CA-MTL, one model | {s5['camtl_one_model']:,} |",
-              f"| serve 5 tasks: 5 BERT classifiers | {s5['bert_five_classifiers']:,} |",
-              f"| serve 5 tasks: ratio | {s5['ratio_camtl_over_bert']:.3f} |"]
+    lines += [
+        f"| serve 5 tasks: CA-MTL, one model | {s5['camtl_one_model']:,} |",
+        f"| serve 5 tasks: 5 BERT classifiers | {s5['bert_five_classifiers']:,} |",
+        f"| serve 5 tasks: ratio | {s5['ratio_camtl_over_bert']:.3f} |",
+    ]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> dict | None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", default=None, help="BERT checkpoint (default: all-MiniLM-L6-v2, offline)")
     parser.add_argument("--glue-dir", type=Path, default=None, help="GLUE TSV folder (default: ../shared/data/glue)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "speed.json")
@@ -536,8 +651,16 @@ def main(argv: list[str] | None = None) -> dict | None:
         if args.memory_worker:
             print(json.dumps(memory_worker(json.loads(args.memory_worker))))
             return None
-        results = run_benchmarks(args.model, args.glue_dir, args.out, quick=args.quick, repeats=args.repeats,
-                                 batch_size=args.batch_size, memory=not args.no_memory, device=args.device)
+        results = run_benchmarks(
+            args.model,
+            args.glue_dir,
+            args.out,
+            quick=args.quick,
+            repeats=args.repeats,
+            batch_size=args.batch_size,
+            memory=not args.no_memory,
+            device=args.device,
+        )
     finally:
         torch.set_num_threads(previous_threads)  # main() may run inside a test session
     print(results["table"])

@@ -56,8 +56,8 @@ QUIET = ["--train.monitoring_reference", "false"]  # a benchmark run serves noth
 TASK_SETS = {
     "glue5": TASKS,
     "glue10": TASKS + ["snli", "sick_e", "qnli_dev", "sick_r", "mr"],
-    "all": TASKS + ["snli", "sick_e", "qnli_dev", "sick_r", "mr", "trec", "subj", "cr", "mpqa", "cb", "boolq", "wic",
-                    "ag_news"],
+    "all": TASKS
+    + ["snli", "sick_e", "qnli_dev", "sick_r", "mr", "trec", "subj", "cr", "mpqa", "cb", "boolq", "wic", "ag_news"],
 }
 #: The converged benchmark's arm of each multi-task arm here (its glue5 point).
 ARMS = {"camtl": "camtl-unc-prop-unfrozen", "plain-mtl": "plain-mtl"}
@@ -81,8 +81,15 @@ def aux_rows(tasks: list[str]) -> dict[str, int]:
 def protocol(sets: dict[str, list[str]]) -> dict:
     """Steps of every task set: the GLUE tasks' converged steps plus ``AUX_PASSES`` over each auxiliary task."""
     glue = task_steps(train_rows(str(GLUE), SST2_ROWS), PASSES["converged"])
-    out = {"glue_steps": glue, "aux_passes": AUX_PASSES, "aux_cap": AUX_CAP, "batch": BATCH, "lr": LR,
-           "sst2_rows": SST2_ROWS, "sets": {}}
+    out = {
+        "glue_steps": glue,
+        "aux_passes": AUX_PASSES,
+        "aux_cap": AUX_CAP,
+        "batch": BATCH,
+        "lr": LR,
+        "sst2_rows": SST2_ROWS,
+        "sets": {},
+    }
     for name, tasks in sets.items():
         rows = aux_rows(tasks) if len(tasks) > len(TASKS) else {}
         steps = {**glue, **{t: math.ceil(n * AUX_PASSES / BATCH) for t, n in rows.items()}}
@@ -93,26 +100,54 @@ def protocol(sets: dict[str, list[str]]) -> dict:
 def set_args(tasks: list[str]) -> list[str]:
     """train.py arguments for a task set: its tasks, the extra data and the auxiliary caps."""
     budgets = ", ".join(f"{t}: {AUX_CAP}" for t in tasks if t not in TASKS)
-    return ["--data.tasks", "[" + ", ".join(tasks) + "]", "--data.extra_dir", str(EXTRA),
-            "--data.max_train_rows", str(SST2_ROWS), "--sampling.task_budgets", "{" + budgets + "}"]
+    return [
+        "--data.tasks",
+        "[" + ", ".join(tasks) + "]",
+        "--data.extra_dir",
+        str(EXTRA),
+        "--data.max_train_rows",
+        str(SST2_ROWS),
+        "--sampling.task_budgets",
+        "{" + budgets + "}",
+    ]
 
 
 def _record(kind: str, set_name: str, arm: str, seed: int, res: dict, names: list[str], start: float) -> dict:
-    return {"set": set_name, "arm": arm, "seed": seed, "kind": kind, "steps": res["steps"],
-            "tasks": {t: res["tasks"][t] for t in names},
-            "glue_average": statistics.fmean(res["tasks"][t]["main"] for t in TASKS if t in names)
-            if all(t in names for t in TASKS) else None,
-            "parameters_trained": res["parameters"]["trainable"], "examples_trained": res["examples_trained"],
-            "leakage": res.get("leakage"), "train_wall_time_s": res["wall_time_s"],
-            "wall_time_s": round(time.time() - start, 1),
-            "threads": int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count())}
+    return {
+        "set": set_name,
+        "arm": arm,
+        "seed": seed,
+        "kind": kind,
+        "steps": res["steps"],
+        "tasks": {t: res["tasks"][t] for t in names},
+        "glue_average": statistics.fmean(res["tasks"][t]["main"] for t in TASKS if t in names)
+        if all(t in names for t in TASKS)
+        else None,
+        "parameters_trained": res["parameters"]["trainable"],
+        "examples_trained": res["examples_trained"],
+        "leakage": res.get("leakage"),
+        "train_wall_time_s": res["wall_time_s"],
+        "wall_time_s": round(time.time() - start, 1),
+        "threads": int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count()),
+    }
 
 
 def run_set(set_name: str, arm: str, seed: int, proto: dict, args) -> dict:
     """One multi-task run of ``arm`` on a task set."""
     spec = proto["sets"][set_name]
-    extra = CONVERGED_ARMS[ARMS[arm]] + set_args(spec["tasks"]) + [
-        "--train.seed", str(seed), "--train.learning_rate", str(LR), "--train.max_steps", str(spec["total_steps"]), *QUIET]
+    extra = (
+        CONVERGED_ARMS[ARMS[arm]]
+        + set_args(spec["tasks"])
+        + [
+            "--train.seed",
+            str(seed),
+            "--train.learning_rate",
+            str(LR),
+            "--train.max_steps",
+            str(spec["total_steps"]),
+            *QUIET,
+        ]
+    )
     start = time.time()
     res = run_train(Path(args.work_dir) / f"{set_name}-{arm}-seed{seed}", extra, args, save_every=args.save_every)
     return _record("multi-task", set_name, arm, seed, res, spec["tasks"], start)
@@ -127,9 +162,14 @@ def export_encoder(camtl_dir: Path, out: Path) -> Path:
     from modeling_camtl.modeling_camtl import is_camtl_parameter
 
     model = CaMtlForMultiTask.from_pretrained(camtl_dir)
-    bert = BertModel(BertConfig(**{f: getattr(model.config, f) for f in BERT_FIELDS}))  # with its pooler, which the heads read
-    state = {k.removeprefix("bert."): v for k, v in model.state_dict().items()
-             if k.startswith("bert.") and not is_camtl_parameter(k)}
+    bert = BertModel(
+        BertConfig(**{f: getattr(model.config, f) for f in BERT_FIELDS})
+    )  # with its pooler, which the heads read
+    state = {
+        k.removeprefix("bert."): v
+        for k, v in model.state_dict().items()
+        if k.startswith("bert.") and not is_camtl_parameter(k)
+    }
     missing, _ = bert.load_state_dict(state, strict=False)
     if missing:
         raise RuntimeError(f"{camtl_dir}: the encoder lacks {missing[:5]}")
@@ -146,20 +186,61 @@ def run_donor_first(target: str, seed: int, proto: dict, args) -> dict:
     work = Path(args.work_dir) / f"donor-first-seed{seed}"
     start = time.time()
     rows = aux_rows(TASKS + [donor])[donor]
-    first = run_train(work / f"{donor}-for-{target}", single + [
-        "--data.tasks", f"[{donor}]", "--data.extra_dir", str(EXTRA), "--data.protected_tasks", f"[{target}]",
-        "--sampling.task_budgets", f"{{{donor}: {AUX_CAP}}}", "--train.seed", str(seed), "--train.learning_rate",
-        str(LR), "--train.max_steps", str(math.ceil(rows * AUX_PASSES / BATCH)), *QUIET], args, save_every=args.save_every)
+    first = run_train(
+        work / f"{donor}-for-{target}",
+        single
+        + [
+            "--data.tasks",
+            f"[{donor}]",
+            "--data.extra_dir",
+            str(EXTRA),
+            "--data.protected_tasks",
+            f"[{target}]",
+            "--sampling.task_budgets",
+            f"{{{donor}: {AUX_CAP}}}",
+            "--train.seed",
+            str(seed),
+            "--train.learning_rate",
+            str(LR),
+            "--train.max_steps",
+            str(math.ceil(rows * AUX_PASSES / BATCH)),
+            *QUIET,
+        ],
+        args,
+        save_every=args.save_every,
+    )
     encoder = work / f"{donor}-encoder"
     if not (encoder / "config.json").exists():
         export_encoder(work / f"{donor}-for-{target}", encoder)
-    res = run_train(work / target, single + [
-        "--model.base_model", str(encoder), "--data.tasks", f"[{target}]", "--data.max_train_rows", str(SST2_ROWS),
-        "--train.seed", str(seed), "--train.learning_rate", str(LR),
-        "--train.max_steps", str(proto["glue_steps"][target]), *QUIET], args, save_every=args.save_every)
+    res = run_train(
+        work / target,
+        single
+        + [
+            "--model.base_model",
+            str(encoder),
+            "--data.tasks",
+            f"[{target}]",
+            "--data.max_train_rows",
+            str(SST2_ROWS),
+            "--train.seed",
+            str(seed),
+            "--train.learning_rate",
+            str(LR),
+            "--train.max_steps",
+            str(proto["glue_steps"][target]),
+            *QUIET,
+        ],
+        args,
+        save_every=args.save_every,
+    )
     record = _record("donor-first", "glue5+donor", "donor-first", seed, res, [target], start)
-    record.update(target=target, donor=donor, donor_steps=first["steps"], donor_scores=first["tasks"][donor],
-                  donor_wall_time_s=first["wall_time_s"])
+    record.update(
+        target=target,
+        donor=donor,
+        donor_steps=first["steps"],
+        donor_scores=first["tasks"][donor],
+        donor_wall_time_s=first["wall_time_s"],
+    )
     return record
 
 
@@ -189,8 +270,9 @@ def save(out: Path, results: dict) -> None:
     results["summary"] = summarise(results["runs"])
     results["hardware"] = f"{cpu_name()}, {os.cpu_count()} cores"
     out.write_text(json.dumps(results, indent=1))
-    out.with_suffix(".md").write_text("\n".join(f"`{c}`" for c in results["commands"]) + "\n\n"
-                                      + markdown(results) + "\n")
+    out.with_suffix(".md").write_text(
+        "\n".join(f"`{c}`" for c in results["commands"]) + "\n\n" + markdown(results) + "\n"
+    )
 
 
 def converged_points() -> dict[str, list[dict]]:
@@ -202,10 +284,18 @@ def converged_points() -> dict[str, list[dict]]:
         for r in conv["runs"]:
             if r["arm"] == name and r["lr"] == LR:
                 by_seed.setdefault(r["seed"], {}).update(r["tasks"])
-        out[arm] = [{"seed": s, "tasks": t, "glue_average": statistics.fmean(t[k]["main"] for k in TASKS),
-                     "wall_time_s": sum(r["wall_time_s"] for r in conv["runs"] if r["arm"] == name and r["lr"] == LR
-                                        and r["seed"] == s)}
-                    for s, t in sorted(by_seed.items()) if set(t) >= set(TASKS)]
+        out[arm] = [
+            {
+                "seed": s,
+                "tasks": t,
+                "glue_average": statistics.fmean(t[k]["main"] for k in TASKS),
+                "wall_time_s": sum(
+                    r["wall_time_s"] for r in conv["runs"] if r["arm"] == name and r["lr"] == LR and r["seed"] == s
+                ),
+            }
+            for s, t in sorted(by_seed.items())
+            if set(t) >= set(TASKS)
+        ]
     return out
 
 
@@ -223,8 +313,11 @@ def donor_first_seeds(runs: list[dict]) -> list[dict]:
 
 
 def _stat(values: list[float]) -> dict:
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "n": len(values)}
+    return {
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "n": len(values),
+    }
 
 
 def summarise(runs: list[dict]) -> dict:
@@ -248,10 +341,14 @@ def summarise(runs: list[dict]) -> dict:
 
 
 def _summary(seeds: list[dict], names: list[str]) -> dict:
-    return {"seeds": [s["seed"] for s in seeds], "glue_average": _stat([s["glue_average"] for s in seeds]),
-            "tasks": {t: _stat([s["tasks"][t]["main"] for s in seeds]) for t in names},
-            "wall_time_s": _stat([s["wall_time_s"] for s in seeds]) if all("wall_time_s" in s for s in seeds)
-            else None, "examples_trained": seeds[0].get("examples_trained"), "steps": seeds[0].get("steps")}
+    return {
+        "seeds": [s["seed"] for s in seeds],
+        "glue_average": _stat([s["glue_average"] for s in seeds]),
+        "tasks": {t: _stat([s["tasks"][t]["main"] for s in seeds]) for t in names},
+        "wall_time_s": _stat([s["wall_time_s"] for s in seeds]) if all("wall_time_s" in s for s in seeds) else None,
+        "examples_trained": seeds[0].get("examples_trained"),
+        "steps": seeds[0].get("steps"),
+    }
 
 
 def _pm(stat: dict) -> str:
@@ -260,25 +357,35 @@ def _pm(stat: dict) -> str:
 
 def markdown(results: dict) -> str:
     table = results["summary"]
-    aux = sorted({t for row in table.values() for t in row["tasks"] if t not in TASKS},
-                 key=TASK_SETS["all"].index)
-    lines = ["| set / arm | seeds | " + " | ".join(TASKS) + " | **GLUE-5 avg** | " + " | ".join(aux)
-             + " | steps | wall |", "|" + "---|" * (len(TASKS) + len(aux) + 5)]
+    aux = sorted({t for row in table.values() for t in row["tasks"] if t not in TASKS}, key=TASK_SETS["all"].index)
+    lines = [
+        "| set / arm | seeds | " + " | ".join(TASKS) + " | **GLUE-5 avg** | " + " | ".join(aux) + " | steps | wall |",
+        "|" + "---|" * (len(TASKS) + len(aux) + 5),
+    ]
     for key, row in table.items():
         wall = f"{row['wall_time_s']['mean'] / 60:.0f} min" if row["wall_time_s"] else ""
-        lines.append(f"| {key} | {len(row['seeds'])} | " + " | ".join(_pm(row["tasks"][t]) for t in TASKS)
-                     + f" | **{_pm(row['glue_average'])}** | "
-                     + " | ".join(_pm(row["tasks"][t]) if t in row["tasks"] else "" for t in aux)
-                     + f" | {row['steps'] or ''} | {wall} |")
+        lines.append(
+            f"| {key} | {len(row['seeds'])} | "
+            + " | ".join(_pm(row["tasks"][t]) for t in TASKS)
+            + f" | **{_pm(row['glue_average'])}** | "
+            + " | ".join(_pm(row["tasks"][t]) if t in row["tasks"] else "" for t in aux)
+            + f" | {row['steps'] or ''} | {wall} |"
+        )
     donors = [r for r in results["runs"] if r["arm"] == "donor-first"]
     if donors:
-        lines += ["", "Donor-first runs (the donor's own score on its held-out rows, then the target's dev score):", "",
-                  "| target | donor | donor steps | donor score | target steps | target score | wall |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "Donor-first runs (the donor's own score on its held-out rows, then the target's dev score):",
+            "",
+            "| target | donor | donor steps | donor score | target steps | target score | wall |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for r in donors:
-            lines.append(f"| {r['target']} | {r['donor']} | {r['donor_steps']} | {100 * r['donor_scores']['main']:.1f}"
-                         f" | {r['steps']} | {100 * r['tasks'][r['target']]['main']:.1f} | "
-                         f"{(r['donor_wall_time_s'] + r['train_wall_time_s']) / 60:.0f} min |")
+            lines.append(
+                f"| {r['target']} | {r['donor']} | {r['donor_steps']} | {100 * r['donor_scores']['main']:.1f}"
+                f" | {r['steps']} | {100 * r['tasks'][r['target']]['main']:.1f} | "
+                f"{(r['donor_wall_time_s'] + r['train_wall_time_s']) / 60:.0f} min |"
+            )
     return "\n".join(lines)
 
 
@@ -294,11 +401,19 @@ def plot(results: dict, path: Path) -> None:
     for arm, colour in [("camtl", "tab:blue"), ("plain-mtl", "tab:orange")]:
         pts = [(len(TASK_SETS[s]), table[f"{s}/{arm}"]) for s in TASK_SETS if f"{s}/{arm}" in table]
         if pts:
-            ax.errorbar([n for n, _ in pts], [100 * r["glue_average"]["mean"] for _, r in pts],
-                        yerr=[100 * r["glue_average"]["std"] for _, r in pts], marker="o", capsize=4, color=colour,
-                        label=f"{arm} (seeds: {', '.join(str(len(r['seeds'])) for _, r in pts)})")
+            ax.errorbar(
+                [n for n, _ in pts],
+                [100 * r["glue_average"]["mean"] for _, r in pts],
+                yerr=[100 * r["glue_average"]["std"] for _, r in pts],
+                marker="o",
+                capsize=4,
+                color=colour,
+                label=f"{arm} (seeds: {', '.join(str(len(r['seeds'])) for _, r in pts)})",
+            )
     single = table["glue5/single-task"]["glue_average"]
-    ax.axhline(100 * single["mean"], color="gray", ls="--", label=f"single-task, one model per task ({single['n']} seeds)")
+    ax.axhline(
+        100 * single["mean"], color="gray", ls="--", label=f"single-task, one model per task ({single['n']} seeds)"
+    )
     ax.axhspan(100 * (single["mean"] - single["std"]), 100 * (single["mean"] + single["std"]), color="gray", alpha=0.15)
     if "glue5+donor/donor-first" in table:
         donor = table["glue5+donor/donor-first"]["glue_average"]
@@ -317,8 +432,13 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sets", nargs="+", default=["glue10"], choices=[s for s in TASK_SETS if s != "glue5"])
     parser.add_argument("--arms", nargs="+", default=["camtl", "plain-mtl"], choices=[*ARMS, "donor-first"])
-    parser.add_argument("--targets", nargs="+", default=list(DONORS), choices=list(DONORS),
-                        help="donor-first: the GLUE tasks to run with their donor")
+    parser.add_argument(
+        "--targets",
+        nargs="+",
+        default=list(DONORS),
+        choices=list(DONORS),
+        help="donor-first: the GLUE tasks to run with their donor",
+    )
     parser.add_argument("--seeds", nargs="+", type=int, default=[42])
     parser.add_argument("--save_every", type=int, default=200)
     parser.add_argument("--max_length", type=int, default=128)
@@ -342,16 +462,20 @@ def main(argv=None) -> dict:
                 raise SystemExit(f"{out} holds {name} runs of another protocol:\n{known['sets'][name]}\nnot\n{spec}")
         known.update({k: v for k, v in proto.items() if k != "sets"})
         known.setdefault("sets", {}).update(proto["sets"])
-        results["commands"].append("python benchmarks/task_scaling.py "
-                                   + shlex.join(sys.argv[1:] if argv is None else argv))
+        results["commands"].append(
+            "python benchmarks/task_scaling.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+        )
     for seed in args.seeds:
         for arm in args.arms:
-            for item in (args.targets if arm == "donor-first" else args.sets):
+            for item in args.targets if arm == "donor-first" else args.sets:
                 key = ("glue5+donor", arm, seed, item) if arm == "donor-first" else (item, arm, seed, None)
                 if key in {run_key(r) for r in load(out)["runs"]}:
                     continue
-                record = run_donor_first(item, seed, proto, args) if arm == "donor-first" else \
-                    run_set(item, arm, seed, proto, args)
+                record = (
+                    run_donor_first(item, seed, proto, args)
+                    if arm == "donor-first"
+                    else run_set(item, arm, seed, proto, args)
+                )
                 with locked(out) as results:  # another queue may have added records meanwhile
                     results["runs"].append(record)
     print(markdown(results))

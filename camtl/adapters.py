@@ -25,8 +25,15 @@ ADAPTER_CONFIG_NAME = "camtl_adapter_config.json"
 ADAPTER_WEIGHTS_NAME = "camtl_adapter.safetensors"
 FORMAT_VERSION = 1
 # what must match between the base the adapter was trained on and the base it is loaded onto
-BASE_SHAPE_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-                     "max_position_embeddings", "type_vocab_size")
+BASE_SHAPE_FIELDS = (
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "max_position_embeddings",
+    "type_vocab_size",
+)
 # the config fields that describe CA-MTL itself (not the base encoder)
 CAMTL_FIELDS = ("tasks", *CAMTL_KNOBS)
 
@@ -39,8 +46,9 @@ def base_fingerprint(model: CaMtlForMultiTask) -> str:
 
 def adapter_state_dict(model: CaMtlForMultiTask) -> dict:
     """The trained parameters: those with ``requires_grad`` (see ``model.set_trainable``)."""
-    state = {name: param.detach().to("cpu").contiguous() for name, param in model.named_parameters()
-             if param.requires_grad}
+    state = {
+        name: param.detach().to("cpu").contiguous() for name, param in model.named_parameters() if param.requires_grad
+    }
     if not state:
         raise ValueError("No trainable parameters to save: call model.set_trainable(...) first")
     return state
@@ -65,9 +73,11 @@ def save_adapter(model: CaMtlForMultiTask, folder: str | Path, base_model: str |
     state = adapter_state_dict(model)
     rebuilt = [name for name, _ in model.named_parameters() if _in_rebuilt_layer(name, config) and name not in state]
     if rebuilt:
-        raise ValueError(f"The adapter layers were re-initialised (reinit_adapter_layers) and {len(rebuilt)} of their "
-                         f"parameters are frozen (e.g. {rebuilt[0]}): an adapter file cannot rebuild them from the base. "
-                         "Save the whole model with save_pretrained, or train them (set_trainable('paper')).")
+        raise ValueError(
+            f"The adapter layers were re-initialised (reinit_adapter_layers) and {len(rebuilt)} of their "
+            f"parameters are frozen (e.g. {rebuilt[0]}): an adapter file cannot rebuild them from the base. "
+            "Save the whole model with save_pretrained, or train them (set_trainable('paper'))."
+        )
     save_file(state, str(folder / ADAPTER_WEIGHTS_NAME), metadata={"format": "pt"})
     adapter_config = {
         "format_version": FORMAT_VERSION,
@@ -105,12 +115,15 @@ def check_base(adapter_config: dict, base_model: str) -> None:
     wrong = {f: (expected[f], getattr(base, f, None)) for f in expected if getattr(base, f, None) != expected[f]}
     if wrong:
         details = ", ".join(f"{f}: adapter expects {e}, base has {g}" for f, (e, g) in wrong.items())
-        raise ValueError(f"Base model {base_model} does not match this adapter ({details}). The adapter was trained "
-                         f"on {adapter_config['base_model_name_or_path']}")
+        raise ValueError(
+            f"Base model {base_model} does not match this adapter ({details}). The adapter was trained "
+            f"on {adapter_config['base_model_name_or_path']}"
+        )
 
 
-def load_adapter(folder: str | Path, base_model: str | None = None, check_fingerprint: bool = True,
-                 **load_kwargs) -> CaMtlForMultiTask:
+def load_adapter(
+    folder: str | Path, base_model: str | None = None, check_fingerprint: bool = True, **load_kwargs
+) -> CaMtlForMultiTask:
     """Rebuild a CA-MTL model from an adapter folder on its base (``base_model`` overrides the recorded one).
 
     Raises ``ValueError`` for a base of another shape (hidden size, vocabulary ...), a base with other weights
@@ -126,16 +139,23 @@ def load_adapter(folder: str | Path, base_model: str | None = None, check_finger
     with naming_damaged_weights(weights):
         state = load_file(str(weights))
     if sorted(state) != adapter_config["parameters"]:
-        raise ValueError(f"Adapter weights in {folder} do not match its config: "
-                         f"{len(state)} tensors, config lists {len(adapter_config['parameters'])}")
+        raise ValueError(
+            f"Adapter weights in {folder} do not match its config: "
+            f"{len(state)} tensors, config lists {len(adapter_config['parameters'])}"
+        )
     with naming_damaged_weights(base_model):
-        model = CaMtlForMultiTask.from_bert(base_model, tasks=adapter_config["camtl_config"]["tasks"],
-                                            **{k: v for k, v in adapter_config["camtl_config"].items()
-                                               if k != "tasks"}, **load_kwargs)
+        model = CaMtlForMultiTask.from_bert(
+            base_model,
+            tasks=adapter_config["camtl_config"]["tasks"],
+            **{k: v for k, v in adapter_config["camtl_config"].items() if k != "tasks"},
+            **load_kwargs,
+        )
     if check_fingerprint and adapter_config.get("base_fingerprint") not in (None, base_fingerprint(model)):
-        raise ValueError(f"Base model {base_model} has the right shape but other weights than the base this adapter "
-                         f"was trained on ({adapter_config['base_model_name_or_path']}); pass "
-                         "check_fingerprint=False to load it anyway")
+        raise ValueError(
+            f"Base model {base_model} has the right shape but other weights than the base this adapter "
+            f"was trained on ({adapter_config['base_model_name_or_path']}); pass "
+            "check_fingerprint=False to load it anyway"
+        )
     own = dict(model.named_parameters())
     unknown = sorted(set(state) - set(own))
     if unknown:
@@ -143,8 +163,8 @@ def load_adapter(folder: str | Path, base_model: str | None = None, check_finger
     with torch.no_grad():
         for name, tensor in state.items():
             if own[name].shape != tensor.shape:
-                raise ValueError(f"Adapter tensor {name} has shape {tuple(tensor.shape)}, the model expects "
-                                 f"{tuple(own[name].shape)}")
+                raise ValueError(
+                    f"Adapter tensor {name} has shape {tuple(tensor.shape)}, the model expects {tuple(own[name].shape)}"
+                )
             own[name].copy_(tensor)
     return model
-

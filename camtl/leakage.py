@@ -116,8 +116,10 @@ class LeakIndex:
         if self._automaton is not None:  # a dev text of >= MIN_WORDS words inside a training text
             for k, (key, _) in enumerate(keyed):
                 if found[k] is None and key:
-                    found[k] = next((i for _, dev in self._automaton.iter(key)
-                                     if (i := self._first(dev, against)) is not None), None)
+                    found[k] = next(
+                        (i for _, dev in self._automaton.iter(key) if (i := self._first(dev, against)) is not None),
+                        None,
+                    )
         # a training text of >= MIN_WORDS words that is most of a dev text: search the dev texts for training texts
         long_ones: dict[str, list[int]] = {}
         for k, (key, words) in enumerate(keyed):
@@ -139,8 +141,9 @@ class LeakIndex:
         return found
 
 
-def leaking_rows(index: LeakIndex, text_a: Sequence[str], text_b: Sequence[str] | None = None,
-                 against: set[str] | None = None) -> list[int | None]:
+def leaking_rows(
+    index: LeakIndex, text_a: Sequence[str], text_b: Sequence[str] | None = None, against: set[str] | None = None
+) -> list[int | None]:
     """For each training row (one or two texts), the dev text it leaks, or None (a pair leaks if either text does)."""
     first = index.leaks(text_a, against)
     if not text_b or not any(text_b):

@@ -94,13 +94,17 @@ def multi_label_metrics(metric: str, predictions: np.ndarray, labels: np.ndarray
     `MULTI_LABEL_THRESHOLD`); ``labels`` (N, L) multi-hot."""
     preds, golds = np.asarray(predictions, dtype=np.float64), np.asarray(labels, dtype=np.float64)
     if preds.ndim != 2 or preds.shape != golds.shape or len(preds) == 0:
-        raise ValueError(f"multi-label predictions and labels must both have shape (N, labels), N > 0; got "
-                         f"{preds.shape} and {golds.shape}")
+        raise ValueError(
+            f"multi-label predictions and labels must both have shape (N, labels), N > 0; got "
+            f"{preds.shape} and {golds.shape}"
+        )
     if not np.isin(preds, (0.0, 1.0)).all():
         preds = 1 / (1 + np.exp(-preds)) >= MULTI_LABEL_THRESHOLD  # logits
     preds, golds = preds.astype(np.int64), (golds >= 0.5).astype(np.int64)
-    scores = {f"f1_{average}": _finite(f1_score(golds, preds, average=average, zero_division=0.0))
-              for average in ("micro", "macro")}
+    scores = {
+        f"f1_{average}": _finite(f1_score(golds, preds, average=average, zero_division=0.0))
+        for average in ("micro", "macro")
+    }
     scores["subset_accuracy"] = float((preds == golds).all(axis=1).mean())
     return {**scores, "main": scores[metric]}
 
@@ -188,5 +192,15 @@ def _finite(x: float) -> float:
     return x if math.isfinite(x) else 0.0
 
 
-__all__ = ["METRICS", "MULTI_LABEL_THRESHOLD", "classification_metrics", "compute_task_metrics", "glue_average",
-           "majority_class_from_data", "majority_class_metrics", "majority_class_reference", "multi_label_metrics", "regression_metrics"]
+__all__ = [
+    "METRICS",
+    "MULTI_LABEL_THRESHOLD",
+    "classification_metrics",
+    "compute_task_metrics",
+    "glue_average",
+    "majority_class_from_data",
+    "majority_class_metrics",
+    "majority_class_reference",
+    "multi_label_metrics",
+    "regression_metrics",
+]

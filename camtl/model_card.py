@@ -60,11 +60,20 @@ DATA_LICENCES = {
 }
 GLUE_TASKS = ("cola", "sst2", "mrpc", "stsb", "qnli", "rte", "wnli", "mnli", "qqp")
 #: Hub metric ids of the metric names the training code reports.
-METRIC_TYPES = {"acc": "accuracy", "mcc": "matthews_correlation", "matthews": "matthews_correlation",
-                "pearson": "pearsonr", "spearman": "spearmanr", "f1_score": "f1"}
+METRIC_TYPES = {
+    "acc": "accuracy",
+    "mcc": "matthews_correlation",
+    "matthews": "matthews_correlation",
+    "pearson": "pearsonr",
+    "spearman": "spearmanr",
+    "f1_score": "f1",
+}
 #: Licences of base models we know (the card's ``license`` when none is given).
-BASE_MODEL_LICENCES = {"sentence-transformers/all-MiniLM-L6-v2": "apache-2.0",
-                       "google-bert/bert-base-uncased": "apache-2.0", "bert-base-uncased": "apache-2.0"}
+BASE_MODEL_LICENCES = {
+    "sentence-transformers/all-MiniLM-L6-v2": "apache-2.0",
+    "google-bert/bert-base-uncased": "apache-2.0",
+    "bert-base-uncased": "apache-2.0",
+}
 _HUB_ID = re.compile(r"^[\w.\-]+/[\w.\-]+$")
 
 CITATION = r"""@inproceedings{pilault2021conditionally,
@@ -81,9 +90,17 @@ SAMPLE_TEXT = "A warm, funny and beautifully acted film."
 SAMPLE_PAIR = ("A woman is reading a book in the park.", "A woman is outdoors.")
 
 
-def write_model_card(folder, results: dict, config=None, training_config: dict | None = None, *,
-                     repo_id: str | None = None, base_model: str | None = None, license: str | None = None,
-                     model_name: str | None = None) -> Path:
+def write_model_card(
+    folder,
+    results: dict,
+    config=None,
+    training_config: dict | None = None,
+    *,
+    repo_id: str | None = None,
+    base_model: str | None = None,
+    license: str | None = None,
+    model_name: str | None = None,
+) -> Path:
     """Render the card for the checkpoint in ``folder`` and write it as ``folder/README.md``; return its path.
 
     Args:
@@ -96,16 +113,30 @@ def write_model_card(folder, results: dict, config=None, training_config: dict |
         license: the card's licence id (default: the base model's, when known).
         model_name: the card's title.
     """
-    card = build_model_card(results, _config_dict(folder, config), training_config or {}, repo_id=repo_id or
-                            public_path(folder), base_model=base_model, license=license, model_name=model_name)
+    card = build_model_card(
+        results,
+        _config_dict(folder, config),
+        training_config or {},
+        repo_id=repo_id or public_path(folder),
+        base_model=base_model,
+        license=license,
+        model_name=model_name,
+    )
     path = Path(folder) / "README.md"
     card.save(path)
     return path
 
 
-def build_model_card(results: dict, config: dict, training_config: dict, *, repo_id: str,
-                     base_model: str | None = None, license: str | None = None,
-                     model_name: str | None = None) -> ModelCard:
+def build_model_card(
+    results: dict,
+    config: dict,
+    training_config: dict,
+    *,
+    repo_id: str,
+    base_model: str | None = None,
+    license: str | None = None,
+    model_name: str | None = None,
+) -> ModelCard:
     """The filled ``ModelCard`` (see :func:`write_model_card`)."""
     tasks = config.get("tasks") or []
     if not tasks:
@@ -113,16 +144,18 @@ def build_model_card(results: dict, config: dict, training_config: dict, *, repo
     task_results = results.get("tasks") or {}
     unknown = sorted(set(task_results) - {t["name"] for t in tasks})
     if unknown:
-        raise ValueError(f"results name task(s) {unknown} that the model does not have "
-                         f"(its tasks: {[t['name'] for t in tasks]})")
+        raise ValueError(
+            f"results name task(s) {unknown} that the model does not have (its tasks: {[t['name'] for t in tasks]})"
+        )
     base_model = base_model or _base_model(training_config, config)
     if base_model:  # show the Hub id where the training config names a local copy of the base model
         training_config = _replace_strings(training_config, _base_model_paths(training_config), base_model)
     evaluation = _evaluation(training_config, results)
     training_config = public_paths(training_config)
     license = license or BASE_MODEL_LICENCES.get(base_model)
-    model_name = model_name or (repo_id.rstrip("/").split("/")[-1] if _HUB_ID.match(repo_id) else
-                                "CA-MTL multi-task model")
+    model_name = model_name or (
+        repo_id.rstrip("/").split("/")[-1] if _HUB_ID.match(repo_id) else "CA-MTL multi-task model"
+    )
     glue = any(t["name"] in GLUE_TASKS for t in tasks)
     card_data = ModelCardData(
         model_name=model_name,
@@ -182,9 +215,15 @@ def _base_model(training_config: dict, config: dict) -> str | None:
 
 def _base_model_paths(training_config: dict) -> set:
     sections = [training_config] + [v for v in training_config.values() if isinstance(v, dict)]
-    return {v for section in sections for k, v in section.items()
-            if k in ("base_model", "model_name_or_path", "model", "bert") and isinstance(v, str) and os.sep in v
-            and not _HUB_ID.match(v)}
+    return {
+        v
+        for section in sections
+        for k, v in section.items()
+        if k in ("base_model", "model_name_or_path", "model", "bert")
+        and isinstance(v, str)
+        and os.sep in v
+        and not _HUB_ID.match(v)
+    }
 
 
 def _replace_strings(value, old: set, new: str):
@@ -214,11 +253,19 @@ def _eval_results(tasks: list, task_results: dict, evaluation: dict) -> list:
         for metric, value in task_results.get(t["name"], {}).items():
             if metric == "main" or not isinstance(value, (int, float)):
                 continue
-            out.append(EvalResult(
-                task_type="text-classification", task_name=f"{t['name']} ({t['kind']})",
-                dataset_type=GLUE_DATASET, dataset_name=name, dataset_config=t["name"], dataset_split=split,
-                metric_type=_metric_type(metric), metric_name=metric, metric_value=round(float(value), 4),
-            ))
+            out.append(
+                EvalResult(
+                    task_type="text-classification",
+                    task_name=f"{t['name']} ({t['kind']})",
+                    dataset_type=GLUE_DATASET,
+                    dataset_name=name,
+                    dataset_config=t["name"],
+                    dataset_split=split,
+                    metric_type=_metric_type(metric),
+                    metric_name=metric,
+                    metric_value=round(float(value), 4),
+                )
+            )
     return out
 
 
@@ -231,14 +278,20 @@ def _evaluation(training_config: dict, results: dict) -> dict:
     sample = in_sample or data.get("max_eval_rows") is not None
     rows = {k: v for k, v in (results.get("eval_rows") or {}).items() if isinstance(v, int)}
     counts = sorted(set(rows.values()))
-    size = (f"{counts[0]:,} rows per task" if len(counts) == 1 else
-            "; ".join(f"{k} {v:,} rows" for k, v in rows.items())) if rows else ""
+    size = (
+        (f"{counts[0]:,} rows per task" if len(counts) == 1 else "; ".join(f"{k} {v:,} rows" for k, v in rows.items()))
+        if rows
+        else ""
+    )
     if not sample:
         text = "Dev results are measured on each task's full validation split" + (f" ({size})" if size else "")
     else:
         where = f"the bundled sample `{public_path(data_dir)}`" if in_sample else "a random subset"
-        text = (f"Dev results are measured on a **sample** of each task's validation split ({where}"
-                + (f", {size}" if size else "") + "): too few rows to compare models or to trust the scores")
+        text = (
+            f"Dev results are measured on a **sample** of each task's validation split ({where}"
+            + (f", {size}" if size else "")
+            + "): too few rows to compare models or to trust the scores"
+        )
     return {"sample": sample, "rows": rows, "text": text}
 
 
@@ -293,19 +346,35 @@ def _comparison(results: dict, tasks: list[str]) -> dict | None:
             return f"{value['mean']:.3f}" + (f" ± {value['std']:.3f}" if value.get("std") else "")
         return f"{value:.3f}"
 
-    this = {"name": "**this checkpoint**", "seeds": "1", "average": f"**{spread(results.get('average'))}**",
-            "cells": [spread((results.get("tasks") or {}).get(t, {}).get("main")) for t in tasks],
-            "serve": f"{total:,}" if (total := (results.get("parameters") or {}).get("total")) else ""}
+    this = {
+        "name": "**this checkpoint**",
+        "seeds": "1",
+        "average": f"**{spread(results.get('average'))}**",
+        "cells": [spread((results.get("tasks") or {}).get(t, {}).get("main")) for t in tasks],
+        "serve": f"{total:,}" if (total := (results.get("parameters") or {}).get("total")) else "",
+    }
     rows = [this]
     for row in comparison["rows"]:
-        rows.append({"name": row["name"], "seeds": str(len(row["seeds"])), "average": spread(row["average"]),
-                     "cells": [spread((row["tasks"] or {}).get(t)) for t in tasks],
-                     "serve": f"{row['parameters_to_serve_all']:,}" if row.get("parameters_to_serve_all") else ""})
+        rows.append(
+            {
+                "name": row["name"],
+                "seeds": str(len(row["seeds"])),
+                "average": spread(row["average"]),
+                "cells": [spread((row["tasks"] or {}).get(t)) for t in tasks],
+                "serve": f"{row['parameters_to_serve_all']:,}" if row.get("parameters_to_serve_all") else "",
+            }
+        )
     majority = results.get("majority_class")
     if majority:
-        rows.append({"name": "majority class (every row answered with the most common label)", "seeds": "",
-                     "average": spread(majority.get("average")), "serve": "",
-                     "cells": [spread((majority.get("tasks") or {}).get(t, {}).get("main")) for t in tasks]})
+        rows.append(
+            {
+                "name": "majority class (every row answered with the most common label)",
+                "seeds": "",
+                "average": spread(majority.get("average")),
+                "serve": "",
+                "cells": [spread((majority.get("tasks") or {}).get(t, {}).get("main")) for t in tasks],
+            }
+        )
     return {"note": comparison.get("note", ""), "source": comparison.get("source", ""), "tasks": tasks, "rows": rows}
 
 
@@ -315,10 +384,18 @@ def _task_row(task: dict, metrics: dict) -> dict:
     else:
         labels = ", ".join(f"`{label}`" for label in task["labels"])
     shown = ", ".join(f"{k} {_fmt(v)}" for k, v in metrics.items() if k != "main") or "not evaluated"
-    dataset, licence = DATA_LICENCES.get(task["name"], (f"`{task['name']}` (user-provided data)",
-                                                        "see the data's own licence"))
-    return {"name": task["name"], "kind": task["kind"], "inputs": " + ".join(task["text_fields"]),
-            "labels": labels, "metrics": shown, "dataset": dataset, "licence": licence}
+    dataset, licence = DATA_LICENCES.get(
+        task["name"], (f"`{task['name']}` (user-provided data)", "see the data's own licence")
+    )
+    return {
+        "name": task["name"],
+        "kind": task["kind"],
+        "inputs": " + ".join(task["text_fields"]),
+        "labels": labels,
+        "metrics": shown,
+        "dataset": dataset,
+        "licence": licence,
+    }
 
 
 def _usage_examples(tasks: list) -> list:
@@ -332,13 +409,24 @@ def _usage_examples(tasks: list) -> list:
         name = json.dumps(task["name"])
         if pair:
             text, text_pair = (json.dumps(s) for s in SAMPLE_PAIR)
-            out.append({"name": task["name"], "input": f'{{"text": {text}, "text_pair": {text_pair}}}',
-                        "dict_input": f'{{"text": {text}, "text_pair": {text_pair}, "task_name": {name}}}',
-                        "tokenizer_args": f"{text}, {text_pair}"})
+            out.append(
+                {
+                    "name": task["name"],
+                    "input": f'{{"text": {text}, "text_pair": {text_pair}}}',
+                    "dict_input": f'{{"text": {text}, "text_pair": {text_pair}, "task_name": {name}}}',
+                    "tokenizer_args": f"{text}, {text_pair}",
+                }
+            )
         else:
             text = json.dumps(SAMPLE_TEXT)
-            out.append({"name": task["name"], "input": text, "tokenizer_args": text,
-                        "dict_input": f'{{"text": {text}, "task_name": {name}}}'})
+            out.append(
+                {
+                    "name": task["name"],
+                    "input": text,
+                    "tokenizer_args": text,
+                    "dict_input": f'{{"text": {text}, "task_name": {name}}}',
+                }
+            )
     return out
 
 

@@ -95,8 +95,10 @@ SIGNALS = ("probabilities", "labels", "representation", "length", "out_of_distri
 STATUSES = ("ok", "warn", "alarm")
 MIN_REFERENCE_ROWS = 10
 #: Why a multi-label task has no reference (it is then not monitored; the monitor skips its rows).
-MULTI_LABEL_NOT_MONITORED = ("multi-label tasks are not monitored: the signals, calibration and accuracy estimate "
-                             "assume one softmax answer per row, not a sigmoid per label")
+MULTI_LABEL_NOT_MONITORED = (
+    "multi-label tasks are not monitored: the signals, calibration and accuracy estimate "
+    "assume one softmax answer per row, not a sigmoid per label"
+)
 RECENT_FLAGS = 1024  # flags kept for Monitor.flag_for
 TEXT_CHARS = 200  # an atypical input is shown by its first characters
 ARRAYS = ("logits", "reduced", "lengths", "unk_share", "pca_components", "pca_mean")
@@ -125,19 +127,30 @@ class Features:
 
     def take(self, index) -> Features:
         index = np.asarray(index)
-        return Features(self.logits[index], None if self.pooled is None else self.pooled[index], self.lengths[index],
-                        self.unk_share[index], None if self.texts is None else [self.texts[i] for i in index])
+        return Features(
+            self.logits[index],
+            None if self.pooled is None else self.pooled[index],
+            self.lengths[index],
+            self.unk_share[index],
+            None if self.texts is None else [self.texts[i] for i in index],
+        )
 
     @staticmethod
     def concat(parts: Sequence[Features]) -> Features:
         texts = None if any(p.texts is None for p in parts) else [t for p in parts for t in p.texts]
         pooled = None if any(p.pooled is None for p in parts) else np.concatenate([p.pooled for p in parts])
-        return Features(np.concatenate([p.logits for p in parts]), pooled,
-                        np.concatenate([p.lengths for p in parts]), np.concatenate([p.unk_share for p in parts]), texts)
+        return Features(
+            np.concatenate([p.logits for p in parts]),
+            pooled,
+            np.concatenate([p.lengths for p in parts]),
+            np.concatenate([p.unk_share for p in parts]),
+            texts,
+        )
 
 
-def token_descriptors(input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                      tokenizer) -> tuple[np.ndarray, np.ndarray]:
+def token_descriptors(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor, tokenizer
+) -> tuple[np.ndarray, np.ndarray]:
     """``(lengths, unk_share)`` of a padded batch (B, T): tokens per row, and the share of ``[UNK]`` among the tokens
     that are not special (``[UNK]`` is itself one of ``tokenizer.all_special_ids``, so it is kept out of that set)."""
     unk = tokenizer.unk_token_id
@@ -164,7 +177,8 @@ def capture_pooled(model):
     ``seen``."""
     seen = []
     handle = _encoder(model).register_forward_hook(
-        lambda module, args, output: seen.append(output.pooler_output.detach().float().cpu()))
+        lambda module, args, output: seen.append(output.pooler_output.detach().float().cpu())
+    )
     try:
         yield seen
     finally:
@@ -178,8 +192,9 @@ def reading_limit(model, tokenizer) -> int:
     return min(limit, tok) if isinstance(tok, int) and tok > 0 else limit
 
 
-def extract_features(model, tokenizer, task: str, texts: Sequence[str], text_pairs: Sequence[str] | None = None,
-                     batch_size: int = 32) -> Features:
+def extract_features(
+    model, tokenizer, task: str, texts: Sequence[str], text_pairs: Sequence[str] | None = None, batch_size: int = 32
+) -> Features:
     """What ``model`` computes for ``task`` on ``texts`` (and ``text_pairs`` for a pair task), as served: inputs cut at
     the model's reading limit, fp32, eval mode, in length-sorted batches."""
     task_id = model.config.task_id(task)
@@ -190,12 +205,14 @@ def extract_features(model, tokenizer, task: str, texts: Sequence[str], text_pai
     model.eval()
     with torch.inference_mode(), capture_pooled(model) as seen:
         for start in range(0, len(order), batch_size):
-            chunk = order[start:start + batch_size]
+            chunk = order[start : start + batch_size]
             a = [texts[i] for i in chunk]
             b = [text_pairs[i] for i in chunk] if text_pairs is not None else None
             enc = tokenizer(a, b, padding=True, truncation=True, max_length=limit, return_tensors="pt")
-            out = model(**{k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")},
-                        task_ids=torch.full((len(chunk),), task_id, dtype=torch.long))
+            out = model(
+                **{k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")},
+                task_ids=torch.full((len(chunk),), task_id, dtype=torch.long),
+            )
             width = _num_outputs(model.config.tasks[task_id])
             logits.append(out.logits[:, :width].float().cpu().numpy())  # (b, K)
             pooled.append(seen.pop().numpy())  # (b, H)
@@ -206,8 +223,13 @@ def extract_features(model, tokenizer, task: str, texts: Sequence[str], text_pai
     back = np.argsort(order)
     joined = [np.concatenate(x)[back] for x in (logits, pooled, lengths, unk)]
     shown = [t if text_pairs is None else f"{t} || {text_pairs[i]}" for i, t in enumerate(texts)]
-    return Features(joined[0].astype(np.float32), joined[1].astype(np.float32), joined[2].astype(np.int32),
-                    joined[3].astype(np.float32), shown)
+    return Features(
+        joined[0].astype(np.float32),
+        joined[1].astype(np.float32),
+        joined[2].astype(np.int32),
+        joined[3].astype(np.float32),
+        shown,
+    )
 
 
 def _num_outputs(spec: Mapping) -> int:
@@ -268,14 +290,19 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int 
     """ECE of the top label over ``bins`` equal-width confidence bins."""
     conf, right = probs.max(-1), probs.argmax(-1) == labels
     edges = np.minimum((conf * bins).astype(int), bins - 1)
-    return float(sum(abs(right[edges == b].mean() - conf[edges == b].mean()) * (edges == b).mean()
-                     for b in range(bins) if (edges == b).any()))
+    return float(
+        sum(
+            abs(right[edges == b].mean() - conf[edges == b].mean()) * (edges == b).mean()
+            for b in range(bins)
+            if (edges == b).any()
+        )
+    )
 
 
 def knn_distance(queries: np.ndarray, points: np.ndarray, k: int, leave_one_out: bool = False) -> np.ndarray:
     """Mean Euclidean distance of each query (m, d) to its ``k`` nearest ``points`` (n, d); ``leave_one_out``: the
     queries are the points, each one's distance to itself left out."""
-    d2 = (queries ** 2).sum(1)[:, None] + (points ** 2).sum(1)[None, :] - 2 * queries @ points.T  # (m, n)
+    d2 = (queries**2).sum(1)[:, None] + (points**2).sum(1)[None, :] - 2 * queries @ points.T  # (m, n)
     d = np.sqrt(np.clip(d2, 0, None))
     if leave_one_out:
         np.fill_diagonal(d, np.inf)
@@ -344,21 +371,44 @@ class TaskReference:
         return (self.unk_share > max_unk_share) | (self._loo > self.meta["distance_threshold"])
 
     @classmethod
-    def from_features(cls, spec: Mapping, held_out: Features, labels: np.ndarray | None, train_pooled: np.ndarray,
-                      components: int = 16, k: int = 5, flag_quantile: float = 0.005,
-                      train_max_length: int | None = None, seed: int = 0) -> TaskReference:
+    def from_features(
+        cls,
+        spec: Mapping,
+        held_out: Features,
+        labels: np.ndarray | None,
+        train_pooled: np.ndarray,
+        components: int = 16,
+        k: int = 5,
+        flag_quantile: float = 0.005,
+        train_max_length: int | None = None,
+        seed: int = 0,
+    ) -> TaskReference:
         """Build from features: ``held_out`` (rows the model did not train on, with their ``labels`` for the
         calibration; None: no calibration), ``train_pooled`` (n, H): pooled vectors of TRAINING rows for the PCA."""
         if len(held_out) < MIN_REFERENCE_ROWS:
-            raise ValueError(f"Task {spec['name']!r}: a reference needs at least {MIN_REFERENCE_ROWS} held-out rows, "
-                             f"got {len(held_out)}")
+            raise ValueError(
+                f"Task {spec['name']!r}: a reference needs at least {MIN_REFERENCE_ROWS} held-out rows, "
+                f"got {len(held_out)}"
+            )
         pca = PCA(n_components=min(components, *train_pooled.shape), random_state=seed).fit(train_pooled)
-        ref = cls(dict(spec), held_out.logits.astype(np.float32), np.zeros((0, 0), np.float32),
-                  held_out.lengths.astype(np.int32), held_out.unk_share.astype(np.float32),
-                  pca.components_.astype(np.float32), pca.mean_.astype(np.float32))
+        ref = cls(
+            dict(spec),
+            held_out.logits.astype(np.float32),
+            np.zeros((0, 0), np.float32),
+            held_out.lengths.astype(np.int32),
+            held_out.unk_share.astype(np.float32),
+            pca.components_.astype(np.float32),
+            pca.mean_.astype(np.float32),
+        )
         ref.reduced = ref.reduce(held_out.pooled).astype(np.float32)
-        meta = {"rows": len(held_out), "train_rows": int(train_pooled.shape[0]), "k": k, "flag_quantile": flag_quantile,
-                "explained_variance": float(pca.explained_variance_ratio_.sum()), "train_max_length": train_max_length}
+        meta = {
+            "rows": len(held_out),
+            "train_rows": int(train_pooled.shape[0]),
+            "k": k,
+            "flag_quantile": flag_quantile,
+            "explained_variance": float(pca.explained_variance_ratio_.sum()),
+            "train_max_length": train_max_length,
+        }
         if spec["kind"] == "classification" and labels is not None:
             labels = np.asarray(labels).astype(int)
             raw = softmax(held_out.logits)
@@ -404,13 +454,21 @@ class Reference:
         """Write ``monitoring_reference.safetensors`` and ``.json`` in ``folder``."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        arrays = {f"{name}.{part}": np.ascontiguousarray(getattr(ref, part)) for name, ref in self.tasks.items()
-                  for part in ARRAYS}
+        arrays = {
+            f"{name}.{part}": np.ascontiguousarray(getattr(ref, part))
+            for name, ref in self.tasks.items()
+            for part in ARRAYS
+        }
         tensors, meta = folder / f"{REFERENCE_STEM}.safetensors", folder / f"{REFERENCE_STEM}.json"
         save_file(arrays, str(tensors), metadata={"format": str(FORMAT_VERSION)})
-        body = {"format": FORMAT_VERSION, **self.meta,
-                "tasks": {name: {"spec": ref.spec, "fingerprint": self.fingerprints[name], **ref.meta}
-                          for name, ref in self.tasks.items()}}
+        body = {
+            "format": FORMAT_VERSION,
+            **self.meta,
+            "tasks": {
+                name: {"spec": ref.spec, "fingerprint": self.fingerprints[name], **ref.meta}
+                for name, ref in self.tasks.items()
+            },
+        }
         meta.write_text(json.dumps(body, indent=1) + "\n", encoding="utf-8")
         return tensors, meta
 
@@ -421,12 +479,16 @@ class Reference:
         folder = Path(folder)
         tensors, meta_file = folder / f"{REFERENCE_STEM}.safetensors", folder / f"{REFERENCE_STEM}.json"
         if not tensors.is_file() or not meta_file.is_file():
-            raise FileNotFoundError(f"No monitoring reference in {folder} (expected {tensors.name} and "
-                                    f"{meta_file.name}); make one with `python -m camtl.monitoring build {folder}`")
+            raise FileNotFoundError(
+                f"No monitoring reference in {folder} (expected {tensors.name} and "
+                f"{meta_file.name}); make one with `python -m camtl.monitoring build {folder}`"
+            )
         body = json.loads(meta_file.read_text(encoding="utf-8"))
         if body.get("format") != FORMAT_VERSION:
-            raise ValueError(f"{meta_file}: monitoring reference format {body.get('format')!r}, this version reads "
-                             f"{FORMAT_VERSION}; rebuild it with `python -m camtl.monitoring build`")
+            raise ValueError(
+                f"{meta_file}: monitoring reference format {body.get('format')!r}, this version reads "
+                f"{FORMAT_VERSION}; rebuild it with `python -m camtl.monitoring build`"
+            )
         arrays = load_file(str(tensors))
         tasks, prints = {}, {}
         for name, entry in body.pop("tasks").items():
@@ -446,14 +508,20 @@ class Reference:
         if stale or gone:
             what = []
             if stale:
-                what.append(f"the weights behind task(s) {stale} differ from those it was made for (the model was "
-                            "trained further, or it is another model)")
+                what.append(
+                    f"the weights behind task(s) {stale} differ from those it was made for (the model was "
+                    "trained further, or it is another model)"
+                )
             if gone:
                 what.append(f"task(s) {gone} are not in the model (its tasks: {sorted(current)})")
             raise StaleReferenceError(
-                "Stale monitoring reference (made " + str(self.meta.get("created", "at an unknown time")) + "): "
-                + "; ".join(what) + ". Rebuild it: `python -m camtl.monitoring build MODEL_FOLDER` (train.py writes "
-                "one at the end of training).")
+                "Stale monitoring reference (made "
+                + str(self.meta.get("created", "at an unknown time"))
+                + "): "
+                + "; ".join(what)
+                + ". Rebuild it: `python -m camtl.monitoring build MODEL_FOLDER` (train.py writes "
+                "one at the end of training)."
+            )
 
 
 def find_reference(model_folder) -> Path | None:
@@ -471,9 +539,18 @@ def find_reference(model_folder) -> Path | None:
     return None
 
 
-def build_reference(model, tokenizer, held_out: Mapping[str, Any], train: Mapping[str, Any], components: int = 16,
-                    k: int = 5, flag_quantile: float = 0.005, train_max_length: int | None = None,
-                    batch_size: int = 32, source: str | None = None) -> Reference:
+def build_reference(
+    model,
+    tokenizer,
+    held_out: Mapping[str, Any],
+    train: Mapping[str, Any],
+    components: int = 16,
+    k: int = 5,
+    flag_quantile: float = 0.005,
+    train_max_length: int | None = None,
+    batch_size: int = 32,
+    source: str | None = None,
+) -> Reference:
     """A :class:`Reference` for ``model`` from rows per task: ``held_out[task]`` (rows it did not train on, with labels:
     a `camtl.tasks.load_split` dataset, or a list of ``{"text_a", "text_b", "label"}``) and ``train[task]`` (training
     rows, for the PCA basis only; their labels are not read). ``train_max_length``: the length it was trained on
@@ -491,11 +568,18 @@ def build_reference(model, tokenizer, held_out: Mapping[str, Any], train: Mappin
         feats = extract_features(model, tokenizer, name, rows[0], rows[1], batch_size)
         train_rows = _rows(train[name])
         train_feats = extract_features(model, tokenizer, name, train_rows[0], train_rows[1], batch_size)
-        tasks[name] = TaskReference.from_features(specs[name], feats, rows[2], train_feats.pooled, components, k,
-                                                  flag_quantile, train_max_length)
-    return Reference(tasks, {n: fingerprints[n] for n in tasks},
-                     {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "source": source,
-                      "reading_limit": reading_limit(model, tokenizer)})
+        tasks[name] = TaskReference.from_features(
+            specs[name], feats, rows[2], train_feats.pooled, components, k, flag_quantile, train_max_length
+        )
+    return Reference(
+        tasks,
+        {n: fingerprints[n] for n in tasks},
+        {
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "source": source,
+            "reading_limit": reading_limit(model, tokenizer),
+        },
+    )
 
 
 def _rows(rows) -> tuple[list[str], list[str] | None, np.ndarray]:
@@ -517,8 +601,8 @@ def mmd_test(x: np.ndarray, y: np.ndarray, bandwidth: float, permutations: int, 
     """``(MMD^2, permutation p-value)`` of samples ``x`` (n, d) and ``y`` (m, d) with an RBF kernel (biased estimate;
     the p-value counts the observed split among the permutations)."""
     z = np.concatenate([x, y])  # (N, d)
-    d2 = np.clip((z ** 2).sum(1)[:, None] + (z ** 2).sum(1)[None] - 2 * z @ z.T, 0, None)  # (N, N)
-    kernel = np.exp(-d2 / (2 * bandwidth ** 2))
+    d2 = np.clip((z**2).sum(1)[:, None] + (z**2).sum(1)[None] - 2 * z @ z.T, 0, None)  # (N, N)
+    kernel = np.exp(-d2 / (2 * bandwidth**2))
     n, big_n = len(x), len(z)
     signs = np.empty((big_n, permutations + 1))  # (N, P+1): +1/n on one side, -1/m on the other
     signs[:, 0] = np.r_[np.full(n, 1 / n), np.full(big_n - n, -1 / (big_n - n))]
@@ -564,28 +648,59 @@ class TaskStatus:
         return {**{k: v for k, v in self.__dict__.items() if k != "tests"}, "tests": [t.as_dict() for t in self.tests]}
 
 
-def compare(ref: TaskReference, window: Features, alpha: float = 0.05, warn_alpha: float = 0.2,
-            accuracy_drop: float = 0.05, permutations: int = 200, max_unk_share: float = 0.5, mmd_rows: int = 400,
-            atypical: int = 5, seed: int = 0, min_window: int = 30, requests: int | None = None) -> TaskStatus:
+def compare(
+    ref: TaskReference,
+    window: Features,
+    alpha: float = 0.05,
+    warn_alpha: float = 0.2,
+    accuracy_drop: float = 0.05,
+    permutations: int = 200,
+    max_unk_share: float = 0.5,
+    mmd_rows: int = 400,
+    atypical: int = 5,
+    seed: int = 0,
+    min_window: int = 30,
+    requests: int | None = None,
+) -> TaskStatus:
     """The status of one window of a task's requests against its reference (what :meth:`Monitor.status` computes;
     benchmarks call it on windows of their own)."""
     n = len(window)
     name = ref.spec["name"]
-    base = dict(task=name, requests=requests if requests is not None else n, window=n,
-                reference_accuracy=ref.meta.get("accuracy"))
+    base = dict(
+        task=name,
+        requests=requests if requests is not None else n,
+        window=n,
+        reference_accuracy=ref.meta.get("accuracy"),
+    )
     if n < min_window:
         return TaskStatus(status="ok", reasons=[f"too few requests to judge ({n} of at least {min_window})"], **base)
     rng = np.random.default_rng(seed)
     tests = []
     d = stats.ks_2samp(ref.score(ref.logits), ref.score(window.logits))
-    tests.append(Test("probabilities", float(d.statistic), float(d.pvalue), float(d.statistic), "KS D",
-                      "predicted score" if ref.regression else "calibrated probability"))
+    tests.append(
+        Test(
+            "probabilities",
+            float(d.statistic),
+            float(d.pvalue),
+            float(d.statistic),
+            "KS D",
+            "predicted score" if ref.regression else "calibrated probability",
+        )
+    )
     counts = np.bincount(ref.label_bins(window.logits), minlength=ref.num_bins)
     table = np.stack([np.bincount(ref.label_bins(ref.logits), minlength=ref.num_bins), counts])  # (2, bins)
     table = table[:, table.sum(0) > 0]
     chi, p = (0.0, 1.0) if table.shape[1] < 2 else stats.chi2_contingency(table, correction=False)[:2]
-    tests.append(Test("labels", float(chi), float(p), math.sqrt(float(chi) / table.sum()), "Cramer's V",
-                      "window shares " + ", ".join(f"{c / n:.2f}" for c in counts)))
+    tests.append(
+        Test(
+            "labels",
+            float(chi),
+            float(p),
+            math.sqrt(float(chi) / table.sum()),
+            "Cramer's V",
+            "window shares " + ", ".join(f"{c / n:.2f}" for c in counts),
+        )
+    )
     reduced = None
     if window.pooled is not None:
         reduced = ref.reduce(window.pooled)
@@ -594,16 +709,35 @@ def compare(ref: TaskReference, window: Features, alpha: float = 0.05, warn_alph
         mmd2, p = mmd_test(sample, reduced, bandwidth, permutations, rng)
         tests.append(Test("representation", mmd2, p, mmd2, "MMD^2", f"{permutations} permutations"))
     d = stats.ks_2samp(ref.lengths, window.lengths)
-    tests.append(Test("length", float(d.statistic), float(d.pvalue), float(d.statistic), "KS D",
-                      f"mean {window.lengths.mean():.1f} tokens (reference {ref.lengths.mean():.1f})"))
+    tests.append(
+        Test(
+            "length",
+            float(d.statistic),
+            float(d.pvalue),
+            float(d.statistic),
+            "KS D",
+            f"mean {window.lengths.mean():.1f} tokens (reference {ref.lengths.mean():.1f})",
+        )
+    )
     flags = flag(ref, window.unk_share, reduced, max_unk_share)
     share, flagged = float(flags.mean()), int(flags.sum())
     ref_flagged = int(ref.loo_flags(max_unk_share).sum())  # the reference rows' own flags, each left out in turn
-    p = float(stats.fisher_exact([[flagged, n - flagged], [ref_flagged, len(ref.logits) - ref_flagged]],
-                                 alternative="greater")[1])
+    p = float(
+        stats.fisher_exact(
+            [[flagged, n - flagged], [ref_flagged, len(ref.logits) - ref_flagged]], alternative="greater"
+        )[1]
+    )
     ratio = share / ((ref_flagged + 0.5) / (len(ref.logits) + 1))
-    tests.append(Test("out_of_distribution", share, p, ratio, "x reference share",
-                      f"{flagged} of {n} requests flagged (reference: {ref_flagged} of {len(ref.logits)})"))
+    tests.append(
+        Test(
+            "out_of_distribution",
+            share,
+            p,
+            ratio,
+            "x reference share",
+            f"{flagged} of {n} requests flagged (reference: {ref_flagged} of {len(ref.logits)})",
+        )
+    )
 
     m = len(tests)
     reasons, level = [], 0
@@ -611,8 +745,10 @@ def compare(ref: TaskReference, window: Features, alpha: float = 0.05, warn_alph
         corrected = min(1.0, t.p_value * m)
         if corrected < alpha:
             level = 2
-            reasons.append(f"{t.signal}: p = {t.p_value:.2g} (Bonferroni x{m}: {corrected:.2g} < {alpha}), "
-                           f"{t.effect_name} {t.effect:.3g}")
+            reasons.append(
+                f"{t.signal}: p = {t.p_value:.2g} (Bonferroni x{m}: {corrected:.2g} < {alpha}), "
+                f"{t.effect_name} {t.effect:.3g}"
+            )
         elif corrected < warn_alpha:
             level = max(level, 1)
             reasons.append(f"{t.signal}: p = {t.p_value:.2g} (Bonferroni x{m}: {corrected:.2g} < {warn_alpha})")
@@ -626,26 +762,44 @@ def compare(ref: TaskReference, window: Features, alpha: float = 0.05, warn_alph
         reference = ref.meta.get("accuracy")
         if reference is not None and estimated < reference - accuracy_drop:
             level = max(level, 1)
-            reasons.append(f"estimated accuracy {estimated:.3f}, {reference - estimated:.3f} below the reference's "
-                           f"{reference:.3f}")
+            reasons.append(
+                f"estimated accuracy {estimated:.3f}, {reference - estimated:.3f} below the reference's {reference:.3f}"
+            )
     limit = ref.meta.get("train_max_length") or math.inf
-    descriptors = {"mean_length": float(window.lengths.mean()),
-                   "truncation_rate": float((window.lengths > limit).mean()),
-                   "mean_unk_share": float(window.unk_share.mean()), "flagged_share": share,
-                   "reference": {k: ref.meta.get(k) for k in ("mean_length", "truncation_rate", "mean_unk_share")}}
+    descriptors = {
+        "mean_length": float(window.lengths.mean()),
+        "truncation_rate": float((window.lengths > limit).mean()),
+        "mean_unk_share": float(window.unk_share.mean()),
+        "flagged_share": share,
+        "reference": {k: ref.meta.get(k) for k in ("mean_length", "truncation_rate", "mean_unk_share")},
+    }
     odd = []
     if reduced is not None or window.texts is not None:
         dist = ref.distance(reduced) if reduced is not None else window.unk_share
         for i in np.argsort(-dist)[:atypical]:
-            odd.append({"text": (window.texts[i][:TEXT_CHARS] if window.texts else None), "distance": float(dist[i]),
-                        "unk_share": float(window.unk_share[i]), "flagged": bool(flags[i])})
-    return TaskStatus(status=STATUSES[level], reasons=reasons or ["no signal differs from the reference"],
-                      tests=tests, estimated_accuracy=estimated, accuracy_estimates=estimates,
-                      descriptors=descriptors, atypical=odd, **base)
+            odd.append(
+                {
+                    "text": (window.texts[i][:TEXT_CHARS] if window.texts else None),
+                    "distance": float(dist[i]),
+                    "unk_share": float(window.unk_share[i]),
+                    "flagged": bool(flags[i]),
+                }
+            )
+    return TaskStatus(
+        status=STATUSES[level],
+        reasons=reasons or ["no signal differs from the reference"],
+        tests=tests,
+        estimated_accuracy=estimated,
+        accuracy_estimates=estimates,
+        descriptors=descriptors,
+        atypical=odd,
+        **base,
+    )
 
 
-def flag(ref: TaskReference, unk_share: np.ndarray, reduced: np.ndarray | None,
-         max_unk_share: float = 0.5) -> np.ndarray:
+def flag(
+    ref: TaskReference, unk_share: np.ndarray, reduced: np.ndarray | None, max_unk_share: float = 0.5
+) -> np.ndarray:
     """The per-request out-of-distribution flag (m,): too many unknown tokens, or too far from the reference rows."""
     flags = np.asarray(unk_share) > max_unk_share
     if reduced is not None:
@@ -671,7 +825,7 @@ class RequestFlag:
     def in_words(self) -> str:
         if not self.flagged:
             return "Looks like the inputs this task was checked on."
-        return ("**Unusual input: this answer may be meaningless.** " + "; ".join(self.reasons) + ".")
+        return "**Unusual input: this answer may be meaningless.** " + "; ".join(self.reasons) + "."
 
 
 class Monitor:
@@ -680,9 +834,18 @@ class Monitor:
     ``window``: requests per task kept and tested (the latest ones); ``min_window``: fewer are not judged.
     """
 
-    def __init__(self, reference: Reference, window: int = 200, alpha: float = 0.05, warn_alpha: float = 0.2,
-                 accuracy_drop: float = 0.05, permutations: int = 200, max_unk_share: float = 0.5,
-                 min_window: int = 30, seed: int = 0):
+    def __init__(
+        self,
+        reference: Reference,
+        window: int = 200,
+        alpha: float = 0.05,
+        warn_alpha: float = 0.2,
+        accuracy_drop: float = 0.05,
+        permutations: int = 200,
+        max_unk_share: float = 0.5,
+        min_window: int = 30,
+        seed: int = 0,
+    ):
         if not isinstance(window, int) or isinstance(window, bool) or window < 2:
             raise ValueError(f"window must be an integer of at least 2 requests, got {window!r}")
         if not 0 < alpha < 1 or not alpha <= warn_alpha < 1:
@@ -690,8 +853,14 @@ class Monitor:
         if not 0 < max_unk_share <= 1:
             raise ValueError(f"max_unk_share must be in (0, 1], got {max_unk_share!r}")
         self.reference, self.window, self.min_window = reference, window, min(min_window, window)
-        self.options = dict(alpha=alpha, warn_alpha=warn_alpha, accuracy_drop=accuracy_drop,
-                            permutations=permutations, max_unk_share=max_unk_share, seed=seed)
+        self.options = dict(
+            alpha=alpha,
+            warn_alpha=warn_alpha,
+            accuracy_drop=accuracy_drop,
+            permutations=permutations,
+            max_unk_share=max_unk_share,
+            seed=seed,
+        )
         self._rows = {name: collections.deque(maxlen=window) for name in reference.tasks}
         self.requests = collections.Counter()
         self.last_flags: list[RequestFlag] = []
@@ -712,7 +881,7 @@ class Monitor:
         ``pooled`` (m, H) or None, ``unk_share`` (m,) and ``lengths`` (m,) (see :func:`token_descriptors`), ``texts``.
         Returns each request's :class:`RequestFlag`."""
         ref = self._ref(task)
-        logits = np.asarray(logits, dtype=np.float32).reshape(len(logits), -1)[:, :_num_outputs(ref.spec)]
+        logits = np.asarray(logits, dtype=np.float32).reshape(len(logits), -1)[:, : _num_outputs(ref.spec)]
         m = len(logits)
         unk_share = np.zeros(m, np.float32) if unk_share is None else np.asarray(unk_share, np.float32)
         lengths = np.zeros(m, np.int32) if lengths is None else np.asarray(lengths, np.int32)
@@ -725,15 +894,31 @@ class Monitor:
             if unk_share[i] > self.options["max_unk_share"]:
                 reasons.append(f"{unk_share[i]:.0%} of its tokens are unknown to the model")
             if distance is not None and distance[i] > ref.meta["distance_threshold"]:
-                reasons.append(f"its representation is far from the reference rows (distance {distance[i]:.2f}, "
-                               f"threshold {ref.meta['distance_threshold']:.2f})")
-            out.append(RequestFlag(task, bool(reasons), reasons, float(unk_share[i]),
-                                   None if distance is None else float(distance[i]),
-                                   ref.meta["distance_threshold"] if distance is not None else None))
+                reasons.append(
+                    f"its representation is far from the reference rows (distance {distance[i]:.2f}, "
+                    f"threshold {ref.meta['distance_threshold']:.2f})"
+                )
+            out.append(
+                RequestFlag(
+                    task,
+                    bool(reasons),
+                    reasons,
+                    float(unk_share[i]),
+                    None if distance is None else float(distance[i]),
+                    ref.meta["distance_threshold"] if distance is not None else None,
+                )
+            )
         with self._lock:
             for i in range(m):
-                self._rows[task].append((logits[i], None if pooled is None else pooled[i], int(lengths[i]),
-                                         float(unk_share[i]), None if texts is None else texts[i]))
+                self._rows[task].append(
+                    (
+                        logits[i],
+                        None if pooled is None else pooled[i],
+                        int(lengths[i]),
+                        float(unk_share[i]),
+                        None if texts is None else texts[i],
+                    )
+                )
             self.requests[task] += m
         self.last_flags = out
         return out
@@ -754,15 +939,25 @@ class Monitor:
             return Features(np.zeros((0, k), np.float32), None, np.zeros(0, np.int32), np.zeros(0, np.float32), [])
         pooled = None if any(r[1] is None for r in rows) else np.stack([r[1] for r in rows])
         texts = None if any(r[4] is None for r in rows) else [r[4] for r in rows]
-        return Features(np.stack([r[0] for r in rows]), pooled, np.asarray([r[2] for r in rows]),
-                        np.asarray([r[3] for r in rows]), texts)
+        return Features(
+            np.stack([r[0] for r in rows]),
+            pooled,
+            np.asarray([r[2] for r in rows]),
+            np.asarray([r[3] for r in rows]),
+            texts,
+        )
 
     def status(self, task: str | None = None) -> dict[str, TaskStatus] | TaskStatus:
         """The status of ``task`` (or of every task with a reference: ``{task: TaskStatus}``)."""
         if task is None:
             return {name: self.status(name) for name in self.tasks}
-        return compare(self._ref(task), self.window_features(task), min_window=self.min_window,
-                       requests=self.requests[task], **self.options)
+        return compare(
+            self._ref(task),
+            self.window_features(task),
+            min_window=self.min_window,
+            requests=self.requests[task],
+            **self.options,
+        )
 
     def reset(self) -> None:
         """Forget every request seen (the windows, the counts and the flags)."""
@@ -807,8 +1002,14 @@ class Monitor:
                 if names[tid] not in self.reference.tasks:
                     continue
                 rows = [i for i, t in enumerate(task_ids) if t == tid]
-                got = self.observe(names[tid], logits[rows], None if pooled is None else pooled[rows], unk[rows],
-                                   lengths[rows], [texts[i] for i in rows])
+                got = self.observe(
+                    names[tid],
+                    logits[rows],
+                    None if pooled is None else pooled[rows],
+                    unk[rows],
+                    lengths[rows],
+                    [texts[i] for i in rows],
+                )
                 flags.update(zip(rows, got))
                 with self._lock:
                     for i, f in zip(rows, got):
@@ -817,8 +1018,9 @@ class Monitor:
                         self._recent.popitem(last=False)
             self.last_flags = [flags[i] for i in sorted(flags)]
 
-        return _Handles([_encoder(model).register_forward_hook(on_encoder),
-                         model.register_forward_hook(on_model, with_kwargs=True)])
+        return _Handles(
+            [_encoder(model).register_forward_hook(on_encoder), model.register_forward_hook(on_model, with_kwargs=True)]
+        )
 
 
 class _Handles:
@@ -837,8 +1039,9 @@ def status_table(statuses: Mapping[str, TaskStatus]) -> list[list]:
         acc = "" if s.estimated_accuracy is None else f"{s.estimated_accuracy:.1%}"
         mean = s.accuracy_estimates.get("average_confidence")
         if acc and s.reference_accuracy is not None:
-            acc += (f" (ATC; mean confidence {mean:.1%}; " if "thresholded_confidence" in s.accuracy_estimates
-                    else " (") + f"reference {s.reference_accuracy:.1%})"
+            acc += (
+                f" (ATC; mean confidence {mean:.1%}; " if "thresholded_confidence" in s.accuracy_estimates else " ("
+            ) + f"reference {s.reference_accuracy:.1%})"
         rows.append([name, s.status, f"{s.window} of {s.requests}", acc, "; ".join(s.reasons)])
     return rows
 
@@ -846,8 +1049,14 @@ def status_table(statuses: Mapping[str, TaskStatus]) -> list[list]:
 # --------------------------------------------------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------------------------------------------------
-def reference_rows(task_names: Sequence[str], data_dir: str, held_out_rows: int, train_rows: int, seed: int = 0,
-                   tasks: Sequence | None = None) -> tuple[dict, dict]:
+def reference_rows(
+    task_names: Sequence[str],
+    data_dir: str,
+    held_out_rows: int,
+    train_rows: int,
+    seed: int = 0,
+    tasks: Sequence | None = None,
+) -> tuple[dict, dict]:
     """``(held_out, train)`` rows per task from a data folder: the validation split (GLUE: dev.tsv) and a seeded
     sample of the train split."""
     from camtl.tasks import get_task, load_split
@@ -860,8 +1069,9 @@ def reference_rows(task_names: Sequence[str], data_dir: str, held_out_rows: int,
     return held, train
 
 
-def write_reference_for_run(folder, tasks: Sequence, data_dir, held_out_rows: int, train_rows: int, seed: int,
-                            train_max_length: int, log=print) -> Path | None:
+def write_reference_for_run(
+    folder, tasks: Sequence, data_dir, held_out_rows: int, train_rows: int, seed: int, train_max_length: int, log=print
+) -> Path | None:
     """What train.py does at the end of a run (``train.monitoring_reference``): the reference of the model saved in
     ``folder``, over a seeded sample of up to ``held_out_rows`` dev rows (held out) and ``train_rows`` train rows (PCA)
     of each task (`TaskDef`s), written into ``folder``. A task whose splits cannot be read is left out (it is then not
@@ -888,20 +1098,31 @@ def write_reference_for_run(folder, tasks: Sequence, data_dir, held_out_rows: in
             log(f"Monitoring reference: task {task.name} left out ({err})")
             continue
         if len(held[task.name]) < MIN_REFERENCE_ROWS:
-            log(f"Monitoring reference: task {task.name} left out (only {len(held.pop(task.name))} dev rows; a "
-                f"reference needs {MIN_REFERENCE_ROWS})")
+            log(
+                f"Monitoring reference: task {task.name} left out (only {len(held.pop(task.name))} dev rows; a "
+                f"reference needs {MIN_REFERENCE_ROWS})"
+            )
     if not held:
         return None
-    source = (f"held out: up to {held_out_rows} dev rows per task (seed {seed}); PCA: up to {train_rows} train rows "
-              "per task")
+    source = (
+        f"held out: up to {held_out_rows} dev rows per task (seed {seed}); PCA: up to {train_rows} train rows per task"
+    )
     path = build_reference(model, tokenizer, held, train, train_max_length=train_max_length, source=source).save(
-        folder)[0]
+        folder
+    )[0]
     log(f"Monitoring reference for {sorted(held)} in {path} ({time.perf_counter() - started:.0f}s)")
     return path
 
 
-def build_for_folder(folder, data_dir: str, held_out_rows: int = 1000, train_rows: int = 1000, out=None,
-                     train_max_length: int | None = 128, source: str | None = None) -> Path:
+def build_for_folder(
+    folder,
+    data_dir: str,
+    held_out_rows: int = 1000,
+    train_rows: int = 1000,
+    out=None,
+    train_max_length: int | None = 128,
+    source: str | None = None,
+) -> Path:
     """Build and save the reference of a checkpoint folder over its GLUE tasks' dev rows (held out) and train rows."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -909,9 +1130,16 @@ def build_for_folder(folder, data_dir: str, held_out_rows: int = 1000, train_row
     tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=True)
     names = [t["name"] for t in model.config.tasks]
     held, train = reference_rows(names, data_dir, held_out_rows, train_rows)
-    reference = build_reference(model, tokenizer, held, train, train_max_length=train_max_length,
-                                source=source or f"held out: the validation split of {data_dir} (up to "
-                                                 f"{held_out_rows} rows per task); PCA: up to {train_rows} train rows")
+    reference = build_reference(
+        model,
+        tokenizer,
+        held,
+        train,
+        train_max_length=train_max_length,
+        source=source
+        or f"held out: the validation split of {data_dir} (up to "
+        f"{held_out_rows} rows per task); PCA: up to {train_rows} train rows",
+    )
     return reference.save(out or folder)[0]
 
 
@@ -934,11 +1162,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         from camtl.default_model import DEFAULT_MODEL_DIR, ensure_default_model
 
-        path = build_for_folder(ensure_default_model(), args.data_dir, args.held_out_rows, args.train_rows,
-                                out=args.out or DEFAULT_MODEL_DIR, source=(
-                                    "held out: GLUE dev rows (the shipped model's evaluation sets: it never trained "
-                                    f"on them; up to {args.held_out_rows} per task, seeded sample); PCA: "
-                                    f"{args.train_rows} GLUE train rows per task"))
+        path = build_for_folder(
+            ensure_default_model(),
+            args.data_dir,
+            args.held_out_rows,
+            args.train_rows,
+            out=args.out or DEFAULT_MODEL_DIR,
+            source=(
+                "held out: GLUE dev rows (the shipped model's evaluation sets: it never trained "
+                f"on them; up to {args.held_out_rows} per task, seeded sample); PCA: "
+                f"{args.train_rows} GLUE train rows per task"
+            ),
+        )
     print(f"wrote {path} and {path.with_suffix('.json')}")
     return 0
 

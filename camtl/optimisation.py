@@ -42,7 +42,7 @@ _RANDOM_SALT = 0x2A4D
 _AGGREGATOR_SALT = 0xA66
 
 
-# ----- loss weighting --------------------------------------------------------------------------------------------------
+# ----- loss weighting -------------------------------------------------------------------------------------------------
 class LossWeighting(nn.Module):
     """Task weights of each batch. ``trained`` (num_tasks,) bool: the tasks this run trains (the model may have more).
 
@@ -153,7 +153,8 @@ class RandomWeighting(LossWeighting):
 
 
 LOSS_WEIGHTINGS: dict[str, type[LossWeighting]] = {
-    cls.name: cls for cls in (EqualWeighting, UncertaintyWeighting, DynamicWeightAverage, RandomWeighting)}
+    cls.name: cls for cls in (EqualWeighting, UncertaintyWeighting, DynamicWeightAverage, RandomWeighting)
+}
 
 
 def make_loss_weighting(name: str, trained: Sequence[bool], seed: int = 0, **settings: Any) -> LossWeighting:
@@ -163,8 +164,14 @@ def make_loss_weighting(name: str, trained: Sequence[bool], seed: int = 0, **set
     return LOSS_WEIGHTINGS[name](trained, seed, **settings)
 
 
-def weighted_batch_loss(per_example: torch.Tensor, task_ids: torch.Tensor, task_counts: torch.Tensor,
-                        world_size: int, weights: torch.Tensor, regulariser: torch.Tensor) -> torch.Tensor:
+def weighted_batch_loss(
+    per_example: torch.Tensor,
+    task_ids: torch.Tensor,
+    task_counts: torch.Tensor,
+    world_size: int,
+    weights: torch.Tensor,
+    regulariser: torch.Tensor,
+) -> torch.Tensor:
     """This process's share of ``sum_{t in P} w_t L_t / |P| + r`` over the global batch (DDP averages the shares).
 
     ``per_example`` (b,) losses of this process's rows; ``task_ids`` (b,); ``task_counts`` (num_tasks,) rows of each
@@ -189,7 +196,7 @@ def average_extra_gradients(weighting: LossWeighting, accelerator) -> None:
         p.grad.copy_(g)
 
 
-# ----- gradient aggregation --------------------------------------------------------------------------------------------
+# ----- gradient aggregation -------------------------------------------------------------------------------------------
 #: TorchJD's aggregators by their ``train.gradient_aggregation`` name (CAGrad with the paper's c = 0.4).
 AGGREGATORS = ("pcgrad", "cagrad", "upgrad", "mgda", "imtl_g")
 
@@ -199,8 +206,13 @@ def make_aggregator(name: str):
     gradients to the (n,) update direction. ValueError naming the valid choices."""
     from torchjd import aggregation as jd
 
-    makers = {"pcgrad": jd.PCGrad, "cagrad": lambda: jd.CAGrad(c=0.4), "upgrad": jd.UPGrad, "mgda": jd.MGDA,
-              "imtl_g": jd.IMTLG}
+    makers = {
+        "pcgrad": jd.PCGrad,
+        "cagrad": lambda: jd.CAGrad(c=0.4),
+        "upgrad": jd.UPGrad,
+        "mgda": jd.MGDA,
+        "imtl_g": jd.IMTLG,
+    }
     if name not in makers:
         raise ValueError(f"Unknown gradient_aggregation {name!r}; valid: ['none', {', '.join(map(repr, makers))}].")
     return makers[name]()
@@ -226,10 +238,20 @@ def aggregation_parameters(model: nn.Module, which: str) -> list[str]:
     return [n for n in shared if "camtl_" in n or (top is not None and top in n) or ".pooler." in f".{n}"]
 
 
-def aggregated_backward(model: nn.Module, per_example: torch.Tensor, task_ids: torch.Tensor,
-                        task_counts: torch.Tensor, weights: torch.Tensor, regulariser: torch.Tensor, accelerator,
-                        aggregator, aggregated: Sequence[str], extra: Sequence[nn.Parameter], seed: int,
-                        draw: int) -> torch.Tensor:
+def aggregated_backward(
+    model: nn.Module,
+    per_example: torch.Tensor,
+    task_ids: torch.Tensor,
+    task_counts: torch.Tensor,
+    weights: torch.Tensor,
+    regulariser: torch.Tensor,
+    accelerator,
+    aggregator,
+    aggregated: Sequence[str],
+    extra: Sequence[nn.Parameter],
+    seed: int,
+    draw: int,
+) -> torch.Tensor:
     """Gradients of one mixed batch with the per-task gradients of ``aggregated`` reconciled by ``aggregator``.
 
     The batch is split by task: ``l_t`` = this process's share of ``w_t L_t`` (each row ``w_t W / n_t``, ``n_t`` the
@@ -255,12 +277,24 @@ def aggregated_backward(model: nn.Module, per_example: torch.Tensor, task_ids: t
     others = [p for n, p in named.items() if p.requires_grad and n not in set(aggregated)] + list(extra)
     rows_of_j, rest = [], [None] * len(others)
     for k, t in enumerate(present):
-        grads = torch.autograd.grad(task_loss[t], chosen + others, retain_graph=k < len(present) - 1 or
-                                    regulariser.requires_grad, allow_unused=True)
-        rows_of_j.append(torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1)
-                                    for p, g in zip(chosen, grads[:len(chosen)])]))
-        rest = [r if g is None else g / len(present) if r is None else r + g / len(present)
-                for r, g in zip(rest, grads[len(chosen):])]
+        grads = torch.autograd.grad(
+            task_loss[t],
+            chosen + others,
+            retain_graph=k < len(present) - 1 or regulariser.requires_grad,
+            allow_unused=True,
+        )
+        rows_of_j.append(
+            torch.cat(
+                [
+                    (g if g is not None else torch.zeros_like(p)).reshape(-1)
+                    for p, g in zip(chosen, grads[: len(chosen)])
+                ]
+            )
+        )
+        rest = [
+            r if g is None else g / len(present) if r is None else r + g / len(present)
+            for r, g in zip(rest, grads[len(chosen) :])
+        ]
     jacobian = torch.stack(rows_of_j)  # (|P|, n_S)
     if regulariser.requires_grad:  # uncertainty weighting's sum of log-variances: only the weighting's parameters
         reg = torch.autograd.grad(regulariser, others, allow_unused=True)
@@ -271,7 +305,7 @@ def aggregated_backward(model: nn.Module, per_example: torch.Tensor, task_ids: t
     flat_rest = torch.cat([g.reshape(-1) for g in rest]) if rest else jacobian.new_zeros(0)  # (n_R,)
     if world > 1:  # one all-reduce: the per-task gradients and the rest together
         both = accelerator.reduce(torch.cat([jacobian.reshape(-1), flat_rest]), "mean")
-        jacobian, flat_rest = both[:jacobian.numel()].view_as(jacobian), both[jacobian.numel():]
+        jacobian, flat_rest = both[: jacobian.numel()].view_as(jacobian), both[jacobian.numel() :]
     generator_seed = int(np.random.default_rng([seed, _AGGREGATOR_SALT, draw]).integers(2**62))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(generator_seed)
@@ -284,6 +318,6 @@ def aggregated_backward(model: nn.Module, per_example: torch.Tensor, task_ids: t
 def _add_flat_grad(params: Sequence[nn.Parameter], flat: torch.Tensor) -> None:
     offset = 0
     for p in params:
-        g = flat[offset:offset + p.numel()].view_as(p).to(p.dtype)
+        g = flat[offset : offset + p.numel()].view_as(p).to(p.dtype)
         offset += p.numel()
         p.grad = g.clone() if p.grad is None else p.grad + g

@@ -21,5 +21,6 @@ def repository_file(relative: str, what: str) -> Path:
     if not path.exists():
         raise FileNotFoundError(
             f"{what} ({relative}) is not at {path}: it ships with the camtl source checkout, not with the wheel. "
-            "Clone the repository and install it with `pip install -e .` (or run from the checkout).")
+            "Clone the repository and install it with `pip install -e .` (or run from the checkout)."
+        )
     return path

@@ -73,8 +73,9 @@ def format_from_extension(path: str) -> str:
                 return "tsv"
     if ext not in _EXTENSIONS:
         txt = " (a .txt file is read as TSV when its first line holds a tab)" if ext == ".txt" else ""
-        raise ValueError(f"Cannot tell the format of {path!r} from its extension{txt}; pass format= one of "
-                         f"{list(FORMATS)}.")
+        raise ValueError(
+            f"Cannot tell the format of {path!r} from its extension{txt}; pass format= one of {list(FORMATS)}."
+        )
     return _EXTENSIONS[ext]
 
 
@@ -83,8 +84,11 @@ def find_file(path: str | os.PathLike, folders: Sequence[str | os.PathLike], wha
     tried = [os.path.abspath(os.path.join(os.fspath(folder), os.fspath(path))) for folder in folders]
     found = next((p for p in tried if os.path.isfile(p)), None)
     if found is None:
-        raise FileNotFoundError(f"{what} {os.fspath(path)!r} does not exist: looked for "
-                                + " and ".join(repr(p) for p in dict.fromkeys(tried)) + ".")
+        raise FileNotFoundError(
+            f"{what} {os.fspath(path)!r} does not exist: looked for "
+            + " and ".join(repr(p) for p in dict.fromkeys(tried))
+            + "."
+        )
     return found
 
 
@@ -125,7 +129,6 @@ def _root_cause(e: BaseException) -> str:
     while e.__cause__ is not None or e.__context__ is not None:
         e = e.__cause__ or e.__context__  # type: ignore[assignment]
     return f"{type(e).__name__}: {e}"
-
 
 
 # ----------------------------------------------------------------------------------------------
@@ -222,8 +225,9 @@ def to_examples(
     origin: str,
 ) -> datasets.Dataset:
     """Map raw columns to ``text_a``/``text_b``/``label``, checking every row (cached batched map)."""
-    label_feature = {"classification": ClassLabel(names=list(task.labels)),
-                     "multi_label": List(Value("float32"))}.get(task.kind, Value("float32"))
+    label_feature = {"classification": ClassLabel(names=list(task.labels)), "multi_label": List(Value("float32"))}.get(
+        task.kind, Value("float32")
+    )
     features = Features({"text_a": Value("string"), "text_b": Value("string"), "label": label_feature})
     return raw.map(
         _convert_batch,
@@ -305,8 +309,10 @@ def multi_hot(value: Any, labels: tuple[str, ...], encoding: str, where: str) ->
     elif isinstance(value, (list, tuple)):
         names = [strip_text(v) for v in value]
     else:
-        raise ValueError(f"{where}: multi-label cell {value!r} is neither a string of names separated by "
-                         f"{MULTI_LABEL_SEPARATOR!r} nor a list of names; labels: {list(labels)}.")
+        raise ValueError(
+            f"{where}: multi-label cell {value!r} is neither a string of names separated by "
+            f"{MULTI_LABEL_SEPARATOR!r} nor a list of names; labels: {list(labels)}."
+        )
     by_name = {name: i for i, name in enumerate(labels)} if encoding in ("name", "auto") else {}
     use_index = encoding in ("index", "auto")
     row = [0.0] * len(labels)
@@ -316,8 +322,10 @@ def multi_hot(value: Any, labels: tuple[str, ...], encoding: str, where: str) ->
             allowed = f"one of {list(labels)}" if by_name else ""
             if use_index:
                 allowed += (" or " if allowed else "") + f"an integer index 0..{len(labels) - 1}"
-            raise ValueError(f"{where}: label {name!r} (in {value!r}) is not {allowed}; separate a row's labels with "
-                             f"{MULTI_LABEL_SEPARATOR!r}, an empty cell for none.")
+            raise ValueError(
+                f"{where}: label {name!r} (in {value!r}) is not {allowed}; separate a row's labels with "
+                f"{MULTI_LABEL_SEPARATOR!r}, an empty cell for none."
+            )
         row[i] = 1.0
     return row
 
@@ -357,7 +365,6 @@ def take_rows(ds: datasets.Dataset, max_rows: int | None, seed: int | None) -> d
     if seed is not None:
         ds = ds.shuffle(seed=seed)
     return ds.select(range(min(max_rows, len(ds))))
-
 
 
 # ----------------------------------------------------------------------------------------------
@@ -410,14 +417,19 @@ def read_sick(root: str, path: str, target: str) -> Rows:
     with open(find_file(path, [root], "SICK file"), encoding="utf-8", newline="") as f:
         records = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
     column = {"entailment": "entailment_judgment", "relatedness": "relatedness_score"}[target]
-    return {"text_a": [r["sentence_A"] for r in records], "text_b": [r["sentence_B"] for r in records],
-            "label": [r[column].strip().lower() for r in records]}
+    return {
+        "text_a": [r["sentence_A"] for r in records],
+        "text_b": [r["sentence_B"] for r in records],
+        "label": [r[column].strip().lower() for r in records],
+    }
 
 
 def read_snli(root: str, split: str) -> Rows:
     """SNLI's line-aligned ``s1.<split>``, ``s2.<split>``, ``labels.<split>`` (tokenised text, as distributed)."""
-    columns = [read_text_lines(find_file(f"SNLI/{name}.{split}", [root], "SNLI file"), "utf-8")
-               for name in ("s1", "s2", "labels")]
+    columns = [
+        read_text_lines(find_file(f"SNLI/{name}.{split}", [root], "SNLI file"), "utf-8")
+        for name in ("s1", "s2", "labels")
+    ]
     if len({len(c) for c in columns}) != 1:
         raise ValueError(f"SNLI {split}: s1, s2 and labels hold {[len(c) for c in columns]} lines; they must align.")
     return {"text_a": columns[0], "text_b": columns[1], "label": columns[2]}
@@ -434,23 +446,30 @@ def read_trec(root: str, path: str) -> Rows:
     return rows
 
 
-def read_jsonl_fields(root: str, path: str, text_a: str, text_b: str | None, label: str,
-                      prefix: str | None = None) -> Rows:
+def read_jsonl_fields(
+    root: str, path: str, text_a: str, text_b: str | None, label: str, prefix: str | None = None
+) -> Rows:
     """JSON lines (SuperGLUE): the ``text_a``/``text_b`` fields and ``label`` (booleans as ``"true"``/``"false"``);
     ``prefix``: a field put before ``text_a`` as ``"<prefix>: <text_a>"`` (WiC's target word)."""
     with open(find_file(path, [root], "Data file"), encoding="utf-8") as f:
         records = [json.loads(line) for line in f if line.strip()]
     first = [f"{r[prefix]}: {r[text_a]}" if prefix else r[text_a] for r in records]
-    return {"text_a": first, "text_b": [r[text_b] for r in records] if text_b else [""] * len(records),
-            "label": [str(r[label]).lower() for r in records]}
+    return {
+        "text_a": first,
+        "text_b": [r[text_b] for r in records] if text_b else [""] * len(records),
+        "label": [str(r[label]).lower() for r in records],
+    }
 
 
 def read_ag_news(root: str, path: str, classes: Sequence[str]) -> Rows:
     """AG News' CSV (``Class Index`` 1-4, ``Title``, ``Description``): title and description as one text."""
     with open(find_file(path, [root], "AG News file"), encoding="utf-8", newline="") as f:
         records = list(csv.DictReader(f))
-    return {"text_a": [f"{r['Title'].strip()}. {r['Description'].strip()}" for r in records],
-            "text_b": [""] * len(records), "label": [classes[int(r["Class Index"]) - 1] for r in records]}
+    return {
+        "text_a": [f"{r['Title'].strip()}. {r['Description'].strip()}" for r in records],
+        "text_b": [""] * len(records),
+        "label": [classes[int(r["Class Index"]) - 1] for r in records],
+    }
 
 
 def read_glue_tsv(root: str, path: str, text_a: str, text_b: str, label: str) -> Rows:
@@ -462,8 +481,15 @@ def read_glue_tsv(root: str, path: str, text_a: str, text_b: str, label: str) ->
 
 
 #: The readers a built-in task's source names (``camtl.tasks.BuiltinSource.reader``).
-READERS = {"lines": read_labelled_lines, "sick": read_sick, "snli": read_snli, "trec": read_trec,
-           "jsonl": read_jsonl_fields, "ag_news": read_ag_news, "glue_tsv": read_glue_tsv}
+READERS = {
+    "lines": read_labelled_lines,
+    "sick": read_sick,
+    "snli": read_snli,
+    "trec": read_trec,
+    "jsonl": read_jsonl_fields,
+    "ag_news": read_ag_news,
+    "glue_tsv": read_glue_tsv,
+}
 
 
 def held_out_split(rows: Rows, held_out: int, seed: int) -> tuple[Rows, Rows, dict[str, int]]:
@@ -512,8 +538,14 @@ def held_out_split(rows: Rows, held_out: int, seed: int) -> tuple[Rows, Rows, di
     held = [first[p] for p in sorted(held_pos)]
     kept = [first[p] for p in range(len(first)) if p not in held_pos]
     pick = lambda ids: {column: [values[i] for i in ids] for column, values in rows.items()}  # noqa: E731
-    counts = {"rows": len(keys), "duplicates": len(keys) - len(first) - conflicting - empty,
-              "conflicting": conflicting, "empty": empty, "train": len(kept), "evaluation": len(held)}
+    counts = {
+        "rows": len(keys),
+        "duplicates": len(keys) - len(first) - conflicting - empty,
+        "conflicting": conflicting,
+        "empty": empty,
+        "train": len(kept),
+        "evaluation": len(held),
+    }
     return pick(kept), pick(held), counts
 
 
@@ -629,8 +661,10 @@ class MultiTaskCollator:
                 raise ValueError("Some rows of the batch have labels and some do not.")
             if self.label_width is None:
                 if any(isinstance(f["labels"], (list, tuple)) for f in features):
-                    raise ValueError("A row has multi-label labels but the collator knows no multi-label task: "
-                                     "build it with MultiTaskCollator(tokenizer, tasks=model.config.tasks).")
+                    raise ValueError(
+                        "A row has multi-label labels but the collator knows no multi-label task: "
+                        "build it with MultiTaskCollator(tokenizer, tasks=model.config.tasks)."
+                    )
                 batch["labels"] = torch.tensor([float(f["labels"]) for f in features], dtype=torch.float32)  # (B,)
             else:
                 batch["labels"] = self._dense_labels(features, batch["task_ids"].tolist())  # (B, K)

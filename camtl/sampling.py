@@ -127,13 +127,14 @@ class TaskSampler(ABC):
     #: Whether `next_batch` needs a ``scorer``.
     needs_scorer: ClassVar[bool] = False
 
-    def __init__(self, task_sizes: Sequence[int], batch_size: int, seed: int = 0, rank: int = 0,
-                 world_size: int = 1):
+    def __init__(self, task_sizes: Sequence[int], batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1):
         if not task_sizes:
             raise ValueError("A task sampler needs at least one task.")
         if batch_size < 1 or batch_size % world_size:
-            raise ValueError(f"The global batch size ({batch_size}) must be a positive multiple of the number of "
-                             f"processes ({world_size}).")
+            raise ValueError(
+                f"The global batch size ({batch_size}) must be a positive multiple of the number of "
+                f"processes ({world_size})."
+            )
         if not 0 <= rank < world_size:
             raise ValueError(f"rank must be in [0, {world_size - 1}], got {rank}.")
         self.task_sizes = [int(n) for n in task_sizes]
@@ -209,8 +210,10 @@ class TaskSampler(ABC):
         mine = {"strategy": self.name, "task_sizes": self.task_sizes, "batch_size": self.batch_size, "seed": self.seed}
         for key, value in mine.items():
             if state.get(key) != value:
-                raise ValueError(f"Sampler state does not match this run: {key} is {state.get(key)!r} in the "
-                                 f"checkpoint and {value!r} here.")
+                raise ValueError(
+                    f"Sampler state does not match this run: {key} is {state.get(key)!r} in the "
+                    f"checkpoint and {value!r} here."
+                )
         self.draws = int(state["draws"])
         for stream, s in zip(self.streams, state["streams"]):
             stream.load_state(s)
@@ -256,8 +259,15 @@ class TemperatureSampler(_OneTaskPerBatch):
 
     name = "temperature"
 
-    def __init__(self, task_sizes: Sequence[int], batch_size: int, seed: int = 0, rank: int = 0,
-                 world_size: int = 1, temperature: float = 2.0):
+    def __init__(
+        self,
+        task_sizes: Sequence[int],
+        batch_size: int,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        temperature: float = 2.0,
+    ):
         check_setting("temperature", temperature)
         super().__init__(task_sizes, batch_size, seed, rank, world_size)
         self.temperature = float(temperature)
@@ -302,10 +312,21 @@ class UncertaintySampler(TaskSampler):
     #: the `ALLOCATIONS` key of the class (``sampling.allocation``)
     allocation: ClassVar[str]
 
-    def __init__(self, task_sizes: Sequence[int], batch_size: int, seed: int = 0, rank: int = 0,
-                 world_size: int = 1, *, candidates_per_task: int, warmup_steps: int = 0,
-                 regression_tasks: Sequence[bool] | None = None, regression_scores: str = "borrow",
-                 task_names: Sequence[str] | None = None, regression_score_source: str | None = None):
+    def __init__(
+        self,
+        task_sizes: Sequence[int],
+        batch_size: int,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        *,
+        candidates_per_task: int,
+        warmup_steps: int = 0,
+        regression_tasks: Sequence[bool] | None = None,
+        regression_scores: str = "borrow",
+        task_names: Sequence[str] | None = None,
+        regression_score_source: str | None = None,
+    ):
         super().__init__(task_sizes, batch_size, seed, rank, world_size)
         check_setting("warmup_steps", warmup_steps)
         check_setting("candidates_per_task", candidates_per_task)
@@ -313,16 +334,24 @@ class UncertaintySampler(TaskSampler):
         self.pool = candidates_per_task
         if regression_scores not in REGRESSION_SCORES:
             raise ValueError(f"regression_scores must be 'borrow' or 'own', got {regression_scores!r}.")
-        regression = np.zeros(self.num_tasks, dtype=bool) if regression_tasks is None else \
-            np.asarray(regression_tasks, dtype=bool)
+        regression = (
+            np.zeros(self.num_tasks, dtype=bool)
+            if regression_tasks is None
+            else np.asarray(regression_tasks, dtype=bool)
+        )
         if regression.shape != (self.num_tasks,):
             raise ValueError(f"regression_tasks needs one flag per task ({self.num_tasks}), got {len(regression)}.")
         if regression_scores == "own" and regression_score_source is not None:
-            raise ValueError("regression_score_source names the task a regression task borrows its scores from: it "
-                             "needs regression_scores='borrow'.")
+            raise ValueError(
+                "regression_score_source names the task a regression task borrows its scores from: it "
+                "needs regression_scores='borrow'."
+            )
         #: for every task, the task whose candidate scores it uses (itself unless it borrows)
-        self.score_source = np.arange(self.num_tasks) if regression_scores == "own" else \
-            score_sources(regression, task_names, regression_score_source)
+        self.score_source = (
+            np.arange(self.num_tasks)
+            if regression_scores == "own"
+            else score_sources(regression, task_names, regression_score_source)
+        )
         self.warmup_steps = warmup_steps
 
 
@@ -344,26 +373,45 @@ class EntropyUncertaintySampler(UncertaintySampler):
 
     allocation = "entropy"
 
-    def __init__(self, task_sizes: Sequence[int], batch_size: int, seed: int = 0, rank: int = 0,
-                 world_size: int = 1, *, candidates_per_task: int | None = None, min_rows_per_task: int | None = None,
-                 **scoring: Any):
+    def __init__(
+        self,
+        task_sizes: Sequence[int],
+        batch_size: int,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        *,
+        candidates_per_task: int | None = None,
+        min_rows_per_task: int | None = None,
+        **scoring: Any,
+    ):
         """``scoring``: `UncertaintySampler`'s ``warmup_steps``, ``regression_tasks``, ``regression_scores``,
         ``task_names``, ``regression_score_source``."""
-        super().__init__(task_sizes, batch_size, seed, rank, world_size,
-                         candidates_per_task=batch_size if candidates_per_task is None else candidates_per_task,
-                         **scoring)
+        super().__init__(
+            task_sizes,
+            batch_size,
+            seed,
+            rank,
+            world_size,
+            candidates_per_task=batch_size if candidates_per_task is None else candidates_per_task,
+            **scoring,
+        )
         if self.pool * self.num_tasks < batch_size:
-            raise ValueError(f"candidates_per_task must be an integer with candidates_per_task x num_tasks >= "
-                             f"batch_size (>= {math.ceil(batch_size / self.num_tasks)} here), or None for the "
-                             f"batch size ({batch_size}, the paper's), got {candidates_per_task!r}.")
+            raise ValueError(
+                f"candidates_per_task must be an integer with candidates_per_task x num_tasks >= "
+                f"batch_size (>= {math.ceil(batch_size / self.num_tasks)} here), or None for the "
+                f"batch size ({batch_size}, the paper's), got {candidates_per_task!r}."
+            )
         check_setting("min_rows_per_task", min_rows_per_task)
         if min_rows_per_task is None:
             min_rows_per_task = batch_size // (2 * self.num_tasks)
         # (min_rows_per_task <= batch_size / num_tasks <= candidates_per_task: every task has the rows of its floor)
         if min_rows_per_task * self.num_tasks > batch_size:
-            raise ValueError(f"min_rows_per_task must be an integer in [0, batch_size // num_tasks = "
-                             f"{batch_size // self.num_tasks}] (or None for batch_size // (2 * num_tasks)), got "
-                             f"{min_rows_per_task!r}.")
+            raise ValueError(
+                f"min_rows_per_task must be an integer in [0, batch_size // num_tasks = "
+                f"{batch_size // self.num_tasks}] (or None for batch_size // (2 * num_tasks)), got "
+                f"{min_rows_per_task!r}."
+            )
         #: the floor: rows of every task in each batch
         self.min_rows_per_task = min_rows_per_task
 
@@ -418,17 +466,34 @@ class ProportionalUncertaintySampler(UncertaintySampler):
 
     allocation = "proportional"
 
-    def __init__(self, task_sizes: Sequence[int], batch_size: int, seed: int = 0, rank: int = 0,
-                 world_size: int = 1, *, candidates_per_task: int | None = None, **scoring: Any):
+    def __init__(
+        self,
+        task_sizes: Sequence[int],
+        batch_size: int,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        *,
+        candidates_per_task: int | None = None,
+        **scoring: Any,
+    ):
         """``scoring``: `UncertaintySampler`'s ``warmup_steps``, ``regression_tasks``, ``regression_scores``,
         ``task_names``, ``regression_score_source``."""
-        super().__init__(task_sizes, batch_size, seed, rank, world_size,
-                         candidates_per_task=2 * batch_size if candidates_per_task is None else candidates_per_task,
-                         **scoring)
+        super().__init__(
+            task_sizes,
+            batch_size,
+            seed,
+            rank,
+            world_size,
+            candidates_per_task=2 * batch_size if candidates_per_task is None else candidates_per_task,
+            **scoring,
+        )
         if self.pool < batch_size:
-            raise ValueError(f"With allocation='proportional', candidates_per_task is the candidates of the "
-                             f"batch's task: an integer >= batch_size ({batch_size}), or None for "
-                             f"{2 * batch_size}, got {candidates_per_task!r}.")
+            raise ValueError(
+                f"With allocation='proportional', candidates_per_task is the candidates of the "
+                f"batch's task: an integer >= batch_size ({batch_size}), or None for "
+                f"{2 * batch_size}, got {candidates_per_task!r}."
+            )
 
     def _global_batch(self, scorer: Scorer | None) -> list[Example]:
         sizes = np.asarray(self.task_sizes, dtype=np.float64)
@@ -449,8 +514,10 @@ def _is_int(value: Any) -> bool:
 #: check them (`check_setting`), and so does `camtl.config.validate_config` before anything is built; the rules that
 #: depend on the batch (a floor that fits it, enough candidates to fill it) are their sampler's.
 SETTING_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "temperature": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0,
-                    "a positive number"),
+    "temperature": (
+        lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0,
+        "a positive number",
+    ),
     "min_rows_per_task": (lambda v: v is None or (_is_int(v) and v >= 0), "a non-negative integer or null"),
     "warmup_steps": (lambda v: _is_int(v) and v >= 0, "a non-negative integer"),
     "candidates_per_task": (lambda v: v is None or (_is_int(v) and v >= 1), "a positive integer or null"),
@@ -484,8 +551,9 @@ ALLOCATIONS: dict[str, type[UncertaintySampler]] = {
 DEFAULT_SCORE_SOURCE = "mrpc"
 
 
-def score_sources(regression_tasks: Sequence[bool], task_names: Sequence[str] | None = None,
-                  source: str | None = None) -> np.ndarray:
+def score_sources(
+    regression_tasks: Sequence[bool], task_names: Sequence[str] | None = None, source: str | None = None
+) -> np.ndarray:
     """For every task, the task whose candidate scores it uses: itself for a classification task; for a regression
     task, ``source`` (the name of a classification task) when given, else MRPC when present, else the ``k mod C``-th
     of the ``C`` classification tasks for the ``k``-th regression task. Without classification tasks, itself.
@@ -500,8 +568,10 @@ def score_sources(regression_tasks: Sequence[bool], task_names: Sequence[str] | 
     reg = np.flatnonzero(regression)
     choices = [names[t] for t in classification]
     if source is not None and source not in choices:
-        raise ValueError(f"regression_score_source {source!r} is not a classification task of this run; valid "
-                         f"choices: {choices or 'none (no classification task)'}.")
+        raise ValueError(
+            f"regression_score_source {source!r} is not a classification task of this run; valid "
+            f"choices: {choices or 'none (no classification task)'}."
+        )
     if not len(reg) or not len(classification):
         return sources
     if source is None and DEFAULT_SCORE_SOURCE in choices:
@@ -513,7 +583,7 @@ def score_sources(regression_tasks: Sequence[bool], task_names: Sequence[str] | 
     return sources
 
 
-# ----- mixed batches for the gradient aggregators (issue 27) -----------------------------------------------------------
+# ----- mixed batches for the gradient aggregators (issue 27) ----------------------------------------------------------
 class MixedSampler(TaskSampler):
     """Every global batch holds rows of every task: ``min_rows_per_task`` of each (1 through ``sampling.strategy
     mixed``, which has no setting of its own), then the remaining ``B - T x floor`` rows split over the tasks by one
@@ -524,15 +594,24 @@ class MixedSampler(TaskSampler):
 
     name = "mixed"
 
-    def __init__(self, task_sizes: Sequence[int], batch_size: int, seed: int = 0, rank: int = 0,
-                 world_size: int = 1, min_rows_per_task: int = 1):
+    def __init__(
+        self,
+        task_sizes: Sequence[int],
+        batch_size: int,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        min_rows_per_task: int = 1,
+    ):
         super().__init__(task_sizes, batch_size, seed, rank, world_size)
         floor = min_rows_per_task
         if not (isinstance(floor, int) and floor >= 1 and floor * self.num_tasks <= batch_size):
-            raise ValueError(f"The mixed strategy puts min_rows_per_task rows of every task in each batch: it must be "
-                             f"an integer in [1, batch_size // num_tasks = {batch_size // self.num_tasks}], got "
-                             f"{min_rows_per_task!r}; a global batch of {batch_size} rows holds at most "
-                             f"{batch_size} tasks.")
+            raise ValueError(
+                f"The mixed strategy puts min_rows_per_task rows of every task in each batch: it must be "
+                f"an integer in [1, batch_size // num_tasks = {batch_size // self.num_tasks}], got "
+                f"{min_rows_per_task!r}; a global batch of {batch_size} rows holds at most "
+                f"{batch_size} tasks."
+            )
         self.min_rows_per_task = floor
 
     def _global_batch(self, scorer: Scorer | None) -> list[Example]:
@@ -545,24 +624,43 @@ class MixedSampler(TaskSampler):
 #: The strategies (``sampling.strategy``); ``uncertainty`` is one class per allocation (`ALLOCATIONS`).
 SAMPLERS: dict[str, type[TaskSampler]] = {
     cls.name: cls
-    for cls in (ProportionalSampler, UniformSampler, TemperatureSampler, SequentialSampler, UncertaintySampler,
-                MixedSampler)
+    for cls in (
+        ProportionalSampler,
+        UniformSampler,
+        TemperatureSampler,
+        SequentialSampler,
+        UncertaintySampler,
+        MixedSampler,
+    )
 }
 
 #: The settings each strategy reads beyond the common arguments, with their defaults (those of the classes and of
 #: ``SamplingArgs``). ``allocation`` chooses the uncertainty class; ``min_rows_per_task`` is the entropy allocation's.
 STRATEGY_SETTINGS: dict[str, dict[str, Any]] = {
     "temperature": {"temperature": 2.0},
-    "uncertainty": {"allocation": "proportional", "min_rows_per_task": None, "warmup_steps": 0,
-                    "regression_scores": "borrow", "regression_score_source": None, "candidates_per_task": None},
+    "uncertainty": {
+        "allocation": "proportional",
+        "min_rows_per_task": None,
+        "warmup_steps": 0,
+        "regression_scores": "borrow",
+        "regression_score_source": None,
+        "candidates_per_task": None,
+    },
 }
 #: Settings that describe the tasks rather than choose how to sample them: a strategy that does not read them ignores
 #: them (the uncertainty samplers read them).
 TASK_DESCRIPTIONS = ("regression_tasks", "task_names")
 
 
-def make_sampler(strategy: str, task_sizes: Sequence[int], batch_size: int, seed: int = 0, rank: int = 0,
-                 world_size: int = 1, **settings: Any) -> TaskSampler:
+def make_sampler(
+    strategy: str,
+    task_sizes: Sequence[int],
+    batch_size: int,
+    seed: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    **settings: Any,
+) -> TaskSampler:
     """The sampler of ``strategy`` (one of `SAMPLERS`) with its ``settings`` (`STRATEGY_SETTINGS`, e.g.
     ``temperature`` for temperature; for uncertainty, ``allocation`` chooses the class of `ALLOCATIONS` and the
     others are its keyword arguments).
@@ -575,12 +673,15 @@ def make_sampler(strategy: str, task_sizes: Sequence[int], batch_size: int, seed
     owner = {key: name for name, keys in STRATEGY_SETTINGS.items() for key in keys}  # setting -> its strategy
     unknown = sorted(set(settings) - set(owner) - set(TASK_DESCRIPTIONS))
     if unknown:
-        raise ValueError(f"Unknown sampler setting(s) {unknown}; valid settings: "
-                         f"{sorted([*owner, *TASK_DESCRIPTIONS])}.")
+        raise ValueError(
+            f"Unknown sampler setting(s) {unknown}; valid settings: {sorted([*owner, *TASK_DESCRIPTIONS])}."
+        )
     for key, value in settings.items():
         if key in owner and owner[key] != strategy and value != STRATEGY_SETTINGS[owner[key]][key]:
-            raise ValueError(f"{key}={value!r} is a setting of the {owner[key]} strategy, which the {strategy} "
-                             "strategy does not read; leave it at its default or choose that strategy.")
+            raise ValueError(
+                f"{key}={value!r} is a setting of the {owner[key]} strategy, which the {strategy} "
+                "strategy does not read; leave it at its default or choose that strategy."
+            )
     mine = {k: v for k, v in settings.items() if owner.get(k) == strategy}
     common = dict(seed=seed, rank=rank, world_size=world_size)
     if strategy != "uncertainty":
@@ -590,9 +691,11 @@ def make_sampler(strategy: str, task_sizes: Sequence[int], batch_size: int, seed
     if allocation not in ALLOCATIONS:
         raise ValueError(f"Unknown allocation {allocation!r}; valid allocations: {list(ALLOCATIONS)}.")
     if allocation == "proportional" and mine.pop("min_rows_per_task", None) is not None:
-        raise ValueError(f"min_rows_per_task (here {settings['min_rows_per_task']!r}) is the floor of the entropy "
-                         "allocation; allocation='proportional' draws one task per batch and has no floor: leave it "
-                         "None.")
+        raise ValueError(
+            f"min_rows_per_task (here {settings['min_rows_per_task']!r}) is the floor of the entropy "
+            "allocation; allocation='proportional' draws one task per batch and has no floor: leave it "
+            "None."
+        )
     return ALLOCATIONS[allocation](task_sizes, batch_size, **common, **mine)
 
 

@@ -73,8 +73,9 @@ class _ExportWrapper(torch.nn.Module):
         self.model = model
 
     def forward(self, input_ids, attention_mask, token_type_ids, task_ids):
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
-                         task_ids=task_ids)
+        out = self.model(
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, task_ids=task_ids
+        )
         return out.logits, out.entropy  # (B, K), (B,)
 
 
@@ -90,11 +91,12 @@ def load_torch_model(model_or_path, attn_implementation: str | None = None):
 
     kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
     with naming_damaged_weights(model_or_path):
-        model = AutoModelForSequenceClassification.from_pretrained(str(model_or_path), trust_remote_code=True,
-                                                                   **kwargs)
+        model = AutoModelForSequenceClassification.from_pretrained(str(model_or_path), trust_remote_code=True, **kwargs)
     if getattr(model.config, "model_type", None) != "camtl":
-        raise ValueError(f"{model_or_path} is not a CA-MTL checkpoint (config.model_type "
-                         f"{getattr(model.config, 'model_type', None)!r}, expected 'camtl')")
+        raise ValueError(
+            f"{model_or_path} is not a CA-MTL checkpoint (config.model_type "
+            f"{getattr(model.config, 'model_type', None)!r}, expected 'camtl')"
+        )
     tokenizer = AutoTokenizer.from_pretrained(str(model_or_path), trust_remote_code=True)
     return model.eval(), tokenizer
 
@@ -113,14 +115,22 @@ def example_batch(config, tokenizer, batch_size: int = 4) -> dict[str, torch.Ten
     encoded = [tokenizer(t, p, return_token_type_ids=True) for t, p in zip(texts, pairs)]
     from transformers import DataCollatorWithPadding
 
-    batch = dict(DataCollatorWithPadding(tokenizer, return_tensors="pt")(
-        [{k: e[k] for k in INPUT_NAMES[:3]} for e in encoded]))  # (B, T) each
+    batch = dict(
+        DataCollatorWithPadding(tokenizer, return_tensors="pt")([{k: e[k] for k in INPUT_NAMES[:3]} for e in encoded])
+    )  # (B, T) each
     batch["task_ids"] = torch.tensor(ids)  # (B,)
     return batch
 
 
-def export_onnx(model_or_path, output_dir, *, quantize: bool = True, data_dir: str | None = None,
-                max_eval_rows: int | None = None, measure_speed: bool = True) -> Path:
+def export_onnx(
+    model_or_path,
+    output_dir,
+    *,
+    quantize: bool = True,
+    data_dir: str | None = None,
+    max_eval_rows: int | None = None,
+    measure_speed: bool = True,
+) -> Path:
     """Export a CA-MTL model (a checkpoint folder, Hub id or model object with ``.tokenizer``) to ``output_dir``.
 
     Writes ``model.onnx`` (fp32) and, with ``quantize``, ``model_quantized.onnx`` (dynamic int8), plus the tokenizer,
@@ -142,15 +152,22 @@ def export_onnx(model_or_path, output_dir, *, quantize: bool = True, data_dir: s
         model.config._attn_implementation = previous
         parity = max_logit_difference(model, OnnxCaMtlForMultiTask(tmp / ONNX_FILE, model.config), batch)
         if not parity <= PARITY_TOLERANCE:
-            raise RuntimeError(f"The ONNX export's logits differ from PyTorch's by {parity:.3g} (more than "
-                               f"{PARITY_TOLERANCE:g}) on a mixed-task batch: not written to {output_dir}")
+            raise RuntimeError(
+                f"The ONNX export's logits differ from PyTorch's by {parity:.3g} (more than "
+                f"{PARITY_TOLERANCE:g}) on a mixed-task batch: not written to {output_dir}"
+            )
         if quantize:
             quantize_int8(tmp / ONNX_FILE, tmp / INT8_FILE)
         _write_companions(model, tokenizer, source, tmp)
-        manifest = {"format_version": FORMAT_VERSION, "opset": OPSET, "inputs": list(INPUT_NAMES),
-                    "outputs": list(OUTPUT_NAMES), "versions": _versions(),
-                    "files": {name: _sha256(tmp / name) for name in (ONNX_FILE, INT8_FILE) if (tmp / name).is_file()},
-                    "parity_max_abs_logit_difference": parity}
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "opset": OPSET,
+            "inputs": list(INPUT_NAMES),
+            "outputs": list(OUTPUT_NAMES),
+            "versions": _versions(),
+            "files": {name: _sha256(tmp / name) for name in (ONNX_FILE, INT8_FILE) if (tmp / name).is_file()},
+            "parity_max_abs_logit_difference": parity,
+        }
         if measure_speed:
             manifest["speed"] = measure_variants(model, tmp, batch_rows(model.config, tokenizer, 32))
         if data_dir is not None:
@@ -172,9 +189,18 @@ def _export_graph(model, batch: dict[str, torch.Tensor], path: Path) -> None:
     length = torch.export.Dim("sequence", max=model.config.max_position_embeddings)
     shapes = {name: {0: batch_dim, 1: length} for name in INPUT_NAMES[:3]} | {"task_ids": {0: batch_dim}}
     with torch.no_grad():
-        torch.onnx.export(_ExportWrapper(model).eval(), tuple(batch[name] for name in INPUT_NAMES), str(path),
-                          input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES), dynamic_shapes=shapes,
-                          opset_version=OPSET, dynamo=True, external_data=False, verbose=False)
+        torch.onnx.export(
+            _ExportWrapper(model).eval(),
+            tuple(batch[name] for name in INPUT_NAMES),
+            str(path),
+            input_names=list(INPUT_NAMES),
+            output_names=list(OUTPUT_NAMES),
+            dynamic_shapes=shapes,
+            opset_version=OPSET,
+            dynamo=True,
+            external_data=False,
+            verbose=False,
+        )
 
 
 def quantize_int8(onnx_path, out_path) -> Path:
@@ -204,7 +230,8 @@ def _write_card(folder: Path, manifest: dict) -> None:
     text = card.read_text(encoding="utf-8").rstrip() + "\n\n" if card.is_file() else "# CA-MTL model (ONNX)\n\n"
     scores = manifest.get("dev_scores")
     lines = [
-        "## ONNX export", "",
+        "## ONNX export",
+        "",
         f"`{ONNX_FILE}` (fp32, opset {OPSET}) computes this model's `logits` (B, K) and `entropy` (B,) from "
         "`input_ids`, `attention_mask`, `token_type_ids` (B, T) and `task_ids` (B,), all int64; a batch may mix tasks "
         "(`task_ids` indexes `config.json`'s `tasks`). Its logits were within "
@@ -215,11 +242,19 @@ def _write_card(folder: Path, manifest: dict) -> None:
     if scores:
         lines += ["", "| task | " + " | ".join(scores) + " |", "|---|" + "---|" * len(scores)]
         for task in next(iter(scores.values()))["tasks"]:
-            lines.append(f"| {task} | " + " | ".join(f"{100 * s['tasks'][task]['main']:.2f}" for s in scores.values())
-                         + " |")
-    lines += ["", "```python", "from camtl.serving import OnnxCaMtlForMultiTask, load_pipeline", "",
-              'pipe = load_pipeline(folder, backend="onnx")   # or "onnx-int8", "auto"',
-              'pipe("a gripping film", task_name="sst2")', "```", ""]
+            lines.append(
+                f"| {task} | " + " | ".join(f"{100 * s['tasks'][task]['main']:.2f}" for s in scores.values()) + " |"
+            )
+    lines += [
+        "",
+        "```python",
+        "from camtl.serving import OnnxCaMtlForMultiTask, load_pipeline",
+        "",
+        'pipe = load_pipeline(folder, backend="onnx")   # or "onnx-int8", "auto"',
+        'pipe("a gripping film", task_name="sst2")',
+        "```",
+        "",
+    ]
     card.write_text(text + "\n".join(lines), encoding="utf-8")
 
 
@@ -228,8 +263,12 @@ def _versions() -> dict[str, str]:
     import onnxruntime
     import transformers
 
-    return {"torch": torch.__version__, "transformers": transformers.__version__, "onnx": onnx.__version__,
-            "onnxruntime": onnxruntime.__version__}
+    return {
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+    }
 
 
 def _sha256(path: Path) -> str:
@@ -259,17 +298,19 @@ class OnnxCaMtlForMultiTask(torch.nn.Module):
         self.path = Path(onnx_path)
         self.config = config
         if not self.path.is_file():
-            raise FileNotFoundError(f"No ONNX model at {self.path}: export one with `python -m camtl.serving "
-                                    "export MODEL FOLDER`")
+            raise FileNotFoundError(
+                f"No ONNX model at {self.path}: export one with `python -m camtl.serving export MODEL FOLDER`"
+            )
         options = ort.SessionOptions()
         options.intra_op_num_threads = num_threads or torch.get_num_threads()
         options.inter_op_num_threads = 1
         try:
             self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         except Exception as error:  # onnxruntime's InvalidProtobuf, Fail, ...: a file cut short or not ONNX
-            raise OnnxModelError(f"Damaged or incomplete ONNX file {self.path} ({type(error).__name__}: "
-                                 f"{str(error).strip()[:300]}): export it again (python -m camtl.serving export)."
-                                 ) from error
+            raise OnnxModelError(
+                f"Damaged or incomplete ONNX file {self.path} ({type(error).__name__}: "
+                f"{str(error).strip()[:300]}): export it again (python -m camtl.serving export)."
+            ) from error
         found = [i.name for i in self.session.get_inputs()]
         if found != list(INPUT_NAMES):
             raise OnnxModelError(f"{self.path} takes inputs {found}, not a CA-MTL export's {list(INPUT_NAMES)}")
@@ -285,14 +326,17 @@ class OnnxCaMtlForMultiTask(torch.nn.Module):
         manifest = read_export_manifest(folder)
         path = folder / name
         if not path.is_file():
-            hint = (" (exported without int8: export again without --no-int8)" if quantized and manifest else "")
-            raise FileNotFoundError(f"No ONNX model at {path}{hint}: export one with `python -m camtl.serving "
-                                    "export MODEL FOLDER`")
+            hint = " (exported without int8: export again without --no-int8)" if quantized and manifest else ""
+            raise FileNotFoundError(
+                f"No ONNX model at {path}{hint}: export one with `python -m camtl.serving export MODEL FOLDER`"
+            )
         expected = manifest.get("files", {}).get(name)
         if expected is not None and _sha256(path) != expected:
-            raise OnnxModelError(f"Damaged or incomplete ONNX file {path}: its sha256 is not the one "
-                                 f"{folder / MANIFEST_FILE} records (cut short while being copied?): export it again "
-                                 "(python -m camtl.serving export).")
+            raise OnnxModelError(
+                f"Damaged or incomplete ONNX file {path}: its sha256 is not the one "
+                f"{folder / MANIFEST_FILE} records (cut short while being copied?): export it again "
+                "(python -m camtl.serving export)."
+            )
         return cls(path, CaMtlConfig.from_pretrained(str(folder)), num_threads=num_threads)
 
     @property
@@ -312,37 +356,54 @@ class OnnxCaMtlForMultiTask(torch.nn.Module):
     def task_id(self, task) -> int:
         return self.config.task_id(task)
 
-    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, task_ids=None, labels=None,
-                output_hidden_states=None, **kwargs):
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        token_type_ids=None,
+        task_ids=None,
+        labels=None,
+        output_hidden_states=None,
+        **kwargs,
+    ):
         from modeling_camtl.modeling_camtl import CaMtlMultiTaskOutput
 
         if kwargs or labels is not None or output_hidden_states:
-            given = sorted(kwargs) + (["labels"] if labels is not None else []) + \
-                (["output_hidden_states"] if output_hidden_states else [])
-            raise ValueError(f"The ONNX backend computes logits and entropy only; it does not take {given} (use the "
-                             "PyTorch model for losses and hidden states)")
+            given = (
+                sorted(kwargs)
+                + (["labels"] if labels is not None else [])
+                + (["output_hidden_states"] if output_hidden_states else [])
+            )
+            raise ValueError(
+                f"The ONNX backend computes logits and entropy only; it does not take {given} (use the "
+                "PyTorch model for losses and hidden states)"
+            )
         ids = _as_int64(input_ids, "input_ids")
         if ids.ndim != 2:
             raise ValueError("input_ids must be of shape (batch, seq_len)")
         bsz, seq_len = ids.shape
         if seq_len > self.config.max_position_embeddings:
-            raise ValueError(f"Input of {seq_len} tokens is longer than the model's limit of "
-                             f"{self.config.max_position_embeddings} positions: truncate it (tokenizer truncation=True)")
+            raise ValueError(
+                f"Input of {seq_len} tokens is longer than the model's limit of "
+                f"{self.config.max_position_embeddings} positions: truncate it (tokenizer truncation=True)"
+            )
         mask = np.ones_like(ids) if attention_mask is None else _as_int64(attention_mask, "attention_mask")
         types = np.zeros_like(ids) if token_type_ids is None else _as_int64(token_type_ids, "token_type_ids")
         for name, value in (("attention_mask", mask), ("token_type_ids", types)):
             if value.shape != ids.shape:
                 raise ValueError(f"{name} must have the shape of input_ids {ids.shape}, got {value.shape}")
         tasks = self._task_ids(task_ids, bsz)
-        logits, entropy = self.session.run(list(OUTPUT_NAMES), {"input_ids": ids, "attention_mask": mask,
-                                                                "token_type_ids": types, "task_ids": tasks})
+        logits, entropy = self.session.run(
+            list(OUTPUT_NAMES), {"input_ids": ids, "attention_mask": mask, "token_type_ids": types, "task_ids": tasks}
+        )
         return CaMtlMultiTaskOutput(logits=torch.from_numpy(logits), entropy=torch.from_numpy(entropy))
 
     def _task_ids(self, task_ids, batch_size: int) -> np.ndarray:
         """(B,) int64 task ids from ids or names; ``ValueError`` naming the valid tasks otherwise."""
         if task_ids is None:
-            raise ValueError(f"task_ids is required: one per row ({batch_size},). Valid tasks: "
-                             f"{self.config.describe_tasks()}")
+            raise ValueError(
+                f"task_ids is required: one per row ({batch_size},). Valid tasks: {self.config.describe_tasks()}"
+            )
         if isinstance(task_ids, (str, int)):
             task_ids = [task_ids] * batch_size
         if isinstance(task_ids, (list, tuple)):
@@ -352,8 +413,9 @@ class OnnxCaMtlForMultiTask(torch.nn.Module):
             raise ValueError(f"task_ids must have shape ({batch_size},) (one task per example), got {ids.shape}")
         bad = (ids < 0) | (ids >= len(self.config.tasks))
         if bad.any():
-            raise ValueError(f"Unknown task id(s) {sorted(set(ids[bad].tolist()))}. Valid tasks: "
-                             f"{self.config.describe_tasks()}")
+            raise ValueError(
+                f"Unknown task id(s) {sorted(set(ids[bad].tolist()))}. Valid tasks: {self.config.describe_tasks()}"
+            )
         return ids
 
 
@@ -371,8 +433,10 @@ def read_export_manifest(folder) -> dict:
         return {}
     manifest = json.loads(path.read_text(encoding="utf-8"))
     if manifest.get("format_version", 0) > FORMAT_VERSION:
-        raise ValueError(f"{path} has format {manifest['format_version']}, newer than this camtl reads "
-                         f"({FORMAT_VERSION}): update the project.")
+        raise ValueError(
+            f"{path} has format {manifest['format_version']}, newer than this camtl reads "
+            f"({FORMAT_VERSION}): update the project."
+        )
     return manifest
 
 
@@ -402,8 +466,11 @@ def batch_rows(config, tokenizer, batch_size: int) -> dict[str, torch.Tensor]:
 def measure_variants(model, folder: Path, batch: dict[str, torch.Tensor], rounds: int = 3) -> dict[str, Any]:
     """Seconds per forward pass of PyTorch fp32 and each ONNX variant in ``folder`` on ``batch``, measured interleaved
     (one pass of each per round, the median kept), and each one's speed as a ratio to PyTorch's."""
-    runners = {"torch": model} | {name: OnnxCaMtlForMultiTask(folder / file, model.config)
-                                  for name, file in VARIANT_FILES.items() if (folder / file).is_file()}
+    runners = {"torch": model} | {
+        name: OnnxCaMtlForMultiTask(folder / file, model.config)
+        for name, file in VARIANT_FILES.items()
+        if (folder / file).is_file()
+    }
     times = {name: [] for name in runners}
     with torch.inference_mode():
         for runner in runners.values():  # warm-up
@@ -414,25 +481,34 @@ def measure_variants(model, folder: Path, batch: dict[str, torch.Tensor], rounds
                 runner(**batch)
                 times[name].append(time.perf_counter() - start)
     median = {name: float(np.median(t)) for name, t in times.items()}
-    return {"batch_size": int(batch["input_ids"].shape[0]), "threads": torch.get_num_threads(),
-            "seconds": median, "speedup": {name: median["torch"] / s for name, s in median.items()}}
+    return {
+        "batch_size": int(batch["input_ids"].shape[0]),
+        "threads": torch.get_num_threads(),
+        "seconds": median,
+        "speedup": {name: median["torch"] / s for name, s in median.items()},
+    }
 
 
 def dev_scores(model, tokenizer, folder: Path, data_dir: str, max_rows: int | None = None) -> dict[str, Any]:
     """Dev metrics (``camtl.trainer.evaluate``) of PyTorch fp32 and each ONNX variant in ``folder``, with each
     variant's change per task in points (of 100) on the task's main metric."""
-    runners = {"torch": model} | {name: OnnxCaMtlForMultiTask(folder / file, model.config)
-                                  for name, file in VARIANT_FILES.items() if (folder / file).is_file()}
+    runners = {"torch": model} | {
+        name: OnnxCaMtlForMultiTask(folder / file, model.config)
+        for name, file in VARIANT_FILES.items()
+        if (folder / file).is_file()
+    }
     scores = {name: evaluate_dev(runner, tokenizer, data_dir, max_rows) for name, runner in runners.items()}
     reference = scores["torch"]["tasks"]
     for name, result in scores.items():
-        result["delta_points"] = {task: 100 * (m["main"] - reference[task]["main"])
-                                  for task, m in result["tasks"].items()}
+        result["delta_points"] = {
+            task: 100 * (m["main"] - reference[task]["main"]) for task, m in result["tasks"].items()
+        }
     return scores
 
 
-def evaluate_dev(runner, tokenizer, data_dir: str, max_rows: int | None = None, batch_size: int = 32,
-                 mixed_precision: str = "no") -> dict:
+def evaluate_dev(
+    runner, tokenizer, data_dir: str, max_rows: int | None = None, batch_size: int = 32, mixed_precision: str = "no"
+) -> dict:
     """GLUE dev metrics of a model or runner on each of its tasks (the tasks of ``runner.config``); ``mixed_precision``
     ``"bf16"``: under PyTorch's bf16 autocast (a PyTorch model only)."""
     from accelerate import Accelerator
@@ -445,13 +521,17 @@ def evaluate_dev(runner, tokenizer, data_dir: str, max_rows: int | None = None, 
     for task_id, name in enumerate(runner.config.task_names):
         task = resolve_labels(get_task(name))
         tasks.append(task)
-        sets.append(tokenize_split(load_split(task, "validation", data_dir=data_dir, max_rows=max_rows), tokenizer,
-                                   limit, task_id))
+        sets.append(
+            tokenize_split(
+                load_split(task, "validation", data_dir=data_dir, max_rows=max_rows), tokenizer, limit, task_id
+            )
+        )
     if mixed_precision not in ("no", "bf16"):
         raise ValueError(f"mixed_precision must be 'no' or 'bf16', got {mixed_precision!r}")
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mixed_precision == "bf16"):
-        result = evaluate(runner, sets, tasks, MultiTaskCollator(tokenizer, tasks=tasks), Accelerator(cpu=True),
-                          batch_size)
+        result = evaluate(
+            runner, sets, tasks, MultiTaskCollator(tokenizer, tasks=tasks), Accelerator(cpu=True), batch_size
+        )
     result["rows"] = {task.name: len(ds) for task, ds in zip(tasks, sets)}
     return result
 
@@ -488,8 +568,12 @@ def model_fingerprint(path) -> str:
     """sha256 (16 hex digits) of a checkpoint folder's config, code and weights, and of this export's format: the name
     of its cached export."""
     folder = Path(path)
-    files = [folder / "config.json", *sorted(folder.glob("*.py")), *sorted(folder.glob("*.safetensors")),
-             *sorted(folder.glob("*.bin"))]
+    files = [
+        folder / "config.json",
+        *sorted(folder.glob("*.py")),
+        *sorted(folder.glob("*.safetensors")),
+        *sorted(folder.glob("*.bin")),
+    ]
     digest = hashlib.sha256(f"camtl-onnx-{FORMAT_VERSION}-opset{OPSET}".encode())
     for file in files:
         if file.is_file():
@@ -503,8 +587,10 @@ def ensure_onnx(model_path, cache=None) -> Path:
     if is_export_folder(model_path):
         return Path(model_path)
     if not Path(model_path).is_dir():
-        raise ValueError(f"The ONNX backends need a local checkpoint or export folder; {model_path!r} is not a "
-                         "folder (download it first, or export it: python -m camtl.serving export MODEL FOLDER)")
+        raise ValueError(
+            f"The ONNX backends need a local checkpoint or export folder; {model_path!r} is not a "
+            "folder (download it first, or export it: python -m camtl.serving export MODEL FOLDER)"
+        )
     from .default_model import cache_dir
 
     target = Path(cache or cache_dir()) / f"onnx-{model_fingerprint(model_path)}"
@@ -522,8 +608,10 @@ def resolve_backend(model_path, backend: str = "torch") -> tuple[str, Path | Non
     if backend == "auto":
         backend = choose_backend(read_export_manifest(folder))
     if backend == "torch":
-        raise ValueError(f"{model_path} is an ONNX export folder: serve it with --backend onnx or onnx-int8 (or "
-                         "point torch at the checkpoint it came from)")
+        raise ValueError(
+            f"{model_path} is an ONNX export folder: serve it with --backend onnx or onnx-int8 (or "
+            "point torch at the checkpoint it came from)"
+        )
     return backend, folder
 
 
@@ -538,8 +626,7 @@ def load_pipeline(model_path, backend: str = "torch", num_threads: int | None = 
     if folder is None:
         model, tokenizer = load_torch_model(model_path)
     else:
-        model = OnnxCaMtlForMultiTask.from_pretrained(folder, quantized=backend == "onnx-int8",
-                                                      num_threads=num_threads)
+        model = OnnxCaMtlForMultiTask.from_pretrained(folder, quantized=backend == "onnx-int8", num_threads=num_threads)
         tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=True)
     pipe = CaMtlClassificationPipeline(model=model, tokenizer=tokenizer)
     pipe.backend = backend
@@ -565,11 +652,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     predict.add_argument("--backend", default="auto", choices=BACKENDS)
     args = parser.parse_args(argv)
     if args.command == "export":
-        folder = export_onnx(args.model, args.output_dir, quantize=not args.no_int8, data_dir=args.data_dir,
-                             max_eval_rows=args.max_eval_rows)
+        folder = export_onnx(
+            args.model,
+            args.output_dir,
+            quantize=not args.no_int8,
+            data_dir=args.data_dir,
+            max_eval_rows=args.max_eval_rows,
+        )
         manifest = read_export_manifest(folder)
-        print(f"Wrote {folder}: {', '.join(manifest['files'])}; parity {manifest['parity_max_abs_logit_difference']:.2g}"
-              f"; auto serves {choose_backend(manifest)}")
+        print(
+            f"Wrote {folder}: {', '.join(manifest['files'])}; parity {manifest['parity_max_abs_logit_difference']:.2g}"
+            f"; auto serves {choose_backend(manifest)}"
+        )
         return 0
     pipe = load_pipeline(args.model, args.backend)
     inputs = [dict(zip(("text", "text_pair"), (part.strip() for part in text.split("||")))) for text in args.texts]

@@ -112,9 +112,7 @@ class FileSource:
             raise ValueError(f"Unknown file format {self.format!r}; valid formats: {list(FORMATS)}.")
         object.__setattr__(self, "format", fmt)
         if self.label_encoding not in LABEL_ENCODINGS:
-            raise ValueError(
-                f"Unknown label_encoding {self.label_encoding!r}; valid: {list(LABEL_ENCODINGS)}."
-            )
+            raise ValueError(f"Unknown label_encoding {self.label_encoding!r}; valid: {list(LABEL_ENCODINGS)}.")
 
     def file_for(self, split: str) -> str:
         """The file that holds ``split`` (ValueError when no validation file was declared)."""
@@ -188,14 +186,19 @@ class TaskDef:
             raise ValueError(f"Task {self.name!r}: a classification task needs its label names.")
         if self.kind == "multi_label":
             if not self.labels:
-                raise ValueError(f"Task {self.name!r}: a multi_label task needs its label names (labels: [...]); "
-                                 "they are not inferred from the data.")
+                raise ValueError(
+                    f"Task {self.name!r}: a multi_label task needs its label names (labels: [...]); "
+                    "they are not inferred from the data."
+                )
             bad = [name for name in self.labels if MULTI_LABEL_SEPARATOR in name or name != name.strip()]
             if bad:
-                raise ValueError(f"Task {self.name!r}: multi-label names may not contain {MULTI_LABEL_SEPARATOR!r} "
-                                 f"(it separates a row's labels) nor surrounding spaces: {bad}.")
-        fields = check_task_fields(self.name, self.kind, None if inferred else self.labels, self.text_fields,
-                                   self.label_range, self.metric)  # the one home of the rules (the model config's)
+                raise ValueError(
+                    f"Task {self.name!r}: multi-label names may not contain {MULTI_LABEL_SEPARATOR!r} "
+                    f"(it separates a row's labels) nor surrounding spaces: {bad}."
+                )
+        fields = check_task_fields(
+            self.name, self.kind, None if inferred else self.labels, self.text_fields, self.label_range, self.metric
+        )  # the one home of the rules (the model config's)
         if fields["label_range"] is not None:
             object.__setattr__(self, "label_range", tuple(fields["label_range"]))
         if isinstance(self.source, FileSource) and len(self.source.text_columns) != len(self.text_fields):
@@ -230,8 +233,8 @@ class TaskDef:
     def from_dict(cls, d: Mapping[str, Any], search_dirs: Sequence[str | os.PathLike] | None = None) -> TaskDef:
         """Build a task from a plain dict (a YAML/JSON config entry).
 
-        ``{"name": "rte"}`` gives the built-in task (GLUE or auxiliary, `BUILTIN_TASKS`). Any other dict is a file task with the
-        keyword arguments of `user_task` (``train_file``, ``text_columns``, ``label_column`` are
+        ``{"name": "rte"}`` gives the built-in task (GLUE or auxiliary, `BUILTIN_TASKS`). Any other dict is a file task
+        with the keyword arguments of `user_task` (``train_file``, ``text_columns``, ``label_column`` are
         required). A relative file path is looked up in each of ``search_dirs`` in turn (``train.py``: the data
         folder, then the working directory); FileNotFoundError naming every place tried when none holds it.
         """
@@ -261,8 +264,20 @@ class TaskDef:
 
 
 _USER_TASK_KEYS = frozenset(
-    {"name", "kind", "labels", "text_fields", "metric", "label_range", "train_file", "validation_file",
-     "format", "text_columns", "label_column", "label_encoding"}
+    {
+        "name",
+        "kind",
+        "labels",
+        "text_fields",
+        "metric",
+        "label_range",
+        "train_file",
+        "validation_file",
+        "format",
+        "text_columns",
+        "label_column",
+        "label_encoding",
+    }
 )
 
 
@@ -332,36 +347,115 @@ def _glue(name: str, labels: Sequence[str], text_fields: Sequence[str], metric: 
 GLUE_TASKS: dict[str, TaskDef] = {
     t.name: t
     for t in (
-        _glue("cola", ["unacceptable", "acceptable"], ["sentence"], "mcc", folder="CoLA",
-              column_names=("source", "label", "orig_label", "sentence"),
-              text_columns=("sentence",), label_column="label"),
-        _glue("sst2", ["negative", "positive"], ["sentence"], "accuracy", folder="SST-2",
-              text_columns=("sentence",), label_column="label"),
-        _glue("mrpc", ["not_equivalent", "equivalent"], ["sentence1", "sentence2"], "f1", folder="MRPC",
-              text_columns=("#1 String", "#2 String"), label_column="Quality"),
-        _glue("stsb", [], ["sentence1", "sentence2"], "pearson_spearman", folder="STS-B",
-              text_columns=("sentence1", "sentence2"), label_column="score"),
-        _glue("rte", ["entailment", "not_entailment"], ["sentence1", "sentence2"], "accuracy", folder="RTE",
-              text_columns=("sentence1", "sentence2"), label_column="label", label_encoding="name"),
-        _glue("wnli", ["not_entailment", "entailment"], ["sentence1", "sentence2"], "accuracy", folder="WNLI",
-              text_columns=("sentence1", "sentence2"), label_column="label"),
-        _glue("qnli", ["entailment", "not_entailment"], ["question", "sentence"], "accuracy", folder="QNLI",
-              text_columns=("question", "sentence"), label_column="label", label_encoding="name"),
-        _glue("mnli", ["entailment", "neutral", "contradiction"], ["premise", "hypothesis"], "accuracy",
-              folder="MNLI", text_columns=("sentence1", "sentence2"), label_column="gold_label",
-              label_encoding="name", validation_file="dev_matched.tsv", hub_validation_split="validation_matched"),
-        _glue("qqp", ["not_duplicate", "duplicate"], ["question1", "question2"], "f1", folder="QQP",
-              text_columns=("question1", "question2"), label_column="is_duplicate"),
+        _glue(
+            "cola",
+            ["unacceptable", "acceptable"],
+            ["sentence"],
+            "mcc",
+            folder="CoLA",
+            column_names=("source", "label", "orig_label", "sentence"),
+            text_columns=("sentence",),
+            label_column="label",
+        ),
+        _glue(
+            "sst2",
+            ["negative", "positive"],
+            ["sentence"],
+            "accuracy",
+            folder="SST-2",
+            text_columns=("sentence",),
+            label_column="label",
+        ),
+        _glue(
+            "mrpc",
+            ["not_equivalent", "equivalent"],
+            ["sentence1", "sentence2"],
+            "f1",
+            folder="MRPC",
+            text_columns=("#1 String", "#2 String"),
+            label_column="Quality",
+        ),
+        _glue(
+            "stsb",
+            [],
+            ["sentence1", "sentence2"],
+            "pearson_spearman",
+            folder="STS-B",
+            text_columns=("sentence1", "sentence2"),
+            label_column="score",
+        ),
+        _glue(
+            "rte",
+            ["entailment", "not_entailment"],
+            ["sentence1", "sentence2"],
+            "accuracy",
+            folder="RTE",
+            text_columns=("sentence1", "sentence2"),
+            label_column="label",
+            label_encoding="name",
+        ),
+        _glue(
+            "wnli",
+            ["not_entailment", "entailment"],
+            ["sentence1", "sentence2"],
+            "accuracy",
+            folder="WNLI",
+            text_columns=("sentence1", "sentence2"),
+            label_column="label",
+        ),
+        _glue(
+            "qnli",
+            ["entailment", "not_entailment"],
+            ["question", "sentence"],
+            "accuracy",
+            folder="QNLI",
+            text_columns=("question", "sentence"),
+            label_column="label",
+            label_encoding="name",
+        ),
+        _glue(
+            "mnli",
+            ["entailment", "neutral", "contradiction"],
+            ["premise", "hypothesis"],
+            "accuracy",
+            folder="MNLI",
+            text_columns=("sentence1", "sentence2"),
+            label_column="gold_label",
+            label_encoding="name",
+            validation_file="dev_matched.tsv",
+            hub_validation_split="validation_matched",
+        ),
+        _glue(
+            "qqp",
+            ["not_duplicate", "duplicate"],
+            ["question1", "question2"],
+            "f1",
+            folder="QQP",
+            text_columns=("question1", "question2"),
+            label_column="is_duplicate",
+        ),
     )
 }
 
 
-def _extra(name: str, labels: Sequence[str], text_fields: Sequence[str], metric: str = "accuracy",
-           label_range: tuple[float, float] | None = None, **source: Any) -> TaskDef:
+def _extra(
+    name: str,
+    labels: Sequence[str],
+    text_fields: Sequence[str],
+    metric: str = "accuracy",
+    label_range: tuple[float, float] | None = None,
+    **source: Any,
+) -> TaskDef:
     """Shorthand for one built-in auxiliary task."""
-    return TaskDef(name=name, kind="regression" if label_range else "classification", labels=tuple(labels),
-                   text_fields=tuple(text_fields), metric=metric, label_range=label_range,
-                   source=BuiltinSource(**source))
+    return TaskDef(
+        name=name,
+        kind="regression" if label_range else "classification",
+        labels=tuple(labels),
+        text_fields=tuple(text_fields),
+        metric=metric,
+        label_range=label_range,
+        source=BuiltinSource(**source),
+    )
 
 
 def _lines(folder: str, *files: tuple[str, str]) -> tuple:
@@ -376,51 +470,130 @@ _NLI = ("entailment", "neutral", "contradiction")
 EXTRA_TASKS: dict[str, TaskDef] = {
     t.name: t
     for t in (
-        _extra("sick_e", _NLI, ["premise", "hypothesis"], reader="sick",
-               train=("SICK/SICK_train.txt", "entailment"), validation=("SICK/SICK_test_annotated.txt", "entailment"),
-               note="SICK's train file trains, its test file (CRLF line ends) evaluates; the trial file is unused"),
-        _extra("sick_r", [], ["sentence1", "sentence2"], "pearson_spearman", (1.0, 5.0), reader="sick",
-               train=("SICK/SICK_train.txt", "relatedness"),
-               validation=("SICK/SICK_test_annotated.txt", "relatedness"),
-               note="relatedness 1-5; SICK's train file trains, its test file evaluates"),
-        _extra("snli", _NLI, ["premise", "hypothesis"], reader="snli", train=("test",), validation=("dev",),
-               note="only SNLI's dev and test files are here (no train split): the test file trains and the dev "
-                    "file evaluates, so the usual evaluation split stays unseen"),
-        _extra("trec", ["ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"], ["question"], reader="trec",
-               train=("TREC/train_5500.label",), validation=("TREC/TREC_10.label",),
-               note="6 coarse classes; train_5500 trains, TREC_10 evaluates (ISO-8859-1)"),
-        _extra("mr", ["negative", "positive"], ["sentence"], reader="lines",
-               train=_lines("MR", ("rt-polarity.neg", "negative"), ("rt-polarity.pos", "positive")), held_out=1000,
-               note="no official split: deduplicated, 1,000 rows held out (stratified)"),
-        _extra("subj", ["objective", "subjective"], ["sentence"], reader="lines",
-               train=_lines("SUBJ", ("subj.objective", "objective"), ("subj.subjective", "subjective")),
-               held_out=1000, note="no official split: deduplicated, 1,000 rows held out (stratified)"),
-        _extra("cr", ["negative", "positive"], ["sentence"], reader="lines",
-               train=_lines("CR", ("custrev.neg", "negative"), ("custrev.pos", "positive")), held_out=400,
-               note="no official split: empty lines and duplicates dropped, 400 rows held out (stratified)"),
-        _extra("mpqa", ["negative", "positive"], ["phrase"], reader="lines",
-               train=_lines("MPQA", ("mpqa.neg", "negative"), ("mpqa.pos", "positive")), held_out=1000,
-               note="no official split: duplicate phrases kept once, phrases with both labels dropped, 1,000 "
-                    "held out (stratified)"),
-        _extra("cb", ["entailment", "contradiction", "neutral"], ["premise", "hypothesis"], reader="jsonl",
-               train=("SuperGLUE/CB/train.jsonl", "premise", "hypothesis", "label"),
-               validation=("SuperGLUE/CB/val.jsonl", "premise", "hypothesis", "label"),
-               note="SuperGLUE CB: the full train file (250) trains, val (56) evaluates"),
-        _extra("boolq", ["false", "true"], ["question", "passage"], reader="jsonl",
-               train=("SuperGLUE/BoolQ/val.jsonl", "question", "passage", "label"), held_out=1000,
-               note="only 32 FewGLUE train rows here: SuperGLUE's val file (3,270) is split, 1,000 held out"),
-        _extra("wic", ["false", "true"], ["sentence1", "sentence2"], reader="jsonl",
-               train=("SuperGLUE/WiC/val.jsonl", "sentence1", "sentence2", "label", "word"), held_out=200,
-               note="only 32 FewGLUE train rows here: SuperGLUE's val file (638) is split, 200 held out; the target "
-                    "word comes first in the first text ('word: sentence1')"),
-        _extra("ag_news", ["world", "sports", "business", "sci_tech"], ["text"], reader="ag_news",
-               train=("AGNews/test.csv", ("world", "sports", "business", "sci_tech")), held_out=1000,
-               note="only AG News' test file (7,600) is here: split, 1,000 held out; title and description as one "
-                    "text"),
-        _extra("qnli_dev", ["entailment", "not_entailment"], ["question", "sentence"], reader="glue_tsv", root="glue",
-               train=("QNLI/dev.tsv", "question", "sentence", "label"), held_out=1000,
-               note="QNLI's train file is not available offline: its dev file (5,463) is split, 1,000 held out "
-                    "(QNLI is then no GLUE evaluation target)"),
+        _extra(
+            "sick_e",
+            _NLI,
+            ["premise", "hypothesis"],
+            reader="sick",
+            train=("SICK/SICK_train.txt", "entailment"),
+            validation=("SICK/SICK_test_annotated.txt", "entailment"),
+            note="SICK's train file trains, its test file (CRLF line ends) evaluates; the trial file is unused",
+        ),
+        _extra(
+            "sick_r",
+            [],
+            ["sentence1", "sentence2"],
+            "pearson_spearman",
+            (1.0, 5.0),
+            reader="sick",
+            train=("SICK/SICK_train.txt", "relatedness"),
+            validation=("SICK/SICK_test_annotated.txt", "relatedness"),
+            note="relatedness 1-5; SICK's train file trains, its test file evaluates",
+        ),
+        _extra(
+            "snli",
+            _NLI,
+            ["premise", "hypothesis"],
+            reader="snli",
+            train=("test",),
+            validation=("dev",),
+            note="only SNLI's dev and test files are here (no train split): the test file trains and the dev "
+            "file evaluates, so the usual evaluation split stays unseen",
+        ),
+        _extra(
+            "trec",
+            ["ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"],
+            ["question"],
+            reader="trec",
+            train=("TREC/train_5500.label",),
+            validation=("TREC/TREC_10.label",),
+            note="6 coarse classes; train_5500 trains, TREC_10 evaluates (ISO-8859-1)",
+        ),
+        _extra(
+            "mr",
+            ["negative", "positive"],
+            ["sentence"],
+            reader="lines",
+            train=_lines("MR", ("rt-polarity.neg", "negative"), ("rt-polarity.pos", "positive")),
+            held_out=1000,
+            note="no official split: deduplicated, 1,000 rows held out (stratified)",
+        ),
+        _extra(
+            "subj",
+            ["objective", "subjective"],
+            ["sentence"],
+            reader="lines",
+            train=_lines("SUBJ", ("subj.objective", "objective"), ("subj.subjective", "subjective")),
+            held_out=1000,
+            note="no official split: deduplicated, 1,000 rows held out (stratified)",
+        ),
+        _extra(
+            "cr",
+            ["negative", "positive"],
+            ["sentence"],
+            reader="lines",
+            train=_lines("CR", ("custrev.neg", "negative"), ("custrev.pos", "positive")),
+            held_out=400,
+            note="no official split: empty lines and duplicates dropped, 400 rows held out (stratified)",
+        ),
+        _extra(
+            "mpqa",
+            ["negative", "positive"],
+            ["phrase"],
+            reader="lines",
+            train=_lines("MPQA", ("mpqa.neg", "negative"), ("mpqa.pos", "positive")),
+            held_out=1000,
+            note="no official split: duplicate phrases kept once, phrases with both labels dropped, 1,000 "
+            "held out (stratified)",
+        ),
+        _extra(
+            "cb",
+            ["entailment", "contradiction", "neutral"],
+            ["premise", "hypothesis"],
+            reader="jsonl",
+            train=("SuperGLUE/CB/train.jsonl", "premise", "hypothesis", "label"),
+            validation=("SuperGLUE/CB/val.jsonl", "premise", "hypothesis", "label"),
+            note="SuperGLUE CB: the full train file (250) trains, val (56) evaluates",
+        ),
+        _extra(
+            "boolq",
+            ["false", "true"],
+            ["question", "passage"],
+            reader="jsonl",
+            train=("SuperGLUE/BoolQ/val.jsonl", "question", "passage", "label"),
+            held_out=1000,
+            note="only 32 FewGLUE train rows here: SuperGLUE's val file (3,270) is split, 1,000 held out",
+        ),
+        _extra(
+            "wic",
+            ["false", "true"],
+            ["sentence1", "sentence2"],
+            reader="jsonl",
+            train=("SuperGLUE/WiC/val.jsonl", "sentence1", "sentence2", "label", "word"),
+            held_out=200,
+            note="only 32 FewGLUE train rows here: SuperGLUE's val file (638) is split, 200 held out; the target "
+            "word comes first in the first text ('word: sentence1')",
+        ),
+        _extra(
+            "ag_news",
+            ["world", "sports", "business", "sci_tech"],
+            ["text"],
+            reader="ag_news",
+            train=("AGNews/test.csv", ("world", "sports", "business", "sci_tech")),
+            held_out=1000,
+            note="only AG News' test file (7,600) is here: split, 1,000 held out; title and description as one text",
+        ),
+        _extra(
+            "qnli_dev",
+            ["entailment", "not_entailment"],
+            ["question", "sentence"],
+            reader="glue_tsv",
+            root="glue",
+            train=("QNLI/dev.tsv", "question", "sentence", "label"),
+            held_out=1000,
+            note="QNLI's train file is not available offline: its dev file (5,463) is split, 1,000 held out "
+            "(QNLI is then no GLUE evaluation target)",
+        ),
     )
 }
 #: Every built-in task by name.
@@ -437,8 +610,10 @@ def get_task(name: str) -> TaskDef:
     """The built-in task ``name`` (GLUE, or an auxiliary set of `EXTRA_TASKS`); GLUE folder spellings accepted."""
     key = _builtin_key(name)
     if key not in BUILTIN_TASKS:
-        raise ValueError(f"Unknown task {name!r}; known GLUE tasks: {sorted(GLUE_TASKS)}, auxiliary tasks: "
-                         f"{sorted(EXTRA_TASKS)} (or define a file task).")
+        raise ValueError(
+            f"Unknown task {name!r}; known GLUE tasks: {sorted(GLUE_TASKS)}, auxiliary tasks: "
+            f"{sorted(EXTRA_TASKS)} (or define a file task)."
+        )
     return BUILTIN_TASKS[key]
 
 
@@ -461,8 +636,10 @@ def resolve_labels(task: TaskDef) -> TaskDef:
     ordered = sorted(values, key=as_index) if None not in ints else sorted(values, key=str)
     names = tuple(str(v) for v in ordered)
     if len(names) < 2:
-        raise ValueError(f"{src.train_file}: only one label value {list(names)} in column {src.label_column!r}; "
-                         "a classification task needs at least 2.")
+        raise ValueError(
+            f"{src.train_file}: only one label value {list(names)} in column {src.label_column!r}; "
+            "a classification task needs at least 2."
+        )
     # inferred names are the raw values themselves: match by name only, never by index
     return replace(task, labels=names, source=replace(src, label_encoding="name"))
 
@@ -559,17 +736,20 @@ def _glue_path(task: TaskDef, src: GlueSource, split: str, data_dir: str) -> str
     )
 
 
-
 def _builtin_root(task: TaskDef, data_dir: str | os.PathLike | None, extra_dir: str | os.PathLike | None) -> str:
     """The folder a built-in auxiliary task reads from; ValueError naming the setting when it is not given."""
     if task.source.root == "glue":
         if data_dir is None:
-            raise ValueError(f"Task {task.name!r} reads {task.source.file_for('train')} from a local GLUE folder: "
-                             "set data.data_dir (e.g. ../shared/data/glue).")
+            raise ValueError(
+                f"Task {task.name!r} reads {task.source.file_for('train')} from a local GLUE folder: "
+                "set data.data_dir (e.g. ../shared/data/glue)."
+            )
         return os.fspath(data_dir)
     if extra_dir is None:
-        raise ValueError(f"Task {task.name!r} reads {task.source.file_for('train')} from the auxiliary sets: set "
-                         "data.extra_dir (e.g. ../shared/data/extra).")
+        raise ValueError(
+            f"Task {task.name!r} reads {task.source.file_for('train')} from the auxiliary sets: set "
+            "data.extra_dir (e.g. ../shared/data/extra)."
+        )
     return os.fspath(extra_dir)
 
 
@@ -590,8 +770,9 @@ def builtin_rows(src: BuiltinSource, split: str, root: str | os.PathLike) -> Row
     return {k: list(v) for k, v in (train if split == "train" else validation).items()}
 
 
-def split_counts(task: TaskDef | str, data_dir: str | os.PathLike | None = None,
-                 extra_dir: str | os.PathLike | None = None) -> dict[str, int]:
+def split_counts(
+    task: TaskDef | str, data_dir: str | os.PathLike | None = None, extra_dir: str | os.PathLike | None = None
+) -> dict[str, int]:
     """Rows of a built-in auxiliary task's train and evaluation splits, and for a held-out split the rows read,
     duplicates, conflicting labels and empty texts dropped (`readers.held_out_split`)."""
     task = get_task(task) if isinstance(task, str) else task

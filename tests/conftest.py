@@ -29,6 +29,12 @@ def sample_dir() -> Path:
 
 def pytest_configure(config):
     """The markers of transformers' vendored common tests (tests/transformers_common)."""
-    for marker in ("slow", "accelerate_tests", "flash_attn_test", "flash_attn_3_test", "flash_attn_4_test",
-                   "torch_compile_test"):
+    for marker in (
+        "slow",
+        "accelerate_tests",
+        "flash_attn_test",
+        "flash_attn_3_test",
+        "flash_attn_4_test",
+        "torch_compile_test",
+    ):
         config.addinivalue_line("markers", f"{marker}: transformers' common-test marker")

@@ -11,8 +11,14 @@ from camtl.adapters import ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME, load_adapt
 from modeling_camtl import CaMtlForMultiTask
 from tests.test_modeling import TASKS, make_inputs, make_labels, randomize_conditioning
 
-TINY = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
-            max_position_embeddings=64)
+TINY = dict(
+    vocab_size=99,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=37,
+    max_position_embeddings=64,
+)
 KNOBS = dict(task_embedding_dim=8, adapter_size=6, conditional_attention_blocks=2, conditional_attention_span=8)
 
 
@@ -55,8 +61,9 @@ def test_frozen_backbone_training_touches_only_adapter_parameters(base):
         if not is_adapter:
             assert not changed, f"backbone parameter {name} moved"
     assert any(not torch.equal(p, before[n]) for n, p in model.named_parameters() if "camtl_" in n)
-    assert counts["trainable"] == sum(p.numel() for n, p in model.named_parameters()
-                                      if "camtl_" in n or n.startswith("heads."))
+    assert counts["trainable"] == sum(
+        p.numel() for n, p in model.named_parameters() if "camtl_" in n or n.startswith("heads.")
+    )
 
 
 def test_adapter_save_load_equality_and_size(base, tmp_path):
@@ -78,10 +85,13 @@ def test_adapter_save_load_equality_and_size(base, tmp_path):
     assert (folder / ADAPTER_WEIGHTS_NAME).stat().st_size < full_size / 2
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"hidden_size": 48}, "hidden_size: adapter expects 32, base has 48"),
-    ({"vocab_size": 120}, "vocab_size: adapter expects 99, base has 120"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"hidden_size": 48}, "hidden_size: adapter expects 32, base has 48"),
+        ({"vocab_size": 120}, "vocab_size: adapter expects 99, base has 120"),
+    ],
+)
 def test_mismatched_base_is_refused(base, tmp_path, overrides, message):
     model = CaMtlForMultiTask.from_bert(base, tasks=TASKS, **KNOBS)
     model.set_trainable("adapters")
@@ -122,8 +132,11 @@ def test_truncated_base_model_is_named(base, tmp_path):
     folder = save_adapter(model, tmp_path / "adapter", base_model=base)
     weights = Path(base) / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-100])
-    with pytest.raises(ValueError, match=r"Damaged or incomplete weights file: \S+/base/model\.safetensors \(.*"
-                                         r"incomplete metadata.*\)\. It was probably cut short") as error:
+    with pytest.raises(
+        ValueError,
+        match=r"Damaged or incomplete weights file: \S+/base/model\.safetensors \(.*"
+        r"incomplete metadata.*\)\. It was probably cut short",
+    ) as error:
         load_adapter(folder)
     assert str(weights) in str(error.value)
 
@@ -135,8 +148,7 @@ def test_add_task_keeps_old_tasks_bit_identical_through_training(base, tmp_path)
     old_inputs = make_inputs()
     with torch.no_grad():
         before = model(**old_inputs).logits
-    new_id = model.add_task({"name": "trec", "kind": "classification", "labels": list("abcdef")},
-                            init_from="mean")
+    new_id = model.add_task({"name": "trec", "kind": "classification", "labels": list("abcdef")}, init_from="mean")
     assert new_id == 3 and model.config.task_names[-1] == "trec"
     with torch.no_grad():
         assert torch.equal(model(**old_inputs).logits[:, :3], before)
@@ -200,8 +212,13 @@ def test_lora_through_peft_round_trip(base, tmp_path):
     model = CaMtlForMultiTask.from_bert(base, tasks=TASKS, **KNOBS)
     randomize_conditioning(model)
     model.save_pretrained(tmp_path / "camtl")
-    lora = LoraConfig(task_type=None, r=4, lora_alpha=8, target_modules=["query", "value"],
-                      modules_to_save=[f"heads.{name}" for name in model.config.task_names])
+    lora = LoraConfig(
+        task_type=None,
+        r=4,
+        lora_alpha=8,
+        target_modules=["query", "value"],
+        modules_to_save=[f"heads.{name}" for name in model.config.task_names],
+    )
     peft_model = get_peft_model(model, lora)
     trainable = [n for n, p in peft_model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n or "heads." in n for n in trainable)

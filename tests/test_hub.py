@@ -22,9 +22,14 @@ from tests.camtl_fixtures import tiny_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "hf_dummy_token_for_the_stand_in"
-RESULTS = {"tasks": {"sst2": {"accuracy": 0.5, "main": 0.5}, "stsb": {"pearson": 0.1, "spearmanr": 0.2, "main": 0.15}},
-           "average": 0.3, "data_fraction": 0.05, "parameters": {"total": 1000, "trainable": 10}, "steps": 3,
-           "wall_time_s": 1.5}
+RESULTS = {
+    "tasks": {"sst2": {"accuracy": 0.5, "main": 0.5}, "stsb": {"pearson": 0.1, "spearmanr": 0.2, "main": 0.15}},
+    "average": 0.3,
+    "data_fraction": 0.05,
+    "parameters": {"total": 1000, "trainable": 10},
+    "steps": 3,
+    "wall_time_s": 1.5,
+}
 
 
 class HubStandIn(ThreadingHTTPServer):
@@ -71,8 +76,10 @@ class _Handler(BaseHTTPRequestHandler):
         parts = self.path.split("?")[0].strip("/").split("/")
         if parts == ["api", "repos", "create"]:
             meta = json.loads(body)
-            key = (meta.get("type") or "model", f"{meta['organization']}/{meta['name']}" if meta.get("organization")
-                   else meta["name"])
+            key = (
+                meta.get("type") or "model",
+                f"{meta['organization']}/{meta['name']}" if meta.get("organization") else meta["name"],
+            )
             if key in server.repos:
                 return self._reply(409, {"error": "You already created this repo"})
             server.repos[key] = {"meta": meta, "files": {}, "variables": {}}
@@ -85,15 +92,22 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._reply(404, {"error": "Repository not found"})
             if parts[4] == "preupload":
                 files = json.loads(body)["files"]
-                return self._reply(200, {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
-                                                   for f in files]})
+                return self._reply(
+                    200, {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]}
+                )
             if parts[4] == "commit":
                 for line in body.splitlines():
                     item = json.loads(line)
                     if item["key"] == "file":
                         repo["files"][item["value"]["path"]] = base64.b64decode(item["value"]["content"])
-                return self._reply(200, {"commitUrl": f"{server.endpoint}/{parts[2]}/{parts[3]}/commit/1",
-                                         "commitOid": "1" * 40, "pullRequestUrl": None})
+                return self._reply(
+                    200,
+                    {
+                        "commitUrl": f"{server.endpoint}/{parts[2]}/{parts[3]}/commit/1",
+                        "commitOid": "1" * 40,
+                        "pullRequestUrl": None,
+                    },
+                )
             if parts[4] == "variables" and parts[1] == "spaces":
                 payload = json.loads(body)
                 repo["variables"][payload["key"]] = payload["value"]
@@ -142,9 +156,18 @@ def test_push_model_uploads_a_loadable_checkpoint(stand_in, model_folder):
     info = hub.push_model(model_folder, "someone/camtl-tiny")
     repo = stand_in.repos[("model", "someone/camtl-tiny")]
     files = repo["files"]
-    assert set(files) == {"config.json", "configuration_camtl.py", "modeling_camtl.py", "pipeline_camtl.py",
-                          "model.safetensors", "tokenizer.json", "tokenizer_config.json", "README.md",
-                          "results.json", "training_config.yaml"}
+    assert set(files) == {
+        "config.json",
+        "configuration_camtl.py",
+        "modeling_camtl.py",
+        "pipeline_camtl.py",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "README.md",
+        "results.json",
+        "training_config.yaml",
+    }
     assert files["model.safetensors"] == (model_folder / "model.safetensors").read_bytes()
     config = json.loads(files["config.json"])
     assert set(config["auto_map"]) == set(hub.AUTO_CLASSES)
@@ -195,8 +218,16 @@ def test_push_space_without_a_model_bundles_the_default_model(stand_in, tmp_path
     hub.push_space("someone/camtl-default-demo")
     repo = stand_in.repos[("space", "someone/camtl-default-demo")]
     assert repo["variables"] == {"CAMTL_MODEL": "model"}  # the app serves the bundled folder
-    assert {"app.py", "app_examples.json", "model/config.json", "model/model.safetensors", "model/tokenizer.json",
-            "model/results.json", "model/README.md", "model/pipeline_camtl.py"} <= set(repo["files"])
+    assert {
+        "app.py",
+        "app_examples.json",
+        "model/config.json",
+        "model/model.safetensors",
+        "model/tokenizer.json",
+        "model/results.json",
+        "model/README.md",
+        "model/pipeline_camtl.py",
+    } <= set(repo["files"])
     front = yaml.safe_load(repo["files"]["README.md"].decode().split("---")[1])
     assert front["models"] == ["sentence-transformers/all-MiniLM-L6-v2"]
     assert "bundled in `model/`" in repo["files"]["README.md"].decode()
@@ -213,13 +244,21 @@ def test_push_space_without_a_model_when_none_ships(stand_in, tmp_path, monkeypa
 
 def test_cli_pushes_through_hf_endpoint(stand_in, model_folder, tmp_path):
     """``python -m camtl.hub`` in a fresh process finds the stand-in through HF_ENDPOINT and the token in HF_TOKEN."""
-    env = {**os.environ, "HF_ENDPOINT": stand_in.endpoint, "HF_TOKEN": TOKEN, "PYTHONPATH": str(ROOT),
-           "HF_HOME": str(tmp_path / "hf_home")}
+    env = {
+        **os.environ,
+        "HF_ENDPOINT": stand_in.endpoint,
+        "HF_TOKEN": TOKEN,
+        "PYTHONPATH": str(ROOT),
+        "HF_HOME": str(tmp_path / "hf_home"),
+    }
     env.pop("HF_HUB_OFFLINE", None)
-    for args in (["model", str(model_folder), "someone/cli-model", "--keep-card"],
-                 ["space", "someone/cli-space", "--model", "someone/cli-model"]):
-        run = subprocess.run([sys.executable, "-m", "camtl.hub", *args], env=env, cwd=ROOT, capture_output=True,
-                             text=True, timeout=120)
+    for args in (
+        ["model", str(model_folder), "someone/cli-model", "--keep-card"],
+        ["space", "someone/cli-space", "--model", "someone/cli-model"],
+    ):
+        run = subprocess.run(
+            [sys.executable, "-m", "camtl.hub", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
+        )
         assert run.returncode == 0, run.stderr
         assert run.stdout.strip().startswith(stand_in.endpoint)
     assert "model.safetensors" in stand_in.repos[("model", "someone/cli-model")]["files"]
@@ -254,7 +293,8 @@ def test_offline_publishing_is_one_line_and_changes_nothing(model_folder, monkey
     assert hub.main(["model", str(model_folder), "someone/camtl-tiny"]) == 1
     assert capsys.readouterr().err.splitlines() == [
         "error: HF_HUB_OFFLINE is set, so the Hub cannot be reached: no file was uploaded and no local file changed. "
-        "Unset HF_HUB_OFFLINE to publish; --dry-run checks the folder without the network."]
+        "Unset HF_HUB_OFFLINE to publish; --dry-run checks the folder without the network."
+    ]
     assert hub.main(["space", "someone/camtl-demo", "--model", "someone/camtl-tiny"]) == 1
     assert capsys.readouterr().err.startswith("error: HF_HUB_OFFLINE is set")
     assert snapshot(model_folder) == before
@@ -276,8 +316,10 @@ def test_unreachable_hub_is_one_line(model_folder, monkeypatch, capsys):
     assert hub.main(["model", str(model_folder), "someone/camtl-tiny"]) == 1
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and err[0].startswith(f"error: Could not reach the Hub at {endpoint} (ConnectError: ")
-    assert err[0].endswith("no file was uploaded and no local file changed. Try again when online; --dry-run checks "
-                           "the folder without the network.")
+    assert err[0].endswith(
+        "no file was uploaded and no local file changed. Try again when online; --dry-run checks "
+        "the folder without the network."
+    )
     assert snapshot(model_folder) == before
 
 
@@ -295,11 +337,21 @@ def test_dry_run_lists_the_upload_with_sizes_and_changes_nothing(model_folder, c
     assert hub.main(["model", str(model_folder), "someone/camtl-tiny", "--dry-run"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("Dry run: would upload 10 files (") and out[0].endswith(
-        "bytes) to the public model repository someone/camtl-tiny at https://huggingface.co:")
+        "bytes) to the public model repository someone/camtl-tiny at https://huggingface.co:"
+    )
     listed = {line.split()[0]: line for line in out[1:-1]}
-    assert set(listed) == {"config.json", "configuration_camtl.py", "modeling_camtl.py", "pipeline_camtl.py",
-                           "model.safetensors", "tokenizer.json", "tokenizer_config.json", "README.md",
-                           "results.json", "training_config.yaml"}  # no checkpoints/, logs/ or optimizer.pt
+    assert set(listed) == {
+        "config.json",
+        "configuration_camtl.py",
+        "modeling_camtl.py",
+        "pipeline_camtl.py",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "README.md",
+        "results.json",
+        "training_config.yaml",
+    }  # no checkpoints/, logs/ or optimizer.pt
     size = (model_folder / "model.safetensors").stat().st_size
     assert listed["model.safetensors"].split()[1:] == [f"{size:,}", "bytes"]
     assert listed["README.md"].endswith("(added for the upload)")

@@ -5,8 +5,8 @@ tests/test_distributed.py.
 """
 
 import os
-import signal
 import shlex
+import signal
 
 import pytest
 from accelerate import Accelerator
@@ -42,16 +42,23 @@ def test_ctrl_c_announces_itself_once_and_handlers_come_back_however_the_block_e
         assert stop.signum == signal.SIGINT
         raise RuntimeError("the run failed")
     assert signal.getsignal(signal.SIGINT) is before
-    assert capfd.readouterr().err.strip() == ("SIGINT: stopping after this step and a checkpoint (Ctrl-C again: stop "
-                                              "at once, without a checkpoint)")
+    assert capfd.readouterr().err.strip() == (
+        "SIGINT: stopping after this step and a checkpoint (Ctrl-C again: stop at once, without a checkpoint)"
+    )
 
 
 def test_resume_command_replaces_a_given_checkpoint():
-    line = "train.py --config configs/glue.yaml --resume_from_checkpoint out/checkpoints/checkpoint-4 --data.tasks '[cola, rte]'"
-    assert resume_command(line) == ("python train.py --config configs/glue.yaml --data.tasks '[cola, rte]' "
-                                    "--resume_from_checkpoint latest")
+    line = (
+        "train.py --config configs/glue.yaml --resume_from_checkpoint out/checkpoints/checkpoint-4 "
+        "--data.tasks '[cola, rte]'"
+    )
+    assert resume_command(line) == (
+        "python train.py --config configs/glue.yaml --data.tasks '[cola, rte]' --resume_from_checkpoint latest"
+    )
     assert shlex.split(resume_command("train.py --resume_from_checkpoint=latest"))[-2:] == [
-        "--resume_from_checkpoint", "latest"]
+        "--resume_from_checkpoint",
+        "latest",
+    ]
     assert resume_command("train.py", num_processes=2).startswith("accelerate launch ")
 
 
@@ -60,7 +67,9 @@ def test_stopped_at_once_names_the_newest_checkpoint(tmp_path):
         (tmp_path / "checkpoints" / f"checkpoint-{step}").mkdir(parents=True)
         (tmp_path / "checkpoints" / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
     line = stopped_at_once_line(tmp_path, "train.py --train.max_steps 10")
-    assert line == (f"Stopped at once by Ctrl-C; the newest checkpoint is {tmp_path}/checkpoints/checkpoint-8 "
-                    "(step 8). Resume with: python train.py --train.max_steps 10 --resume_from_checkpoint latest")
+    assert line == (
+        f"Stopped at once by Ctrl-C; the newest checkpoint is {tmp_path}/checkpoints/checkpoint-8 "
+        "(step 8). Resume with: python train.py --train.max_steps 10 --resume_from_checkpoint latest"
+    )
     assert "starts again from step 0" in stopped_at_once_line(tmp_path / "empty", "train.py")
     assert "before training started" in stopped_at_once_line(tmp_path, "train.py", training_started=False)

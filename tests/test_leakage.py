@@ -46,8 +46,9 @@ def test_most_sst2_dev_sentences_are_mr_lines() -> None:
 
 def test_mr_training_rows_leaking_sst2_dev_are_dropped(sst2_index: LeakIndex) -> None:
     train = load("mr", "train")
-    clean, counts = filter_leaks({"mr": train}, {"sst2": load("sst2", "validation")},
-                                 {"mr": get_task("mr"), "sst2": get_task("sst2")})
+    clean, counts = filter_leaks(
+        {"mr": train}, {"sst2": load("sst2", "validation")}, {"mr": get_task("mr"), "sst2": get_task("sst2")}
+    )
     dropped = counts["mr"]["dropped"]["sst2"]
     assert counts["mr"]["rows"] == 9660 and len(clean["mr"]) == 9660 - dropped
     assert 700 < dropped < 760  # 9,660 of MR's 10,662 lines train; 731 lines equal a dev sentence, more contain one

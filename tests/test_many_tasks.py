@@ -53,9 +53,15 @@ def test_uncertainty_scoring_cost_does_not_grow_with_the_task_count(num_tasks: i
 def test_protected_tasks_and_budgets() -> None:
     """A donor run (MR alone) with SST-2's dev set protected loses the MR lines that hold SST-2 dev sentences; a
     budget caps a task's rows after the filter."""
-    cfg = RunConfig(data=DataArgs(tasks=["mr"], data_dir=str(REPO.parent / "shared" / "data" / "glue"),
-                                  extra_dir=str(EXTRA), protected_tasks=["sst2"]),
-                    sampling=SamplingArgs(task_budgets={"mr": 500}))
+    cfg = RunConfig(
+        data=DataArgs(
+            tasks=["mr"],
+            data_dir=str(REPO.parent / "shared" / "data" / "glue"),
+            extra_dir=str(EXTRA),
+            protected_tasks=["sst2"],
+        ),
+        sampling=SamplingArgs(task_budgets={"mr": 500}),
+    )
     tasks = resolve_tasks(cfg)
     clean, dev, leakage = clean_splits(cfg, tasks, [0])
     assert sorted(dev) == ["mr", "sst2"]
@@ -65,10 +71,32 @@ def test_protected_tasks_and_budgets() -> None:
 
 
 def test_recipe_runs_a_few_steps_on_ten_tasks(tmp_path: Path) -> None:
-    args = ["--config", str(RECIPE), "--output_dir", str(tmp_path / "run"), "--data.max_train_rows", "16",
-            "--data.max_eval_rows", "16", "--data.max_length", "32", "--train.batch_size", "8",
-            "--train.max_steps", "3", "--train.eval_every", "0", "--train.save_every", "0",
-            "--train.report_to", "none", "--train.mixed_precision", "no", "--sampling.task_budgets", "{snli: 12}"]
+    args = [
+        "--config",
+        str(RECIPE),
+        "--output_dir",
+        str(tmp_path / "run"),
+        "--data.max_train_rows",
+        "16",
+        "--data.max_eval_rows",
+        "16",
+        "--data.max_length",
+        "32",
+        "--train.batch_size",
+        "8",
+        "--train.max_steps",
+        "3",
+        "--train.eval_every",
+        "0",
+        "--train.save_every",
+        "0",
+        "--train.report_to",
+        "none",
+        "--train.mixed_precision",
+        "no",
+        "--sampling.task_budgets",
+        "{snli: 12}",
+    ]
     results = run(args)
     assert list(results["tasks"]) == TEN and results["steps"] == 3
     assert all("main" in m for m in results["tasks"].values())

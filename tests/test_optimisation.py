@@ -67,8 +67,12 @@ def test_uncertainty_gradient_is_kendalls():
 def test_dwa_by_hand_and_an_absent_task_keeps_its_averages():
     dwa = DynamicWeightAverage([True] * 3, temperature=2.0, period=2)
     nan = float("nan")
-    for losses in ([1.0, 2.0, 4.0], [1.0, 2.0, 4.0],  # period 1: averages 1, 2, 4
-                   [0.5, 2.0, nan], [0.5, 2.0, nan]):  # period 2: task 2 absent
+    for losses in (
+        [1.0, 2.0, 4.0],
+        [1.0, 2.0, 4.0],  # period 1: averages 1, 2, 4
+        [0.5, 2.0, nan],
+        [0.5, 2.0, nan],
+    ):  # period 2: task 2 absent
         assert torch.equal(dwa.weights(PRESENT_ALL)[0], torch.ones(3))  # ratios unknown until two periods
         dwa.observe(torch.tensor(losses))
     assert dwa.averages[1, 2] == 4.0 and torch.isnan(dwa.averages[0, 2])  # task 2's period-1 average, kept
@@ -111,20 +115,27 @@ def tiny():
 
     model = CaMtlForMultiTask.from_pretrained(tiny_checkpoint()).eval()  # no dropout: two forwards are equal
     tok = AutoTokenizer.from_pretrained(tiny_checkpoint())
-    enc = tok(["a fine film", "dull", "it rains", "the cat sat", "no", "yes it is"], padding=True,
-              return_tensors="pt")
-    batch = {**enc, "task_ids": torch.tensor([0, 0, 2, 2, 2, 1]), "labels": torch.tensor([1.0, 0.0, 3.5, 1.0, 0.2, 1.0])}
+    enc = tok(["a fine film", "dull", "it rains", "the cat sat", "no", "yes it is"], padding=True, return_tensors="pt")
+    batch = {
+        **enc,
+        "task_ids": torch.tensor([0, 0, 2, 2, 2, 1]),
+        "labels": torch.tensor([1.0, 0.0, 3.5, 1.0, 0.2, 1.0]),
+    }
     return model, batch
 
 
 def _fake_run(model, batch, weighting):
     num_tasks = len(model.config.tasks)
     return SimpleNamespace(
-        accelerator=SimpleNamespace(num_processes=1, backward=lambda loss: loss.backward(), device="cpu",
-                                    unwrap_model=lambda m: m),
-        model=model, tasks=model.config.tasks,
+        accelerator=SimpleNamespace(
+            num_processes=1, backward=lambda loss: loss.backward(), device="cpu", unwrap_model=lambda m: m
+        ),
+        model=model,
+        tasks=model.config.tasks,
         batches=SimpleNamespace(task_counts=torch.bincount(batch["task_ids"], minlength=num_tasks)),
-        weighting=weighting, aggregator=None)
+        weighting=weighting,
+        aggregator=None,
+    )
 
 
 def test_equal_is_the_models_loss_exactly_and_uncertainty_starts_there(tiny):
@@ -151,15 +162,44 @@ def test_weighted_batch_loss_by_hand():
     assert loss.item() == pytest.approx((2.0 * 2.0 + 0.5 * 2.0) / 2 + 0.25)
 
 
-# ----- real runs --------------------------------------------------------------------------------------------------------
+# ----- real runs ------------------------------------------------------------------------------------------------------
 def tiny_run_args(glue_dir, out, *extra):
     """A 2-layer 32-wide BERT on 24 real rows of three GLUE tasks: a few steps of 6 rows."""
-    return ["--output_dir", str(out), "--model.base_model", str(tiny_checkpoint().parent / "bert"),
-            "--data.data_dir", str(glue_dir), "--data.tasks", "[cola, stsb, rte]",
-            "--data.max_train_rows", "24", "--data.max_eval_rows", "8", "--data.max_length", "32",
-            "--train.batch_size", "6", "--train.eval_batch_size", "16", "--train.learning_rate", "1e-3",
-            "--train.max_steps", "4", "--train.eval_every", "0", "--train.save_every", "2",
-            "--train.log_every", "1", "--train.report_to", "none", "--train.mixed_precision", "no", *extra]
+    return [
+        "--output_dir",
+        str(out),
+        "--model.base_model",
+        str(tiny_checkpoint().parent / "bert"),
+        "--data.data_dir",
+        str(glue_dir),
+        "--data.tasks",
+        "[cola, stsb, rte]",
+        "--data.max_train_rows",
+        "24",
+        "--data.max_eval_rows",
+        "8",
+        "--data.max_length",
+        "32",
+        "--train.batch_size",
+        "6",
+        "--train.eval_batch_size",
+        "16",
+        "--train.learning_rate",
+        "1e-3",
+        "--train.max_steps",
+        "4",
+        "--train.eval_every",
+        "0",
+        "--train.save_every",
+        "2",
+        "--train.log_every",
+        "1",
+        "--train.report_to",
+        "none",
+        "--train.mixed_precision",
+        "no",
+        *extra,
+    ]
 
 
 def run(args):
@@ -171,8 +211,18 @@ def run(args):
 
 @pytest.mark.parametrize("weighting", ["uncertainty", "dwa", "random"])
 def test_each_weighting_trains(glue_dir, tmp_path, weighting):
-    results = run(tiny_run_args(glue_dir, tmp_path / weighting, "--train.loss_weighting", weighting,
-                                "--train.dwa_period", "2", "--sampling.strategy", "proportional"))
+    results = run(
+        tiny_run_args(
+            glue_dir,
+            tmp_path / weighting,
+            "--train.loss_weighting",
+            weighting,
+            "--train.dwa_period",
+            "2",
+            "--sampling.strategy",
+            "proportional",
+        )
+    )
     assert results["steps"] == 4
     assert all(torch.isfinite(torch.tensor(e["loss"])) for e in results["loss_history"])
 
@@ -182,19 +232,19 @@ def test_uncertainty_weighting_resumes_exactly_with_its_log_variances(glue_dir, 
     whole = run(tiny_run_args(glue_dir, tmp_path / "whole", *extra))
     stopped = run(tiny_run_args(glue_dir, tmp_path / "cut", *extra, "--train.max_steps_this_run", "2"))
     assert stopped["interrupted"] and stopped["step"] == 2
-    saved = torch.load(tmp_path / "cut" / "checkpoints" / "checkpoint-2" / "custom_checkpoint_1.pkl",
-                       weights_only=True)
+    saved = torch.load(tmp_path / "cut" / "checkpoints" / "checkpoint-2" / "custom_checkpoint_1.pkl", weights_only=True)
     assert any(torch.as_tensor(v).ne(0).any() for k, v in saved.items() if k.startswith("log_vars."))  # trained
     resumed = run(tiny_run_args(glue_dir, tmp_path / "cut", *extra, "--resume_from_checkpoint", "latest"))
     assert resumed["resumed_exactly"] is True
     assert [e["loss"] for e in resumed["loss_history"]] == [e["loss"] for e in whole["loss_history"]]
     last = torch.load(tmp_path / "cut" / "checkpoints" / "checkpoint-4" / "custom_checkpoint_1.pkl", weights_only=True)
-    want = torch.load(tmp_path / "whole" / "checkpoints" / "checkpoint-4" / "custom_checkpoint_1.pkl",
-                      weights_only=True)
+    want = torch.load(
+        tmp_path / "whole" / "checkpoints" / "checkpoint-4" / "custom_checkpoint_1.pkl", weights_only=True
+    )
     assert all(torch.equal(torch.as_tensor(last[k]), torch.as_tensor(want[k])) for k in want)
 
 
-# ----- gradient aggregation ---------------------------------------------------------------------------------------------
+# ----- gradient aggregation -------------------------------------------------------------------------------------------
 #: two conflicting gradients (g1 . g2 = -1 < 0)
 G1, G2 = torch.tensor([1.0, 0.0]), torch.tensor([-1.0, 1.0])
 #: PCGrad (Yu et al. 2020, Algorithm 1) by hand: each gradient minus its projection on the other, then summed:
@@ -217,8 +267,20 @@ def _toy_backward(aggregation, x, task_ids, counts, world=1):
     model = _Toy()
     per_example = x @ model.theta + model.phi  # (b,)
     accelerator = SimpleNamespace(num_processes=world, gradient_accumulation_steps=1)
-    loss = aggregated_backward(model, per_example, task_ids, counts, torch.ones(len(counts)), torch.zeros(()),
-                               accelerator, make_aggregator(aggregation), ["theta"], [], seed=0, draw=0)
+    loss = aggregated_backward(
+        model,
+        per_example,
+        task_ids,
+        counts,
+        torch.ones(len(counts)),
+        torch.zeros(()),
+        accelerator,
+        make_aggregator(aggregation),
+        ["theta"],
+        [],
+        seed=0,
+        draw=0,
+    )
     return model, loss
 
 
@@ -288,10 +350,21 @@ def test_aggregation_params_subsets(tiny):
 
 @pytest.mark.parametrize("aggregation", ["pcgrad", "cagrad", "upgrad", "mgda", "imtl_g"])
 def test_each_aggregation_trains(glue_dir, tmp_path, aggregation):
-    results = run(tiny_run_args(glue_dir, tmp_path / aggregation, "--train.gradient_aggregation", aggregation,
-                                "--sampling.strategy", "mixed", "--train.max_steps", "3", "--train.save_every", "0",
-                                *(("--train.aggregation_params", "conditioning_and_top") if aggregation == "upgrad"
-                                  else ())))
+    results = run(
+        tiny_run_args(
+            glue_dir,
+            tmp_path / aggregation,
+            "--train.gradient_aggregation",
+            aggregation,
+            "--sampling.strategy",
+            "mixed",
+            "--train.max_steps",
+            "3",
+            "--train.save_every",
+            "0",
+            *(("--train.aggregation_params", "conditioning_and_top") if aggregation == "upgrad" else ()),
+        )
+    )
     assert results["steps"] == 3 and results["sampling"] == {"strategy": "mixed", "min_rows_per_task": 1}
     assert all(torch.isfinite(torch.tensor(e["loss"])) for e in results["loss_history"])
     assert all(len(e["tasks"]) == 3 for e in results["loss_history"])  # every task in every step

@@ -35,8 +35,9 @@ def test_classification_returns_every_label_most_likely_first(pipe):
     assert scores == sorted(scores, reverse=True) and {r["label"] for r in result} == {"negative", "positive"}
     assert sum(r["score"] for r in result) == pytest.approx(1.0)
     expected = _model_logits(pipe, "sst2", "a gripping, funny film")[:2].softmax(-1)
-    assert {r["label"]: r["score"] for r in result} == pytest.approx(dict(zip(["negative", "positive"],
-                                                                                expected.tolist())))
+    assert {r["label"]: r["score"] for r in result} == pytest.approx(
+        dict(zip(["negative", "positive"], expected.tolist()))
+    )
     assert len(pipe("a gripping, funny film", task_name="sst2", top_k=1)) == 1
 
 
@@ -45,16 +46,22 @@ def test_pair_and_regression_tasks(pipe):
     assert len(result) == 2 and {r["label"] for r in result} <= {"entailment", "neutral", "contradiction"}
     score = pipe(PAIR, task_name="stsb")
     assert set(score) == {"score"}
-    assert score["score"] == pytest.approx(float(_model_logits(pipe, "stsb", PAIR["text"], PAIR["text_pair"])[0]),
-                                           abs=1e-5)
+    assert score["score"] == pytest.approx(
+        float(_model_logits(pipe, "stsb", PAIR["text"], PAIR["text_pair"])[0]), abs=1e-5
+    )
 
 
 def test_a_mixed_task_batch_is_one_forward_pass_with_the_same_results(pipe):
-    inputs = [{"text": "fine", "task_name": "sst2"}, {**PAIR, "task_name": "rte"}, {**PAIR, "task_name": "stsb"},
-              {**PAIR, "task_name": "mnli"}]
+    inputs = [
+        {"text": "fine", "task_name": "sst2"},
+        {**PAIR, "task_name": "rte"},
+        {**PAIR, "task_name": "stsb"},
+        {**PAIR, "task_name": "mnli"},
+    ]
     seen = []
-    handle = pipe.model.register_forward_pre_hook(lambda m, args, kwargs: seen.append(kwargs["task_ids"].tolist()),
-                                                  with_kwargs=True)
+    handle = pipe.model.register_forward_pre_hook(
+        lambda m, args, kwargs: seen.append(kwargs["task_ids"].tolist()), with_kwargs=True
+    )
     try:
         batched = pipe(inputs, batch_size=len(inputs))
     finally:
@@ -69,17 +76,22 @@ def test_a_mixed_task_batch_is_one_forward_pass_with_the_same_results(pipe):
             assert [r["score"] for r in b] == pytest.approx([r["score"] for r in s], abs=1e-5)
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda p: p("text", task_name="nope"), r"Unknown task 'nope'. Valid tasks: 0=sst2, 1=rte"),
-    (lambda p: p("text"), r"Say which task to run"),
-    (lambda p: p("  ", task_name="sst2"), r"sentence is empty"),
-    (lambda p: p("only one", task_name="rte"), r"reads a pair: give both sentence1 and sentence2"),
-    (lambda p: p(PAIR, task_name="sst2"), r"reads one text \(sentence\); it got a text_pair too"),
-    (lambda p: p({"txt": "x"}, task_name="sst2"), r"holds 'text'"),
-    (lambda p: p("word " * 100, task_name="sst2", truncation=False),
-     rf"102 tokens long; this model reads at most {MAX_POSITIONS} tokens"),
-    (lambda p: p("x", task_name="sst2", top_k=0), r"top_k must be a positive integer"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda p: p("text", task_name="nope"), r"Unknown task 'nope'. Valid tasks: 0=sst2, 1=rte"),
+        (lambda p: p("text"), r"Say which task to run"),
+        (lambda p: p("  ", task_name="sst2"), r"sentence is empty"),
+        (lambda p: p("only one", task_name="rte"), r"reads a pair: give both sentence1 and sentence2"),
+        (lambda p: p(PAIR, task_name="sst2"), r"reads one text \(sentence\); it got a text_pair too"),
+        (lambda p: p({"txt": "x"}, task_name="sst2"), r"holds 'text'"),
+        (
+            lambda p: p("word " * 100, task_name="sst2", truncation=False),
+            rf"102 tokens long; this model reads at most {MAX_POSITIONS} tokens",
+        ),
+        (lambda p: p("x", task_name="sst2", top_k=0), r"top_k must be a positive integer"),
+    ],
+)
 def test_bad_inputs_raise_clear_errors(pipe, call, message):
     with pytest.raises(ValueError, match=message):
         call(pipe)
@@ -96,8 +108,12 @@ def test_config_entry_matches_transformers_own_custom_pipeline_saving(pipe, tmp_
     folder = tiny_checkpoint()
     assert (folder / "pipeline_camtl.py").is_file()
     assert json.loads((folder / "config.json").read_text())["custom_pipelines"] == CUSTOM_PIPELINES
-    PIPELINE_REGISTRY.register_pipeline(PIPELINE_TASK, pipeline_class=CaMtlClassificationPipeline,
-                                        pt_model=AutoModelForSequenceClassification, type="text")
+    PIPELINE_REGISTRY.register_pipeline(
+        PIPELINE_TASK,
+        pipeline_class=CaMtlClassificationPipeline,
+        pt_model=AutoModelForSequenceClassification,
+        type="text",
+    )
     try:
         pipe.save_pretrained(tmp_path)
     finally:
@@ -139,8 +155,14 @@ def test_pipeline_loads_from_the_folder_alone_in_a_fresh_process(tmp_path):
     env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"), TOKENIZERS_PARALLELISM="false")
     script = tmp_path / "use_pipeline.py"
     script.write_text(FRESH_PROCESS)
-    run = subprocess.run([sys.executable, str(script), str(tiny_checkpoint())], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=240)
+    run = subprocess.run(
+        [sys.executable, str(script), str(tiny_checkpoint())],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     out = json.loads(run.stdout.strip().splitlines()[-1])
     assert out["class"].startswith("transformers_modules.") and out["class"].endswith(".CaMtlClassificationPipeline")

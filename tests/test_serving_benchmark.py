@@ -7,17 +7,27 @@ from transformers import BertConfig, BertModel
 
 from benchmarks import serving as bench
 
-TASKS = [{"name": "alpha", "kind": "classification", "labels": ["x", "y"]},
-         {"name": "beta", "kind": "regression", "labels": []},
-         {"name": "gamma", "kind": "classification", "labels": ["x", "y", "z"]}]
+TASKS = [
+    {"name": "alpha", "kind": "classification", "labels": ["x", "y"]},
+    {"name": "beta", "kind": "regression", "labels": []},
+    {"name": "gamma", "kind": "classification", "labels": ["x", "y", "z"]},
+]
 
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
     folder = tmp_path_factory.mktemp("bert")
     torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=64, max_position_embeddings=64)).save_pretrained(folder)
+    BertModel(
+        BertConfig(
+            vocab_size=99,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=64,
+        )
+    ).save_pretrained(folder)
     return str(folder)
 
 
@@ -26,8 +36,12 @@ def _batch():
     ids = torch.randint(5, 99, (6, 9), generator=gen)
     mask = torch.ones_like(ids)
     mask[3:, 6:] = 0
-    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids),
-            "task_ids": torch.tensor([0, 1, 2, 2, 0, 1])}
+    return {
+        "input_ids": ids,
+        "attention_mask": mask,
+        "token_type_ids": torch.zeros_like(ids),
+        "task_ids": torch.tensor([0, 1, 2, 2, 0, 1]),
+    }
 
 
 def test_peft_mixed_adapter_batch_gives_each_row_its_own_adapter(base):
@@ -39,11 +53,13 @@ def test_peft_mixed_adapter_batch_gives_each_row_its_own_adapter(base):
     names = [t["name"] for t in TASKS]
     batch = _batch()
     with torch.inference_mode():
-        mixed = model(**{k: batch[k] for k in bench.camtl_inputs(batch)}, adapter_names=[names[i] for i in
-                                                                                         batch["task_ids"].tolist()])
+        mixed = model(
+            **{k: batch[k] for k in bench.camtl_inputs(batch)},
+            adapter_names=[names[i] for i in batch["task_ids"].tolist()],
+        )
         for row, task_id in enumerate(batch["task_ids"].tolist()):
             model.set_adapter(names[task_id])
-            alone = model(**{k: v[row:row + 1] for k, v in bench.camtl_inputs(batch).items()})
+            alone = model(**{k: v[row : row + 1] for k, v in bench.camtl_inputs(batch).items()})
             assert torch.allclose(mixed[row], alone[0], atol=1e-5, equal_nan=True)
         model.set_adapter(names[0])
         other = model(**bench.camtl_inputs(batch))
@@ -54,8 +70,10 @@ def test_the_five_classifier_router_sends_each_row_to_its_task_model(base):
     models = bench.load_five_berts(base, TASKS)
     seen = {}
     for name, model in models.items():
-        model.register_forward_pre_hook(lambda m, args, kwargs, name=name: seen.setdefault(name, []).append(
-            kwargs["input_ids"].shape), with_kwargs=True)
+        model.register_forward_pre_hook(
+            lambda m, args, kwargs, name=name: seen.setdefault(name, []).append(kwargs["input_ids"].shape),
+            with_kwargs=True,
+        )
     with torch.inference_mode():
         bench.five_bert_forward(models, [t["name"] for t in TASKS], _batch())
     assert seen == {"alpha": [(2, 9)], "beta": [(2, 9)], "gamma": [(2, 9)]}
@@ -64,11 +82,17 @@ def test_the_five_classifier_router_sends_each_row_to_its_task_model(base):
 
 def test_the_table_reads_every_section():
     passes = {bench.BASELINE: {"speedup": 1.0}, "camtl_onnx_int8": {"speedup": 2.9}}
-    scores = {name: {"tasks": {"mrpc": {"main": 0.85}}, "average": 0.85, "delta_points": {"mrpc": d}}
-              for name, d in ((bench.BASELINE, 0.0), ("camtl_onnx_int8", -0.61))}
-    table = bench.markdown_table({
-        "timings": {"batch1": {"passes": passes}, "batch32": {"passes": passes}},
-        "pipeline": {b: {"torch": {"requests_per_s": 10.0, "speedup": 1.0}} for b in ("batch1", "batch32")},
-        "memory": {"bert_one_task": {"peak_mb": 500.0}, "ratios": {}}, "scores": scores})
+    scores = {
+        name: {"tasks": {"mrpc": {"main": 0.85}}, "average": 0.85, "delta_points": {"mrpc": d}}
+        for name, d in ((bench.BASELINE, 0.0), ("camtl_onnx_int8", -0.61))
+    }
+    table = bench.markdown_table(
+        {
+            "timings": {"batch1": {"passes": passes}, "batch32": {"passes": passes}},
+            "pipeline": {b: {"torch": {"requests_per_s": 10.0, "speedup": 1.0}} for b in ("batch1", "batch32")},
+            "memory": {"bert_one_task": {"peak_mb": 500.0}, "ratios": {}},
+            "scores": scores,
+        }
+    )
     assert "| camtl_onnx_int8 | 2.90x | 2.90x |" in table and "85.00 (-0.61)" in table
     assert "| five processes of one BERT each | 2500 |" in table

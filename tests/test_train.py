@@ -38,12 +38,38 @@ LR = 5e-4  # peak learning rate of the tiny runs: 10 steps lower every task's tr
 def tiny_args(glue_dir, out, *extra):
     """10 steps of 8 rows over 32 training rows per task, evaluations and checkpoints every 4 steps; MT-Uncertainty
     with the paper's entropy allocation unless ``extra`` chooses a strategy."""
-    return ["--output_dir", str(out), "--data.data_dir", str(glue_dir), "--data.tasks", f"[{', '.join(TASKS)}]",
-            "--data.max_train_rows", "32", "--data.max_eval_rows", "32", "--data.max_length", "64",
-            "--train.batch_size", "8", "--train.eval_batch_size", "32", "--train.learning_rate", str(LR),
-            "--train.max_steps", "10", "--train.eval_every", "4", "--train.save_every", "4",
-            "--train.save_total_limit", "2", "--train.log_every", "1",
-            *([] if "--sampling.strategy" in extra else UNCERTAINTY_ENTROPY), *extra]
+    return [
+        "--output_dir",
+        str(out),
+        "--data.data_dir",
+        str(glue_dir),
+        "--data.tasks",
+        f"[{', '.join(TASKS)}]",
+        "--data.max_train_rows",
+        "32",
+        "--data.max_eval_rows",
+        "32",
+        "--data.max_length",
+        "64",
+        "--train.batch_size",
+        "8",
+        "--train.eval_batch_size",
+        "32",
+        "--train.learning_rate",
+        str(LR),
+        "--train.max_steps",
+        "10",
+        "--train.eval_every",
+        "4",
+        "--train.save_every",
+        "4",
+        "--train.save_total_limit",
+        "2",
+        "--train.log_every",
+        "1",
+        *([] if "--sampling.strategy" in extra else UNCERTAINTY_ENTROPY),
+        *extra,
+    ]
 
 
 #: The paper's mixed-task MT-Uncertainty batches: they exercise the floor and the per-task loss shares.
@@ -80,10 +106,16 @@ def test_tiny_run_evaluates_and_writes_the_model_folder(trained):
     assert results["parameters"]["trainable"] < results["parameters"]["total"]
     assert results["command_line"].startswith("train.py")
     # the default floor: 8 // (2 * 3) = 1 row of every task per batch; the first 4 steps draw disjoint candidates
-    assert results["sampling"] == {"strategy": "uncertainty", "min_rows_per_task": 1, "warmup_steps": 0,
-                                   "regression_scores": "borrow", "score_mode": "eval",
-                                   "score_sources": {"stsb": "cola"},  # no mrpc here: the first classification task
-                                   "candidates_per_task": 8, "allocation": "entropy"}
+    assert results["sampling"] == {
+        "strategy": "uncertainty",
+        "min_rows_per_task": 1,
+        "warmup_steps": 0,
+        "regression_scores": "borrow",
+        "score_mode": "eval",
+        "score_sources": {"stsb": "cola"},  # no mrpc here: the first classification task
+        "candidates_per_task": 8,
+        "allocation": "entropy",
+    }
     assert min(fraction["used_rows"].values()) >= 4
     assert len(results["loss_history"]) == 10 and results["wall_time_s"] > 0
     assert results["eval_rows"] == dict.fromkeys(TASKS, 32)
@@ -91,8 +123,15 @@ def test_tiny_run_evaluates_and_writes_the_model_folder(trained):
     assert list(majority["tasks"]) == TASKS and majority["tasks"]["stsb"]["main"] == 0.0
     assert majority["tasks"]["rte"]["answer"] in ("entailment", "not_entailment")
 
-    for name in ("config.json", "model.safetensors", "tokenizer.json", "configuration_camtl.py",
-                 "modeling_camtl.py", "training_config.yaml", "results.json"):
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "configuration_camtl.py",
+        "modeling_camtl.py",
+        "training_config.yaml",
+        "results.json",
+    ):
         assert (out / name).is_file(), name
     assert json.loads((out / "results.json").read_text())["average"] == results["average"]
     assert not (out / "best").exists()  # moved into the folder at the end
@@ -114,8 +153,18 @@ def test_run_writes_a_monitoring_reference_that_fits_its_model(trained):
 def test_proportional_allocation_trains_one_task_per_batch_and_counts_passes(glue_dir, tmp_path):
     """--sampling.allocation proportional end to end: one task per batch, its rows the most uncertain of twice the
     batch; results record the allocation, the candidates and every task's trained rows and passes."""
-    results = run(tiny_args(glue_dir, tmp_path / "out", "--train.report_to", "none", "--train.eval_every", "0",
-                            "--sampling.allocation", "proportional"))
+    results = run(
+        tiny_args(
+            glue_dir,
+            tmp_path / "out",
+            "--train.report_to",
+            "none",
+            "--train.eval_every",
+            "0",
+            "--sampling.allocation",
+            "proportional",
+        )
+    )
     sampling, fraction = results["sampling"], results["data_fraction"]
     assert sampling["allocation"] == "proportional" and sampling["candidates_per_task"] == 16
     assert sampling["min_rows_per_task"] is None  # no floor: every batch is one task
@@ -181,16 +230,22 @@ def test_model_folder_reloads_with_remote_code_in_a_fresh_process(trained, tmp_p
 
     out, _, _ = trained
     env = {k: v for k, v in SUBPROCESS_ENV.items() if k != "PYTHONPATH"}
-    proc = subprocess.run([sys.executable, "-c", RELOAD, str(out)], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, check=False, timeout=300)  # cwd outside the repo: modeling_camtl is not importable there
+    proc = subprocess.run(
+        [sys.executable, "-c", RELOAD, str(out)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )  # cwd outside the repo: modeling_camtl is not importable there
     assert proc.returncode == 0, proc.stderr[-3000:]
     remote = json.loads(proc.stdout.strip().splitlines()[-1])
     assert remote["model_type"] == "camtl" and remote["tasks"] == TASKS
     assert remote["modeling_module"].startswith("transformers_modules") and remote["encoder"] == "CaMtlModel"
     local = CaMtlForMultiTask.from_pretrained(out).eval()
     tok = AutoTokenizer.from_pretrained(out, trust_remote_code=True)
-    enc = tok(["The cat sat.", "A man plays a guitar."], ["A man plays music."] * 2, padding=True,
-              return_tensors="pt")
+    enc = tok(["The cat sat.", "A man plays a guitar."], ["A man plays music."] * 2, padding=True, return_tensors="pt")
     with torch.no_grad():
         logits = local(**enc, task_ids=torch.tensor([0, 1])).logits.nan_to_num(neginf=-1e30)
     np.testing.assert_allclose(remote["logits"], logits.numpy(), atol=1e-5)
@@ -215,16 +270,35 @@ def test_resume_after_interruption_ends_exactly_like_the_uninterrupted_run(train
 #: fixture's run, its histories cut to one entry, a logging window half full.
 OLD_TRAINER_STATE = {
     "step": 8,
-    "best": {"step": 4, "metrics": {"tasks": {"cola": {"mcc": 0.0929, "main": 0.0929},
-                                              "stsb": {"pearson": 0.1129, "spearman": 0.118, "main": 0.1154},
-                                              "rte": {"accuracy": 0.46875, "main": 0.46875}}, "average": 0.2257},
-             "data_fraction": 0.3333},
-    "eval_history": [{"step": 4, "metrics": {"tasks": {"cola": {"mcc": 0.0929, "main": 0.0929},
-                                                       "stsb": {"pearson": 0.1129, "spearman": 0.118, "main": 0.1154},
-                                                       "rte": {"accuracy": 0.46875, "main": 0.46875}},
-                                             "average": 0.2257}, "data_fraction": 0.3333}],
-    "loss_history": [{"step": 1, "loss": 1.1926, "lr": 0.0005,
-                      "tasks": {"cola": 0.6806, "stsb": 2.2034, "rte": 0.6937}}],
+    "best": {
+        "step": 4,
+        "metrics": {
+            "tasks": {
+                "cola": {"mcc": 0.0929, "main": 0.0929},
+                "stsb": {"pearson": 0.1129, "spearman": 0.118, "main": 0.1154},
+                "rte": {"accuracy": 0.46875, "main": 0.46875},
+            },
+            "average": 0.2257,
+        },
+        "data_fraction": 0.3333,
+    },
+    "eval_history": [
+        {
+            "step": 4,
+            "metrics": {
+                "tasks": {
+                    "cola": {"mcc": 0.0929, "main": 0.0929},
+                    "stsb": {"pearson": 0.1129, "spearman": 0.118, "main": 0.1154},
+                    "rte": {"accuracy": 0.46875, "main": 0.46875},
+                },
+                "average": 0.2257,
+            },
+            "data_fraction": 0.3333,
+        }
+    ],
+    "loss_history": [
+        {"step": 1, "loss": 1.1926, "lr": 0.0005, "tasks": {"cola": 0.6806, "stsb": 2.2034, "rte": 0.6937}}
+    ],
     "wall_time_s": 23.08,
     "world_size": 1,
     "global_batch_size": 8,
@@ -254,8 +328,9 @@ def test_a_trainer_state_saved_before_loop_state_loads_and_saves_the_same(traine
 def assert_same_run(resumed, reference):
     """A resumed run ended exactly as the uninterrupted one: losses, evaluations, data fraction, final model."""
     assert resumed["resumed_exactly"] is True and resumed["steps"] == reference["steps"]
-    np.testing.assert_allclose([e["loss"] for e in resumed["loss_history"]],
-                               [e["loss"] for e in reference["loss_history"]], atol=1e-4)
+    np.testing.assert_allclose(
+        [e["loss"] for e in resumed["loss_history"]], [e["loss"] for e in reference["loss_history"]], atol=1e-4
+    )
     for got, want in zip(resumed["eval_history"], reference["eval_history"], strict=True):
         assert got["step"] == want["step"]
         assert got["metrics"]["average"] == pytest.approx(want["metrics"]["average"], abs=1e-4)
@@ -272,8 +347,13 @@ def test_ctrl_c_finishes_the_step_writes_a_checkpoint_and_prints_the_resume_comm
     that exact command then ends exactly as the uninterrupted fixture run."""
     _, reference, _ = trained
     out = tmp_path / "stopped"
-    proc = subprocess.Popen([sys.executable, "train.py", *tiny_args(glue_dir, out, "--train.report_to", "none")],
-                            cwd=REPO, env=SUBPROCESS_ENV, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "train.py", *tiny_args(glue_dir, out, "--train.report_to", "none")],
+        cwd=REPO,
+        env=SUBPROCESS_ENV,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     lines = []
     for line in proc.stderr:
         lines.append(line)
@@ -285,8 +365,11 @@ def test_ctrl_c_finishes_the_step_writes_a_checkpoint_and_prints_the_resume_comm
     assert "Traceback" not in stderr
     assert "SIGINT: stopping after this step and a checkpoint (Ctrl-C again: stop at once" in stderr
     last = stderr.strip().splitlines()[-1]
-    stopped = re.search(r"WARNING camtl.train: Stopped by SIGINT after step (\d+) of 10; checkpoint (\S+)\. "
-                        r"Resume with: (.+)$", last)
+    stopped = re.search(
+        r"WARNING camtl.train: Stopped by SIGINT after step (\d+) of 10; checkpoint (\S+)\. "
+        r"Resume with: (.+)$",
+        last,
+    )
     assert stopped, last
     step = int(stopped[1])
     assert 1 <= step < 10 and Path(stopped[2]) == out / "checkpoints" / f"checkpoint-{step}"
@@ -311,10 +394,12 @@ def test_a_second_ctrl_c_stops_at_once(glue_dir, tmp_path, monkeypatch):
     handler = signal.getsignal(signal.SIGINT)
     with pytest.raises(KeyboardInterrupt) as stopped:
         run(tiny_args(glue_dir, out, "--train.report_to", "none"))
-    assert str(stopped.value) == (f"Stopped at once by Ctrl-C; no checkpoint in {out} yet, so it starts again from "
-                                  "step 0. Resume with: python train.py "
-                                  + shlex.join(tiny_args(glue_dir, out, "--train.report_to", "none"))
-                                  + " --resume_from_checkpoint latest")
+    assert str(stopped.value) == (
+        f"Stopped at once by Ctrl-C; no checkpoint in {out} yet, so it starts again from "
+        "step 0. Resume with: python train.py "
+        + shlex.join(tiny_args(glue_dir, out, "--train.report_to", "none"))
+        + " --resume_from_checkpoint latest"
+    )
     assert not list_checkpoints(out) and signal.getsignal(signal.SIGINT) is handler
 
 
@@ -337,8 +422,15 @@ def user_files(tmp_path):
 
 
 def _user_task(train_file, dev_file, **extra):
-    task = {"name": "mine", "train_file": train_file, "validation_file": dev_file, "text_columns": ["text"],
-            "label_column": "label", "labels": ["neg", "pos"], **extra}
+    task = {
+        "name": "mine",
+        "train_file": train_file,
+        "validation_file": dev_file,
+        "text_columns": ["text"],
+        "label_column": "label",
+        "labels": ["neg", "pos"],
+        **extra,
+    }
     return json.dumps([task])
 
 
@@ -347,17 +439,25 @@ BAD_INPUTS = {
     "missing data folder": (["--data.data_dir", "/nonexistent/glue"], r"'/nonexistent/glue' is not a folder"),
     "task folder without train split": (["--data.tasks", "[qnli]"], r"'qnli', split 'train'.*does not exist"),
     "bad learning rate": (["--train.learning_rate", "-1"], r"train\.learning_rate=-1.*positive"),
-    "bad new-parameter rate": (["--train.new_parameters_lr_scale", "0"],
-                               r"train\.new_parameters_lr_scale=0.*positive number"),
+    "bad new-parameter rate": (
+        ["--train.new_parameters_lr_scale", "0"],
+        r"train\.new_parameters_lr_scale=0.*positive number",
+    ),
     "bad warmup": (["--train.warmup_ratio", "1.5"], r"train\.warmup_ratio=1\.5.*\[0, 1\)"),
     "bad batch size": (["--train.batch_size", "0"], r"train\.batch_size=0.*positive integer"),
     "bad temperature": (["--sampling.temperature", "0"], r"sampling\.temperature=0.*positive"),
-    "negative uncertainty floor": (["--sampling.min_rows_per_task", "-1"],
-                                   r"sampling\.min_rows_per_task=-1.*non-negative integer or null"),
-    "uncertainty floor over the batch": (["--sampling.min_rows_per_task", "3"],
-                                         r"min_rows_per_task must be an integer in \[0, batch_size // num_tasks = 2\]"),
-    "a floor with proportional allocation": (["--sampling.allocation", "proportional",
-                                              "--sampling.min_rows_per_task", "1"], r"has no floor"),
+    "negative uncertainty floor": (
+        ["--sampling.min_rows_per_task", "-1"],
+        r"sampling\.min_rows_per_task=-1.*non-negative integer or null",
+    ),
+    "uncertainty floor over the batch": (
+        ["--sampling.min_rows_per_task", "3"],
+        r"min_rows_per_task must be an integer in \[0, batch_size // num_tasks = 2\]",
+    ),
+    "a floor with proportional allocation": (
+        ["--sampling.allocation", "proportional", "--sampling.min_rows_per_task", "1"],
+        r"has no floor",
+    ),
     "max_length beyond the model": (["--data.max_length", "1024"], r"data\.max_length=1024.*512 positions"),
     "unknown CA-MTL knob": (["--model.camtl", "{adapter_sise: 8}"], r"adapter_sise.*valid CA-MTL knobs.*adapter_size"),
     "resume from a non-checkpoint": (["--resume_from_checkpoint", "/tmp"], r"'/tmp' is not a checkpoint folder"),
@@ -374,11 +474,14 @@ def test_bad_input_fails_before_training(case, glue_dir, tmp_path):
     assert not (out / "training_config.yaml").exists() and not (out / "checkpoints").exists()
 
 
-@pytest.mark.parametrize("case, message", [
-    ("missing column", r"missing column\(s\) \['lbl'\].*columns are \['text', 'label'\]"),
-    ("unreadable file", r"Could not read .*garbage\.json"),
-    ("label outside the declared set", r"row 7: label 'maybe' is not one of \['neg', 'pos'\]"),
-])
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("missing column", r"missing column\(s\) \['lbl'\].*columns are \['text', 'label'\]"),
+        ("unreadable file", r"Could not read .*garbage\.json"),
+        ("label outside the declared set", r"row 7: label 'maybe' is not one of \['neg', 'pos'\]"),
+    ],
+)
 def test_bad_user_data_fails_before_training(case, message, user_files, glue_dir, tmp_path):
     tasks = {
         "missing column": _user_task(user_files["train"], user_files["dev"], label_column="lbl"),
@@ -391,13 +494,21 @@ def test_bad_user_data_fails_before_training(case, message, user_files, glue_dir
     assert not (out / "training_config.yaml").exists()
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--sampling.strategy", "roundrobin"], (r"(?s)sampling\.strategy.*'proportional', 'uniform', 'temperature', "
-                                             r"'sequential', 'uncertainty'.*roundrobin")),
-    (["--model.trainable", "some"], r"(?s)model\.trainable.*'paper', 'adapters', 'all'"),
-    (["--train.mixed_precision", "fp8"], r"(?s)train\.mixed_precision.*'no', 'bf16', 'fp16'"),
-    (["--train.batch_size", "abc"], r"(?s)train\.batch_size.*int.*abc"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (
+            ["--sampling.strategy", "roundrobin"],
+            (
+                r"(?s)sampling\.strategy.*'proportional', 'uniform', 'temperature', "
+                r"'sequential', 'uncertainty'.*roundrobin"
+            ),
+        ),
+        (["--model.trainable", "some"], r"(?s)model\.trainable.*'paper', 'adapters', 'all'"),
+        (["--train.mixed_precision", "fp8"], r"(?s)train\.mixed_precision.*'no', 'bf16', 'fp16'"),
+        (["--train.batch_size", "abc"], r"(?s)train\.batch_size.*int.*abc"),
+    ],
+)
 def test_bad_choices_fail_while_parsing(extra, message, glue_dir, tmp_path):
     with pytest.raises(argparse.ArgumentError, match=message):
         train.parse_config(tiny_args(glue_dir, tmp_path, *extra), exit_on_error=False)
@@ -428,14 +539,17 @@ def test_output_folder_holding_another_run_is_refused(trained, glue_dir, tmp_pat
     with pytest.raises(ValueError, match=different + ".*Pass --overwrite_output_dir true to replace it"):
         run(args + ["--train.learning_rate", "1e-4"])
     with pytest.raises(ValueError, match=different + ".*A checkpoint resumes only the run that wrote it"):
-        run(args + ["--train.learning_rate", "1e-4", "--overwrite_output_dir", "true", "--resume_from_checkpoint",
-                    "latest"])
+        run(
+            args
+            + ["--train.learning_rate", "1e-4", "--overwrite_output_dir", "true", "--resume_from_checkpoint", "latest"]
+        )
     with pytest.raises(ValueError, match="already holds this run \\(finished.*--overwrite_output_dir true"):
         run(args)
     # with --overwrite_output_dir, the same configuration or another one may start again (checked without training)
     for other in ([], ["--train.learning_rate", "1e-4"]):
-        check_output_dir(resolve_config(train.parse_config(args + other + ["--overwrite_output_dir", "true"],
-                                                           exit_on_error=False)))
+        check_output_dir(
+            resolve_config(train.parse_config(args + other + ["--overwrite_output_dir", "true"], exit_on_error=False))
+        )
     with pytest.raises(ValueError, match="is the folder of model.init_from: the run would replace the model"):
         run(args + ["--model.init_from", args[args.index("--output_dir") + 1], "--overwrite_output_dir", "true"])
     stranger = tmp_path / "stranger"
@@ -450,9 +564,26 @@ def test_a_run_shows_one_data_line_one_train_line_and_no_library_noise(tmp_path)
     its own log lines, one progress line for the data and one for training; none of datasets' bars (read, check,
     tokenize each split), transformers' (load, save) or load reports."""
     env = {**SUBPROCESS_ENV, "HF_DATASETS_CACHE": str(tmp_path / "datasets_cache")}
-    proc = subprocess.run([sys.executable, "train.py", "--output_dir", str(tmp_path / "out"), "--train.max_steps", "1",
-                           "--data.max_eval_rows", "8", "--train.report_to", "none"],
-                          cwd=REPO, env=env, capture_output=True, text=True, check=False, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "train.py",
+            "--output_dir",
+            str(tmp_path / "out"),
+            "--train.max_steps",
+            "1",
+            "--data.max_eval_rows",
+            "8",
+            "--train.report_to",
+            "none",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = [line for line in re.split(r"[\r\n]+", proc.stdout + proc.stderr) if line.strip()]
     bars = [line for line in lines if re.match(r"^[\w ]+: +\d+%\|", line)]
@@ -463,8 +594,15 @@ def test_a_run_shows_one_data_line_one_train_line_and_no_library_noise(tmp_path)
 
 
 def test_command_line_error_has_no_traceback(glue_dir, tmp_path):
-    proc = subprocess.run([sys.executable, "train.py", *tiny_args(glue_dir, tmp_path / "out", "--data.tasks", "[mnli]")],
-                          cwd=REPO, env=SUBPROCESS_ENV, capture_output=True, text=True, check=False, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "train.py", *tiny_args(glue_dir, tmp_path / "out", "--data.tasks", "[mnli]")],
+        cwd=REPO,
+        env=SUBPROCESS_ENV,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
     assert proc.returncode == 1
     assert "error: GLUE task 'mnli', split 'train'" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -475,11 +613,32 @@ def test_bf16_accumulation_adapters_and_last_model(glue_dir, tmp_path):
     from safetensors.torch import load_file
 
     out = tmp_path / "other"
-    args = tiny_args(glue_dir, out, "--data.tasks", "[sst2, stsb, mrpc]", "--train.batch_size", "4",
-                     "--train.gradient_accumulation_steps", "2", "--train.max_steps", "4", "--train.eval_every", "2",
-                     "--train.save_every", "4", "--train.mixed_precision", "bf16", "--sampling.strategy",
-                     "temperature", "--model.trainable", "adapters", "--train.final_model", "last",
-                     "--train.report_to", "none")
+    args = tiny_args(
+        glue_dir,
+        out,
+        "--data.tasks",
+        "[sst2, stsb, mrpc]",
+        "--train.batch_size",
+        "4",
+        "--train.gradient_accumulation_steps",
+        "2",
+        "--train.max_steps",
+        "4",
+        "--train.eval_every",
+        "2",
+        "--train.save_every",
+        "4",
+        "--train.mixed_precision",
+        "bf16",
+        "--sampling.strategy",
+        "temperature",
+        "--model.trainable",
+        "adapters",
+        "--train.final_model",
+        "last",
+        "--train.report_to",
+        "none",
+    )
     results = run(args)
     assert results["steps"] == 4 and results["examples_trained"] == 4 * 4 * 2
     assert sum(results["data_fraction"]["used_rows"].values()) == 32  # no row twice within a pass
@@ -525,10 +684,15 @@ def test_new_parameters_take_their_own_learning_rate():
         new = g["lr"] == pytest.approx(5e-4)
         assert new or g["lr"] == 1e-4
         assert all(is_camtl_parameter(n) == new for n in names), names
-        assert {n.endswith("bias") or "LayerNorm" in n or "camtl_task.embedding" in n for n in names} == \
-            {g["weight_decay"] == 0.0}
-    assert {(g["lr"] == 1e-4, g["weight_decay"]) for g in groups} == {(True, 0.01), (True, 0.0), (False, 0.01),
-                                                                     (False, 0.0)}
+        assert {n.endswith("bias") or "LayerNorm" in n or "camtl_task.embedding" in n for n in names} == {
+            g["weight_decay"] == 0.0
+        }
+    assert {(g["lr"] == 1e-4, g["weight_decay"]) for g in groups} == {
+        (True, 0.01),
+        (True, 0.0),
+        (False, 0.01),
+        (False, 0.0),
+    }
     cfg = parse_config(["--config", "configs/quickstart.yaml", "--train.new_parameters_lr_scale", "5"])
     optimizer, _ = trainer.build_optimizer(model, cfg.train, 100)
     assert sorted(g["initial_lr"] / cfg.train.learning_rate for g in optimizer.param_groups) == [1, 1, 5, 5]
