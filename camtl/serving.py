@@ -548,14 +548,16 @@ def scores_hold(manifest: dict, variant: str, tolerance: float = SCORE_TOLERANCE
     return bool(deltas) and all(d >= -tolerance for d in deltas.values())
 
 
-def choose_backend(manifest: dict) -> str:
+def choose_backend(manifest: dict, torch_available: bool = True) -> str:
     """``auto``: the fastest variant the export measured (``manifest["speed"]``) whose scores hold; ``onnx`` when no
-    speed was measured (faster than PyTorch in BENCHMARKS.md)."""
+    speed was measured (faster than PyTorch in BENCHMARKS.md). ``torch_available=False`` (an export folder, which
+    holds no PyTorch weights): the fastest ONNX variant, even where the export measured PyTorch faster."""
     speed = (manifest.get("speed") or {}).get("speedup")
     if not speed:
         return "onnx"
-    candidates = [name for name in speed if name in ("torch", *VARIANT_FILES) and scores_hold(manifest, name)]
-    return max(candidates, key=lambda name: speed[name])
+    allowed = ("torch", *VARIANT_FILES) if torch_available else tuple(VARIANT_FILES)
+    candidates = [name for name in speed if name in allowed and scores_hold(manifest, name)]
+    return max(candidates, key=lambda name: speed[name]) if candidates else "onnx"
 
 
 def check_backend(backend: str) -> str:
@@ -602,11 +604,14 @@ def ensure_onnx(model_path, cache=None) -> Path:
 def resolve_backend(model_path, backend: str = "torch") -> tuple[str, Path | None]:
     """``(backend, export folder or None)``: ``auto`` resolved through the export's manifest."""
     check_backend(backend)
-    if backend == "torch" and not is_export_folder(model_path):
+    export = is_export_folder(model_path)
+    if backend == "torch" and not export:
         return "torch", None
     folder = ensure_onnx(model_path)
-    if backend == "auto":
-        backend = choose_backend(read_export_manifest(folder))
+    if backend == "auto":  # PyTorch, where the export measured it fastest, only for a checkpoint (it has the weights)
+        backend = choose_backend(read_export_manifest(folder), torch_available=not export)
+        if backend == "torch":
+            return "torch", None
     if backend == "torch":
         raise ValueError(
             f"{model_path} is an ONNX export folder: serve it with --backend onnx or onnx-int8 (or "
@@ -662,7 +667,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         manifest = read_export_manifest(folder)
         print(
             f"Wrote {folder}: {', '.join(manifest['files'])}; parity {manifest['parity_max_abs_logit_difference']:.2g}"
-            f"; auto serves {choose_backend(manifest)}"
+            f"; auto serves {choose_backend(manifest, torch_available=False)} from this folder"
         )
         return 0
     pipe = load_pipeline(args.model, args.backend)

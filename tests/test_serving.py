@@ -183,6 +183,10 @@ def test_auto_takes_the_fastest_variant_whose_scores_hold():
     assert serving.choose_backend(speed | deltas(cola=0.3, mrpc=-0.4)) == "onnx-int8"
     assert serving.choose_backend(speed) == "onnx"  # int8's scores never measured: not offered
     assert serving.choose_backend({"speed": {"speedup": {"torch": 1.0, "onnx": 0.8}}}) == "torch"
+    # an export folder has no PyTorch weights: auto serves its fastest ONNX variant even where PyTorch measured faster
+    slower = {"speed": {"speedup": {"torch": 1.0, "onnx": 0.8, "onnx-int8": 0.9}}}
+    assert serving.choose_backend(slower, torch_available=False) == "onnx"
+    assert serving.choose_backend(slower | deltas(cola=0.3), torch_available=False) == "onnx-int8"
     assert serving.choose_backend({}) == "onnx"
 
 
@@ -284,3 +288,17 @@ def test_the_app_serves_every_backend_with_the_same_answers_and_errors(exported,
         onnx_predictor.predict("sst2", "  ")
     with pytest.raises(SystemExit):
         app.main(["--backend", "tensorrt"])
+
+
+def test_auto_serves_torch_only_from_a_checkpoint(monkeypatch, tmp_path):
+    """Where the export measured PyTorch fastest, auto serves PyTorch from a checkpoint, and ONNX from an export folder
+    (which has no PyTorch weights) instead of refusing it: what the speed measurement says depends on the machine."""
+    monkeypatch.setattr(serving, "ensure_onnx", lambda path: tmp_path)
+    monkeypatch.setattr(
+        serving, "read_export_manifest", lambda folder: {"speed": {"speedup": {"torch": 1.0, "onnx": 0.8}}}
+    )
+    monkeypatch.setattr(serving, "is_export_folder", lambda path: path == "export")
+    assert serving.resolve_backend("checkpoint", "auto") == ("torch", None)
+    assert serving.resolve_backend("export", "auto") == ("onnx", tmp_path)
+    with pytest.raises(ValueError, match="export is an ONNX export folder: serve it with --backend onnx"):
+        serving.resolve_backend("export", "torch")
