@@ -184,9 +184,18 @@ def evaluate(model: LoraPerTask, task: str, features: list[dict], pad_id: int) -
 
 
 def train_task(
-    model: LoraPerTask, task: str, train: list[dict], steps: int, lr: float, seed: int, pad_id: int
+    model: LoraPerTask,
+    task: str,
+    train: list[dict],
+    steps: int,
+    lr: float,
+    seed: int,
+    pad_id: int,
+    bf16: bool = False,
 ) -> float:
-    """``steps`` AdamW steps (defaults) of batch 32 on ``task``'s adapter and head; returns the wall time."""
+    """``steps`` AdamW steps (defaults) of batch 32 on ``task``'s adapter and head, in bf16 autocast with ``bf16``
+    (as the single-task arm trains through train.py's ``mixed_precision: auto`` on a CPU that computes bf16
+    natively); returns the wall time."""
     from transformers import get_linear_schedule_with_warmup
 
     params = trainable_for(model, task)
@@ -203,7 +212,9 @@ def train_task(
             order += fresh
         idx, order = order[:BATCH], order[BATCH:]
         batch = collate([train[i] for i in idx], pad_id)
-        loss_of(model(batch, [task] * len(idx)), batch["labels"], task).backward()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = model(batch, [task] * len(idx))
+        loss_of(logits.float(), batch["labels"], task).backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         schedule.step()
@@ -226,7 +237,7 @@ def run_train(args) -> list[dict]:
                 lrs = [chosen_lr(records, task, args.sweep_seed)]
             for lr in map(float, lrs):
                 steps = STEPS[task] if args.steps is None else args.steps
-                key = (task, seed, lr, args.rank, tuple(args.targets), steps)
+                key = (task, seed, lr, args.rank, tuple(args.targets), steps, args.bf16)
                 if any(record_key(r) == key for r in records):
                     continue
                 torch.manual_seed(seed)
@@ -234,7 +245,7 @@ def run_train(args) -> list[dict]:
                 rows = SST2_ROWS if task == "sst2" else args.max_train_rows
                 train = encode_rows(tokenizer, task, "train", max_rows=rows, seed=seed if rows else None)
                 dev = encode_rows(tokenizer, task, "validation", max_rows=args.max_eval_rows)
-                wall = train_task(model, task, train, key[-1], lr, seed, tokenizer.pad_token_id)
+                wall = train_task(model, task, train, steps, lr, seed, tokenizer.pad_token_id, args.bf16)
                 metrics = evaluate(model, task, dev, tokenizer.pad_token_id)
                 trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
                 record = {
@@ -243,7 +254,8 @@ def run_train(args) -> list[dict]:
                     "lr": lr,
                     "rank": args.rank,
                     "targets": list(args.targets),
-                    "steps": key[-1],
+                    "steps": steps,
+                    "bf16_training": args.bf16,
                     "batch_size": BATCH,
                     "dev": metrics,
                     "score": metrics["main"],
@@ -265,7 +277,7 @@ def run_train(args) -> list[dict]:
 
 
 def record_key(r: dict) -> tuple:
-    return (r["task"], r["seed"], r["lr"], r["rank"], tuple(r["targets"]), r["steps"])
+    return (r["task"], r["seed"], r["lr"], r["rank"], tuple(r["targets"]), r["steps"], r.get("bf16_training", False))
 
 
 def chosen_lr(records: list[dict], task: str, seed: int) -> float:
@@ -483,6 +495,12 @@ def main(argv=None):
     train.add_argument("--max-train-rows", type=int, default=None)
     train.add_argument("--max-eval-rows", type=int, default=None)
     train.add_argument("--base", default=None, help="the BERT to adapt (default: the bundled all-MiniLM-L6-v2)")
+    train.add_argument(
+        "--bf16",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="train in bf16 autocast (default: where the CPU computes bf16 natively); eval is fp32",
+    )
     inference = sub.add_parser("inference", parents=[common], help="mixed-task batch: time ratios and memory")
     inference.add_argument("--rounds", type=int, default=20)
     memory = sub.add_parser("_memory", parents=[common], help=argparse.SUPPRESS)
@@ -492,6 +510,10 @@ def main(argv=None):
     summary.add_argument("--sweep-seed", type=int, default=42)
     args = parser.parse_args(argv)
     if args.command == "train":
+        if args.bf16 is None:
+            from camtl.config import native_bf16
+
+            args.bf16 = native_bf16()
         return run_train(args)
     if args.command == "inference":
         return run_inference(args)
