@@ -174,8 +174,10 @@ class CaMtlConfig(PreTrainedConfig):
         alignment_input (`str`, defaults to "transformed"):
             What conditions the alignment FiLM: ``"transformed"`` (ours, ``c`` like every other generator) or ``"raw"``
             (the authors', the embedding ``z`` itself).
-        task_embedding_init_std (`float`, defaults to 1.0):
-            Standard deviation of the task embeddings at initialisation.
+        task_embedding_init_std (`float`, *optional*):
+            Standard deviation of the task embeddings at initialisation; ``None`` (the default): ``initializer_range``,
+            what every shipped model was trained with. (Configs saved before this setting took effect hold 1.0, which
+            was then ignored; it matters only for a model built fresh from such a config, not for a loaded one.)
         generator_init_std (`float`, defaults to 0.0):
             Standard deviation of the conditioning generators (FiLM, layer-norm gain, block bias) at initialisation.
             0 makes a freshly built CA-MTL model compute exactly what its BERT checkpoint computes.
@@ -259,7 +261,7 @@ class CaMtlConfig(PreTrainedConfig):
 
     tasks: list | None = None
     task_embedding_dim: int | None = 64
-    task_embedding_init_std: float = 1.0
+    task_embedding_init_std: float | None = None
     generator_init_std: float = 0.0
     task_transform: str = "residual_mlp"
     alignment_input: str = "transformed"
@@ -351,7 +353,7 @@ class CaMtlConfig(PreTrainedConfig):
         if self.num_frozen_layers is not None and not 0 <= self.num_frozen_layers <= n:
             raise ValueError(f"num_frozen_layers must be in [0, {n}], got {self.num_frozen_layers}")
         for field in ("task_embedding_init_std", "generator_init_std"):
-            if getattr(self, field) < 0:
+            if getattr(self, field) is not None and getattr(self, field) < 0:
                 raise ValueError(f"{field} must be >= 0, got {getattr(self, field)}")
         for field in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
             if not 0 <= getattr(self, field) < 1:

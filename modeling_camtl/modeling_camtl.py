@@ -150,7 +150,7 @@ class CaMtlTaskEncoder(nn.Module):
     def __init__(self, config: CaMtlConfig):
         super().__init__()
         d = config.task_embedding_dim
-        self.embedding = CaMtlTaskTable(max(len(config.tasks), 1), d)
+        self.embedding = CaMtlTaskTable(max(len(config.tasks), 1), d, init_std=config.task_embedding_init_std)
         self.linear = config.task_transform == "linear"
         if self.linear:
             self.transform = nn.Linear(d, d)
@@ -635,9 +635,7 @@ class CaMtlPreTrainedModel(PreTrainedModel):
             init.zeros_(module.weight)
             init.zeros_(module.bias)
         elif isinstance(module, CaMtlTaskTable):
-            # the task embedding: N(0, initializer_range), what every model so far was trained with (transformers 5
-            # skips the _init_weights of a remote-code module without parameters of its own, such as the task encoder
-            # that read task_embedding_init_std)
+            # a table's own std (the task embedding: config.task_embedding_init_std), else N(0, initializer_range)
             std = self.config.initializer_range if module.init_std is None else module.init_std
             if std > 0:
                 init.normal_(module.weight, mean=0.0, std=std)

@@ -224,6 +224,19 @@ def test_initialization_catches_forgotten_parameters(overrides):
         assert mean in (0.0, 1.0), f"{name} was not initialised by _init_weights (mean {mean})"
 
 
+@pytest.mark.parametrize("std, expected", [(None, 0.02), (0.5, 0.5), (0.0, 0.0)])
+def test_task_embedding_init_std_takes_effect(std, expected):
+    """The task embedding starts at N(0, task_embedding_init_std), initializer_range when unset (the setting was
+    once ignored)."""
+    torch.manual_seed(0)
+    model = CaMtlForMultiTask(
+        tiny_config(tasks=[{**TASKS[0], "name": f"t{i}"} for i in range(40)], task_embedding_init_std=std)
+    )
+    table = model.get_base_model().camtl_task.embedding.weight  # (40, C)
+    assert model.config.initializer_range == 0.02
+    assert table.std().item() == pytest.approx(expected, rel=0.1, abs=1e-12)
+
+
 def test_generators_start_at_zero():
     model = CaMtlForMultiTask(tiny_config())
     for name, param in model.named_parameters():
