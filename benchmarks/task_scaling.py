@@ -65,13 +65,17 @@ ARMS = {"camtl": "camtl-unc-prop-unfrozen", "plain-mtl": "plain-mtl"}
 DONORS = {"rte": "snli", "stsb": "sick_r"}
 
 
-def aux_rows(tasks: list[str]) -> dict[str, int]:
-    """Training rows of each auxiliary task of ``tasks`` after the leakage filter (every task's dev set protected)
-    and the ``AUX_CAP``."""
+def aux_rows(tasks: list[str], protected: list[str] | None = None) -> dict[str, int]:
+    """Training rows of each auxiliary task of ``tasks`` after the leakage filter and the ``AUX_CAP``: the filter
+    protects every task's dev set, or the dev sets of ``protected`` (then exactly the run's ``--data.protected_tasks``)
+    where given."""
     from camtl.build import clean_splits, resolve_tasks
     from camtl.config import DataArgs, RunConfig
 
-    cfg = RunConfig(data=DataArgs(tasks=list(tasks), data_dir=str(GLUE), extra_dir=str(EXTRA)))
+    data = DataArgs(tasks=list(tasks), data_dir=str(GLUE), extra_dir=str(EXTRA))
+    if protected is not None:
+        data.protected_tasks = list(protected)
+    cfg = RunConfig(data=data)
     defs = resolve_tasks(cfg)
     aux = [i for i, t in enumerate(defs) if t.name not in TASKS]
     clean, _, _ = clean_splits(cfg, defs, aux)
@@ -185,7 +189,7 @@ def run_donor_first(target: str, seed: int, proto: dict, args) -> dict:
     single = CONVERGED_ARMS["single-task"]
     work = Path(args.work_dir) / f"donor-first-seed{seed}"
     start = time.time()
-    rows = aux_rows(TASKS + [donor])[donor]
+    rows = aux_rows([donor], protected=[target])[donor]  # the rows the run below trains on: the same protection
     first = run_train(
         work / f"{donor}-for-{target}",
         single
