@@ -109,6 +109,7 @@ def test_train_subcommand_records_saves_and_reloads(tiny_base, tmp_path):
     records = lora_peer.main(args)
     assert [(r["task"], r["lr"]) for r in records] == [("rte", 1e-3), ("rte", 2e-3), ("stsb", 1e-3), ("stsb", 2e-3)]
     assert all(r["steps"] == 2 and r["rank"] == 4 and r["targets"] == ["query", "value"] for r in records)
+    assert [r["head_init"] for r in records] == ["default", "default", "label_mean", "label_mean"]
     assert lora_peer.main(args) == records  # a rerun skips what is recorded
     assert (save / "rte" / "adapter_config.json").is_file() and (save / "stsb" / "head.pt").is_file()
     reloaded = lora_peer.build_lora_model(
@@ -118,6 +119,21 @@ def test_train_subcommand_records_saves_and_reloads(tiny_base, tmp_path):
     summary = lora_peer.train_summary(records, 42)
     assert set(summary["tasks"]) == {"rte", "stsb"} and summary["average"] is None  # three GLUE tasks missing
     assert json.loads(out.read_text())["benchmark"] == "lora_peer"
+
+
+def test_regression_head_bias_starts_at_the_mean_label(tiny_base):
+    model = lora_peer.build_lora_model(["stsb", "rte"], rank=4, targets=["query", "value"], base=tiny_base)
+    rte_bias = model.heads["rte"].bias.detach().clone()
+    lora_peer.init_regression_bias(model, "stsb", [{"label": 1.0}, {"label": 4.0}])
+    lora_peer.init_regression_bias(model, "rte", [{"label": 1.0}, {"label": 1.0}])
+    assert model.heads["stsb"].bias.item() == 2.5
+    assert torch.equal(model.heads["rte"].bias, rte_bias)  # a classification head is left alone
+    records = [
+        {"task": "stsb", "seed": 42, "lr": 1e-3, "score": 0.9, "head_init": "default"},
+        {"task": "stsb", "seed": 42, "lr": 2e-3, "score": 0.5, "head_init": "label_mean"},
+    ]
+    assert lora_peer.chosen_lr(records, "stsb", 42) == 2e-3  # only runs of the same head init compete
+    assert lora_peer.chosen_lr(records, "stsb", 42, "default") == 1e-3
 
 
 def test_vm_status_reads_the_peak():
