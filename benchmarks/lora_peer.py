@@ -308,13 +308,14 @@ def record_key(r: dict) -> tuple:
     )
 
 
-def chosen_lr(records: list[dict], task: str, seed: int, head_init: str = "label_mean") -> float:
+def scored_runs(records: list[dict], task: str, head_init: str = "label_mean") -> list[dict]:
+    """The scored records of ``task`` trained with ``head_init`` (as :func:`head_init_of` reads it for the task)."""
     init = head_init_of(task, head_init)
-    runs = [
-        r
-        for r in records
-        if r.get("task") == task and r.get("seed") == seed and "score" in r and r.get("head_init", "default") == init
-    ]
+    return [r for r in records if r.get("task") == task and "score" in r and r.get("head_init", "default") == init]
+
+
+def chosen_lr(records: list[dict], task: str, seed: int, head_init: str = "label_mean") -> float:
+    runs = [r for r in scored_runs(records, task, head_init) if r.get("seed") == seed]
     if not runs:
         raise ValueError(f"--lrs chosen: no sweep of {task} on seed {seed} in the results yet; run it first")
     return max(runs, key=lambda r: r["score"])["lr"]
@@ -328,8 +329,7 @@ def train_summary(records: list[dict], sweep_seed: int) -> dict:
             lr = chosen_lr(records, task, sweep_seed)
         except ValueError:
             continue
-        init = head_init_of(task, "label_mean")
-        mine = [r for r in records if r.get("task") == task and "score" in r and r.get("head_init", "default") == init]
+        mine = scored_runs(records, task)
         scores = [r["score"] for r in mine if r.get("lr") == lr]
         tasks[task] = {
             "lr": lr,
