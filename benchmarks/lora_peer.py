@@ -274,6 +274,7 @@ def run_train(args) -> list[dict]:
                     "score": metrics["main"],
                     "parameters_trained": trained,
                     "train_wall_s": round(wall, 1),
+                    "command": args.command_line,
                 }
                 if (
                     args.save_dir
@@ -482,7 +483,7 @@ def run_inference(args) -> dict:
             name: memory[name]["VmHWM"] - memory["none"]["VmHWM"] for name in ("camtl", "peft", "separate")
         },
         "parameters_to_serve": {name: ways.parameters_to_serve(name) for name in ("camtl", "peft", "separate")},
-        "command": "python benchmarks/lora_peer.py " + " ".join(sys.argv[1:]),
+        "command": args.command_line,
         "time": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     report["bytes_to_serve_fp32"] = {k: 4 * v for k, v in report["parameters_to_serve"].items()}
@@ -551,6 +552,7 @@ def main(argv=None):
     summary = sub.add_parser("summary", parents=[common], help="the train records' summary")
     summary.add_argument("--sweep-seed", type=int, default=42)
     args = parser.parse_args(argv)
+    args.command_line = "python benchmarks/lora_peer.py " + " ".join(sys.argv[1:] if argv is None else argv)
     if args.command == "train":
         if args.bf16 is None:
             from camtl.config import native_bf16

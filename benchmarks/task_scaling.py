@@ -466,9 +466,8 @@ def main(argv=None) -> dict:
                 raise SystemExit(f"{out} holds {name} runs of another protocol:\n{known['sets'][name]}\nnot\n{spec}")
         known.update({k: v for k, v in proto.items() if k != "sets"})
         known.setdefault("sets", {}).update(proto["sets"])
-        results["commands"].append(
-            "python benchmarks/task_scaling.py " + shlex.join(sys.argv[1:] if argv is None else argv)
-        )
+        command = "python benchmarks/task_scaling.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+        results["commands"].append(command)
     for seed in args.seeds:
         for arm in args.arms:
             for item in args.targets if arm == "donor-first" else args.sets:
@@ -480,6 +479,7 @@ def main(argv=None) -> dict:
                     if arm == "donor-first"
                     else run_set(item, arm, seed, proto, args)
                 )
+                record["command"] = command
                 with locked(out) as results:  # another queue may have added records meanwhile
                     results["runs"].append(record)
     print(markdown(results))
