@@ -46,6 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks import records  # noqa: E402
 from camtl.metrics import compute_task_metrics  # noqa: E402
 from camtl.tasks import GLUE_TASKS, get_task, load_split  # noqa: E402
 from modeling_camtl import CaMtlForMultiTask  # noqa: E402
@@ -308,12 +309,7 @@ def load_records(path: Path) -> list[dict]:
 
 
 def append_record(path: Path, record: dict, command: str) -> None:
-    data = json.loads(path.read_text()) if path.is_file() else {"benchmark": "continual", "records": []}
-    data["records"].append({**record, "command": command, "time": time.strftime("%Y-%m-%d %H:%M:%S")})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    tmp.replace(path)
+    records.append_record(path, {**record, "command": command, "time": time.strftime("%Y-%m-%d %H:%M:%S")}, "continual")
 
 
 def best_finetune_lr(records: list[dict], task: str, seed: int) -> float | None:

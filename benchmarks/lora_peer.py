@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks import records  # noqa: E402
 from camtl.data import GLUE_TASKS, load_split  # noqa: E402
 from camtl.metrics import compute_task_metrics, glue_average  # noqa: E402
 
@@ -507,12 +508,7 @@ def load_records(path: Path) -> list[dict]:
 
 
 def append_record(path: Path, record: dict) -> None:
-    data = json.loads(path.read_text()) if path.is_file() else {"benchmark": "lora_peer", "records": []}
-    data["records"].append({"kind": "train", **record})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    tmp.replace(path)
+    records.append_record(path, {"kind": "train", **record}, "lora_peer")
 
 
 def main(argv=None):
