@@ -15,8 +15,10 @@ its defaults (weight decay 0.01), linear warm-up over 10% then linear decay:
   row_head  ``model.add_task`` + ``set_trainable("tasks", tasks=[new])``: the task's embedding row and its head;
   adapter   the same plus the task's own bottleneck adapter in every layer (``add_task_adapters``, size
             ``--adapter-size``), which only its rows read;
-  finetune  all-MiniLM-L6-v2 fine-tuned on the new task alone (every weight, no conditioning), its learning rate
-            swept over ``--finetune-lrs`` on the first seed; later seeds use the best rate of the first.
+  finetune  all-MiniLM-L6-v2 fine-tuned on the new task alone (every weight, no conditioning).
+
+The adapter's and the fine-tune's learning rates are swept on ``--sweep-seed`` (``--adapter-lrs``,
+``--finetune-lrs``), per task; later seeds use the best rate of that seed, and the summary reports each arm at it.
 
 For every continual arm the five GLUE dev sets are scored before and after, and their logits compared bit for bit
 (sha256 of the fp32 logits); one mixed batch (old dev rows interleaved with new test rows) checks that a single
@@ -24,8 +26,8 @@ forward pass serves both (old rows bit-identical to the unchanged model, new row
 
 Records are appended to ``--out`` as each lands (a rerun skips what is there):
 
-    python benchmarks/continual.py --seeds 42                       # the first seed: lr sweep of the fine-tune
-    python benchmarks/continual.py --seeds 43 44                    # later seeds, the best rate of seed 42
+    python benchmarks/continual.py --seeds 42                       # the sweep seed: both arms' rates swept
+    python benchmarks/continual.py --seeds 43 44                    # later seeds, the best rates of seed 42
     python benchmarks/continual.py --summary                        # the table of BENCHMARKS.md from the records
 """
 
@@ -312,23 +314,28 @@ def append_record(path: Path, record: dict, command: str) -> None:
     records.append_record(path, {**record, "command": command, "time": time.strftime("%Y-%m-%d %H:%M:%S")}, "continual")
 
 
-def best_finetune_lr(records: list[dict], task: str, seed: int) -> float | None:
-    """The fine-tune's rate with the best score of ``seed`` (its sweep), or None before it ran."""
-    runs = [r for r in records if r["task"] == task and r["arm"] == "finetune" and r["seed"] == seed]
+def best_lr(records: list[dict], task: str, arm: str, seed: int) -> float | None:
+    """The rate of ``arm`` on ``task`` with the best score of ``seed`` (its sweep), or None before it ran."""
+    runs = [r for r in records if r["task"] == task and r["arm"] == arm and r["seed"] == seed]
     return max(runs, key=lambda r: r["score"])["lr"] if runs else None
+
+
+def arm_lrs(args, task: str, arm: str, seed: int, records: list[dict]) -> list[float]:
+    """The rates to run: the arm's sweep on the sweep seed (or before it ran), else the sweep seed's best."""
+    swept = {"row_head": [args.row_head_lr], "adapter": args.adapter_lrs, "finetune": args.finetune_lrs}[arm]
+    best = best_lr(records, task, arm, args.sweep_seed)
+    return swept if seed == args.sweep_seed or best is None else [best]
 
 
 def summary(records: list[dict], sweep_seed: int) -> dict:
     """Per task and arm: mean and spread (max - min over seeds) of the score, the seeds, parameters trained, wall
-    time; the fine-tune at the best rate of ``sweep_seed``; whether every old task stayed bit-identical."""
+    time; each arm at its best rate of ``sweep_seed``; whether every old task stayed bit-identical."""
     out = {}
     for task in NEW_TASKS:
-        lr = best_finetune_lr(records, task, sweep_seed)
         rows = {}
         for arm in ARMS:
-            runs = [
-                r for r in records if r["task"] == task and r["arm"] == arm and (arm != "finetune" or r["lr"] == lr)
-            ]
+            lr = best_lr(records, task, arm, sweep_seed)
+            runs = [r for r in records if r["task"] == task and r["arm"] == arm and r["lr"] == lr]
             if not runs:
                 continue
             scores = [r["score"] for r in runs]
@@ -361,11 +368,13 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--tasks", nargs="+", default=list(NEW_TASKS), choices=NEW_TASKS)
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
     parser.add_argument("--seeds", nargs="+", type=int, default=[42])
-    parser.add_argument("--sweep-seed", type=int, default=42, help="the seed whose runs sweep the fine-tune's rate")
+    parser.add_argument(
+        "--sweep-seed", type=int, default=42, help="the seed whose runs sweep the adapter's and fine-tune's rates"
+    )
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--row-head-lr", type=float, default=3e-3)
-    parser.add_argument("--adapter-lr", type=float, default=1e-3)
+    parser.add_argument("--adapter-lrs", nargs="+", type=float, default=[1e-3])
     parser.add_argument("--adapter-size", type=int, default=64)
     parser.add_argument("--finetune-lrs", nargs="+", type=float, default=[5e-5, 1e-4, 2e-4])
     parser.add_argument(
@@ -399,12 +408,7 @@ def main(argv=None) -> list[dict]:
         for task in args.tasks:
             for arm in args.arms:
                 done = load_records(out)
-                if arm == "finetune":
-                    best = best_finetune_lr(done, task, args.sweep_seed)
-                    lrs = args.finetune_lrs if seed == args.sweep_seed or best is None else [best]
-                else:
-                    lrs = [args.row_head_lr if arm == "row_head" else args.adapter_lr]
-                for lr in lrs:
+                for lr in arm_lrs(args, task, arm, seed, done):
                     key = (task, arm, seed, lr, args.steps, args.batch_size)
                     if any((r["task"], r["arm"], r["seed"], r["lr"], r["steps"], r["batch_size"]) == key for r in done):
                         continue

