@@ -13,13 +13,17 @@ The converged protocol of `benchmarks/converged.py`, on more tasks:
 - ``donor-first``: what a careful practitioner would try instead of one model: single-task fine-tuning with a donor
   first: MiniLM fine-tuned on the donor (one run of the single-task arm, the target's dev set protected by the
   leakage filter), its encoder then fine-tuned on the target at the target's converged budget. RTE after SNLI,
-  STS-B after SICK-R; CoLA, SST-2 and MRPC keep their single-task runs (converged.json, the same seed and rate).
+  STS-B after SICK-R; CoLA, SST-2 and MRPC keep their single-task runs (converged.json, the same seed and rate);
+- ``aux-single``: each auxiliary task of a set against its own single-task fine-tune (MiniLM, the single-task arm of
+  the converged benchmark): the same training rows as the multi-task runs of that set (the dev sets of every task of
+  the set protected), the same ``AUX_PASSES`` steps, scored on the same held-out rows.
 
 Each run is one record in ``--out``, written when it finishes; a record already there is not run again and a run
 killed midway resumes from its last checkpoint (``--save_every``).
 
     python benchmarks/task_scaling.py --sets glue10 --arms camtl plain-mtl --seeds 42
     python benchmarks/task_scaling.py --arms donor-first --seeds 42
+    python benchmarks/task_scaling.py --sets glue10 --arms aux-single --seeds 42
     python benchmarks/task_scaling.py --plot        # the table (.md) and docs/task_scaling.png from the records
 """
 
@@ -248,11 +252,60 @@ def run_donor_first(target: str, seed: int, proto: dict, args) -> dict:
     return record
 
 
+def aux_single_args(task: str, set_name: str, seed: int, proto: dict) -> list[str]:
+    """train.py arguments of an auxiliary task's own fine-tune: the rows and steps that task has in the multi-task
+    runs of ``set_name`` (the same leakage protection: the dev sets of every task of the set)."""
+    spec = proto["sets"][set_name]
+    if task not in spec["aux_rows"]:
+        raise ValueError(f"{task!r} is not an auxiliary task of {set_name}: {sorted(spec['aux_rows'])}")
+    return CONVERGED_ARMS["single-task"] + [
+        "--data.tasks",
+        f"[{task}]",
+        "--data.extra_dir",
+        str(EXTRA),
+        "--data.protected_tasks",
+        "[" + ", ".join(spec["tasks"]) + "]",
+        "--sampling.task_budgets",
+        f"{{{task}: {AUX_CAP}}}",
+        "--train.seed",
+        str(seed),
+        "--train.learning_rate",
+        str(LR),
+        "--train.max_steps",
+        str(spec["steps"][task]),
+        *QUIET,
+    ]
+
+
+def run_aux_single(task: str, set_name: str, seed: int, proto: dict, args) -> dict:
+    """One auxiliary task of a set fine-tuned alone (``aux_single_args``)."""
+    start = time.time()
+    res = run_train(
+        Path(args.work_dir) / f"{set_name}-aux-single-seed{seed}" / task,
+        aux_single_args(task, set_name, seed, proto),
+        args,
+        save_every=args.save_every,
+    )
+    record = _record("single-task", set_name, "aux-single", seed, res, [task], start)
+    record["target"] = task
+    return record
+
+
 # ---------------------------------------------------------------- results
 
 
 def run_key(r: dict) -> tuple:
     return r["set"], r["arm"], r["seed"], r.get("target")
+
+
+def run_keys(arm: str, seed: int, args, proto: dict) -> list[tuple]:
+    """The runs one ``arm`` and seed of the command line stand for, as ``run_key``s: a donor-first run per target, an
+    auxiliary single-task run per auxiliary task of each set, a multi-task run per set."""
+    if arm == "donor-first":
+        return [("glue5+donor", arm, seed, target) for target in args.targets]
+    if arm == "aux-single":
+        return [(s, arm, seed, task) for s in args.sets for task in proto["sets"][s]["aux_rows"]]
+    return [(s, arm, seed, None) for s in args.sets]
 
 
 @contextlib.contextmanager
@@ -272,6 +325,7 @@ def load(out: Path) -> dict:
 
 def save(out: Path, results: dict) -> None:
     results["summary"] = summarise(results["runs"])
+    results["aux_single"] = aux_single_summary(results["runs"])
     results["hardware"] = f"{cpu_name()}, {os.cpu_count()} cores"
     out.write_text(json.dumps(results, indent=1))
     out.with_suffix(".md").write_text(
@@ -344,6 +398,26 @@ def summarise(runs: list[dict]) -> dict:
     return table
 
 
+def aux_single_summary(runs: list[dict]) -> dict[str, dict[str, dict]]:
+    """Per set and auxiliary task: its own fine-tune's score over seeds, steps and wall time."""
+    out: dict[str, dict[str, dict]] = {}
+    for r in runs:
+        if r["arm"] == "aux-single":
+            out.setdefault(r["set"], {}).setdefault(r["target"], []).append(r)
+    return {
+        set_name: {
+            task: {
+                "score": _stat([r["tasks"][task]["main"] for r in rs]),
+                "seeds": [r["seed"] for r in rs],
+                "steps": rs[0]["steps"],
+                "wall_time_s": _stat([max(r["wall_time_s"], r["train_wall_time_s"]) for r in rs]),  # over resumes
+            }
+            for task, rs in sorted(by_task.items(), key=lambda kv: TASK_SETS["all"].index(kv[0]))
+        }
+        for set_name, by_task in out.items()
+    }
+
+
 def _summary(seeds: list[dict], names: list[str]) -> dict:
     return {
         "seeds": [s["seed"] for s in seeds],
@@ -390,6 +464,20 @@ def markdown(results: dict) -> str:
                 f" | {r['steps']} | {100 * r['tasks'][r['target']]['main']:.1f} | "
                 f"{(r['donor_wall_time_s'] + r['train_wall_time_s']) / 60:.0f} min |"
             )
+    for set_name, tasks in aux_single_summary(results["runs"]).items():
+        arms = [arm for arm in ARMS if f"{set_name}/{arm}" in table]
+        lines += [
+            "",
+            f"Auxiliary tasks of {set_name}, each fine-tuned alone (the same rows and steps) against the multi-task "
+            "arms (their held-out rows):",
+            "",
+            "| " + " | ".join(["task", "seeds", "steps", "single-task", *arms, "wall (single)"]) + " |",
+            "|" + "---|" * (len(arms) + 5),
+        ]
+        for task, row in tasks.items():
+            cells = [task, len(row["seeds"]), row["steps"], _pm(row["score"])]
+            cells += [_pm(table[f"{set_name}/{arm}"]["tasks"][task]) for arm in arms]
+            lines.append("| " + " | ".join(map(str, [*cells, f"{row['wall_time_s']['mean'] / 60:.0f} min"])) + " |")
     return "\n".join(lines)
 
 
@@ -435,7 +523,9 @@ def plot(results: dict, path: Path) -> None:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sets", nargs="+", default=["glue10"], choices=[s for s in TASK_SETS if s != "glue5"])
-    parser.add_argument("--arms", nargs="+", default=["camtl", "plain-mtl"], choices=[*ARMS, "donor-first"])
+    parser.add_argument(
+        "--arms", nargs="+", default=["camtl", "plain-mtl"], choices=[*ARMS, "donor-first", "aux-single"]
+    )
     parser.add_argument(
         "--targets",
         nargs="+",
@@ -470,15 +560,16 @@ def main(argv=None) -> dict:
         results["commands"].append(command)
     for seed in args.seeds:
         for arm in args.arms:
-            for item in args.targets if arm == "donor-first" else args.sets:
-                key = ("glue5+donor", arm, seed, item) if arm == "donor-first" else (item, arm, seed, None)
+            for key in run_keys(arm, seed, args, proto):
                 if key in {run_key(r) for r in load(out)["runs"]}:
                     continue
-                record = (
-                    run_donor_first(item, seed, proto, args)
-                    if arm == "donor-first"
-                    else run_set(item, arm, seed, proto, args)
-                )
+                set_name, _, _, item = key
+                if arm == "donor-first":
+                    record = run_donor_first(item, seed, proto, args)
+                elif arm == "aux-single":
+                    record = run_aux_single(item, set_name, seed, proto, args)
+                else:
+                    record = run_set(set_name, arm, seed, proto, args)
                 record["command"] = command
                 with locked(out) as results:  # another queue may have added records meanwhile
                     results["runs"].append(record)

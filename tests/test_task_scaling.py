@@ -1,0 +1,78 @@
+"""benchmarks/task_scaling.py: the auxiliary tasks' own fine-tunes train on the rows the multi-task runs train on, and
+the benchmark's bookkeeping (which runs an arm stands for, what is skipped, the table) on fake training results."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks import task_scaling as ts
+
+
+def flag(args: list[str], name: str) -> str:
+    return args[args.index(name) + 1]
+
+
+def fake_proto() -> dict:
+    tasks = ts.TASK_SETS["glue10"]
+    aux = {t: 100 + i for i, t in enumerate(tasks[5:])}
+    steps = {**dict.fromkeys(ts.TASKS, 10), **{t: -(-n * ts.AUX_PASSES // ts.BATCH) for t, n in aux.items()}}
+    return {"sets": {"glue10": {"tasks": tasks, "aux_rows": aux, "steps": steps, "total_steps": sum(steps.values())}}}
+
+
+def test_aux_single_args_protect_the_whole_set_and_keep_the_steps() -> None:
+    proto = fake_proto()
+    args = ts.aux_single_args("sick_e", "glue10", 43, proto)
+    assert flag(args, "--data.tasks") == "[sick_e]"
+    assert flag(args, "--data.protected_tasks") == "[" + ", ".join(ts.TASK_SETS["glue10"]) + "]"
+    assert flag(args, "--train.max_steps") == str(proto["sets"]["glue10"]["steps"]["sick_e"])
+    assert flag(args, "--train.seed") == "43"
+    assert args[: len(ts.CONVERGED_ARMS["single-task"])] == ts.CONVERGED_ARMS["single-task"]  # no conditioning
+    with pytest.raises(ValueError, match=r"'rte' is not an auxiliary task of glue10.*sick_e"):
+        ts.aux_single_args("rte", "glue10", 42, proto)
+
+
+def test_aux_single_trains_on_the_rows_of_the_multi_task_run() -> None:
+    """SICK-E loses the pairs that share a sentence with STS-B dev in the ten-task runs; its own fine-tune must lose
+    them too (protecting only its own dev set keeps all 4,500)."""
+    args = ts.aux_single_args("sick_e", "glue10", 42, fake_proto())
+    protected = flag(args, "--data.protected_tasks").strip("[]").split(", ")
+    alone = ts.aux_rows(["sick_e"], protected=protected)["sick_e"]
+    assert alone == ts.aux_rows(ts.TASK_SETS["glue10"])["sick_e"] < ts.aux_rows(["sick_e"])["sick_e"] == 4500
+
+
+def fake_result(tasks: list[str], score: float) -> dict:
+    return {
+        "steps": 7,
+        "tasks": {t: {"main": score} for t in tasks},
+        "parameters": {"trainable": 1},
+        "examples_trained": 224,
+        "wall_time_s": 60.0,
+    }
+
+
+def test_aux_single_arm_runs_each_auxiliary_task_once_and_tabulates(tmp_path, monkeypatch) -> None:
+    proto = fake_proto()
+    monkeypatch.setattr(ts, "protocol", lambda sets: proto)
+    calls = []
+
+    def run_train(out_dir, extra, args, save_every=0):
+        task = flag(extra, "--data.tasks").strip("[]")
+        calls.append(task)
+        return fake_result([task], 0.5 + len(calls) / 100)
+
+    monkeypatch.setattr(ts, "run_train", run_train)
+    argv = ["--arms", "aux-single", "--seeds", "42", "--out", str(tmp_path / "ts.json"), "--work_dir", str(tmp_path)]
+    ts.main(argv)
+    assert calls == ts.TASK_SETS["glue10"][5:]
+    ts.main(argv)  # every record is on file: nothing runs again
+    assert len(calls) == 5
+    results = json.loads((tmp_path / "ts.json").read_text())
+    assert {(r["arm"], r["target"], r["kind"]) for r in results["runs"]} == {
+        ("aux-single", t, "single-task") for t in ts.TASK_SETS["glue10"][5:]
+    }
+    assert results["aux_single"]["glue10"]["snli"]["score"]["mean"] == pytest.approx(0.51)
+    table = (tmp_path / "ts.md").read_text()
+    assert "Auxiliary tasks of glue10" in table and "| snli | 1 | 7 | 51.0 | 1 min |" in table
+    assert "glue10/aux-single" not in results["summary"]  # not a multi-task row of the curve
