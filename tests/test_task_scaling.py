@@ -76,3 +76,4 @@ def test_aux_single_arm_runs_each_auxiliary_task_once_and_tabulates(tmp_path, mo
     table = (tmp_path / "ts.md").read_text()
     assert "Auxiliary tasks of glue10" in table and "| snli | 1 | 7 | 51.0 | 1 min |" in table
     assert "glue10/aux-single" not in results["summary"]  # not a multi-task row of the curve
+    assert len(results["commands"]) == 1  # the second call resumed the same command: recorded once
