@@ -327,9 +327,10 @@ def save(out: Path, results: dict) -> None:
     results["summary"] = summarise(results["runs"])
     results["aux_single"] = aux_single_summary(results["runs"])
     results["hardware"] = f"{cpu_name()}, {os.cpu_count()} cores"
+    results["commands"] = list(dict.fromkeys(results["commands"]))  # a resumed run is one command
     out.write_text(json.dumps(results, indent=1))
     out.with_suffix(".md").write_text(
-        "\n".join(f"`{c}`" for c in dict.fromkeys(results["commands"])) + "\n\n" + markdown(results) + "\n"
+        "\n".join(f"`{c}`" for c in results["commands"]) + "\n\n" + markdown(results) + "\n"
     )
 
 
@@ -557,8 +558,7 @@ def main(argv=None) -> dict:
         known.update({k: v for k, v in proto.items() if k != "sets"})
         known.setdefault("sets", {}).update(proto["sets"])
         command = "python benchmarks/task_scaling.py " + shlex.join(sys.argv[1:] if argv is None else argv)
-        if command not in results["commands"]:  # a resumed run is one command
-            results["commands"].append(command)
+        results["commands"].append(command)
     for seed in args.seeds:
         for arm in args.arms:
             for key in run_keys(arm, seed, args, proto):
