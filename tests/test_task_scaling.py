@@ -77,3 +77,24 @@ def test_aux_single_arm_runs_each_auxiliary_task_once_and_tabulates(tmp_path, mo
     assert "Auxiliary tasks of glue10" in table and "| snli | 1 | 7 | 51.0 | 1 min |" in table
     assert "glue10/aux-single" not in results["summary"]  # not a multi-task row of the curve
     assert len(results["commands"]) == 1  # the second call resumed the same command: recorded once
+
+
+def test_table_puts_the_auxiliary_tasks_in_rows_of_their_own() -> None:
+    """GLUE-5 in the main table; each auxiliary task a row of its own, a column per multi-task row that has it (the
+    18-task set would otherwise need 13 more columns), blank where a set does not train it."""
+
+    def run(set_name: str, score: float) -> dict:
+        record = fake_result(ts.TASK_SETS[set_name], score)
+        return {**record, "set": set_name, "arm": "camtl", "kind": "multi-task", "seed": 42, "glue_average": score}
+
+    runs = [run("glue10", 0.5), run("all", 0.6)]
+    table = ts.markdown({"summary": ts.summarise(runs), "runs": runs})
+    main = table.split("\n\n")[0]
+    assert main.startswith("| set / arm | seeds | cola | sst2 | mrpc | stsb | rte | **GLUE-5 avg** | steps | wall |")
+    assert "| glue10/camtl | 1 | 50.0 | 50.0 | 50.0 | 50.0 | 50.0 | **50.0** | 7 | 1 min |" in main
+    assert "snli" not in main and "trec" not in main
+    assert "| task | glue10/camtl | all/camtl |" in table
+    assert "| snli | 50.0 | 60.0 |" in table
+    assert "| trec |  | 60.0 |" in table  # only the 18-task set trains TREC
+    aux = ts.TASK_SETS["all"][len(ts.TASKS) :]
+    assert [line.split(" | ")[0][2:] for line in table.splitlines()[-len(aux) :]] == aux  # each once, in set order
