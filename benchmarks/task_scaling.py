@@ -24,6 +24,8 @@ killed midway resumes from its last checkpoint (``--save_every``).
     python benchmarks/task_scaling.py --sets glue10 --arms camtl plain-mtl --seeds 42
     python benchmarks/task_scaling.py --arms donor-first --seeds 42
     python benchmarks/task_scaling.py --sets glue10 --arms aux-single --seeds 42
+    python benchmarks/task_scaling.py --sets all --arms aux-single --seeds 42 \
+        --aux_tasks trec subj cr mpqa cb boolq wic ag_news   # only the tasks glue10 lacks
     python benchmarks/task_scaling.py --plot        # the table (.md) and docs/task_scaling.png from the records
 """
 
@@ -304,7 +306,8 @@ def run_keys(arm: str, seed: int, args, proto: dict) -> list[tuple]:
     if arm == "donor-first":
         return [("glue5+donor", arm, seed, target) for target in args.targets]
     if arm == "aux-single":
-        return [(s, arm, seed, task) for s in args.sets for task in proto["sets"][s]["aux_rows"]]
+        keys = [(s, arm, seed, task) for s in args.sets for task in proto["sets"][s]["aux_rows"]]
+        return [k for k in keys if not args.aux_tasks or k[3] in args.aux_tasks]
     return [(s, arm, seed, None) for s in args.sets]
 
 
@@ -544,6 +547,13 @@ def main(argv=None) -> dict:
         choices=list(DONORS),
         help="donor-first: the GLUE tasks to run with their donor",
     )
+    parser.add_argument(
+        "--aux_tasks",
+        nargs="+",
+        default=None,
+        help="aux-single: only these auxiliary tasks of the set (default: all of them), e.g. the ones a smaller set "
+        "lacks",
+    )
     parser.add_argument("--seeds", nargs="+", type=int, default=[42])
     parser.add_argument("--save_every", type=int, default=200)
     parser.add_argument("--max_length", type=int, default=128)
@@ -552,6 +562,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--plot", action="store_true", help="only rewrite the table and the plot from the records")
     args = parser.parse_args(argv)
     args.data_dir, args.learning_rate = str(GLUE), LR  # run_train's
+    for set_name in args.sets if args.aux_tasks else []:
+        aux = TASK_SETS[set_name][len(TASKS) :]
+        if missing := [t for t in args.aux_tasks if t not in aux]:
+            parser.error(f"--aux_tasks {', '.join(missing)}: not in {set_name}; its auxiliary tasks: {', '.join(aux)}")
     out = Path(args.out)
     if args.plot:
         with locked(out) as results:

@@ -3,6 +3,7 @@ the benchmark's bookkeeping (which runs an arm stands for, what is skipped, the 
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import pytest
@@ -98,3 +99,22 @@ def test_table_puts_the_auxiliary_tasks_in_rows_of_their_own() -> None:
     assert "| trec |  | 60.0 |" in table  # only the 18-task set trains TREC
     aux = ts.TASK_SETS["all"][len(ts.TASKS) :]
     assert [line.split(" | ")[0][2:] for line in table.splitlines()[-len(aux) :]] == aux  # each once, in set order
+
+
+def test_aux_single_runs_only_the_auxiliary_tasks_asked_for(tmp_path, capsys) -> None:
+    """``--aux_tasks`` keeps the fine-tunes a larger set adds and nothing else; a task outside the set is refused with
+    the set's auxiliary tasks named, before anything is recorded."""
+    args = argparse.Namespace(sets=["glue10"], aux_tasks=["mr", "snli"])
+    assert ts.run_keys("aux-single", 42, args, fake_proto()) == [
+        ("glue10", "aux-single", 42, "snli"),
+        ("glue10", "aux-single", 42, "mr"),
+    ]
+    args.aux_tasks = None
+    assert [k[3] for k in ts.run_keys("aux-single", 42, args, fake_proto())] == ts.TASK_SETS["glue10"][5:]
+    out = tmp_path / "ts.json"
+    with pytest.raises(SystemExit):
+        ts.main(["--arms", "aux-single", "--aux_tasks", "trec", "mr", "--out", str(out), "--work_dir", str(tmp_path)])
+    assert "--aux_tasks trec: not in glue10; its auxiliary tasks: snli, sick_e, qnli_dev, sick_r, mr" in (
+        capsys.readouterr().err
+    )
+    assert not out.exists()
