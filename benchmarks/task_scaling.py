@@ -48,6 +48,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 from benchmarks.converged import ARMS as CONVERGED_ARMS  # noqa: E402
 from benchmarks.converged import BATCH, PASSES, TASKS, task_steps, train_rows  # noqa: E402
+from benchmarks.converged import _wall as run_wall  # noqa: E402
 from benchmarks.quality import run_train  # noqa: E402
 from benchmarks.speed import cpu_name  # noqa: E402
 
@@ -352,7 +353,7 @@ def converged_points() -> dict[str, list[dict]]:
                 "tasks": t,
                 "glue_average": statistics.fmean(t[k]["main"] for k in TASKS),
                 "wall_time_s": sum(
-                    r["wall_time_s"] for r in conv["runs"] if r["arm"] == name and r["lr"] == LR and r["seed"] == s
+                    run_wall(r) for r in conv["runs"] if r["arm"] == name and r["lr"] == LR and r["seed"] == s
                 ),
             }
             for s, t in sorted(by_seed.items())
@@ -414,7 +415,7 @@ def aux_single_summary(runs: list[dict]) -> dict[str, dict[str, dict]]:
                 "score": _stat([r["tasks"][task]["main"] for r in rs]),
                 "seeds": [r["seed"] for r in rs],
                 "steps": rs[0]["steps"],
-                "wall_time_s": _stat([max(r["wall_time_s"], r["train_wall_time_s"]) for r in rs]),  # over resumes
+                "wall_time_s": _stat([run_wall(r) for r in rs]),
             }
             for task, rs in sorted(by_task.items(), key=lambda kv: TASK_SETS["all"].index(kv[0]))
         }
@@ -427,7 +428,7 @@ def _summary(seeds: list[dict], names: list[str]) -> dict:
         "seeds": [s["seed"] for s in seeds],
         "glue_average": _stat([s["glue_average"] for s in seeds]),
         "tasks": {t: _stat([s["tasks"][t]["main"] for s in seeds]) for t in names},
-        "wall_time_s": _stat([s["wall_time_s"] for s in seeds]) if all("wall_time_s" in s for s in seeds) else None,
+        "wall_time_s": _stat([run_wall(s) for s in seeds]) if all("wall_time_s" in s for s in seeds) else None,
         "examples_trained": seeds[0].get("examples_trained"),
         "steps": seeds[0].get("steps"),
     }

@@ -118,3 +118,13 @@ def test_aux_single_runs_only_the_auxiliary_tasks_asked_for(tmp_path, capsys) ->
         capsys.readouterr().err
     )
     assert not out.exists()
+
+
+def test_a_resumed_run_counts_its_training_time_over_resumes() -> None:
+    """A run resumed from a checkpoint: the script's clock saw only the last piece, train.py's ``wall_time_s`` adds the
+    pieces up; the table takes the larger, as the converged table does."""
+    record = fake_result(ts.TASK_SETS["glue10"], 0.5)
+    run = {**record, "set": "glue10", "arm": "plain-mtl", "kind": "multi-task", "seed": 42, "glue_average": 0.5}
+    run.update(wall_time_s=600.0, train_wall_time_s=900.0)
+    table = ts.markdown({"summary": ts.summarise([run]), "runs": [run]})
+    assert "| glue10/plain-mtl | 1 | 50.0 | 50.0 | 50.0 | 50.0 | 50.0 | **50.0** | 7 | 15 min |" in table
