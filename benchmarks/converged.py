@@ -212,13 +212,13 @@ def arm_seeds(runs: list[dict], arm: str, lrs: dict[str | None, float]) -> list[
                 "parameters_to_serve_all": sum(p["parameters_total"] for p in parts),
                 "examples_trained": sum(p["examples_trained"] for p in parts),
                 "data_fraction": sum(used.values()) / sum(total.values()),
-                "wall_time_s": sum(_wall(p) for p in parts),
+                "wall_time_s": sum(run_wall(p) for p in parts),
             }
         )
     return out
 
 
-def _wall(run: dict) -> float:
+def run_wall(run: dict) -> float:
     """A run's wall time: its training time summed over resumes (train.py's ``wall_time_s``) when larger than this
     script's clock, which only saw the last resume."""
     return max(run["wall_time_s"], run.get("train_wall_time_s") or 0.0)
@@ -286,9 +286,8 @@ def markdown(table: dict, runs: list[dict], first_seed: int, majority: dict | No
             tasks = {t: m["main"] for p in parts for t, m in p["tasks"].items()}
             cells = [f"{100 * tasks[t]:.1f}" if t in tasks else "" for t in TASKS]
             avg = f"{100 * statistics.fmean(tasks.values()):.1f}" if len(tasks) == len(TASKS) else "(partial)"
-            lines.append(
-                f"| {arm} | {lr:g} | " + " | ".join(cells) + f" | {avg} | {sum(_wall(p) for p in parts) / 60:.0f} min |"
-            )
+            wall = sum(run_wall(p) for p in parts) / 60
+            lines.append(f"| {arm} | {lr:g} | " + " | ".join(cells) + f" | {avg} | {wall:.0f} min |")
     return "\n".join(lines)
 
 

@@ -47,8 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 from benchmarks.converged import ARMS as CONVERGED_ARMS  # noqa: E402
-from benchmarks.converged import BATCH, PASSES, TASKS, task_steps, train_rows  # noqa: E402
-from benchmarks.converged import _wall as run_wall  # noqa: E402
+from benchmarks.converged import BATCH, PASSES, TASKS, run_wall, task_steps, train_rows  # noqa: E402
 from benchmarks.quality import run_train  # noqa: E402
 from benchmarks.speed import cpu_name  # noqa: E402
 
